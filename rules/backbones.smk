@@ -1,0 +1,71 @@
+# Frozen backbones: CLIP, the class-conditional diffusion model and, for the
+# 'classifier' guide, a noise-aware classifier.
+
+
+rule clip_backbone:
+    input:
+        DATA_FILES,
+    output:
+        directory(CLIP),
+    params:
+        clip=as_json(config["clip"]),
+        dataset_dir=DATA,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        log_path("clip_backbone", "{dataset}"),
+    benchmark:
+        bench_path("clip_backbone", "{dataset}")
+    conda:
+        ENV
+    shell:
+        "dicap clip-backbone --dataset-dir {params.dataset_dir} --params {params.clip:q}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule diffusion_backbone:
+    input:
+        DATA_FILES,
+    output:
+        directory(DIFFUSION),
+    params:
+        diffusion=as_json(config["diffusion"]),
+        dataset_dir=DATA,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        log_path("diffusion_backbone", "{dataset}"),
+    benchmark:
+        bench_path("diffusion_backbone", "{dataset}")
+    conda:
+        ENV
+    shell:
+        "dicap diffusion-backbone --dataset-dir {params.dataset_dir} --params {params.diffusion:q}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule guide_classifier:
+    input:
+        DATA_FILES,
+    output:
+        directory(GUIDE_CLASSIFIER),
+    params:
+        train=as_json(config["guide_classifier"]["train"]),
+        dataset_dir=DATA,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        log_path("guide_classifier", "{dataset}"),
+    benchmark:
+        bench_path("guide_classifier", "{dataset}")
+    conda:
+        ENV
+    shell:
+        "dicap guide-classifier --dataset-dir {params.dataset_dir} --params {params.train:q}"
+        " --threads {threads} --out {output} > {log} 2>&1"

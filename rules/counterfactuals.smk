@@ -1,0 +1,59 @@
+# Abduction and action, sharded: each shard is one (GPU, on a cluster) job; a merge
+# checks that the shards cover the few-shot split exactly once.
+
+
+def guide_inputs(wildcards):
+    if config["counterfactual"]["guide"] == "classifier":
+        return {"classifier": GUIDE_CLASSIFIER.format(dataset=wildcards.dataset)}
+    return {}
+
+
+rule counterfactual_shard:
+    input:
+        unpack(guide_inputs),
+        data=DATA_FILES,
+        split=SPLIT,
+        clip=CLIP,
+        diffusion=DIFFUSION,
+    output:
+        images=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.safetensors",
+        table=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.parquet",
+    params:
+        cf=as_json(config["counterfactual"]),
+        dataset_dir=DATA,
+        classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        log_path("counterfactual_shard", "{dataset}", "seed{seed}", "shard{shard}-of-{shards}"),
+    benchmark:
+        bench_path("counterfactual_shard", "{dataset}", "seed{seed}", "shard{shard}-of-{shards}")
+    conda:
+        ENV
+    shell:
+        "dicap counterfactual-shard --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --diffusion-dir {input.diffusion} {params.classifier} --split {input.split}"
+        " --seed {wildcards.seed} --shard {wildcards.shard} --shards {wildcards.shards}"
+        " --params {params.cf:q} --threads {threads}"
+        " --out-images {output.images} --out-table {output.table} > {log} 2>&1"
+
+
+rule merge_counterfactuals:
+    input:
+        split=SPLIT,
+        images=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.safetensors", shard=range(SHARDS), allow_missing=True),
+        tables=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.parquet", shard=range(SHARDS), allow_missing=True),
+    output:
+        images=f"{CF_DIR}/counterfactuals.safetensors",
+        table=f"{CF_DIR}/counterfactuals.parquet",
+    log:
+        log_path("merge_counterfactuals", "{dataset}", "seed{seed}"),
+    benchmark:
+        bench_path("merge_counterfactuals", "{dataset}", "seed{seed}")
+    conda:
+        ENV
+    shell:
+        "dicap merge-counterfactuals --split {input.split} --images {input.images} --tables {input.tables}"
+        " --out-images {output.images} --out-table {output.table} > {log} 2>&1"

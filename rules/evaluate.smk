@@ -1,0 +1,25 @@
+# Base-to-novel evaluation of every method of one dataset and seed.
+
+
+rule evaluate:
+    input:
+        data=DATA_FILES,
+        clip=CLIP,
+        features=f"{FEATURES}/eval.safetensors",
+        prompts=expand(PROMPT, method=METHODS, allow_missing=True),
+    output:
+        METRICS,
+    params:
+        prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
+        methods=METHODS,
+        dataset_dir=DATA,
+    log:
+        log_path("evaluate", "{dataset}", "seed{seed}"),
+    benchmark:
+        bench_path("evaluate", "{dataset}", "seed{seed}")
+    conda:
+        ENV
+    shell:
+        "dicap evaluate --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --features {input.features} --prompts {input.prompts} --methods {params.methods}"
+        " --seed {wildcards.seed} --params {params.prompt:q} --out {output} > {log} 2>&1"

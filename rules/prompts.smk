@@ -1,0 +1,72 @@
+# Frozen-encoder feature caches, then one prompt-training job per dataset x method x seed.
+
+
+rule encode_train_features:
+    input:
+        data=DATA_FILES,
+        split=SPLIT,
+        clip=CLIP,
+        images=f"{CF_DIR}/counterfactuals.safetensors",
+        table=f"{CF_DIR}/counterfactuals.parquet",
+    output:
+        f"{FEATURES}/seed{{seed}}.safetensors",
+    params:
+        dataset_dir=DATA,
+    threads: 1
+    log:
+        log_path("encode_train_features", "{dataset}", "seed{seed}"),
+    benchmark:
+        bench_path("encode_train_features", "{dataset}", "seed{seed}")
+    conda:
+        ENV
+    shell:
+        "dicap encode-features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --split {input.split} --counterfactuals {input.images} --counterfactual-table {input.table}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule encode_eval_features:
+    input:
+        data=DATA_FILES,
+        clip=CLIP,
+    output:
+        f"{FEATURES}/eval.safetensors",
+    params:
+        dataset_dir=DATA,
+    threads: 1
+    log:
+        log_path("encode_eval_features", "{dataset}"),
+    benchmark:
+        bench_path("encode_eval_features", "{dataset}")
+    conda:
+        ENV
+    shell:
+        "dicap encode-features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule train_prompt:
+    input:
+        data=DATA_FILES,
+        clip=CLIP,
+        features=f"{FEATURES}/seed{{seed}}.safetensors",
+    output:
+        PROMPT,
+        PROMPT.replace(".safetensors", ".json"),
+    params:
+        prompt=as_json(config["prompt"]),
+        dataset_dir=DATA,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        log_path("train_prompt", "{dataset}", "{method}", "seed{seed}"),
+    benchmark:
+        bench_path("train_prompt", "{dataset}", "{method}", "seed{seed}")
+    conda:
+        ENV
+    shell:
+        "dicap train-prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --features {input.features} --method {wildcards.method} --seed {wildcards.seed}"
+        " --params {params.prompt:q} --threads {threads} --out {output[0]} > {log} 2>&1"

@@ -1,0 +1,75 @@
+# Tables and figures under results/.
+
+
+rule table1:
+    input:
+        expand(METRICS, dataset=DATASETS, seed=SEEDS),
+    output:
+        csv="results/table1.csv",
+        md="results/table1.md",
+        provenance="results/table1.provenance.json",
+    params:
+        suite=config["suite"],
+        datasets=DATASETS,
+        config=as_json(config),
+    log:
+        log_path("table1"),
+    benchmark:
+        bench_path("table1")
+    conda:
+        ENV
+    shell:
+        "dicap table --suite {params.suite} --datasets {params.datasets} --metrics {input}"
+        " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule figure_table1:
+    input:
+        "results/table1.csv",
+    output:
+        "results/figures/table1_bars.png",
+    log:
+        log_path("figure_table1"),
+    conda:
+        ENV
+    shell:
+        "dicap figure-bars --table {input} --out {output} > {log} 2>&1"
+
+
+rule figure_counterfactuals:
+    input:
+        data=DATA_FILES,
+        split=SPLIT.format(dataset="{dataset}", seed=SEEDS[0]),
+        images=CF_DIR.format(dataset="{dataset}", seed=SEEDS[0]) + "/counterfactuals.safetensors",
+        table=CF_DIR.format(dataset="{dataset}", seed=SEEDS[0]) + "/counterfactuals.parquet",
+    output:
+        "results/figures/counterfactuals_{dataset}.png",
+    params:
+        dataset_dir=DATA,
+    log:
+        log_path("figure_counterfactuals", "{dataset}"),
+    conda:
+        ENV
+    shell:
+        "dicap figure-counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
+        " --images {input.images} --table {input.table} --out {output} > {log} 2>&1"
+
+
+rule backbone_report:
+    input:
+        clip=expand(CLIP, dataset=DATASETS),
+        diffusion=expand(DIFFUSION, dataset=DATASETS),
+        cf=expand(f"{CF_DIR}/counterfactuals.parquet", dataset=DATASETS, seed=SEEDS),
+    output:
+        "results/backbones.csv",
+    params:
+        datasets=DATASETS,
+        clip_reports=[f"{p}/report.json" for p in expand(CLIP, dataset=DATASETS)],
+        diffusion_reports=[f"{p}/report.json" for p in expand(DIFFUSION, dataset=DATASETS)],
+    log:
+        log_path("backbone_report"),
+    conda:
+        ENV
+    shell:
+        "dicap backbone-report --datasets {params.datasets} --clip-reports {params.clip_reports}"
+        " --diffusion-reports {params.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"

@@ -1,0 +1,163 @@
+"""CLIP through open_clip: the tiny embedded model and pretrained ones share one loader.
+
+The embedded suite trains a small open_clip ``CLIP`` from a config written as data and
+saves it as an open_clip ``local-dir`` checkpoint (``open_clip_config.json`` plus
+``open_clip_model.safetensors``); loading it goes through ``open_clip.create_model`` exactly
+as a downloaded checkpoint would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dicap.io import atomic_output, write_json
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ClipBundle:
+    """A frozen CLIP with what is needed to feed it: tokenizer and pixel normalisation."""
+
+    model: "torch.nn.Module"
+    tokenizer: Any
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def pixels_to_input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float (N, 3, S, S) at the model's resolution."""
+        x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
+        return self.normalise(x)
+
+    def normalise(self, x01: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1], (N, 3, H, W) -> model input; differentiable."""
+        if x01.shape[-1] != self.image_size:
+            x01 = F.interpolate(x01, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        mean = torch.tensor(self.mean, device=x01.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x01.device).view(1, 3, 1, 1)
+        return (x01 - mean) / std
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised image features for uint8 images, in batches."""
+        device = next(self.model.parameters()).device
+        out = [
+            self.model.encode_image(self.pixels_to_input(images[i : i + batch_size]).to(device), normalize=True).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text features; chunked so 1000 class prompts never go through at once."""
+        device = next(self.model.parameters()).device
+        out = [
+            self.model.encode_text(self.tokenizer(texts[i : i + batch_size]).to(device), normalize=True).cpu()
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(out)
+
+
+def load_clip(spec: dict[str, Any]) -> ClipBundle:
+    """Load a frozen CLIP from ``spec``: ``{"path": dir}`` (local-dir) or ``{"model", "pretrained"}``."""
+    import open_clip
+
+    if "path" in spec:
+        name, pretrained = f"local-dir:{spec['path']}", None
+        if not (Path(spec["path"]) / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"no CLIP checkpoint at {spec['path']} (missing {CONFIG_FILE})")
+    else:
+        name, pretrained = spec["model"], spec["pretrained"]
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=pretrained, cache_dir=spec.get("cache_dir"), load_weights=True
+    )
+    model.eval().requires_grad_(False)
+    cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    size = cfg.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        image_size=int(size),
+        mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(cfg.get("std", OPENAI_STD)),
+    )
+
+
+def save_local_dir(model: "torch.nn.Module", model_cfg: dict[str, Any], out_dir: str | Path) -> None:
+    """Write an open_clip ``local-dir`` checkpoint."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    write_json(out / CONFIG_FILE, {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"size": model_cfg["vision_cfg"]["image_size"], "mean": OPENAI_MEAN, "std": OPENAI_STD},
+    })
+    with atomic_output(out / WEIGHTS_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def train_tiny_clip(
+    images: np.ndarray,
+    captions: list[str],
+    model_cfg: dict[str, Any],
+    train: dict[str, Any],
+    out_dir: str | Path,
+    seed: int,
+) -> list[float]:
+    """Pretrain a tiny CLIP with the CLIP contrastive loss on captioned images; returns losses."""
+    import open_clip
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg)
+    tokenizer = open_clip.tokenize
+    bundle = ClipBundle(model, tokenizer, model_cfg["vision_cfg"]["image_size"], OPENAI_MEAN, OPENAI_STD)
+    tokens = open_clip.tokenize(captions, context_length=model_cfg["text_cfg"]["context_length"])
+    pixels = torch.as_tensor(images)
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+    steps, warmup = train["steps"], max(1, train["steps"] // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+    )
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="clip pretraining", mininterval=5):
+        idx = torch.randint(len(pixels), (train["batch_size"],), generator=generator)
+        x = bundle.pixels_to_input(pixels[idx])
+        x = _augment(x, generator)
+        img_f, txt_f, scale = model(x, tokens[idx])
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    save_local_dir(model, model_cfg, out_dir)
+    return losses
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small random shifts: cheap invariance that keeps every factor recognisable."""
+    shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
+    return torch.roll(x, shifts=shift, dims=(2, 3))
+
+
+def zero_shot_accuracy(bundle: ClipBundle, images: np.ndarray, labels: np.ndarray, classes: list[str], template: str) -> float:
+    text = bundle.encode_texts([template.format(c) for c in classes])
+    pred = (bundle.encode_images(images) @ text.T).argmax(1).numpy()
+    return float((pred == labels).mean())

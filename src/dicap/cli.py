@@ -1,0 +1,347 @@
+"""``dicap <command>``: the console entry point every Snakemake rule calls.
+
+Each command takes its parameter block as JSON (``--params``, filled from ``params:`` in the
+rule) and explicit input/output paths, so a rule's shell line says everything the job
+reads and writes.  Heavy libraries are imported inside the commands: a merge or a table
+job should not pay for torch and open_clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("dicap")
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {}
+
+
+def command(name: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]):
+    """Register a subcommand with its arguments."""
+
+    def wrap(fn: Callable[[argparse.Namespace], None]):
+        fn.arguments = arguments  # type: ignore[attr-defined]
+        COMMANDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, kwargs
+
+
+PARAMS = arg("--params", type=json.loads, required=True, help="JSON parameter block from the rule's params:")
+THREADS = arg("--threads", type=int, default=1)
+SEED = arg("--seed", type=int, required=True)
+DATASET = arg("--dataset-dir", type=Path, required=True)
+CLIP = arg("--clip-dir", type=Path, required=True)
+OUT = arg("--out", type=Path, required=True)
+
+
+@command("prepare-dataset", arg("--dataset", required=True), PARAMS, OUT)
+def prepare_dataset(a: argparse.Namespace) -> None:
+    """Render an embedded dataset (the embedded suite's download step)."""
+    from dicap.data import embedded
+
+    embedded.build(a.dataset, a.params, a.params["render_seed"], a.out)
+
+
+@command("make-split", DATASET, SEED, PARAMS, OUT)
+def make_split(a: argparse.Namespace) -> None:
+    """Draw the few-shot training split of one seed over the base classes."""
+    from dicap.data.splits import few_shot
+    from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.io import write_table
+
+    store = DatasetStore.open(a.dataset_dir)
+    base, _ = base_novel_split(len(store.classes))
+    split = few_shot(store.split("train"), base, a.params["shots"], a.seed, a.params.get("spurious_strength"))
+    write_table(a.out, split)
+
+
+@command("clip-backbone", DATASET, PARAMS, THREADS, OUT)
+def clip_backbone(a: argparse.Namespace) -> None:
+    """Pretrain the tiny CLIP, then record its zero-shot accuracy and class text features."""
+    import numpy as np
+
+    from dicap import runtime
+    from dicap.backbones import clip
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir, provenance, save_arrays, write_json
+
+    runtime.setup(a.threads, a.params["train"]["seed"])
+    store = DatasetStore.open(a.dataset_dir)
+    pre = store.split("pretrain")
+    with atomic_dir(a.out) as tmp:
+        losses = clip.train_tiny_clip(
+            store.pixels(pre), pre["caption"].tolist(), a.params["model"], a.params["train"], tmp, a.params["train"]["seed"]
+        )
+        bundle = clip.load_clip({"path": str(tmp)})
+        test = store.split("test_unbiased")
+        acc = clip.zero_shot_accuracy(bundle, store.pixels(test), test["label"].to_numpy(), store.classes, a.params["template"])
+        text = bundle.encode_texts([a.params["template"].format(c) for c in store.classes])
+        save_arrays(tmp / "class_text_features.safetensors", {"features": text.numpy().astype(np.float32)})
+        write_json(tmp / "report.json", {
+            "zero_shot_accuracy_test_unbiased": acc, "final_loss": float(np.mean(losses[-20:])) if losses else None,
+            **provenance(a.params, a.params["train"]["seed"]),
+        })
+    log.info("zero-shot accuracy on test_unbiased: %.3f", acc)
+
+
+@command("diffusion-backbone", DATASET, PARAMS, THREADS, OUT)
+def diffusion_backbone(a: argparse.Namespace) -> None:
+    """Train the class-conditional UNet (label dropout gives the marginal score too)."""
+    import numpy as np
+
+    from dicap import runtime
+    from dicap.backbones import diffusion
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir, provenance, write_json
+
+    seed = a.params["train"]["seed"]
+    runtime.setup(a.threads, seed)
+    store = DatasetStore.open(a.dataset_dir)
+    pre = store.split("pretrain")
+    with atomic_dir(a.out) as tmp:
+        losses = diffusion.train_unet(
+            store.pixels(pre), pre["label"].to_numpy(), len(store.classes), a.params["model"], a.params["train"], tmp, seed
+        )
+        write_json(tmp / "report.json", {
+            "final_loss": float(np.mean(losses[-20:])) if losses else None, **provenance(a.params, seed),
+        })
+
+
+@command("guide-classifier", DATASET, PARAMS, THREADS, OUT)
+def guide_classifier(a: argparse.Namespace) -> None:
+    """Train the noise-aware classifier used by the ``classifier`` guide."""
+    from dicap import runtime
+    from dicap.backbones.guides import train_noisy_classifier
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir
+
+    runtime.setup(a.threads, a.params["seed"])
+    store = DatasetStore.open(a.dataset_dir)
+    pre = store.split("pretrain")
+    with atomic_dir(a.out) as tmp:
+        train_noisy_classifier(store.pixels(pre), pre["label"].to_numpy(), len(store.classes), a.params, tmp, a.params["seed"])
+
+
+@command(
+    "counterfactual-shard", DATASET, CLIP, SEED, PARAMS, THREADS,
+    arg("--split", type=Path, required=True), arg("--diffusion-dir", type=Path, required=True),
+    arg("--classifier-dir", type=Path), arg("--shard", type=int, required=True), arg("--shards", type=int, required=True),
+    arg("--out-images", type=Path, required=True), arg("--out-table", type=Path, required=True),
+)
+def counterfactual_shard(a: argparse.Namespace) -> None:
+    """Invert and regenerate one shard of a few-shot split towards chosen classes."""
+    import pandas as pd
+
+    from dicap import runtime
+    from dicap.backbones.diffusion import load_diffusion
+    from dicap.backbones.guides import make_guide
+    from dicap.counterfactual import sampling, shards
+    from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.io import load_arrays, save_arrays, write_table
+
+    runtime.setup(a.threads, a.seed)
+    store = DatasetStore.open(a.dataset_dir)
+    split = pd.read_parquet(a.split)
+    base, _ = base_novel_split(len(store.classes))
+    text = load_arrays(a.clip_dir / "class_text_features.safetensors")["features"]
+    targets = sampling.choose_targets(split["label"].to_numpy(), base, a.params["sampling"], a.seed, text)
+    rows = shards.shard_rows(split, a.shard, a.shards)
+    diffusion = load_diffusion(a.diffusion_dir)
+    guide = make_guide(a.params["guide"], diffusion, a.classifier_dir)
+    arrays, table = shards.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, a.params)
+    save_arrays(a.out_images, arrays)
+    write_table(a.out_table, table)
+
+
+@command(
+    "merge-counterfactuals", arg("--split", type=Path, required=True),
+    arg("--images", type=Path, nargs="+", required=True), arg("--tables", type=Path, nargs="+", required=True),
+    arg("--out-images", type=Path, required=True), arg("--out-table", type=Path, required=True),
+)
+def merge_counterfactuals(a: argparse.Namespace) -> None:
+    """Join the shards of one split, checking that they cover it exactly once."""
+    import pandas as pd
+
+    from dicap.counterfactual.shards import merge
+    from dicap.io import load_arrays, save_arrays, write_table
+
+    parts = [(load_arrays(i), pd.read_parquet(t)) for i, t in zip(a.images, a.tables)]
+    arrays, table = merge(parts, len(pd.read_parquet(a.split)))
+    save_arrays(a.out_images, arrays)
+    write_table(a.out_table, table)
+
+
+@command(
+    "encode-features", DATASET, CLIP, THREADS, OUT,
+    arg("--split", type=Path, help="few-shot split: encode it (and --counterfactuals); else the eval splits"),
+    arg("--counterfactuals", type=Path, help="merged counterfactual images"),
+    arg("--counterfactual-table", type=Path),
+)
+def encode_features(a: argparse.Namespace) -> None:
+    """Cache frozen CLIP image features so prompt training never re-encodes images."""
+    import numpy as np
+    import pandas as pd
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.io import load_arrays, save_arrays
+
+    runtime.setup(a.threads, 0)
+    store = DatasetStore.open(a.dataset_dir)
+    bundle = load_clip({"path": str(a.clip_dir)})
+    out: dict[str, np.ndarray] = {}
+    if a.split:
+        split = pd.read_parquet(a.split)
+        out["train"] = bundle.encode_images(store.pixels(split)).numpy()
+        out["train_labels"] = split["label"].to_numpy()
+        if a.counterfactuals:
+            table = pd.read_parquet(a.counterfactual_table)
+            out["cf"] = bundle.encode_images(load_arrays(a.counterfactuals)["images"]).numpy()
+            out["cf_labels"] = table["y_cf"].to_numpy()
+    else:
+        for name in ("val", "test_unbiased", "test_anti"):
+            rows = store.split(name)
+            out[name] = bundle.encode_images(store.pixels(rows)).numpy()
+            out[f"{name}_labels"] = rows["label"].to_numpy()
+    save_arrays(a.out, out)
+
+
+@command(
+    "train-prompt", DATASET, CLIP, SEED, PARAMS, THREADS, OUT,
+    arg("--method", required=True), arg("--features", type=Path, required=True),
+)
+def train_prompt(a: argparse.Namespace) -> None:
+    """Learn the prompt context of one method on cached features."""
+    import torch
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.io import load_arrays, provenance, save_arrays, write_json
+    from dicap.prompting.learner import PromptLearner
+    from dicap.prompting.trainer import train_context
+
+    runtime.setup(a.threads, a.seed)
+    store = DatasetStore.open(a.dataset_dir)
+    bundle = load_clip({"path": str(a.clip_dir)})
+    base, _ = base_novel_split(len(store.classes))
+    features = {k: torch.from_numpy(v) for k, v in load_arrays(a.features).items()}
+    learner = PromptLearner(bundle.model, bundle.tokenizer, [store.classes[c] for c in base], a.params["n_ctx"], a.params["ctx_init"])
+    history = train_context(learner, a.method, features, a.params, float(bundle.model.logit_scale.exp()), a.seed)
+    save_arrays(a.out, {"ctx": learner.ctx.detach().numpy()}, meta={"method": a.method, "seed": str(a.seed)})
+    write_json(a.out.with_suffix(".json"), {"method": a.method, "history": history, **provenance(a.params, a.seed)})
+
+
+@command(
+    "evaluate", DATASET, CLIP, SEED, PARAMS, OUT,
+    arg("--features", type=Path, required=True),
+    arg("--prompts", type=Path, nargs="+", required=True), arg("--methods", nargs="+", required=True),
+)
+def evaluate(a: argparse.Namespace) -> None:
+    """Score every method's prompt on base and novel classes of both test splits."""
+    import pandas as pd
+    import torch
+
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.evaluation.metrics import base_novel
+    from dicap.io import load_arrays, write_table
+    from dicap.prompting.learner import PromptLearner
+
+    store = DatasetStore.open(a.dataset_dir)
+    bundle = load_clip({"path": str(a.clip_dir)})
+    base, novel = base_novel_split(len(store.classes))
+    feats = {k: torch.from_numpy(v) for k, v in load_arrays(a.features).items()}
+    rows = []
+    for method, prompt in zip(a.methods, a.prompts):
+        learner = PromptLearner(bundle.model, bundle.tokenizer, store.classes, a.params["n_ctx"], a.params["ctx_init"])
+        learner.ctx.data = torch.from_numpy(load_arrays(prompt)["ctx"])
+        with torch.no_grad():
+            text = learner()
+        for split in ("test_unbiased", "test_anti"):
+            scores = base_novel(feats[split], feats[f"{split}_labels"], text, base, novel)
+            rows.append({"method": method, "seed": a.seed, "split": split, **scores})
+    write_table(a.out, pd.DataFrame(rows))
+
+
+@command(
+    "table", arg("--suite", required=True), arg("--metrics", type=Path, nargs="+", required=True),
+    arg("--datasets", nargs="+", required=True), arg("--config-json", type=json.loads, required=True),
+    arg("--out-csv", type=Path, required=True), arg("--out-md", type=Path, required=True),
+)
+def table(a: argparse.Namespace) -> None:
+    """Aggregate per-seed metrics into Table 1 (mean and std over seeds, average row)."""
+    from dicap.report.table import build_table1, write_table1
+
+    frame = build_table1(a.suite, a.datasets, a.metrics)
+    write_table1(frame, a.out_csv, a.out_md, a.config_json)
+
+
+@command("figure-bars", arg("--table", type=Path, required=True), OUT)
+def figure_bars(a: argparse.Namespace) -> None:
+    """Plot base / novel / HM bars per method from Table 1."""
+    from dicap.report.figures import plot_table1
+
+    plot_table1(a.table, a.out)
+
+
+@command(
+    "figure-counterfactuals", DATASET, arg("--split", type=Path, required=True),
+    arg("--images", type=Path, required=True), arg("--table", type=Path, required=True), OUT,
+)
+def figure_counterfactuals(a: argparse.Namespace) -> None:
+    """Plot factual | generated | true counterfactuals for one split."""
+    from dicap.report.figures import plot_counterfactual_grid
+
+    plot_counterfactual_grid(a.dataset_dir, a.split, a.images, a.table, a.out)
+
+
+@command(
+    "backbone-report", arg("--datasets", nargs="+", required=True), arg("--clip-reports", type=Path, nargs="+", required=True),
+    arg("--diffusion-reports", type=Path, nargs="+", required=True), arg("--cf-tables", type=Path, nargs="+", required=True), OUT,
+)
+def backbone_report(a: argparse.Namespace) -> None:
+    """Summarise what the backbones and the generator achieved, per dataset."""
+    from dicap.report.table import build_backbone_report
+
+    build_backbone_report(a.datasets, a.clip_reports, a.diffusion_reports, a.cf_tables, a.out)
+
+
+@command("validate-config", arg("config", type=Path))
+def validate_config(a: argparse.Namespace) -> None:
+    """Check a config file against the schema."""
+    from dicap.config import load_config
+
+    load_config(a.config)
+    print(f"{a.config}: valid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dicap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").splitlines()[0])
+        for flags, kwargs in fn.arguments:  # type: ignore[attr-defined]
+            p.add_argument(*flags, **kwargs)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Abduction (DDIM inversion) and action (guided DDIM denoising): minimal counterfactuals."""

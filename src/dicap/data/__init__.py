@@ -1,0 +1,1 @@
+"""Datasets: the embedded structural causal model, dataset stores and few-shot splits."""

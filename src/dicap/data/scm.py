@@ -1,0 +1,226 @@
+"""The structural causal model behind the embedded datasets.
+
+An image is ``x = f(y, n, u)``: ``y`` is the class (a shape or a digit glyph), ``n`` the
+non-causal factors (background colour, object colour, position, scale, texture) and ``u``
+exogenous noise (a pixel-noise seed and, for digits, which handwriting sample).  Because we
+render every image ourselves, the *true* counterfactual of any image for any other class is
+``f(y_cf, n, u)``: the same call with one argument changed.  That is what lets the pipeline
+measure how good a generated counterfactual is.
+
+Rendering is pure numpy and deterministic, so it can run in light jobs without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+import numpy as np
+
+# Dark backgrounds and bright objects, so that any pair keeps its contrast and the object
+# colour can be sampled independently of the background colour (no rejection coupling).
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "navy": (20, 30, 90),
+    "maroon": (100, 20, 30),
+    "forest": (20, 80, 35),
+    "plum": (80, 25, 90),
+    "teal": (10, 85, 90),
+    "brown": (95, 60, 20),
+    "slate": (55, 60, 70),
+    "black": (10, 10, 10),
+}
+OBJECTS: dict[str, tuple[int, int, int]] = {
+    "red": (250, 70, 60),
+    "yellow": (245, 225, 60),
+    "cyan": (80, 230, 245),
+    "white": (245, 245, 245),
+    "orange": (250, 150, 40),
+    "pink": (250, 140, 210),
+    "lime": (160, 250, 90),
+    "violet": (180, 140, 255),
+}
+BACKGROUND_NAMES = list(BACKGROUNDS)
+OBJECT_NAMES = list(OBJECTS)
+
+SHAPE_CLASSES = [
+    "circle", "square", "triangle", "plus", "cross",
+    "ring", "diamond", "bar", "tee", "semicircle",
+]
+DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+# Ranges of the continuous non-causal factors (fractions of the canvas).
+POSITION_RANGE = 0.12
+SCALE_RANGE = (0.55, 0.85)
+TEXTURE_RANGE = (0.0, 0.25)
+PIXEL_NOISE_STD = 4.0  # in 0..255 units; exogenous, fixed by the noise seed
+SUPERSAMPLE = 4
+# A glyph is coded as a quantile of its class's pool, so the same code picks the
+# corresponding sample of any other class (the digits' share of u).
+GLYPH_CODES = 10_000
+
+FACTOR_COLUMNS = ["bg", "fg", "cx", "cy", "scale", "texture", "noise_seed", "glyph"]
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Non-causal factors ``n`` and exogenous noise ``u`` of one image."""
+
+    bg: int
+    fg: int
+    cx: float
+    cy: float
+    scale: float
+    texture: float
+    noise_seed: int
+    glyph: int = 0  # which handwriting sample, as a quantile code in [0, GLYPH_CODES): part of u
+
+
+def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Coverage of a shape on object-frame coordinates in [-1, 1] (v points down)."""
+    r = np.hypot(u, v)
+    au, av = np.abs(u), np.abs(v)
+    if name == "circle":
+        return r < 0.85
+    if name == "square":
+        return np.maximum(au, av) < 0.72
+    if name == "triangle":
+        return (v < 0.75) & (v > -0.85) & (au < (v + 0.85) * 0.6)
+    if name == "plus":
+        return ((au < 0.28) & (av < 0.9)) | ((av < 0.28) & (au < 0.9))
+    if name == "cross":
+        d1, d2 = np.abs(u - v) / np.sqrt(2), np.abs(u + v) / np.sqrt(2)
+        return ((d1 < 0.22) | (d2 < 0.22)) & (r < 1.0)
+    if name == "ring":
+        return (r < 0.9) & (r > 0.5)
+    if name == "diamond":
+        return au + av < 0.95
+    if name == "bar":
+        return (av < 0.3) & (au < 0.95)
+    if name == "tee":
+        return ((v < -0.45) & (v > -0.95) & (au < 0.9)) | ((au < 0.25) & (v > -0.95) & (v < 0.9))
+    if name == "semicircle":
+        return (r < 0.95) & (v < 0.15)
+    raise KeyError(f"unknown shape class {name!r}; known: {SHAPE_CLASSES}")
+
+
+@lru_cache(maxsize=1)
+def digit_glyphs() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits as (glyphs in [0, 1], labels)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+def glyphs_of_class(label: int) -> np.ndarray:
+    glyphs, labels = digit_glyphs()
+    return glyphs[labels == label]
+
+
+def _bilinear(glyph: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Sample an 8x8 glyph (covering [-1, 1]^2) at object-frame coordinates, zero outside."""
+    size = glyph.shape[0]
+    gx = (u + 1) / 2 * size - 0.5
+    gy = (v + 1) / 2 * size - 0.5
+    x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)
+    fx, fy = gx - x0, gy - y0
+    padded = np.pad(glyph, 1)
+
+    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        return padded[np.clip(yy + 1, 0, size + 1), np.clip(xx + 1, 0, size + 1)]
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _coverage(kind: str, label: int, f: Factors, size: int) -> np.ndarray:
+    """Anti-aliased object coverage in [0, 1], shape (size, size)."""
+    n = size * SUPERSAMPLE
+    grid = (np.arange(n) + 0.5) / n * 2 - 1  # canvas coordinates in [-1, 1]
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    u = (xx - 2 * f.cx) / f.scale
+    v = (yy - 2 * f.cy) / f.scale
+    if kind == "shapes":
+        fine = _shape_mask(SHAPE_CLASSES[label], u, v).astype(np.float32)
+    elif kind == "digits":
+        pool = glyphs_of_class(label)
+        fine = np.clip(_bilinear(pool[f.glyph * len(pool) // GLYPH_CODES], u, v) * 1.6, 0, 1)
+    else:
+        raise KeyError(f"unknown embedded dataset {kind!r}; known: shapes, digits")
+    return fine.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
+
+
+def render(kind: str, label: int, f: Factors, size: int) -> np.ndarray:
+    """``x = f(y, n, u)``: one uint8 image of shape (size, size, 3)."""
+    cover = _coverage(kind, label, f, size)[..., None]
+    rng = np.random.default_rng(f.noise_seed)
+    stripes = np.sin(np.arange(size) * 2.1 + rng.uniform(0, 2 * np.pi))[None, :, None]
+    obj = np.asarray(OBJECTS[OBJECT_NAMES[f.fg]], np.float32) * (1 - f.texture * (0.5 + 0.5 * stripes))
+    bg = np.asarray(BACKGROUNDS[BACKGROUND_NAMES[f.bg]], np.float32)
+    img = bg * (1 - cover) + obj * cover
+    img = img + rng.normal(0, PIXEL_NOISE_STD, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def render_counterfactual(kind: str, y_cf: int, f: Factors, size: int) -> np.ndarray:
+    """The true counterfactual: the same factors and noise, another class."""
+    return render(kind, y_cf, f, size)
+
+
+def sample_factors(
+    rng: np.random.Generator,
+    n: int,
+    glyph_range: tuple[float, float] = (0.0, 1.0),
+) -> list[Factors]:
+    """Draw ``n`` independent factor settings.
+
+    ``glyph_range`` is the quantile range of handwriting samples to draw from, so test
+    splits can use glyphs that pretraining never saw.
+    """
+    out = []
+    for _ in range(n):
+        out.append(
+            Factors(
+                bg=int(rng.integers(len(BACKGROUNDS))),
+                fg=int(rng.integers(len(OBJECTS))),
+                cx=float(rng.uniform(-POSITION_RANGE, POSITION_RANGE)),
+                cy=float(rng.uniform(-POSITION_RANGE, POSITION_RANGE)),
+                scale=float(rng.uniform(*SCALE_RANGE)),
+                texture=float(rng.uniform(*TEXTURE_RANGE)),
+                noise_seed=int(rng.integers(2**31 - 1)),
+                glyph=int(rng.integers(int(glyph_range[0] * GLYPH_CODES), int(glyph_range[1] * GLYPH_CODES))),
+            )
+        )
+    return out
+
+
+def class_names(kind: str) -> list[str]:
+    if kind == "shapes":
+        return list(SHAPE_CLASSES)
+    if kind == "digits":
+        return list(DIGIT_CLASSES)
+    raise KeyError(f"unknown embedded dataset {kind!r}; known: shapes, digits")
+
+
+def spurious_background(label: int) -> int:
+    """The background colour that co-occurs with ``label`` in the biased few-shot split."""
+    return label % len(BACKGROUNDS)
+
+
+def caption(kind: str, label: int, f: Factors) -> str:
+    """A pretraining caption naming the class and a random subset of the factors.
+
+    Like web alt-text, captions vary: each attribute appears with probability 1/2 (decided
+    by the image's own noise seed, so captions are reproducible), which teaches CLIP that
+    the class word alone also describes the image, as a zero-shot template needs.
+    """
+    keep = np.random.default_rng(f.noise_seed + 1).random(4) < 0.5
+    size = "small" if f.scale < 0.65 else "large" if f.scale > 0.75 else "medium"
+    horiz = "left" if f.cx < -0.04 else "right" if f.cx > 0.04 else "middle"
+    words = [size if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", class_names(kind)[label]]
+    text = "a photo of a " + " ".join(w for w in words if w)
+    if keep[2]:
+        text += f" on {BACKGROUND_NAMES[f.bg]}"
+    if keep[3]:
+        text += f", {horiz}"
+    return text + "."

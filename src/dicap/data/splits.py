@@ -1,0 +1,42 @@
+"""Few-shot training splits, per seed, over base classes.
+
+As in CoOp, K images per class are drawn per seed.  The embedded suite additionally
+biases the draw: a ``spurious_strength`` share of each class's shots have the background
+colour paired with that class, so a model that leans on background is caught by the
+anti-correlated test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dicap.data import scm
+
+
+def few_shot(
+    pool: pd.DataFrame,
+    classes: list[int],
+    shots: int,
+    seed: int,
+    spurious_strength: float | None = None,
+) -> pd.DataFrame:
+    """Pick ``shots`` rows per class of ``classes`` from ``pool``, deterministically per seed."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in classes:
+        rows = pool[pool["label"] == label]
+        if spurious_strength is None:
+            groups = [(rows, shots)]
+        else:
+            spurious = rows["bg"] == scm.spurious_background(label)
+            n_spurious = int(round(spurious_strength * shots))
+            groups = [(rows[spurious], n_spurious), (rows[~spurious], shots - n_spurious)]
+        for group, n in groups:
+            if len(group) < n:
+                raise ValueError(
+                    f"class {label} has {len(group)} candidate images, fewer than the {n} shots asked for; "
+                    "lower 'data.shots' or raise 'data.pool_per_class'"
+                )
+            picked.append(group.iloc[np.sort(rng.choice(len(group), size=n, replace=False))])
+    return pd.concat(picked).reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Base-to-novel scoring."""

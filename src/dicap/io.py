@@ -1,0 +1,130 @@
+"""Atomic, pickle-free file I/O and the provenance record written beside every result.
+
+Every writer goes through :func:`atomic_output`, so a job killed mid-write never leaves a
+half-written file under the final name, and an error names the path it was writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRACKED_PACKAGES = (
+    "dicap", "torch", "diffusers", "open_clip_torch", "numpy", "pandas",
+    "safetensors", "scikit-learn", "snakemake",
+)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {target}: {err.strerror or err}") from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str] | None = None) -> None:
+    """Save numpy arrays as safetensors (no torch needed, no pickle)."""
+    from safetensors.numpy import save_file
+
+    with atomic_output(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(meta or {}))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+
+
+def write_table(path: str | os.PathLike, frame: "Any") -> None:
+    """Write a pandas DataFrame as Parquet or CSV, by extension."""
+    with atomic_output(path) as tmp:
+        if str(path).endswith(".parquet"):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def params_hash(params: Any) -> str:
+    """A short stable hash of a JSON-able parameter set."""
+    blob = json.dumps(params, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def provenance(params: Any, seed: int | None = None) -> dict[str, Any]:
+    """What a result needs beside it to be reproduced: config hash, seed, versions."""
+    return {
+        "config_hash": params_hash(params),
+        "seed": seed,
+        "params": params,
+        "versions": package_versions(),
+    }

@@ -1,0 +1,1 @@
+"""Tables and figures of the paper, regenerated from per-seed metrics."""
