@@ -4,12 +4,12 @@
 
 rule clip_backbone:
     input:
-        DATA_FILES,
+        data=DATA_FILES,
     output:
         directory(CLIP),
     params:
         clip=as_json(config["clip"]),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=4000,
@@ -27,12 +27,12 @@ rule clip_backbone:
 
 rule diffusion_backbone:
     input:
-        DATA_FILES,
+        data=DATA_FILES,
     output:
         directory(DIFFUSION),
     params:
         diffusion=as_json(config["diffusion"]),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=4000,
@@ -50,12 +50,12 @@ rule diffusion_backbone:
 
 rule guide_classifier:
     input:
-        DATA_FILES,
+        data=DATA_FILES,
     output:
         directory(GUIDE_CLASSIFIER),
     params:
         train=as_json(config["guide_classifier"]["train"]),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=4000,

@@ -12,9 +12,25 @@ METRICS = f"{BUILD}/metrics/{{dataset}}/seed{{seed}}.csv"
 DATA_FILES = [f"{DATA}/images.safetensors", f"{DATA}/factors.parquet", f"{DATA}/classes.json"]
 
 
+CF_IMAGES = f"{CF_DIR}/counterfactuals.safetensors"
+CF_TABLE = f"{CF_DIR}/counterfactuals.parquet"
+
+
 def log_path(rule, *wildcards):
-    return "logs/" + "/".join([rule, *wildcards]) + ".log"
+    return os.path.join("logs", rule, *wildcards) + ".log"
 
 
 def bench_path(rule, *wildcards):
-    return "logs/benchmarks/" + "/".join([rule, *wildcards]) + ".tsv"
+    return os.path.join("logs", "benchmarks", rule, *wildcards) + ".tsv"
+
+
+def dataset_dir(wildcards, input):
+    """The dataset store's directory, derived from the rule's ``data`` input files."""
+    return os.path.dirname(input.data[0])
+
+
+def guide_inputs(wildcards):
+    """The noise-aware classifier is an input only when the 'classifier' guide is chosen."""
+    if config["counterfactual"]["guide"] == "classifier":
+        return {"classifier": GUIDE_CLASSIFIER.format(dataset=wildcards.dataset)}
+    return {}

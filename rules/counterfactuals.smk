@@ -2,12 +2,6 @@
 # checks that the shards cover the few-shot split exactly once.
 
 
-def guide_inputs(wildcards):
-    if config["counterfactual"]["guide"] == "classifier":
-        return {"classifier": GUIDE_CLASSIFIER.format(dataset=wildcards.dataset)}
-    return {}
-
-
 rule counterfactual_shard:
     input:
         unpack(guide_inputs),
@@ -20,7 +14,7 @@ rule counterfactual_shard:
         table=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.parquet",
     params:
         cf=as_json(config["counterfactual"]),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
     threads: 1
     resources:
@@ -46,8 +40,8 @@ rule merge_counterfactuals:
         images=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.safetensors", shard=range(SHARDS), allow_missing=True),
         tables=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.parquet", shard=range(SHARDS), allow_missing=True),
     output:
-        images=f"{CF_DIR}/counterfactuals.safetensors",
-        table=f"{CF_DIR}/counterfactuals.parquet",
+        images=CF_IMAGES,
+        table=CF_TABLE,
     log:
         log_path("merge_counterfactuals", "{dataset}", "seed{seed}"),
     benchmark:

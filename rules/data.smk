@@ -6,6 +6,7 @@ rule prepare_dataset:
         DATA_FILES,
     params:
         data=as_json(config["data"]),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         log_path("prepare_dataset", "{dataset}"),
     benchmark:
@@ -14,17 +15,17 @@ rule prepare_dataset:
         ENV
     shell:
         "dicap prepare-dataset --dataset {wildcards.dataset} --params {params.data:q}"
-        " --out {BUILD}/data/{wildcards.dataset} > {log} 2>&1"
+        " --out {params.out} > {log} 2>&1"
 
 
 rule make_split:
     input:
-        DATA_FILES,
+        data=DATA_FILES,
     output:
         SPLIT,
     params:
         split=as_json({k: config["data"][k] for k in ("shots", "spurious_strength")}),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     log:
         log_path("make_split", "{dataset}", "seed{seed}"),
     benchmark:

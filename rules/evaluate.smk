@@ -12,7 +12,7 @@ rule evaluate:
     params:
         prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
         methods=METHODS,
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     log:
         log_path("evaluate", "{dataset}", "seed{seed}"),
     benchmark:

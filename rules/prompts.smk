@@ -6,12 +6,12 @@ rule encode_train_features:
         data=DATA_FILES,
         split=SPLIT,
         clip=CLIP,
-        images=f"{CF_DIR}/counterfactuals.safetensors",
-        table=f"{CF_DIR}/counterfactuals.parquet",
+        images=CF_IMAGES,
+        table=CF_TABLE,
     output:
         f"{FEATURES}/seed{{seed}}.safetensors",
     params:
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     log:
         log_path("encode_train_features", "{dataset}", "seed{seed}"),
@@ -32,7 +32,7 @@ rule encode_eval_features:
     output:
         f"{FEATURES}/eval.safetensors",
     params:
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     log:
         log_path("encode_eval_features", "{dataset}"),
@@ -51,11 +51,11 @@ rule train_prompt:
         clip=CLIP,
         features=f"{FEATURES}/seed{{seed}}.safetensors",
     output:
-        PROMPT,
-        PROMPT.replace(".safetensors", ".json"),
+        context=PROMPT,
+        history=PROMPT.replace(".safetensors", ".json"),
     params:
         prompt=as_json(config["prompt"]),
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=2000,
@@ -69,4 +69,4 @@ rule train_prompt:
     shell:
         "dicap train-prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --features {input.features} --method {wildcards.method} --seed {wildcards.seed}"
-        " --params {params.prompt:q} --threads {threads} --out {output[0]} > {log} 2>&1"
+        " --params {params.prompt:q} --threads {threads} --out {output.context} > {log} 2>&1"

@@ -40,12 +40,12 @@ rule figure_counterfactuals:
     input:
         data=DATA_FILES,
         split=SPLIT.format(dataset="{dataset}", seed=SEEDS[0]),
-        images=CF_DIR.format(dataset="{dataset}", seed=SEEDS[0]) + "/counterfactuals.safetensors",
-        table=CF_DIR.format(dataset="{dataset}", seed=SEEDS[0]) + "/counterfactuals.parquet",
+        images=CF_IMAGES.format(dataset="{dataset}", seed=SEEDS[0]),
+        table=CF_TABLE.format(dataset="{dataset}", seed=SEEDS[0]),
     output:
         "results/figures/counterfactuals_{dataset}.png",
     params:
-        dataset_dir=DATA,
+        dataset_dir=dataset_dir,
     log:
         log_path("figure_counterfactuals", "{dataset}"),
     conda:
@@ -59,7 +59,7 @@ rule backbone_report:
     input:
         clip=expand(CLIP, dataset=DATASETS),
         diffusion=expand(DIFFUSION, dataset=DATASETS),
-        cf=expand(f"{CF_DIR}/counterfactuals.parquet", dataset=DATASETS, seed=SEEDS),
+        cf=expand(CF_TABLE, dataset=DATASETS, seed=SEEDS),
     output:
         "results/backbones.csv",
     params:

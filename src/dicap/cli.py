@@ -144,7 +144,7 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     from dicap import runtime
     from dicap.backbones.diffusion import load_diffusion
     from dicap.backbones.guides import make_guide
-    from dicap.counterfactual import sampling, shards
+    from dicap.counterfactual import generate, sampling, shards
     from dicap.data.store import DatasetStore, base_novel_split
     from dicap.io import load_arrays, save_arrays, write_table
 
@@ -157,7 +157,7 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     rows = shards.shard_rows(split, a.shard, a.shards)
     diffusion = load_diffusion(a.diffusion_dir)
     guide = make_guide(a.params["guide"], diffusion, a.classifier_dir)
-    arrays, table = shards.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, a.params)
+    arrays, table = generate.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, a.params)
     save_arrays(a.out_images, arrays)
     write_table(a.out_table, table)
 

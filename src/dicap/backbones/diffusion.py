@@ -107,7 +107,7 @@ def train_unet(
     abar = make_schedule(train["num_train_timesteps"])
     opt = torch.optim.AdamW(unet.parameters(), lr=train["lr"], weight_decay=0.0)
     steps = train["steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(1, steps)))))
     losses = []
     unet.train()
     for _ in tqdm(range(steps), desc="unet training", mininterval=5):

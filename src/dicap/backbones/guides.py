@@ -76,6 +76,8 @@ class NoisyClassifier(nn.Module):
 
     def __init__(self, n_classes: int, width: int = 32):
         super().__init__()
+        if width % 2:
+            raise ValueError(f"noise-aware classifier width must be even (sin and cos halves), got {width}")
         self.width = width
         self.time_mlp = nn.Sequential(nn.Linear(width, width * 2), nn.SiLU(), nn.Linear(width * 2, width * 2))
         self.conv1 = nn.Conv2d(3, width, 3, padding=1)

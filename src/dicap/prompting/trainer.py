@@ -40,7 +40,7 @@ def train_context(
     steps_per_epoch = math.ceil(len(x) / batch)
     opt = torch.optim.SGD([learner.ctx], lr=params["lr"], momentum=0.9, weight_decay=params["weight_decay"])
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, total))))
     history = []
     for epoch in tqdm(range(epochs), desc=f"{method} prompt", mininterval=5):
         order = torch.randperm(len(x), generator=generator)

@@ -23,8 +23,8 @@ def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> p
     """
     frames = []
     for path in metric_files:
-        dataset = next((d for d in datasets if f"/{d}/" in f"/{path.as_posix()}"), None)
-        if dataset is None:
+        dataset = path.parent.name  # metrics/<dataset>/seed<k>.csv
+        if dataset not in datasets:
             raise ValueError(f"cannot tell which dataset {path} belongs to (datasets: {datasets})")
         frames.append(pd.read_csv(path).assign(dataset=dataset))
     per_seed = pd.concat(frames, ignore_index=True)
@@ -80,11 +80,11 @@ def build_backbone_report(
     """What the backbones and the generator achieved, per dataset (measured, never typed in)."""
     rows = []
     for dataset, clip_report in zip(datasets, clip_reports):
-        cf = pd.concat([pd.read_parquet(p) for p in cf_tables if f"/{dataset}/" in p.as_posix()], ignore_index=True)
+        cf = pd.concat([pd.read_parquet(p) for p in cf_tables if p.parent.parent.name == dataset], ignore_index=True)
         rows.append({
             "dataset": dataset,
             "clip_zero_shot_accuracy": read_json(clip_report)["zero_shot_accuracy_test_unbiased"],
-            "diffusion_final_loss": read_json(next(p for p in diffusion_reports if f"/{dataset}/" in p.as_posix()))["final_loss"],
+            "diffusion_final_loss": read_json(next(p for p in diffusion_reports if p.parent.parent.name == dataset))["final_loss"],
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(),
             "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),
             "guide_confidence_mean": cf["guide_confidence"].mean(),

@@ -1,0 +1,235 @@
+"""Prompt learner on a tiny open_clip CLIP, the two losses, and the training loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+open_clip = pytest.importorskip("open_clip")
+
+from dicap.prompting.learner import PromptLearner  # noqa: E402
+from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss  # noqa: E402
+from dicap.prompting.trainer import train_context  # noqa: E402
+
+CONTEXT = 16
+NAMES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tokenize(texts):
+    return open_clip.tokenize(texts, context_length=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def clip_model():
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 32, "mlp_ratio": 2.0},
+        text_cfg={"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1, "mlp_ratio": 2.0},
+    )
+    with torch.no_grad():
+        # open_clip's init (std 0.02 / 0.01) leaves a 1-layer tower nearly blind to the tokens
+        # (cosine 0.9999 between classes); larger embeddings make every token position matter,
+        # so the equality test below can tell a wrong prompt from the right one.
+        model.token_embedding.weight.normal_(std=0.5)
+        model.positional_embedding.normal_(std=0.1)
+    return model.eval().requires_grad_(False)
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+
+def test_counterfactual_loss_matches_hand_computation():
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    factual = torch.tensor([[0.8, 0.6], [0.6, 0.8]])
+    cf = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    source = torch.tensor([0, 1])
+    tau = 0.5
+    # pair 0: <t0, f> = 0.8, <t0, f_cf> = 0.0; pair 1: <t1, f> = 0.8, <t1, f_cf> = 0.0
+    per_pair = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0 / tau)))
+    loss = counterfactual_contrastive_loss(factual, cf, text, source, tau)
+    assert loss.item() == pytest.approx(per_pair, rel=1e-6)
+    # an asymmetric batch: the two pairs differ, and the loss is their mean
+    source = torch.tensor([0, 0])
+    p0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
+    p1 = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(1.0 / tau)))
+    loss = counterfactual_contrastive_loss(factual, cf, text, source, tau)
+    assert loss.item() == pytest.approx((p0 + p1) / 2, rel=1e-6)
+
+
+def test_counterfactual_loss_prefers_factual_closer_to_its_prompt():
+    gen = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(3, 8, generator=gen), dim=-1)
+    source = torch.tensor([0, 1, 2])
+    near = F.normalize(text + 0.1 * torch.randn(3, 8, generator=gen), dim=-1)
+    far = F.normalize(torch.randn(3, 8, generator=gen), dim=-1)
+    good = counterfactual_contrastive_loss(near, far, text, source, 0.07)
+    bad = counterfactual_contrastive_loss(far, near, text, source, 0.07)
+    assert good < math.log(2) < bad
+    # identical factual and counterfactual cannot be told apart: exactly log 2
+    same = counterfactual_contrastive_loss(near, near, text, source, 0.07)
+    assert same.item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_counterfactual_loss_gradient_reaches_source_text_features():
+    gen = torch.Generator().manual_seed(1)
+    text = F.normalize(torch.randn(4, 8, generator=gen), dim=-1).requires_grad_(True)
+    fact, cf = torch.randn(2, 8, generator=gen), torch.randn(2, 8, generator=gen)
+    counterfactual_contrastive_loss(fact, cf, text, torch.tensor([1, 3]), 0.1).backward()
+    norms = text.grad.norm(dim=1)
+    assert norms[1] > 0 and norms[3] > 0
+    assert norms[0] == 0 and norms[2] == 0  # only the source classes' prompts are involved
+    # the gradient pushes the prompt towards factual minus counterfactual
+    assert (-text.grad[1] @ (fact[0] - cf[0])) > 0
+
+
+def test_classification_loss_matches_cross_entropy():
+    gen = torch.Generator().manual_seed(2)
+    img = F.normalize(torch.randn(5, 8, generator=gen), dim=-1)
+    text = F.normalize(torch.randn(3, 8, generator=gen), dim=-1)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    expected = F.cross_entropy(12.5 * img @ text.T, labels)
+    torch.testing.assert_close(classification_loss(img, text, labels, 12.5), expected)
+    assert not torch.allclose(classification_loss(img, text, labels, 1.0), expected)
+
+
+# --- prompt learner -------------------------------------------------------------------------------
+
+
+def test_learner_with_template_context_equals_encode_text(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        got = learner()
+        want = clip_model.encode_text(tokenize([f"a photo of a {n}." for n in NAMES]), normalize=True)
+    assert got.shape == (len(NAMES), 32)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # the comparison is sensitive: the classes, or one changed context word, are far apart
+    assert (got @ got.T - torch.eye(len(NAMES))).max() < 0.99
+    with torch.no_grad():
+        other = clip_model.encode_text(tokenize([f"a photo of the {n}." for n in NAMES]), normalize=True)
+    assert (got - other).abs().max() > 1e-2
+
+
+def test_learner_with_multi_token_class_name_equals_encode_text(clip_model):
+    names = ["semicircle", "four", "dark red tee"]
+    learner = PromptLearner(clip_model, tokenize, names, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        want = clip_model.encode_text(tokenize([f"a photo of a {n}." for n in names]), normalize=True)
+        torch.testing.assert_close(learner(), want, atol=1e-5, rtol=0)
+
+
+def test_learner_depends_on_context(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        before = learner().clone()
+        learner.ctx.add_(0.5 * torch.randn_like(learner.ctx))
+        assert (learner() - before).abs().max() > 1e-3
+
+
+def test_learner_ctx_is_the_only_new_parameter_and_gets_gradient(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init=None)
+    assert learner.ctx.shape == (4, 32) and learner.ctx.requires_grad
+    assert 0 < learner.ctx.std().item() < 0.05  # CoOp's N(0, 0.02^2)
+    trainable = [n for n, p in learner.named_parameters() if p.requires_grad]
+    assert trainable == ["ctx"]
+    learner().sum().backward()
+    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ctx_init", ["a photo of", "a photo of a small"])
+def test_ctx_init_with_wrong_token_count_raises(clip_model, ctx_init):
+    with pytest.raises(ValueError, match="n_ctx"):
+        PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init=ctx_init)
+
+
+# --- training loop --------------------------------------------------------------------------------
+
+PARAMS = {
+    "epochs": 15, "batch_size": 8, "lr": 0.5, "weight_decay": 0.0,
+    "cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 0.0,
+}
+
+
+def _features(n_per_class: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Well separated synthetic image features: one random direction per class, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(len(NAMES), 32, generator=gen), dim=-1)
+    labels = torch.arange(len(NAMES)).repeat_interleave(n_per_class)
+    x = F.normalize(centres[labels] + 0.1 * torch.randn(len(labels), 32, generator=gen), dim=-1)
+    y_cf = (labels + 1) % len(NAMES)
+    x_cf = F.normalize(centres[y_cf] + 0.1 * torch.randn(len(labels), 32, generator=gen), dim=-1)
+    return {"train": x, "train_labels": labels, "cf": x_cf, "cf_labels": y_cf}
+
+
+def _loss(learner: PromptLearner, feats: dict[str, torch.Tensor]) -> float:
+    with torch.no_grad():
+        return classification_loss(feats["train"], learner(), feats["train_labels"], 20.0).item()
+
+
+def test_coop_changes_context_and_lowers_loss(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    feats = _features()
+    ctx0, weights0 = learner.ctx.detach().clone(), {k: v.clone() for k, v in clip_model.state_dict().items()}
+    loss0 = _loss(learner, feats)
+    history = train_context(learner, "coop", feats, PARAMS, logit_scale=20.0, seed=0)
+    assert len(history) == PARAMS["epochs"]
+    assert [h["epoch"] for h in history] == list(range(1, PARAMS["epochs"] + 1))
+    assert not torch.allclose(learner.ctx.detach(), ctx0)
+    assert _loss(learner, feats) < 0.8 * loss0
+    assert history[-1]["ce"] < history[0]["ce"]
+    assert all(h["cf"] == 0.0 for h in history)
+    # the frozen CLIP is untouched: only the context is learned
+    for k, v in clip_model.state_dict().items():
+        torch.testing.assert_close(v, weights0[k], atol=0, rtol=0)
+
+
+def test_training_is_deterministic_per_seed(clip_model):
+    feats, params = _features(), {**PARAMS, "epochs": 2}
+    ctxs = []
+    for seed in (3, 3, 4):
+        learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+        train_context(learner, "coop", feats, params, logit_scale=20.0, seed=seed)
+        ctxs.append(learner.ctx.detach().clone())
+    torch.testing.assert_close(ctxs[0], ctxs[1], atol=0, rtol=0)
+    assert not torch.equal(ctxs[0], ctxs[2])  # the batch order depends on the seed
+
+
+def test_zeroshot_leaves_context_unchanged(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    ctx0 = learner.ctx.detach().clone()
+    assert train_context(learner, "zeroshot", _features(), PARAMS, logit_scale=20.0, seed=0) == []
+    torch.testing.assert_close(learner.ctx.detach(), ctx0, atol=0, rtol=0)
+
+
+def test_dicap_trains_with_counterfactual_term(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    feats = _features()
+    ctx0 = learner.ctx.detach().clone()
+    history = train_context(learner, "dicap", feats, {**PARAMS, "cf_positive_weight": 0.5}, logit_scale=20.0, seed=0)
+    assert not torch.allclose(learner.ctx.detach(), ctx0)
+    assert all(h["cf"] > 0 for h in history)
+    assert history[-1]["cf"] < history[0]["cf"]
+
+
+def test_dicap_without_counterfactuals_raises(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    feats = _features()
+    no_cf = {k: v for k, v in feats.items() if not k.startswith("cf")}
+    with pytest.raises(ValueError, match="counterfactual"):
+        train_context(learner, "dicap", no_cf, PARAMS, logit_scale=20.0, seed=0)
+    with pytest.raises(ValueError, match="counterfactual"):
+        train_context(learner, "dicap", {**feats, "cf": feats["cf"][:-1]}, PARAMS, logit_scale=20.0, seed=0)
+    with pytest.raises(ValueError, match="unknown method"):
+        train_context(learner, "cocoop", feats, PARAMS, logit_scale=20.0, seed=0)
