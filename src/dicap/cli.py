@@ -199,6 +199,7 @@ def encode_features(a: argparse.Namespace) -> None:
     runtime.setup(a.threads, 0)
     store = DatasetStore.open(a.dataset_dir)
     bundle = load_clip({"path": str(a.clip_dir)})
+    bundle.model.to(runtime.device())
     out: dict[str, np.ndarray] = {}
     if a.split:
         split = pd.read_parquet(a.split)
@@ -235,10 +236,12 @@ def train_prompt(a: argparse.Namespace) -> None:
     store = DatasetStore.open(a.dataset_dir)
     bundle = load_clip({"path": str(a.clip_dir)})
     base, _ = base_novel_split(len(store.classes))
-    features = {k: torch.from_numpy(v) for k, v in load_arrays(a.features).items()}
+    dev = runtime.device()
+    features = {k: torch.from_numpy(v).to(dev) for k, v in load_arrays(a.features).items()}
     learner = PromptLearner(bundle.model, bundle.tokenizer, [store.classes[c] for c in base], a.params["n_ctx"], a.params["ctx_init"])
+    learner.to(dev)
     history = train_context(learner, a.method, features, a.params, float(bundle.model.logit_scale.exp()), a.seed)
-    save_arrays(a.out, {"ctx": learner.ctx.detach().numpy()}, meta={"method": a.method, "seed": str(a.seed)})
+    save_arrays(a.out, {"ctx": learner.ctx.detach().cpu().numpy()}, meta={"method": a.method, "seed": str(a.seed)})
     write_json(a.out.with_suffix(".json"), {"method": a.method, "history": history, **provenance(a.params, a.seed)})
 
 

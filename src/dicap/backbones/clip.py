@@ -106,7 +106,7 @@ def save_local_dir(model: "torch.nn.Module", model_cfg: dict[str, Any], out_dir:
         "preprocess_cfg": {"size": model_cfg["vision_cfg"]["image_size"], "mean": OPENAI_MEAN, "std": OPENAI_STD},
     })
     with atomic_output(out / WEIGHTS_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def train_tiny_clip(
@@ -120,9 +120,12 @@ def train_tiny_clip(
     """Pretrain a tiny CLIP with the CLIP contrastive loss on captioned images; returns losses."""
     import open_clip
 
-    generator = torch.Generator().manual_seed(seed)
+    from dicap.runtime import device
+
+    dev = device()
+    generator = torch.Generator().manual_seed(seed)  # batches drawn on the CPU: same data on any device
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**model_cfg)
+    model = open_clip.CLIP(**model_cfg).to(dev)
     tokenizer = open_clip.tokenize
     bundle = ClipBundle(model, tokenizer, model_cfg["vision_cfg"]["image_size"], OPENAI_MEAN, OPENAI_STD)
     tokens = open_clip.tokenize(captions, context_length=model_cfg["text_cfg"]["context_length"])
@@ -137,9 +140,8 @@ def train_tiny_clip(
     model.train()
     for _ in tqdm(range(steps), desc="clip pretraining", mininterval=5):
         idx = torch.randint(len(pixels), (train["batch_size"],), generator=generator)
-        x = bundle.pixels_to_input(pixels[idx])
-        x = _augment(x, generator)
-        img_f, txt_f, scale = model(x, tokens[idx])
+        x = _augment(bundle.pixels_to_input(pixels[idx]), generator).to(dev)
+        img_f, txt_f, scale = model(x, tokens[idx].to(dev))
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -103,7 +103,10 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     x_all = pixels_to_model(images)
     y_all = torch.as_tensor(labels, dtype=torch.long)
-    unet = build_unet(images.shape[1], n_classes, model_cfg)
+    from dicap.runtime import device
+
+    dev = device()
+    unet = build_unet(images.shape[1], n_classes, model_cfg).to(dev)
     abar = make_schedule(train["num_train_timesteps"])
     opt = torch.optim.AdamW(unet.parameters(), lr=train["lr"], weight_decay=0.0)
     steps = train["steps"]
@@ -118,7 +121,7 @@ def train_unet(
         noise = torch.randn(x0.shape, generator=generator)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(x_t, t, class_labels=y).sample, noise)
+        loss = F.mse_loss(unet(x_t.to(dev), t.to(dev), class_labels=y.to(dev)).sample, noise.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

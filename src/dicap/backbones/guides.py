@@ -130,7 +130,10 @@ def train_noisy_classifier(
     gen = torch.Generator().manual_seed(seed)
     x_all, y_all = pixels_to_model(images), torch.as_tensor(labels, dtype=torch.long)
     abar = make_schedule(train["num_train_timesteps"])
-    model = NoisyClassifier(n_classes, train["width"])
+    from dicap.runtime import device
+
+    dev = device()
+    model = NoisyClassifier(n_classes, train["width"]).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=train["lr"])
     losses = []
     for _ in tqdm(range(train["steps"]), desc="noise-aware classifier", mininterval=5):
@@ -138,14 +141,14 @@ def train_noisy_classifier(
         t = torch.randint(len(abar), (len(idx),), generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x_all[idx] + (1 - a).sqrt() * torch.randn(x_all[idx].shape, generator=gen)
-        loss = F.cross_entropy(model(x_t, t), y_all[idx])
+        loss = F.cross_entropy(model(x_t.to(dev), t.to(dev)), y_all[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     out = Path(out_dir)
     with atomic_output(out / CLASSIFIER_WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     write_json(out / CLASSIFIER_INFO, {"n_classes": n_classes, "width": train["width"]})
     return losses
 
