@@ -21,6 +21,16 @@ def setup(threads: int, seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def optimizer_step(opt: "torch.optim.Optimizer", loss: "torch.Tensor", schedule=None) -> float:  # noqa: F821
+    """One plain training step shared by every trainer; returns the loss as a float."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if schedule is not None:
+        schedule.step()
+    return loss.item()
+
+
 def device() -> "torch.device":  # noqa: F821 - torch imported lazily
     import torch
 

@@ -120,7 +120,7 @@ def train_tiny_clip(
     """Pretrain a tiny CLIP with the CLIP contrastive loss on captioned images; returns losses."""
     import open_clip
 
-    from dicap.runtime import device
+    from dicap.runtime import device, optimizer_step
 
     dev = device()
     generator = torch.Generator().manual_seed(seed)  # batches drawn on the CPU: same data on any device
@@ -142,12 +142,7 @@ def train_tiny_clip(
         idx = torch.randint(len(pixels), (train["batch_size"],), generator=generator)
         x = _augment(bundle.pixels_to_input(pixels[idx]), generator).to(dev)
         img_f, txt_f, scale = model(x, tokens[idx].to(dev))
-        loss = loss_fn(img_f, txt_f, scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(opt, loss_fn(img_f, txt_f, scale), sched))
     model.eval()
     save_local_dir(model, model_cfg, out_dir)
     return losses

@@ -103,7 +103,7 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     x_all = pixels_to_model(images)
     y_all = torch.as_tensor(labels, dtype=torch.long)
-    from dicap.runtime import device
+    from dicap.runtime import device, optimizer_step
 
     dev = device()
     unet = build_unet(images.shape[1], n_classes, model_cfg).to(dev)
@@ -122,11 +122,7 @@ def train_unet(
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         loss = F.mse_loss(unet(x_t.to(dev), t.to(dev), class_labels=y.to(dev)).sample, noise.to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(opt, loss, sched))
     unet.eval()
     out = Path(out_dir)
     unet.save_pretrained(out / UNET_DIR, safe_serialization=True)

@@ -130,7 +130,7 @@ def train_noisy_classifier(
     gen = torch.Generator().manual_seed(seed)
     x_all, y_all = pixels_to_model(images), torch.as_tensor(labels, dtype=torch.long)
     abar = make_schedule(train["num_train_timesteps"])
-    from dicap.runtime import device
+    from dicap.runtime import device, optimizer_step
 
     dev = device()
     model = NoisyClassifier(n_classes, train["width"]).to(dev)
@@ -141,11 +141,7 @@ def train_noisy_classifier(
         t = torch.randint(len(abar), (len(idx),), generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x_all[idx] + (1 - a).sqrt() * torch.randn(x_all[idx].shape, generator=gen)
-        loss = F.cross_entropy(model(x_t.to(dev), t.to(dev)), y_all[idx].to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(opt, F.cross_entropy(model(x_t.to(dev), t.to(dev)), y_all[idx].to(dev))))
     out = Path(out_dir)
     with atomic_output(out / CLASSIFIER_WEIGHTS) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dicap.prompting.learner import PromptLearner
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
+from dicap.runtime import optimizer_step
 
 METHODS = ("zeroshot", "coop", "dicap")
 
@@ -56,9 +57,6 @@ def train_context(
                     cf = cf + params["cf_positive_weight"] * classification_loss(x_cf[idx], text_f, y_cf[idx].long(), logit_scale)
                 loss = loss + params["cf_weight"] * cf
                 sums["cf"] += cf.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            optimizer_step(opt, loss, sched)
         history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
     return history
