@@ -36,7 +36,7 @@ def run_workflow(workdir: Path, configfiles: list[str], cores: int) -> float:
 def stage_table(workdir: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted((workdir / "logs" / "benchmarks").rglob("*.tsv")):
-        rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0]
+        rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0].removesuffix(".tsv")
         bench = pd.read_csv(tsv, sep="\t")
         rows.append({"rule": rule, "s": bench["s"].iloc[-1], "max_rss_mb": bench["max_rss"].iloc[-1]})
     jobs = pd.DataFrame(rows)
