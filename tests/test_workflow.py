@@ -48,6 +48,17 @@ def test_slurm_profile_dry_run_asks_gpu_for_shards(tmp_path):
     assert prompt_blocks and not any("gpu=1" in b for b in prompt_blocks)
 
 
+def test_classifier_guide_adds_its_training_rule(tmp_path):
+    override = tmp_path / "classifier.yaml"
+    override.write_text("counterfactual:\n  guide: classifier\n")
+    out = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), str(override), "--directory", str(tmp_path))
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "guide_classifier" in out.stdout
+    assert "--classifier-dir build/embedded/models/shapes/guide_classifier" in out.stdout
+    default = snakemake("-n", *fresh(tmp_path))
+    assert "guide_classifier" not in default.stdout
+
+
 def test_lint_is_clean():
     out = snakemake("--lint")
     assert out.returncode == 0, out.stdout[-3000:]

@@ -36,8 +36,8 @@ def generate(
     bs = params["batch_size"]
     for start in tqdm(range(0, len(rows), bs), desc="counterfactuals", mininterval=5):
         x0 = pixels_to_model(pixels[start : start + bs]).to(dev)
-        y = torch.as_tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
-        y_cf = torch.as_tensor(targets[start : start + bs], device=dev)
+        y = torch.tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
+        y_cf = torch.tensor(targets[start : start + bs], device=dev)
         x_t = ddim.invert(diffusion, x0, y, path)
         x_cf = ddim.regenerate(diffusion, guide, x_t, y_cf, path, params["scale"])
         recon.append((ddim.reconstruct(diffusion, x_t, y, path) - x0).pow(2).flatten(1).mean(1).cpu().numpy())
