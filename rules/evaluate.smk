@@ -13,6 +13,7 @@ rule evaluate:
         prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
         methods=METHODS,
         dataset_dir=dataset_dir,
+    threads: 1
     log:
         log_path("evaluate", "{dataset}", "seed{seed}"),
     benchmark:
@@ -22,4 +23,4 @@ rule evaluate:
     shell:
         "dicap evaluate --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --features {input.features} --prompts {input.prompts} --methods {params.methods}"
-        " --seed {wildcards.seed} --params {params.prompt:q} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --params {params.prompt:q} --threads {threads} --out {output} > {log} 2>&1"

@@ -246,7 +246,7 @@ def train_prompt(a: argparse.Namespace) -> None:
 
 
 @command(
-    "evaluate", DATASET, CLIP, SEED, PARAMS, OUT,
+    "evaluate", DATASET, CLIP, SEED, PARAMS, THREADS, OUT,
     arg("--features", type=Path, required=True),
     arg("--prompts", type=Path, nargs="+", required=True), arg("--methods", nargs="+", required=True),
 )
@@ -255,12 +255,14 @@ def evaluate(a: argparse.Namespace) -> None:
     import pandas as pd
     import torch
 
+    from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore, base_novel_split
     from dicap.evaluation.metrics import base_novel
     from dicap.io import load_arrays, write_table
     from dicap.prompting.learner import PromptLearner
 
+    runtime.setup(a.threads, a.seed)
     store = DatasetStore.open(a.dataset_dir)
     bundle = load_clip({"path": str(a.clip_dir)})
     base, novel = base_novel_split(len(store.classes))

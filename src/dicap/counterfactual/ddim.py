@@ -12,7 +12,7 @@ import math
 import torch
 
 from dicap.backbones.diffusion import DiffusionBundle
-from dicap.backbones.guides import Guide
+from dicap.backbones.guides import ClassifierFreeGuide, Guide
 
 
 def timestep_path(num_train_timesteps: int, steps: int, depth: float) -> list[int]:
@@ -53,6 +53,4 @@ def regenerate(
 @torch.no_grad()
 def reconstruct(diffusion: DiffusionBundle, x_t: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
     """The s = 0 round trip from inverted ``x_t``: regenerate with the source class's own score."""
-    from dicap.backbones.guides import ClassifierFreeGuide
-
     return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, labels, path, 1.0)

@@ -46,14 +46,10 @@ class DatasetStore:
 
     def pixels(self, rows: pd.DataFrame) -> np.ndarray:
         """uint8 images (N, H, W, 3) for table rows, in row order."""
-        out = [self.images[s][rows.loc[rows["split"] == s, "index"].to_numpy()] for s in rows["split"].unique()]
-        if len(out) == 1:
-            return out[0]
-        order = np.concatenate([np.flatnonzero(rows["split"].to_numpy() == s) for s in rows["split"].unique()])
-        stacked = np.concatenate(out)
-        result = np.empty_like(stacked)
-        result[order] = stacked
-        return result
+        splits, index = rows["split"].to_numpy(), rows["index"].to_numpy()
+        if len(set(splits)) == 1:  # the common case: one vectorised gather
+            return self.images[splits[0]][index]
+        return np.stack([self.images[s][i] for s, i in zip(splits, index)])
 
 
 def base_novel_split(n_classes: int) -> tuple[list[int], list[int]]:

@@ -78,13 +78,17 @@ def build_backbone_report(
     datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
 ) -> None:
     """What the backbones and the generator achieved, per dataset (measured, never typed in)."""
+    def of(dataset: str, paths: list[Path]) -> list[Path]:
+        """Paths under .../<dataset>/<one folder>/<file>: models/<d>/clip/report.json, counterfactuals/<d>/seed<S>/..."""
+        return [p for p in paths if p.parent.parent.name == dataset]
+
     rows = []
-    for dataset, clip_report in zip(datasets, clip_reports):
-        cf = pd.concat([pd.read_parquet(p) for p in cf_tables if p.parent.parent.name == dataset], ignore_index=True)
+    for dataset in datasets:
+        cf = pd.concat([pd.read_parquet(p) for p in of(dataset, cf_tables)], ignore_index=True)
         rows.append({
             "dataset": dataset,
-            "clip_zero_shot_accuracy": read_json(clip_report)["zero_shot_accuracy_test_unbiased"],
-            "diffusion_final_loss": read_json(next(p for p in diffusion_reports if p.parent.parent.name == dataset))["final_loss"],
+            "clip_zero_shot_accuracy": read_json(of(dataset, clip_reports)[0])["zero_shot_accuracy_test_unbiased"],
+            "diffusion_final_loss": read_json(of(dataset, diffusion_reports)[0])["final_loss"],
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(),
             "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),
             "guide_confidence_mean": cf["guide_confidence"].mean(),
