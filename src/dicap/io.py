@@ -95,6 +95,14 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
 
 
+def save_state_dict(path: str | os.PathLike, module: Any) -> None:
+    """Save a torch module's weights as safetensors (CPU copies, so CUDA-trained ones load anywhere)."""
+    from safetensors.torch import save_file
+
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+
+
 def write_table(path: str | os.PathLike, frame: "Any") -> None:
     """Write a pandas DataFrame as Parquet or CSV, by extension."""
     with atomic_output(path) as tmp:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dicap.io import atomic_output, write_json
+from dicap.io import save_state_dict, write_json
+from dicap.runtime import device, optimizer_step
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -98,15 +99,12 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
 
 def save_local_dir(model: "torch.nn.Module", model_cfg: dict[str, Any], out_dir: str | Path) -> None:
     """Write an open_clip ``local-dir`` checkpoint."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     write_json(out / CONFIG_FILE, {
         "model_cfg": model_cfg,
         "preprocess_cfg": {"size": model_cfg["vision_cfg"]["image_size"], "mean": OPENAI_MEAN, "std": OPENAI_STD},
     })
-    with atomic_output(out / WEIGHTS_FILE) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    save_state_dict(out / WEIGHTS_FILE, model)
 
 
 def train_tiny_clip(
@@ -119,8 +117,6 @@ def train_tiny_clip(
 ) -> list[float]:
     """Pretrain a tiny CLIP with the CLIP contrastive loss on captioned images; returns losses."""
     import open_clip
-
-    from dicap.runtime import device, optimizer_step
 
     dev = device()
     generator = torch.Generator().manual_seed(seed)  # batches drawn on the CPU: same data on any device

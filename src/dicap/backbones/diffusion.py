@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dicap.io import read_json, write_json
+from dicap.runtime import device, optimizer_step
 
 UNET_DIR = "unet"
 INFO_FILE = "diffusion.json"
@@ -103,8 +104,6 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     x_all = pixels_to_model(images)
     y_all = torch.as_tensor(labels, dtype=torch.long)
-    from dicap.runtime import device, optimizer_step
-
     dev = device()
     unet = build_unet(images.shape[1], n_classes, model_cfg).to(dev)
     abar = make_schedule(train["num_train_timesteps"])

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dicap.backbones.diffusion import DiffusionBundle, make_schedule, pixels_to_model
-from dicap.io import atomic_output, read_json, write_json
+from dicap.io import read_json, save_state_dict, write_json
+from dicap.runtime import device, optimizer_step
 
 CLASSIFIER_WEIGHTS = "noisy_classifier.safetensors"
 CLASSIFIER_INFO = "noisy_classifier.json"
@@ -124,14 +125,10 @@ def train_noisy_classifier(
     images: np.ndarray, labels: np.ndarray, n_classes: int, train: dict[str, Any], out_dir: str | Path, seed: int
 ) -> list[float]:
     """Fit ``p(y | x_t, t)`` on images noised by the diffusion model's own schedule."""
-    from safetensors.torch import save_file
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_all, y_all = pixels_to_model(images), torch.as_tensor(labels, dtype=torch.long)
     abar = make_schedule(train["num_train_timesteps"])
-    from dicap.runtime import device, optimizer_step
-
     dev = device()
     model = NoisyClassifier(n_classes, train["width"]).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=train["lr"])
@@ -143,8 +140,7 @@ def train_noisy_classifier(
         x_t = a.sqrt() * x_all[idx] + (1 - a).sqrt() * torch.randn(x_all[idx].shape, generator=gen)
         losses.append(optimizer_step(opt, F.cross_entropy(model(x_t.to(dev), t.to(dev)), y_all[idx].to(dev))))
     out = Path(out_dir)
-    with atomic_output(out / CLASSIFIER_WEIGHTS) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    save_state_dict(out / CLASSIFIER_WEIGHTS, model)
     write_json(out / CLASSIFIER_INFO, {"n_classes": n_classes, "width": train["width"]})
     return losses
 
