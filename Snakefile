@@ -2,7 +2,7 @@
 
     snakemake --cores 2                       # the embedded suite, end to end
     snakemake --profile slurm results/table1.csv
-    snakemake -n ablation_name                # any target by name
+    snakemake --cores 2 ablation_scale        # an ablation by its name (ablation_sampling, ablation_oracle)
 
 All parameters come from config.yaml (validated against src/dicap/config.schema.yaml);
 every rule receives its block through ``params:`` so changing a value reruns exactly the
@@ -44,6 +44,7 @@ wildcard_constraints:
     shard=r"\d+",
     shards=r"\d+",
     method=r"[a-z]+",
+    variant=r"main|oracle|s\d+(\.\d+)?|sample_[a-z]+",
 
 
 include: "rules/common.smk"
@@ -52,7 +53,9 @@ include: "rules/backbones.smk"
 include: "rules/counterfactuals.smk"
 include: "rules/prompts.smk"
 include: "rules/evaluate.smk"
+include: "rules/audit.smk"
 include: "rules/report.smk"
+include: "rules/ablations.smk"
 
 
 rule all:
@@ -60,6 +63,7 @@ rule all:
         "results/table1.csv",
         "results/table1.md",
         "results/backbones.csv",
+        "results/counterfactual_audit.csv",
         "results/figures/table1_bars.png",
         expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS),
     default_target: True

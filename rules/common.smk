@@ -1,19 +1,28 @@
 # Paths shared by the rules: one place to see where every artifact lives.
+#
+# Counterfactual-dependent artifacts carry a {variant} of the counterfactual settings:
+#   main           - config.yaml's counterfactual block as it is (Table 1 uses it)
+#   s<value>       - the same with guidance scale s = <value> (ablation_scale, figures)
+#   sample_<name>  - the same with another y_cf sampling strategy (ablation_sampling)
+#   oracle         - main's targets, but the *true* counterfactuals (ablation_oracle)
 
 DATA = f"{BUILD}/data/{{dataset}}"
 SPLIT = f"{BUILD}/splits/{{dataset}}/seed{{seed}}.parquet"
 CLIP = f"{BUILD}/models/{{dataset}}/clip"
 DIFFUSION = f"{BUILD}/models/{{dataset}}/diffusion"
 GUIDE_CLASSIFIER = f"{BUILD}/models/{{dataset}}/guide_classifier"
-CF_DIR = f"{BUILD}/counterfactuals/{{dataset}}/seed{{seed}}"
+ORACLE = f"{BUILD}/models/{{dataset}}/oracle"
+CF_DIR = f"{BUILD}/counterfactuals/{{dataset}}/{{variant}}/seed{{seed}}"
 FEATURES = f"{BUILD}/features/{{dataset}}"
-PROMPT = f"{BUILD}/prompts/{{dataset}}/{{method}}/seed{{seed}}.safetensors"
-METRICS = f"{BUILD}/metrics/{{dataset}}/seed{{seed}}.csv"
+PROMPT = f"{BUILD}/prompts/{{dataset}}/{{variant}}/{{method}}/seed{{seed}}.safetensors"
+METRICS = f"{BUILD}/metrics/{{dataset}}/{{variant}}/seed{{seed}}.csv"
+AUDIT = f"{BUILD}/audit/{{dataset}}/{{variant}}/seed{{seed}}.parquet"
 DATA_FILES = [f"{DATA}/images.safetensors", f"{DATA}/factors.parquet", f"{DATA}/classes.json"]
 
 
 CF_IMAGES = f"{CF_DIR}/counterfactuals.safetensors"
 CF_TABLE = f"{CF_DIR}/counterfactuals.parquet"
+GENERATED_VARIANTS = r"main|s\d+(\.\d+)?|sample_[a-z]+"
 
 
 def log_path(rule, *wildcards):
@@ -34,3 +43,36 @@ def guide_inputs(wildcards):
     if config["counterfactual"]["guide"] == "classifier":
         return {"classifier": GUIDE_CLASSIFIER.format(dataset=wildcards.dataset)}
     return {}
+
+
+def scale_variant(scale):
+    """The variant that generates with guidance scale ``scale`` (``main`` for config's own)."""
+    return "main" if float(scale) == float(config["counterfactual"]["scale"]) else f"s{float(scale):g}"
+
+
+def sampling_variant(strategy):
+    return "main" if strategy == config["counterfactual"]["sampling"] else f"sample_{strategy}"
+
+
+def variant_params(variant):
+    """config.yaml's counterfactual block with the variant's one change applied."""
+    params = dict(config["counterfactual"])
+    if variant.startswith("s") and not variant.startswith("sample_"):
+        params["scale"] = float(variant[1:])
+    elif variant.startswith("sample_"):
+        params["sampling"] = variant.removeprefix("sample_")
+    elif variant != "main":
+        raise WorkflowError(f"variant {variant!r} does not generate counterfactuals")
+    return params
+
+
+def cf_source(wildcards):
+    """The merged counterfactuals a variant trains on: the oracle reuses main's true ones."""
+    variant = "main" if wildcards.variant == "oracle" else wildcards.variant
+    fill = dict(dataset=wildcards.dataset, seed=wildcards.seed, variant=variant)
+    return {"images": CF_IMAGES.format(**fill), "table": CF_TABLE.format(**fill)}
+
+
+def variant_methods(variant):
+    """Methods trained per variant: all of them for main, DiCap alone for an ablation."""
+    return METHODS if variant == "main" else ["dicap"]

@@ -13,17 +13,19 @@ rule counterfactual_shard:
         images=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.safetensors",
         table=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.parquet",
     params:
-        cf=as_json(config["counterfactual"]),
+        cf=lambda wc: as_json(variant_params(wc.variant)),
         dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
+    wildcard_constraints:
+        variant=GENERATED_VARIANTS,
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
     log:
-        log_path("counterfactual_shard", "{dataset}", "seed{seed}", "shard{shard}-of-{shards}"),
+        log_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}"),
     benchmark:
-        bench_path("counterfactual_shard", "{dataset}", "seed{seed}", "shard{shard}-of-{shards}")
+        bench_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}")
     conda:
         ENV
     shell:
@@ -42,10 +44,12 @@ rule merge_counterfactuals:
     output:
         images=CF_IMAGES,
         table=CF_TABLE,
+    wildcard_constraints:
+        variant=GENERATED_VARIANTS,
     log:
-        log_path("merge_counterfactuals", "{dataset}", "seed{seed}"),
+        log_path("merge_counterfactuals", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
-        bench_path("merge_counterfactuals", "{dataset}", "seed{seed}")
+        bench_path("merge_counterfactuals", "{dataset}", "{variant}", "seed{seed}")
     conda:
         ENV
     shell:

@@ -6,18 +6,18 @@ rule evaluate:
         data=DATA_FILES,
         clip=CLIP,
         features=f"{FEATURES}/eval.safetensors",
-        prompts=expand(PROMPT, method=METHODS, allow_missing=True),
+        prompts=lambda wc: expand(PROMPT, method=variant_methods(wc.variant), allow_missing=True),
     output:
         METRICS,
     params:
         prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
-        methods=METHODS,
+        methods=lambda wc: variant_methods(wc.variant),
         dataset_dir=dataset_dir,
     threads: 1
     log:
-        log_path("evaluate", "{dataset}", "seed{seed}"),
+        log_path("evaluate", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
-        bench_path("evaluate", "{dataset}", "seed{seed}")
+        bench_path("evaluate", "{dataset}", "{variant}", "seed{seed}")
     conda:
         ENV
     shell:

@@ -3,25 +3,26 @@
 
 rule encode_train_features:
     input:
+        unpack(cf_source),
         data=DATA_FILES,
         split=SPLIT,
         clip=CLIP,
-        images=CF_IMAGES,
-        table=CF_TABLE,
     output:
-        f"{FEATURES}/seed{{seed}}.safetensors",
+        f"{FEATURES}/{{variant}}/seed{{seed}}.safetensors",
     params:
         dataset_dir=dataset_dir,
+        key=lambda wc: "true_images" if wc.variant == "oracle" else "images",
     threads: 1
     log:
-        log_path("encode_train_features", "{dataset}", "seed{seed}"),
+        log_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
-        bench_path("encode_train_features", "{dataset}", "seed{seed}")
+        bench_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}")
     conda:
         ENV
     shell:
         "dicap encode-features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
-        " --split {input.split} --counterfactuals {input.images} --counterfactual-table {input.table}"
+        " --split {input.split} --counterfactuals {input.images} --counterfactual-key {params.key}"
+        " --counterfactual-table {input.table}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -49,7 +50,7 @@ rule train_prompt:
     input:
         data=DATA_FILES,
         clip=CLIP,
-        features=f"{FEATURES}/seed{{seed}}.safetensors",
+        features=f"{FEATURES}/{{variant}}/seed{{seed}}.safetensors",
     output:
         context=PROMPT,
         history=PROMPT.replace(".safetensors", ".json"),
@@ -61,9 +62,9 @@ rule train_prompt:
         mem_mb=2000,
         runtime=30,
     log:
-        log_path("train_prompt", "{dataset}", "{method}", "seed{seed}"),
+        log_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}"),
     benchmark:
-        bench_path("train_prompt", "{dataset}", "{method}", "seed{seed}")
+        bench_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}")
     conda:
         ENV
     shell:

@@ -3,7 +3,7 @@
 
 rule table1:
     input:
-        expand(METRICS, dataset=DATASETS, seed=SEEDS),
+        expand(METRICS, dataset=DATASETS, variant="main", seed=SEEDS),
     output:
         csv="results/table1.csv",
         md="results/table1.md",
@@ -36,12 +36,21 @@ rule figure_table1:
         "dicap figure-bars --table {input} --out {output} > {log} 2>&1"
 
 
+def figure_runs(wildcards):
+    """The first seed's main run, then its other scales shown in the counterfactual grid."""
+    variants = ["main"] + [scale_variant(x) for x in config["report"]["figure_scales"] if scale_variant(x) != "main"]
+    fill = dict(dataset=wildcards.dataset, seed=SEEDS[0])
+    return {
+        "images": [CF_IMAGES.format(variant=v, **fill) for v in variants],
+        "audits": [AUDIT.format(variant=v, **fill) for v in variants],
+    }
+
+
 rule figure_counterfactuals:
     input:
+        unpack(figure_runs),
         data=DATA_FILES,
         split=SPLIT.format(dataset="{dataset}", seed=SEEDS[0]),
-        images=CF_IMAGES.format(dataset="{dataset}", seed=SEEDS[0]),
-        table=CF_TABLE.format(dataset="{dataset}", seed=SEEDS[0]),
     output:
         "results/figures/counterfactuals_{dataset}.png",
     params:
@@ -52,14 +61,14 @@ rule figure_counterfactuals:
         ENV
     shell:
         "dicap figure-counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
-        " --images {input.images} --table {input.table} --out {output} > {log} 2>&1"
+        " --images {input.images} --audits {input.audits} --out {output} > {log} 2>&1"
 
 
 rule backbone_report:
     input:
         clip=expand(CLIP, dataset=DATASETS),
         diffusion=expand(DIFFUSION, dataset=DATASETS),
-        cf=expand(CF_TABLE, dataset=DATASETS, seed=SEEDS),
+        cf=expand(CF_TABLE, dataset=DATASETS, variant="main", seed=SEEDS),
     output:
         "results/backbones.csv",
     params:

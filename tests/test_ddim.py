@@ -258,3 +258,29 @@ def test_noise_aware_classifier_trains_saves_and_loads_as_guide(tmp_path, diffus
         make_guide("classifier", diffusion, None)
     with pytest.raises(ValueError, match="unknown guide"):
         make_guide("clip-on-noise", diffusion)
+
+
+# --- guide shortcuts and the unguided reference --------------------------------------------------
+
+
+def test_cfg_shortcuts_at_scale_zero_and_one_equal_the_full_formula(diffusion, images):
+    x, y = images
+    guide = ClassifierFreeGuide(diffusion)
+    null = torch.full_like(y, diffusion.null_label)
+    eps_marginal, eps_cond = diffusion.eps(x, 300, null), diffusion.eps(x, 300, y)
+    assert torch.allclose(guide.guided_eps(x, 300, y, 0.0), eps_marginal, atol=1e-6)
+    assert torch.allclose(guide.guided_eps(x, 300, y, 1.0), eps_cond, atol=1e-6)
+    full = eps_marginal + 2.5 * (eps_cond - eps_marginal)
+    assert torch.allclose(guide.guided_eps(x, 300, y, 2.5), full, atol=1e-5)
+
+
+def test_unguided_regeneration_ignores_the_target_class(diffusion, images):
+    from dicap.counterfactual.ddim import regenerate_unguided
+
+    x, y = images
+    path = timestep_path(T, 10, 0.6)
+    x_t = invert(diffusion, x, y, path)
+    unguided = regenerate_unguided(diffusion, x_t, path)
+    by_hand = regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, (y + 1) % 3, path, 0.0)
+    assert torch.allclose(unguided, by_hand, atol=1e-6)
+    assert not torch.allclose(unguided, regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, (y + 1) % 3, path, 3.0))

@@ -59,6 +59,14 @@ def test_classifier_guide_adds_its_training_rule(tmp_path):
     assert "guide_classifier" not in default.stdout
 
 
+@pytest.mark.parametrize("target", ["ablation_scale", "ablation_sampling", "ablation_oracle"])
+def test_ablations_are_targets_by_name(tmp_path, target):
+    out = snakemake("-n", target, *fresh(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"rule {target}:" in out.stdout
+    assert f"results/ablations/{target.removeprefix('ablation_')}.csv" in out.stdout
+
+
 def test_lint_is_clean():
     out = snakemake("--lint")
     assert out.returncode == 0, out.stdout[-3000:]
@@ -107,7 +115,26 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         assert (tmp_path / "results" / name).stat().st_size > 0, name
     assert "±" in (tmp_path / "results" / "table1.md").read_text()
 
+    audit = pd.read_csv(tmp_path / "results" / "counterfactual_audit.csv")
+    assert len(audit) == 1 and audit["dataset"].iloc[0] == "shapes" and audit["seeds"].iloc[0] == "1 2"
+    for column in ("valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
+                   "mse_to_true", "ssim_to_true", "unguided_mse_to_true", "factual_mse_to_true", "reconstruction_mse",
+                   "true_valid", "oracle_heldout_class_accuracy"):
+        assert column in audit.columns and 0 <= audit[column].iloc[0] <= 1, column
+
     # A second run has nothing to do.
     again = snakemake(*args, "-n", timeout=120)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Each ablation runs by its name and reuses the main run where its settings are config's own.
+    out = snakemake(*args, "ablation_scale", "ablation_sampling", "ablation_oracle", timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    expected = {"scale": ("s", {0.0, 3.0, 10.0}), "sampling": ("sampling", {"random", "similarity", "centroid"}),
+                "oracle": ("counterfactuals", {"generated", "true"})}
+    for kind, (column, values) in expected.items():
+        table = pd.read_csv(tmp_path / "results" / "ablations" / f"{kind}.csv")
+        dicap = table[table["method"] == "dicap"]
+        assert set(dicap[column]) == values, (kind, dicap[column].tolist())
+        assert dicap[["base", "novel", "hm", "valid", "faithful"]].notna().all().all(), kind
+        assert (tmp_path / "results" / "ablations" / f"{kind}.png").stat().st_size > 0

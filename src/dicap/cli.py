@@ -153,7 +153,12 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     split = pd.read_parquet(a.split)
     base, _ = base_novel_split(len(store.classes))
     text = load_arrays(a.clip_dir / "class_text_features.safetensors")["features"]
-    targets = sampling.choose_targets(split["label"].to_numpy(), base, a.params["sampling"], a.seed, text)
+    image_features = None
+    if a.params["sampling"] == "centroid":  # every shard encodes the whole split: same targets everywhere
+        from dicap.backbones.clip import load_clip
+
+        image_features = load_clip({"path": str(a.clip_dir)}).encode_images(store.pixels(split)).numpy()
+    targets = sampling.choose_targets(split["label"].to_numpy(), base, a.params["sampling"], a.seed, text, image_features)
     rows = shards.shard_rows(split, a.shard, a.shards)
     diffusion = load_diffusion(a.diffusion_dir)
     guide = make_guide(a.params["guide"], diffusion, a.classifier_dir)
@@ -184,6 +189,7 @@ def merge_counterfactuals(a: argparse.Namespace) -> None:
     "encode-features", DATASET, CLIP, THREADS, OUT,
     arg("--split", type=Path, help="few-shot split: encode it (and --counterfactuals); else the eval splits"),
     arg("--counterfactuals", type=Path, help="merged counterfactual images"),
+    arg("--counterfactual-key", default="images", help="'images' (generated) or 'true_images' (the oracle ablation)"),
     arg("--counterfactual-table", type=Path),
 )
 def encode_features(a: argparse.Namespace) -> None:
@@ -207,7 +213,10 @@ def encode_features(a: argparse.Namespace) -> None:
         out["train_labels"] = split["label"].to_numpy()
         if a.counterfactuals:
             table = pd.read_parquet(a.counterfactual_table)
-            out["cf"] = bundle.encode_images(load_arrays(a.counterfactuals)["images"]).numpy()
+            arrays = load_arrays(a.counterfactuals)
+            if a.counterfactual_key not in arrays:
+                raise KeyError(f"{a.counterfactuals} holds no {a.counterfactual_key!r} (it has: {', '.join(arrays)})")
+            out["cf"] = bundle.encode_images(arrays[a.counterfactual_key]).numpy()
             out["cf_labels"] = table["y_cf"].to_numpy()
     else:
         for name in ("val", "test_unbiased", "test_anti"):
@@ -302,13 +311,99 @@ def figure_bars(a: argparse.Namespace) -> None:
 
 @command(
     "figure-counterfactuals", DATASET, arg("--split", type=Path, required=True),
-    arg("--images", type=Path, required=True), arg("--table", type=Path, required=True), OUT,
+    arg("--images", type=Path, nargs="+", required=True, help="merged counterfactuals, main run first, then other scales"),
+    arg("--audits", type=Path, nargs="+", required=True, help="their per-image audits, in the same order"), OUT,
 )
 def figure_counterfactuals(a: argparse.Namespace) -> None:
-    """Plot factual | generated | true counterfactuals for one split."""
+    """Plot factual | counterfactuals at several s | true counterfactual, with the oracle's verdicts."""
     from dicap.report.figures import plot_counterfactual_grid
 
-    plot_counterfactual_grid(a.dataset_dir, a.split, a.images, a.table, a.out)
+    if len(a.images) != len(a.audits):
+        raise ValueError(f"{len(a.images)} counterfactual files but {len(a.audits)} audits")
+    plot_counterfactual_grid(a.dataset_dir, a.split, a.images, a.audits, a.out)
+
+
+@command("oracle", DATASET, PARAMS, THREADS, OUT)
+def oracle(a: argparse.Namespace) -> None:
+    """Train the audit's independent oracle (class and factors) on the pretraining split."""
+    from dicap import runtime
+    from dicap.audit.oracle import held_out_report, load_oracle, train_oracle
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir, provenance, write_json
+
+    runtime.setup(a.threads, a.params["seed"])
+    store = DatasetStore.open(a.dataset_dir)
+    pre, test = store.split("pretrain"), store.split("test_unbiased")
+    with atomic_dir(a.out) as tmp:
+        train_oracle(store.pixels(pre), pre, len(store.classes), a.params, tmp, a.params["seed"])
+        report = held_out_report(load_oracle(tmp), store.pixels(test), test, store.images["test_unbiased"].shape[1])
+        write_json(tmp / "report.json", {"test_unbiased": report, **provenance(a.params, a.params["seed"])})
+    log.info("oracle on test_unbiased: %s", report)
+
+
+@command(
+    "audit-counterfactuals", DATASET, THREADS, OUT,
+    arg("--split", type=Path, required=True), arg("--oracle-dir", type=Path, required=True),
+    arg("--images", type=Path, required=True), arg("--table", type=Path, required=True),
+)
+def audit_counterfactuals(a: argparse.Namespace) -> None:
+    """Score each counterfactual of one split: validity, preservation, distance to the truth."""
+    import pandas as pd
+
+    from dicap import runtime
+    from dicap.audit.oracle import load_oracle
+    from dicap.audit.scoring import audit_counterfactuals as audit
+    from dicap.data.store import DatasetStore
+    from dicap.io import load_arrays, write_table
+
+    runtime.setup(a.threads, 0)
+    store = DatasetStore.open(a.dataset_dir)
+    frame = audit(store, pd.read_parquet(a.split), load_arrays(a.images), pd.read_parquet(a.table), load_oracle(a.oracle_dir))
+    write_table(a.out, frame)
+    log.info("validity %.3f, faithful %.3f over %d counterfactuals", frame["valid"].mean(), frame["faithful"].mean(), len(frame))
+
+
+def _oracle_reports(datasets: list[str], reports: list[Path]) -> dict[str, dict]:
+    """models/<dataset>/oracle/report.json -> the oracle's held-out scores per dataset."""
+    from dicap.io import read_json
+
+    by_dataset = {p.parent.parent.name: read_json(p)["test_unbiased"] for p in reports}
+    missing = sorted(set(datasets) - set(by_dataset))
+    if missing:
+        raise ValueError(f"no oracle report for datasets {missing} among {[str(p) for p in reports]}")
+    return by_dataset
+
+
+@command(
+    "audit-summary", arg("--datasets", nargs="+", required=True), arg("--audits", type=Path, nargs="+", required=True),
+    arg("--oracle-reports", type=Path, nargs="+", required=True), OUT,
+)
+def audit_summary(a: argparse.Namespace) -> None:
+    """Average per-image audits over images and seeds: results/counterfactual_audit.csv."""
+    import pandas as pd
+
+    from dicap.audit.scoring import summarise
+    from dicap.io import write_table
+    from dicap.report.layout import artifact_key
+
+    audits = [(*artifact_key(p, a.datasets), pd.read_parquet(p)) for p in a.audits]
+    write_table(a.out, summarise(audits, _oracle_reports(a.datasets, a.oracle_reports)))
+
+
+@command(
+    "ablation", arg("--x", required=True, help="the setting on the x axis: s, sampling or counterfactuals"),
+    arg("--datasets", nargs="+", required=True), arg("--metrics", type=Path, nargs="+", required=True),
+    arg("--audits", type=Path, nargs="+", required=True), arg("--oracle-reports", type=Path, nargs="+", required=True),
+    arg("--out-csv", type=Path, required=True), arg("--out-png", type=Path, required=True),
+)
+def ablation(a: argparse.Namespace) -> None:
+    """One ablation's table (audit scores and accuracy per setting) and its figure."""
+    from dicap.io import write_table
+    from dicap.report.ablations import build_ablation, plot_ablation
+
+    table = build_ablation(a.metrics, a.audits, a.datasets, _oracle_reports(a.datasets, a.oracle_reports))
+    write_table(a.out_csv, table)
+    plot_ablation(table, a.x, a.out_png)
 
 
 @command(

@@ -49,6 +49,11 @@ class ClassifierFreeGuide:
     @torch.no_grad()
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
         null = torch.full_like(y_cf, self.diffusion.null_label)
+        # s = 0 and s = 1 need one of the two scores only: half the UNet work.
+        if scale == 0:
+            return self.diffusion.eps(x_t, t, null)
+        if scale == 1:
+            return self.diffusion.eps(x_t, t, y_cf)
         both = self.diffusion.eps(torch.cat([x_t, x_t]), t, torch.cat([null, y_cf]))
         eps_marginal, eps_cond = both.chunk(2)
         return eps_marginal + scale * (eps_cond - eps_marginal)
@@ -109,6 +114,8 @@ class NoisyClassifierGuide:
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
         with torch.no_grad():
             eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label))
+        if scale == 0:
+            return eps
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             ts = torch.full((len(x),), t, device=x.device, dtype=torch.long)

@@ -54,3 +54,14 @@ def regenerate(
 def reconstruct(diffusion: DiffusionBundle, x_t: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
     """The s = 0 round trip from inverted ``x_t``: regenerate with the source class's own score."""
     return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, labels, path, 1.0)
+
+
+@torch.no_grad()
+def regenerate_unguided(diffusion: DiffusionBundle, x_t: torch.Tensor, path: list[int]) -> torch.Tensor:
+    """The audit's reference: regenerate from inverted ``x_t`` with the marginal score (s = 0).
+
+    It shows what the inversion alone does to an image, so a counterfactual's distance to
+    the truth can be read against "no action at all".
+    """
+    null = torch.full((len(x_t),), diffusion.null_label, device=x_t.device, dtype=torch.long)
+    return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, null, path, 0.0)

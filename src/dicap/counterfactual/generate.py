@@ -16,7 +16,7 @@ from dicap.data import scm
 from dicap.data.store import DatasetStore
 from dicap.runtime import device
 
-TABLE_COLUMNS = ["row", "split", "index", "y", "y_cf", "scale", "guide", "guide_confidence", "guide_prediction", "reconstruction_mse"]
+TABLE_COLUMNS = ["row", "split", "index", "y", "y_cf", "scale", "guide", "sampling", "guide_confidence", "guide_prediction", "reconstruction_mse"]
 
 
 def generate(
@@ -27,12 +27,17 @@ def generate(
     guide: Guide,
     params: dict[str, Any],
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Abduction then action for ``rows``, batched; returns images and the row table."""
+    """Abduction then action for ``rows``, batched; returns images and the row table.
+
+    When the dataset knows its factors (the embedded suite), the arrays also hold the true
+    counterfactuals and an unguided (s = 0) regeneration, the audit's two references.
+    """
     dev = device()
+    audited = set(scm.FACTOR_COLUMNS) <= set(rows.columns)
     diffusion.unet.to(dev)
     path = ddim.timestep_path(diffusion.num_train_timesteps, params["steps"], params["inversion_depth"])
     pixels = store.pixels(rows)
-    out, confidence, prediction, recon = [], [], [], []
+    out, unguided, confidence, prediction, recon = [], [], [], [], []
     bs = params["batch_size"]
     for start in tqdm(range(0, len(rows), bs), desc="counterfactuals", mininterval=5):
         x0 = pixels_to_model(pixels[start : start + bs]).to(dev)
@@ -45,18 +50,23 @@ def generate(
         confidence.append(probs.gather(1, y_cf.cpu()[:, None]).squeeze(1).numpy())
         prediction.append(probs.argmax(1).numpy())
         out.append(model_to_pixels(x_cf))
+        if audited:
+            unguided.append(model_to_pixels(ddim.regenerate_unguided(diffusion, x_t, path)))
     table = rows[["row", "split", "index"]].assign(
         y=rows["label"].to_numpy(),
         y_cf=targets,
         scale=float(params["scale"]),
         guide=params["guide"],
+        sampling=params["sampling"],
         guide_confidence=np.concatenate(confidence) if confidence else np.zeros(0),
         guide_prediction=np.concatenate(prediction) if prediction else np.zeros(0, np.int64),
         reconstruction_mse=np.concatenate(recon) if recon else np.zeros(0),
     )
-    arrays = {"images": np.concatenate(out) if out else np.zeros((0, *pixels.shape[1:]), np.uint8)}
-    if set(scm.FACTOR_COLUMNS) <= set(rows.columns):  # the embedded suite knows the truth
+    empty = np.zeros((0, *pixels.shape[1:]), np.uint8)
+    arrays = {"images": np.concatenate(out) if out else empty}
+    if audited:  # the embedded suite knows the truth
         arrays["true_images"] = true_counterfactuals(store, rows, targets)
+        arrays["unguided_images"] = np.concatenate(unguided) if unguided else empty
     return arrays, table[TABLE_COLUMNS]
 
 

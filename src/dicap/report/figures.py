@@ -11,7 +11,7 @@ from dicap.data.store import DatasetStore
 from dicap.io import atomic_output, load_arrays
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,14 +20,14 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: Path) -> None:
+def save_figure(fig, out: Path) -> None:
     with atomic_output(out) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
 
 
 def plot_table1(table_csv: Path, out: Path) -> None:
     """Base / novel / HM bars per method, one panel per dataset and test split."""
-    plt = _pyplot()
+    plt = pyplot()
     table = pd.read_csv(table_csv)
     panels = list(table.groupby(["split", "dataset"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True, squeeze=False)
@@ -42,35 +42,49 @@ def plot_table1(table_csv: Path, out: Path) -> None:
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
     plt.close(fig)
 
 
-def plot_counterfactual_grid(dataset_dir: Path, split_file: Path, images: Path, table: Path, out: Path, n: int = 10) -> None:
-    """Columns of factual | generated counterfactual | true counterfactual, with class names."""
-    plt = _pyplot()
+def plot_counterfactual_grid(
+    dataset_dir: Path, split_file: Path, images: list[Path], audits: list[Path], out: Path, n: int = 8
+) -> None:
+    """One row per example: factual | s = 0 | generated at each s | true counterfactual.
+
+    ``images`` and ``audits`` are merged counterfactual files and their per-image audits,
+    one pair per scale, the first being the main run (which also holds the unguided s = 0
+    regeneration and the true counterfactual).  Each cell's caption is the independent
+    oracle's verdict: a tick when it sees ``y_cf``, else the class it sees.
+    """
+    plt = pyplot()
     store = DatasetStore.open(dataset_dir)
     split = pd.read_parquet(split_file)
-    rows = pd.read_parquet(table)
-    arrays = load_arrays(images)
-    pick = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
-    factual = store.pixels(split.iloc[rows["row"].to_numpy()[pick]])
-    grid = [("factual", factual), ("generated", arrays["images"][pick])]
-    if "true_images" in arrays:
-        grid.append(("true cf", arrays["true_images"][pick]))
-    fig, axes = plt.subplots(len(grid), len(pick), figsize=(1.1 * len(pick), 1.25 * len(grid)), squeeze=False)
-    for r, (name, imgs) in enumerate(grid):
-        for c, i in enumerate(pick):
+    runs = [(load_arrays(i), pd.read_parquet(a)) for i, a in zip(images, audits)]
+    main_arrays, main_audit = runs[0]
+    pick = np.linspace(0, len(main_audit) - 1, min(n, len(main_audit))).round().astype(int)
+    columns = [("factual", store.pixels(split.iloc[main_audit["row"].to_numpy()[pick]]), None)]
+    columns.append(("s = 0 (unguided)", main_arrays["unguided_images"][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
+    for arrays, audit in sorted(runs, key=lambda run: float(run[1]["s"].iloc[0])):
+        columns.append((f"s = {float(audit['s'].iloc[0]):g}", arrays["images"][pick], audit["oracle_label"].to_numpy()[pick]))
+    columns.append(("true cf", main_arrays["true_images"][pick], main_audit["true_oracle_label"].to_numpy()[pick]))
+    fig, axes = plt.subplots(len(pick), len(columns), figsize=(1.05 * len(columns) + 1.2, 1.05 * len(pick)), squeeze=False)
+    for r, i in enumerate(pick):
+        y, y_cf = int(main_audit["y"].iloc[i]), int(main_audit["y_cf"].iloc[i])
+        for c, (name, imgs, verdicts) in enumerate(columns):
             ax = axes[r][c]
-            ax.imshow(imgs[c], interpolation="nearest")
+            ax.imshow(imgs[r], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(store.classes[rows["y"].iloc[i]], fontsize=7)
-            elif r == 1:
-                ax.set_title(f"→ {store.classes[rows['y_cf'].iloc[i]]}", fontsize=7)
+                ax.set_title(name, fontsize=7, pad=10)
+            if verdicts is not None:
+                seen = int(verdicts[r])
+                ok = seen == y_cf
+                ax.text(0.5, 1.02, "✓" if ok else f"✗ {store.classes[seen]}", transform=ax.transAxes, ha="center",
+                        va="bottom", fontsize=6, color="green" if ok else "red")
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
+                ax.set_ylabel(f"{store.classes[y]}\n→ {store.classes[y_cf]}", fontsize=7)
+    fig.suptitle(f"{store.kind}: oracle verdict above each counterfactual (✓ = sees the target class)", fontsize=8)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
     plt.close(fig)

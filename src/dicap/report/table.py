@@ -10,9 +10,19 @@ import pandas as pd
 
 from dicap.evaluation.metrics import harmonic_mean
 from dicap.io import atomic_output, provenance, read_json, write_json, write_table
+from dicap.report.layout import artifact_key
 
 METRICS = ("base", "novel", "hm")
 SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1}
+
+
+def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
+    """Per-seed metric files, each tagged with the dataset and variant its path names."""
+    frames = []
+    for path in metric_files:
+        key = artifact_key(path, datasets)
+        frames.append(pd.read_csv(path).assign(dataset=key.dataset, variant=key.variant))
+    return pd.concat(frames, ignore_index=True)
 
 
 def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> pd.DataFrame:
@@ -21,13 +31,7 @@ def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> p
     The average row is the HM of the averaged base and novel accuracies (the protocol's
     convention), not the mean of per-dataset HMs.
     """
-    frames = []
-    for path in metric_files:
-        dataset = path.parent.name  # metrics/<dataset>/seed<k>.csv
-        if dataset not in datasets:
-            raise ValueError(f"cannot tell which dataset {path} belongs to (datasets: {datasets})")
-        frames.append(pd.read_csv(path).assign(dataset=dataset))
-    per_seed = pd.concat(frames, ignore_index=True)
+    per_seed = read_metrics(metric_files, datasets)
     method_order = {m: i for i, m in enumerate(dict.fromkeys(per_seed["method"]))}
     rows: list[dict[str, Any]] = []
     for (split, dataset, method), group in per_seed.groupby(["split", "dataset", "method"], sort=False):
@@ -79,8 +83,8 @@ def build_backbone_report(
 ) -> None:
     """What the backbones and the generator achieved, per dataset (measured, never typed in)."""
     def of(dataset: str, paths: list[Path]) -> list[Path]:
-        """Paths under .../<dataset>/<one folder>/<file>: models/<d>/clip/report.json, counterfactuals/<d>/seed<S>/..."""
-        return [p for p in paths if p.parent.parent.name == dataset]
+        """models/<d>/<model>/report.json and counterfactuals/<d>/<variant>/seed<k>/<file> of ``dataset``."""
+        return [p for p in paths if dataset in (p.parent.parent.name, p.parent.parent.parent.name)]
 
     rows = []
     for dataset in datasets:

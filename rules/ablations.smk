@@ -1,0 +1,48 @@
+# Ablations, each run by its rule name (``snakemake ablation_scale``): a CSV and a figure
+# under results/ablations/.  Variants that equal config.yaml's settings reuse the main run.
+
+
+def ablation_variants(kind):
+    """The variants an ablation compares, the main run included."""
+    settings = config["ablations"]
+    if kind == "scale":
+        return list(dict.fromkeys([scale_variant(s) for s in [*settings["scales"], config["counterfactual"]["scale"]]]))
+    if kind == "sampling":
+        return list(dict.fromkeys(sampling_variant(s) for s in settings["samplings"]))
+    return ["main", "oracle"]
+
+
+def ablation_inputs(kind):
+    variants = ablation_variants(kind)
+    generated = [v for v in variants if v != "oracle"]
+    return {
+        "metrics": [METRICS.format(dataset=d, variant=v, seed=s) for d in DATASETS for v in variants for s in SEEDS],
+        "audits": expand(AUDIT, dataset=DATASETS, variant=generated, seed=SEEDS),
+        "oracles": expand(ORACLE, dataset=DATASETS),
+    }
+
+
+for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterfactuals")):
+
+    rule:
+        name:
+            f"ablation_{_kind}"
+        input:
+            **ablation_inputs(_kind),
+        output:
+            csv=f"results/ablations/{_kind}.csv",
+            png=f"results/ablations/{_kind}.png",
+        params:
+            x=_x,
+            datasets=DATASETS,
+            reports=[f"{p}/report.json" for p in expand(ORACLE, dataset=DATASETS)],
+        log:
+            log_path(f"ablation_{_kind}"),
+        benchmark:
+            bench_path(f"ablation_{_kind}")
+        conda:
+            ENV
+        shell:
+            "dicap ablation --x {params.x} --datasets {params.datasets} --metrics {input.metrics}"
+            " --audits {input.audits} --oracle-reports {params.reports}"
+            " --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""Auditing generated counterfactuals with an oracle independent of the generator's guide."""

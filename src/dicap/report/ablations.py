@@ -1,0 +1,99 @@
+"""Ablation tables and figures: counterfactual quality and DiCap accuracy per setting.
+
+One table shape serves every ablation: a row per dataset, variant and method with the
+variant's settings (``s``, ``sampling``, which counterfactuals), its audit scores and the
+method's base / novel / HM (mean and std over seeds).  The ``oracle`` variant trains on
+the true counterfactuals, so its audit scores are main's ``true_*`` reference columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dicap.audit.scoring import FACTORS, summarise
+from dicap.report.figures import pyplot, save_figure
+from dicap.report.layout import artifact_key
+from dicap.report.table import read_metrics
+
+AUDIT_COLUMNS = ["valid", *(f"kept_{f}" for f in FACTORS), "faithful", "mse_to_true", "ssim_to_true"]
+ACCURACY = ("base", "novel", "hm")
+
+
+def accuracy_by_variant(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per dataset, variant and method; HM on the anti-correlated split too."""
+    keys = ["dataset", "variant", "method"]
+    unbiased = metrics[metrics["split"] == "test_unbiased"].groupby(keys, sort=False)
+    table = unbiased[list(ACCURACY)].mean().join(unbiased[list(ACCURACY)].std(ddof=1).add_suffix("_std"))
+    anti = metrics[metrics["split"] == "test_anti"].groupby(keys, sort=False)["hm"].mean().rename("anti_hm")
+    return table.join(anti).join(unbiased["seed"].count().rename("seeds")).reset_index()
+
+
+def audit_by_variant(audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:
+    audits = []
+    for path in audit_files:
+        key = artifact_key(path, datasets)
+        audits.append((key.dataset, key.variant, key.seed, pd.read_parquet(path)))
+    summary = summarise(audits, oracle_reports)
+    generated = summary.assign(counterfactuals="generated")
+    truth = summary[summary["variant"] == "main"].copy()
+    for column in AUDIT_COLUMNS:
+        truth[column] = truth[f"true_{column}"] if f"true_{column}" in truth else (0.0 if column.startswith("mse") else 1.0)
+    truth = truth.assign(variant="oracle", counterfactuals="true")
+    return pd.concat([generated, truth], ignore_index=True)[["dataset", "variant", "s", "sampling", "counterfactuals", *AUDIT_COLUMNS]]
+
+
+def build_ablation(metric_files: list[Path], audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:
+    accuracy = accuracy_by_variant(read_metrics(metric_files, datasets))
+    audit = audit_by_variant(audit_files, datasets, oracle_reports)
+    table = accuracy.merge(audit, on=["dataset", "variant"], how="left")
+    front = ["dataset", "variant", "method", "s", "sampling", "counterfactuals"]
+    return table[front + [c for c in table.columns if c not in front]].round(4)
+
+
+def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
+    """Per dataset: audit scores against the setting ``x``, then DiCap's accuracy against it.
+
+    A numeric ``x`` (the scale ``s``) is drawn as lines on a symlog axis; a categorical one
+    (sampling strategy, which counterfactuals) as grouped bars.  CoOp's HM from the main
+    run is a dashed line for reference.
+    """
+    plt = pyplot()
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 3.2 * len(datasets)), squeeze=False)
+    numeric = pd.api.types.is_numeric_dtype(table[x])
+    for row, dataset in zip(axes, datasets):
+        rows = table[table["dataset"] == dataset]
+        dicap = rows[rows["method"] == "dicap"].sort_values(x) if numeric else rows[rows["method"] == "dicap"]
+        series = [
+            (row[0], ["valid", *(f"kept_{f}" for f in FACTORS), "faithful"], "share of counterfactuals", (0, 1.02)),
+            (row[1], ["base", "novel", "hm"], "DiCap accuracy (%)", None),
+        ]
+        for ax, columns, ylabel, ylim in series:
+            labels = dicap[x].astype(str).tolist()
+            positions = np.arange(len(labels))
+            for i, column in enumerate(columns):
+                if numeric:
+                    ax.plot(dicap[x], dicap[column], marker="o", label=column)
+                else:
+                    width = 0.8 / len(columns)
+                    ax.bar(positions + (i - (len(columns) - 1) / 2) * width, dicap[column], width, label=column)
+            if numeric:
+                ax.set_xscale("symlog", linthresh=1)
+                ax.set_xlabel(x)
+            else:
+                ax.set_xticks(positions, labels)
+            if ylim:
+                ax.set_ylim(*ylim)
+            ax.set_ylabel(ylabel)
+            ax.set_title(dataset, fontsize=9)
+        coop = rows[(rows["method"] == "coop") & (rows["variant"] == "main")]
+        if not coop.empty:
+            row[1].axhline(float(coop["hm"].iloc[0]), color="grey", linestyle="--", label="CoOp HM")
+        row[0].legend(fontsize=6, loc="lower right")
+        row[1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)

@@ -1,0 +1,106 @@
+"""The audit's scoring and the ablation tables, on a tiny rendered dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dicap.audit.oracle import train_oracle, load_oracle
+from dicap.audit.scoring import audit_counterfactuals, summarise
+from dicap.counterfactual.generate import true_counterfactuals
+from dicap.data import embedded
+from dicap.data.store import DatasetStore
+from dicap.report.ablations import build_ablation, plot_ablation
+from dicap.report.layout import artifact_key
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SIZES = {"image_size": 16, "pretrain_per_class": 12, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 2}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A rendered store, a briefly trained oracle, and 'counterfactuals' that are the truth."""
+    root = tmp_path_factory.mktemp("audit")
+    embedded.build("shapes", SIZES, 0, root / "data")
+    store = DatasetStore.open(root / "data")
+    pre = store.split("pretrain")
+    params = {"steps": 30, "batch_size": 32, "lr": 0.003, "width": 8, "noise_std": 0.05}
+    train_oracle(store.pixels(pre), pre, len(store.classes), params, root / "oracle", seed=0)
+    split = store.split("train")
+    table = pd.DataFrame({
+        "row": np.arange(len(split)), "y": split["label"], "y_cf": (split["label"] + 1) % 10,
+        "scale": 3.0, "guide": "cfg", "sampling": "random", "reconstruction_mse": 0.01,
+    })
+    truth = true_counterfactuals(store, split, table["y_cf"].to_numpy())
+    arrays = {"images": truth, "true_images": truth, "unguided_images": store.pixels(split)}
+    return store, split, arrays, table, load_oracle(root / "oracle")
+
+
+def test_a_perfect_generator_scores_like_the_truth(world):
+    store, split, arrays, table, oracle = world
+    audit = audit_counterfactuals(store, split, arrays, table, oracle)
+    assert len(audit) == len(split)
+    for column in ("valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful", "oracle_label"):
+        assert np.array_equal(audit[column], audit[f"true_{column}"]), column
+    assert np.allclose(audit["mse_to_true"], 0) and np.allclose(audit["ssim_to_true"], 1)
+    # the unguided reference here is the factual image itself
+    assert np.allclose(audit["unguided_mse_to_true"], audit["factual_mse_to_true"])
+    assert (audit["factual_mse_to_true"] > 0).all() and (audit["factual_ssim_to_true"] < 1).all()
+    assert (audit["faithful"] <= audit["valid"]).all()
+
+
+def test_audit_refuses_counterfactuals_without_references(world):
+    store, split, arrays, table, oracle = world
+    with pytest.raises(KeyError, match="true_images"):
+        audit_counterfactuals(store, split, {"images": arrays["images"]}, table, oracle)
+
+
+def test_summary_averages_over_seeds(world):
+    audit = audit_counterfactuals(*world)
+    shifted = audit.assign(valid=~audit["valid"])
+    summary = summarise([("shapes", "main", 1, audit), ("shapes", "main", 2, shifted)], {"shapes": {"class_accuracy": 0.5}})
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert row["seeds"] == "1 2" and row["counterfactuals"] == 2 * len(audit)
+    assert row["valid"] == pytest.approx(0.5)  # each image is valid in exactly one of the two seeds
+    assert row["oracle_heldout_class_accuracy"] == 0.5
+
+
+def test_artifact_key_reads_the_build_layout(tmp_path):
+    assert artifact_key(tmp_path / "metrics" / "shapes" / "s10" / "seed3.csv", ["shapes"]) == ("shapes", "s10", 3)
+    with pytest.raises(ValueError, match="does not follow"):
+        artifact_key(tmp_path / "metrics" / "shapes" / "seed3.csv", ["shapes"])
+
+
+def _metrics(path, methods, hm):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"method": m, "seed": 1, "split": split, "base": hm + 1, "novel": hm - 1, "hm": hm}
+            for m in methods for split in ("test_unbiased", "test_anti")]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path):
+    audit = audit_counterfactuals(*world)
+    for variant, s in (("main", 3.0), ("s10", 10.0)):
+        path = tmp_path / "audit" / "shapes" / variant / "seed1.parquet"
+        path.parent.mkdir(parents=True)
+        audit.assign(s=s, valid=audit["valid"] & (s == 3.0)).to_parquet(path)
+    _metrics(tmp_path / "metrics" / "shapes" / "main" / "seed1.csv", ["zeroshot", "coop", "dicap"], 70.0)
+    _metrics(tmp_path / "metrics" / "shapes" / "s10" / "seed1.csv", ["dicap"], 60.0)
+    _metrics(tmp_path / "metrics" / "shapes" / "oracle" / "seed1.csv", ["dicap"], 80.0)
+    table = build_ablation(
+        sorted((tmp_path / "metrics").rglob("*.csv")), sorted((tmp_path / "audit").rglob("*.parquet")), ["shapes"],
+        {"shapes": {"class_accuracy": 0.9}},
+    )
+    dicap = table[table["method"] == "dicap"].set_index("variant")
+    assert dicap.loc["s10", "s"] == 10.0 and dicap.loc["s10", "hm"] == 60.0 and dicap.loc["s10", "valid"] == 0
+    assert dicap.loc["main", "valid"] == pytest.approx(audit["valid"].mean(), abs=1e-4)
+    assert dicap.loc["oracle", "counterfactuals"] == "true" and dicap.loc["oracle", "hm"] == 80.0
+    assert dicap.loc["oracle", "valid"] == pytest.approx(audit["true_valid"].mean(), abs=1e-4)
+    assert dicap.loc["oracle", "mse_to_true"] == 0
+    assert set(table[table["variant"] == "main"]["method"]) == {"zeroshot", "coop", "dicap"}
+    for x in ("s", "counterfactuals"):
+        plot_ablation(table, x, tmp_path / f"{x}.png")
+        assert (tmp_path / f"{x}.png").read_bytes()[:4] == b"\x89PNG"
