@@ -149,7 +149,6 @@ def test_oracle_learns_class_and_background(trained):
     report = held_out_report(load_oracle(out), images, table, SIZE)
     assert report["n"] == 200
     # chance is 0.10 for class, 0.125 for colours
-    print(report)
     assert report["class_accuracy"] >= 0.6, report
     assert report["background"] >= 0.8, report
     assert report["object_colour"] >= 0.8, report

@@ -198,8 +198,11 @@ def factor_agreement(pred: pd.DataFrame, truth: pd.DataFrame, size: int) -> pd.D
     if len(pred) != len(truth):
         raise ValueError(f"{len(pred)} predictions but {len(truth)} reference rows")
     p, t = pred.reset_index(drop=True), truth.reset_index(drop=True)
-    centre_px = np.hypot(p["cx"].to_numpy(float) - t["cx"].to_numpy(float), p["cy"].to_numpy(float) - t["cy"].to_numpy(float)) * size
-    extent_px = np.abs(p["scale"].to_numpy(float) - t["scale"].to_numpy(float)) * size
+    def delta(col: str) -> np.ndarray:
+        return p[col].to_numpy(float) - t[col].to_numpy(float)
+
+    centre_px = np.hypot(delta("cx"), delta("cy")) * size
+    extent_px = np.abs(delta("scale")) * size
     return pd.DataFrame({
         "background": p["bg"].to_numpy() == t["bg"].to_numpy(),
         "object_colour": p["fg"].to_numpy() == t["fg"].to_numpy(),
