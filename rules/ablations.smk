@@ -2,26 +2,6 @@
 # under results/ablations/.  Variants that equal config.yaml's settings reuse the main run.
 
 
-def ablation_variants(kind):
-    """The variants an ablation compares, the main run included."""
-    settings = config["ablations"]
-    if kind == "scale":
-        return list(dict.fromkeys([scale_variant(s) for s in [*settings["scales"], config["counterfactual"]["scale"]]]))
-    if kind == "sampling":
-        return list(dict.fromkeys(sampling_variant(s) for s in settings["samplings"]))
-    return ["main", "oracle"]
-
-
-def ablation_inputs(kind):
-    variants = ablation_variants(kind)
-    generated = [v for v in variants if v != "oracle"]
-    return {
-        "metrics": [METRICS.format(dataset=d, variant=v, seed=s) for d in DATASETS for v in variants for s in SEEDS],
-        "audits": expand(AUDIT, dataset=DATASETS, variant=generated, seed=SEEDS),
-        "oracles": expand(ORACLE, dataset=DATASETS),
-    }
-
-
 for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterfactuals")):
 
     rule:

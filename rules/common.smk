@@ -76,3 +76,33 @@ def cf_source(wildcards):
 def variant_methods(variant):
     """Methods trained per variant: all of them for main, DiCap alone for an ablation."""
     return METHODS if variant == "main" else ["dicap"]
+
+
+def figure_runs(wildcards):
+    """The first seed's main run, then its other scales shown in the counterfactual grid."""
+    variants = ["main"] + [scale_variant(x) for x in config["report"]["figure_scales"] if scale_variant(x) != "main"]
+    fill = dict(dataset=wildcards.dataset, seed=SEEDS[0])
+    return {
+        "images": [CF_IMAGES.format(variant=v, **fill) for v in variants],
+        "audits": [AUDIT.format(variant=v, **fill) for v in variants],
+    }
+
+
+def ablation_variants(kind):
+    """The variants an ablation compares, the main run included."""
+    settings = config["ablations"]
+    if kind == "scale":
+        return list(dict.fromkeys([scale_variant(s) for s in [*settings["scales"], config["counterfactual"]["scale"]]]))
+    if kind == "sampling":
+        return list(dict.fromkeys(sampling_variant(s) for s in settings["samplings"]))
+    return ["main", "oracle"]
+
+
+def ablation_inputs(kind):
+    variants = ablation_variants(kind)
+    generated = [v for v in variants if v != "oracle"]
+    return {
+        "metrics": [METRICS.format(dataset=d, variant=v, seed=s) for d in DATASETS for v in variants for s in SEEDS],
+        "audits": expand(AUDIT, dataset=DATASETS, variant=generated, seed=SEEDS),
+        "oracles": expand(ORACLE, dataset=DATASETS),
+    }

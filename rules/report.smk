@@ -36,16 +36,6 @@ rule figure_table1:
         "dicap figure-bars --table {input} --out {output} > {log} 2>&1"
 
 
-def figure_runs(wildcards):
-    """The first seed's main run, then its other scales shown in the counterfactual grid."""
-    variants = ["main"] + [scale_variant(x) for x in config["report"]["figure_scales"] if scale_variant(x) != "main"]
-    fill = dict(dataset=wildcards.dataset, seed=SEEDS[0])
-    return {
-        "images": [CF_IMAGES.format(variant=v, **fill) for v in variants],
-        "audits": [AUDIT.format(variant=v, **fill) for v in variants],
-    }
-
-
 rule figure_counterfactuals:
     input:
         unpack(figure_runs),
