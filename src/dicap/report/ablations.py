@@ -75,11 +75,12 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
             labels = dicap[x].astype(str).tolist()
             positions = np.arange(len(labels))
             for i, column in enumerate(columns):
+                err = dicap[f"{column}_std"].fillna(0) if f"{column}_std" in dicap else None
                 if numeric:
-                    ax.plot(dicap[x], dicap[column], marker="o", label=column)
+                    ax.errorbar(dicap[x], dicap[column], yerr=err, marker="o", capsize=2, label=column)
                 else:
                     width = 0.8 / len(columns)
-                    ax.bar(positions + (i - (len(columns) - 1) / 2) * width, dicap[column], width, label=column)
+                    ax.bar(positions + (i - (len(columns) - 1) / 2) * width, dicap[column], width, yerr=err, capsize=2, label=column)
             if numeric:
                 ax.set_xscale("symlog", linthresh=1)
                 ax.set_xlabel(x)
@@ -87,6 +88,8 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
                 ax.set_xticks(positions, labels)
             if ylim:
                 ax.set_ylim(*ylim)
+            elif not numeric:  # bars from zero would hide differences of a point or two
+                ax.set_ylim(max(0.0, float(dicap[columns].min().min()) - 5), float(dicap[columns].max().max()) + 2)
             ax.set_ylabel(ylabel)
             ax.set_title(dataset, fontsize=9)
         coop = rows[(rows["method"] == "coop") & (rows["variant"] == "main")]
