@@ -95,7 +95,7 @@ def metric_files(tmp_path):
             {"method": m, "seed": seed, "split": s, "base": b, "novel": n, "hm": _hm(b, n)}
             for m, splits in methods.items() for s, (b, n) in splits.items()
         ]
-        path = tmp_path / "metrics" / dataset / f"seed{seed}.csv"
+        path = tmp_path / "metrics" / dataset / "main" / f"seed{seed}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(path, index=False)
         files.append(path)
