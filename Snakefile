@@ -64,6 +64,7 @@ rule all:
         "results/table1.md",
         "results/backbones.csv",
         "results/counterfactual_audit.csv",
+        "results/cost.csv",
         "results/figures/table1_bars.png",
         expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS),
     default_target: True

@@ -16,6 +16,10 @@ for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterf
             x=_x,
             datasets=DATASETS,
             reports=[f"{p}/report.json" for p in expand(ORACLE, dataset=DATASETS)],
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
         log:
             log_path(f"ablation_{_kind}"),
         benchmark:

@@ -39,6 +39,9 @@ rule audit_counterfactuals:
     wildcard_constraints:
         variant=GENERATED_VARIANTS,
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     log:
         log_path("audit_counterfactuals", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
@@ -60,6 +63,10 @@ rule counterfactual_audit:
     params:
         datasets=DATASETS,
         reports=[f"{p}/report.json" for p in expand(ORACLE, dataset=DATASETS)],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("counterfactual_audit"),
     benchmark:

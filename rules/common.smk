@@ -33,6 +33,11 @@ def bench_path(rule, *wildcards):
     return os.path.join("logs", "benchmarks", rule, *wildcards) + ".tsv"
 
 
+def grow_with_attempt(mem_mb):
+    """Memory that doubles with each retry (``retries:`` in the profile), for the GPU-sized jobs."""
+    return lambda wildcards, attempt: mem_mb * 2 ** (attempt - 1)
+
+
 def dataset_dir(wildcards, input):
     """The dataset store's directory, derived from the rule's ``data`` input files."""
     return os.path.dirname(input.data[0])

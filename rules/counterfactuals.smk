@@ -20,7 +20,7 @@ rule counterfactual_shard:
         variant=GENERATED_VARIANTS,
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=grow_with_attempt(4000),  # a retry after an out-of-memory kill asks for more
         runtime=60,
     log:
         log_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}"),
@@ -46,6 +46,10 @@ rule merge_counterfactuals:
         table=CF_TABLE,
     wildcard_constraints:
         variant=GENERATED_VARIANTS,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("merge_counterfactuals", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:

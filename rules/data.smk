@@ -7,6 +7,10 @@ rule prepare_dataset:
     params:
         data=as_json(config["data"]),
         out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("prepare_dataset", "{dataset}"),
     benchmark:
@@ -26,6 +30,10 @@ rule make_split:
     params:
         split=as_json({k: config["data"][k] for k in ("shots", "spurious_strength")}),
         dataset_dir=dataset_dir,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("make_split", "{dataset}", "seed{seed}"),
     benchmark:

@@ -14,6 +14,9 @@ rule evaluate:
         methods=lambda wc: variant_methods(wc.variant),
         dataset_dir=dataset_dir,
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     log:
         log_path("evaluate", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:

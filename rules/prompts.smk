@@ -13,6 +13,9 @@ rule encode_train_features:
         dataset_dir=dataset_dir,
         key=lambda wc: "true_images" if wc.variant == "oracle" else "images",
     threads: 1
+    resources:
+        mem_mb=grow_with_attempt(2000),
+        runtime=30,
     log:
         log_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
@@ -35,6 +38,9 @@ rule encode_eval_features:
     params:
         dataset_dir=dataset_dir,
     threads: 1
+    resources:
+        mem_mb=grow_with_attempt(2000),
+        runtime=30,
     log:
         log_path("encode_eval_features", "{dataset}"),
     benchmark:
@@ -59,7 +65,7 @@ rule train_prompt:
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=grow_with_attempt(2000),
         runtime=30,
     log:
         log_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}"),

@@ -12,6 +12,10 @@ rule table1:
         suite=config["suite"],
         datasets=DATASETS,
         config=as_json(config),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("table1"),
     benchmark:
@@ -28,6 +32,10 @@ rule figure_table1:
         "results/table1.csv",
     output:
         "results/figures/table1_bars.png",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("figure_table1"),
     conda:
@@ -45,6 +53,10 @@ rule figure_counterfactuals:
         "results/figures/counterfactuals_{dataset}.png",
     params:
         dataset_dir=dataset_dir,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("figure_counterfactuals", "{dataset}"),
     conda:
@@ -65,6 +77,10 @@ rule backbone_report:
         datasets=DATASETS,
         clip_reports=[f"{p}/report.json" for p in expand(CLIP, dataset=DATASETS)],
         diffusion_reports=[f"{p}/report.json" for p in expand(DIFFUSION, dataset=DATASETS)],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     log:
         log_path("backbone_report"),
     conda:
@@ -72,3 +88,27 @@ rule backbone_report:
     shell:
         "dicap backbone-report --datasets {params.datasets} --clip-reports {params.clip_reports}"
         " --diffusion-reports {params.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"
+
+
+rule cost_report:
+    input:
+        # everything else `all` builds, so that their benchmark files are written first
+        "results/table1.csv",
+        "results/backbones.csv",
+        "results/counterfactual_audit.csv",
+        expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS),
+    output:
+        "results/cost.csv",
+    params:
+        suite=config["suite"],
+        benchmarks=os.path.join("logs", "benchmarks"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("cost_report"),
+    conda:
+        ENV
+    shell:
+        "dicap cost-report --suite {params.suite} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"

@@ -138,3 +138,24 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         assert set(dicap[column]) == values, (kind, dicap[column].tolist())
         assert dicap[["base", "novel", "hm", "valid", "faithful"]].notna().all().all(), kind
         assert (tmp_path / "results" / "ablations" / f"{kind}.png").stat().st_size > 0
+
+
+def test_every_job_declares_memory_and_runtime(tmp_path):
+    """Without a profile's defaults, each planned job still carries the rule's own mem_mb and runtime."""
+    out = snakemake("-n", "all", "ablation_scale", "ablation_sampling", "ablation_oracle", *fresh(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = [block for block in out.stdout.split("\nrule ")[1:] if not block.startswith(("all:", "localrule all"))]
+    assert len(jobs) > 50
+    for block in jobs:
+        resources = next((line for line in block.splitlines() if line.strip().startswith("resources:")), "")
+        assert "mem_mb=" in resources and "runtime=" in resources, block[:300]
+
+
+def test_every_rule_declares_threads():
+    import re
+
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^\s*rule\b", path.read_text())[1:]:
+            assert re.search(r"(?m)^\s+threads:", block), f"{path.name}: a rule without threads: {block[:80]}"
+
+

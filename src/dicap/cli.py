@@ -417,6 +417,15 @@ def backbone_report(a: argparse.Namespace) -> None:
     build_backbone_report(a.datasets, a.clip_reports, a.diffusion_reports, a.cf_tables, a.out)
 
 
+@command("cost-report", arg("--suite", required=True), arg("--benchmarks", type=Path, required=True), OUT)
+def cost_report(a: argparse.Namespace) -> None:
+    """Summarise the rules' benchmark files: wall time and peak memory per rule."""
+    from dicap.io import write_table
+    from dicap.report.cost import cost_table, read_benchmarks
+
+    write_table(a.out, cost_table(read_benchmarks(a.benchmarks), a.suite))
+
+
 @command("validate-config", arg("config", type=Path))
 def validate_config(a: argparse.Namespace) -> None:
     """Check a config file against the schema."""
