@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -126,6 +129,45 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     again = snakemake(*args, "-n", timeout=120)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Retraining every prompt from the same seeds gives a byte-identical table (CPU determinism).
+    first = (tmp_path / "results" / "table1.csv").read_bytes()
+    redo = snakemake(*args, "results/table1.csv", "--forcerun", "train_prompt", timeout=600)
+    assert redo.returncode == 0, (redo.stdout + redo.stderr)[-4000:]
+    assert "train_prompt" in redo.stdout + redo.stderr
+    assert (tmp_path / "results" / "table1.csv").read_bytes() == first
+
+    # A shard job killed with SIGKILL mid-run leaves no output; the rerun recomputes only that shard,
+    # and gives the same counterfactuals as before, byte for byte.
+    merged = "build/embedded/counterfactuals/shapes/main/seed1/counterfactuals.safetensors"
+    before = (tmp_path / merged).read_bytes()
+    shard = tmp_path / "build/embedded/counterfactuals/shapes/main/seed1/shard0-of-2.safetensors"
+    for path in (shard, tmp_path / merged):
+        path.unlink()
+        path.with_suffix(".parquet").unlink()
+    log = tmp_path / "logs/counterfactual_shard/shapes/main/seed1/shard0-of-2.log"
+    log.unlink()
+    job = subprocess.Popen([SNAKEMAKE, *args, merged], cwd=REPO, env=ENV, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (log.exists() and "counterfactuals" in log.read_text()):
+        assert job.poll() is None and time.monotonic() < deadline, "the shard job never started"
+        time.sleep(0.2)
+    # Kill the job itself, as a cluster does, not Snakemake: it must notice and stop.
+    pids = subprocess.run(["pgrep", "-f", "dicap counterfactual-shard .*seed1/shard0-of-2"], capture_output=True, text=True).stdout.split()
+    assert pids, "no running shard process found"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    assert job.wait(timeout=120) != 0
+    assert not shard.exists() and not shard.with_suffix(".parquet").exists()
+    plan = snakemake(*args, merged, "-n", timeout=120)
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-2000:]
+    counts = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", plan.stdout))
+    assert counts.get("counterfactual_shard") == "1", plan.stdout[-2000:]
+    assert "output: build/embedded/counterfactuals/shapes/main/seed1/shard0-of-2.safetensors" in plan.stdout
+    resumed = snakemake(*args, merged, timeout=600)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert (tmp_path / merged).read_bytes() == before
 
     # Each ablation runs by its name and reuses the main run where its settings are config's own.
     out = snakemake(*args, "ablation_scale", "ablation_sampling", "ablation_oracle", timeout=900)

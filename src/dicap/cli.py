@@ -279,7 +279,11 @@ def evaluate(a: argparse.Namespace) -> None:
     rows = []
     for method, prompt in zip(a.methods, a.prompts):
         learner = PromptLearner(bundle.model, bundle.tokenizer, store.classes, a.params["n_ctx"], a.params["ctx_init"])
-        learner.ctx.data = torch.from_numpy(load_arrays(prompt)["ctx"])
+        ctx = load_arrays(prompt).get("ctx")
+        if ctx is None or tuple(ctx.shape) != tuple(learner.ctx.shape):
+            found = "no 'ctx' tensor" if ctx is None else f"ctx of shape {tuple(ctx.shape)}"
+            raise ValueError(f"{prompt} holds {found}, expected {tuple(learner.ctx.shape)} (n_ctx x text width)")
+        learner.ctx.data = torch.from_numpy(ctx)
         with torch.no_grad():
             text = learner()
         for split in ("test_unbiased", "test_anti"):

@@ -95,6 +95,26 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
 
 
+def load_state_dict(path: str | os.PathLike, module: Any) -> Any:
+    """Load safetensors weights into ``module``; a bad file or a shape mismatch names the path.
+
+    torch's own messages ("size mismatch for conv1.weight") do not say which file was
+    wrong, and a non-safetensors file would otherwise surface as a Rust panic.
+    """
+    import torch
+
+    state = {k: torch.from_numpy(v.copy()) for k, v in load_arrays(path).items()}
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        details = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+                   f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}" if wrong else ""]
+        raise ValueError(f"{path} does not fit {type(module).__name__}: " + "; ".join(d for d in details if d))
+    module.load_state_dict(state)
+    return module
+
+
 def save_state_dict(path: str | os.PathLike, module: Any) -> None:
     """Save a torch module's weights as safetensors (CPU copies, so CUDA-trained ones load anywhere)."""
     from safetensors.torch import save_file

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from dicap.backbones.diffusion import pixels_to_model
 from dicap.data import scm
-from dicap.io import read_json, save_state_dict, write_json
+from dicap.io import load_state_dict, read_json, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
 ORACLE_WEIGHTS = "oracle.safetensors"
@@ -141,15 +141,13 @@ def train_oracle(
 
 def load_oracle(path: str | Path) -> OracleNet:
     """Load a trained oracle from its directory, frozen and in eval mode."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     for name in (ORACLE_WEIGHTS, ORACLE_INFO):
         if not (path / name).exists():
             raise FileNotFoundError(f"oracle {path / name} does not exist; rerun the oracle training rule")
     info = read_json(path / ORACLE_INFO)
     model = OracleNet(info["n_classes"], info["image_size"], info["width"])
-    model.load_state_dict(load_file(str(path / ORACLE_WEIGHTS)))
+    load_state_dict(path / ORACLE_WEIGHTS, model)
     return model.eval().requires_grad_(False)
 
 

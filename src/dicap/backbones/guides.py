@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dicap.backbones.diffusion import DiffusionBundle, make_schedule, pixels_to_model
-from dicap.io import read_json, save_state_dict, write_json
+from dicap.io import load_state_dict, read_json, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
 CLASSIFIER_WEIGHTS = "noisy_classifier.safetensors"
@@ -153,12 +153,10 @@ def train_noisy_classifier(
 
 
 def load_noisy_classifier(path: str | Path) -> NoisyClassifier:
-    from safetensors.torch import load_file
-
     path = Path(path)
     info = read_json(path / CLASSIFIER_INFO)
     model = NoisyClassifier(info["n_classes"], info["width"])
-    model.load_state_dict(load_file(str(path / CLASSIFIER_WEIGHTS)))
+    load_state_dict(path / CLASSIFIER_WEIGHTS, model)
     return model.eval().requires_grad_(False)
 
 

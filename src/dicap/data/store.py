@@ -36,6 +36,9 @@ class DatasetStore:
             if not (root / name).exists():
                 raise FileNotFoundError(f"dataset store {root} is missing {name}; rerun its dataset rule")
         info = read_json(root / CLASSES)
+        duplicates = sorted({c for c in info["classes"] if info["classes"].count(c) > 1})
+        if duplicates:
+            raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
         return cls(root, load_arrays(root / IMAGES), pd.read_parquet(root / TABLE), info["classes"], info["kind"])
 
     def split(self, name: str) -> pd.DataFrame:
