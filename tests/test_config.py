@@ -157,3 +157,40 @@ def test_write_json_is_canonical(tmp_path):
     target = tmp_path / "x.json"
     write_json(target, {"b": 1, "a": [1, 2]})
     assert target.read_text() == json.dumps({"a": [1, 2], "b": 1}, indent=2, sort_keys=True) + "\n"
+
+
+def test_disk_full_keeps_the_old_output_and_names_the_path(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+    import safetensors.numpy
+
+    from dicap.io import load_arrays, save_arrays
+
+    target = tmp_path / "features.safetensors"
+    save_arrays(target, {"x": np.ones(3, np.float32)})
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
+        save_arrays(target, {"x": np.zeros(3, np.float32)})
+    assert np.array_equal(load_arrays(target)["x"], np.ones(3, np.float32))
+    assert os.listdir(tmp_path) == ["features.safetensors"]
+
+
+def test_a_failed_model_directory_keeps_the_old_one(tmp_path):
+    from dicap.io import atomic_dir
+
+    model = tmp_path / "clip"
+    model.mkdir()
+    (model / "weights").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(model) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed while training")
+    assert (model / "weights").read_text() == "old"
+    assert os.listdir(tmp_path) == ["clip"]
