@@ -15,7 +15,7 @@ for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterf
         params:
             x=_x,
             datasets=DATASETS,
-            reports=[f"{p}/report.json" for p in expand(ORACLE, dataset=DATASETS)],
+            reports=ORACLE_REPORTS,
         threads: 1
         resources:
             mem_mb=1000,

@@ -62,7 +62,7 @@ rule counterfactual_audit:
         "results/counterfactual_audit.csv",
     params:
         datasets=DATASETS,
-        reports=[f"{p}/report.json" for p in expand(ORACLE, dataset=DATASETS)],
+        reports=ORACLE_REPORTS,
     threads: 1
     resources:
         mem_mb=1000,

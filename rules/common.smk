@@ -17,6 +17,7 @@ FEATURES = f"{BUILD}/features/{{dataset}}"
 PROMPT = f"{BUILD}/prompts/{{dataset}}/{{variant}}/{{method}}/seed{{seed}}.safetensors"
 METRICS = f"{BUILD}/metrics/{{dataset}}/{{variant}}/seed{{seed}}.csv"
 AUDIT = f"{BUILD}/audit/{{dataset}}/{{variant}}/seed{{seed}}.parquet"
+ORACLE_REPORTS = [f"{ORACLE}/report.json".format(dataset=d) for d in DATASETS]
 DATA_FILES = [f"{DATA}/images.safetensors", f"{DATA}/factors.parquet", f"{DATA}/classes.json"]
 
 

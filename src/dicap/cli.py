@@ -384,14 +384,10 @@ def _oracle_reports(datasets: list[str], reports: list[Path]) -> dict[str, dict]
 )
 def audit_summary(a: argparse.Namespace) -> None:
     """Average per-image audits over images and seeds: results/counterfactual_audit.csv."""
-    import pandas as pd
-
-    from dicap.audit.scoring import summarise
+    from dicap.audit.scoring import read_audits, summarise
     from dicap.io import write_table
-    from dicap.report.layout import artifact_key
 
-    audits = [(*artifact_key(p, a.datasets), pd.read_parquet(p)) for p in a.audits]
-    write_table(a.out, summarise(audits, _oracle_reports(a.datasets, a.oracle_reports)))
+    write_table(a.out, summarise(read_audits(a.audits, a.datasets), _oracle_reports(a.datasets, a.oracle_reports)))
 
 
 @command(

@@ -16,12 +16,15 @@ valid *and* keep all four factors, i.e. exactly right on every axis we can measu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from dicap.audit import oracle as oracle_lib
 from dicap.audit.similarity import mse, ssim
 from dicap.data.store import DatasetStore
+from dicap.report.layout import artifact_key
 
 FACTORS = ("background", "object_colour", "position", "scale")
 TRUTH_COLUMNS = ["bg", "fg", "cx", "cy", "scale"]
@@ -61,6 +64,11 @@ def audit_counterfactuals(
     columns["factual_mse_to_true"] = mse(factual, arrays["true_images"])
     columns["factual_ssim_to_true"] = ssim(factual, arrays["true_images"])
     return pd.concat([out, pd.DataFrame(columns)], axis=1)
+
+
+def read_audits(paths: list[Path], datasets: list[str]) -> list[tuple[str, str, int, pd.DataFrame]]:
+    """Per-image audit files, each with the dataset, variant and seed its path names."""
+    return [(*artifact_key(p, datasets), pd.read_parquet(p)) for p in paths]
 
 
 def summarise(audits: list[tuple[str, str, int, pd.DataFrame]], oracle_reports: dict[str, dict]) -> pd.DataFrame:

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicap.audit.scoring import FACTORS, summarise
+from dicap.audit.scoring import FACTORS, read_audits, summarise
 from dicap.report.figures import pyplot, save_figure
-from dicap.report.layout import artifact_key
 from dicap.report.table import read_metrics
 
 AUDIT_COLUMNS = ["valid", *(f"kept_{f}" for f in FACTORS), "faithful", "mse_to_true", "ssim_to_true"]
@@ -32,11 +31,7 @@ def accuracy_by_variant(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def audit_by_variant(audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:
-    audits = []
-    for path in audit_files:
-        key = artifact_key(path, datasets)
-        audits.append((key.dataset, key.variant, key.seed, pd.read_parquet(path)))
-    summary = summarise(audits, oracle_reports)
+    summary = summarise(read_audits(audit_files, datasets), oracle_reports)
     generated = summary.assign(counterfactuals="generated")
     truth = summary[summary["variant"] == "main"].copy()
     for column in AUDIT_COLUMNS:
