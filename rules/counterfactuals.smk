@@ -22,6 +22,7 @@ rule counterfactual_shard:
     resources:
         mem_mb=grow_with_attempt(4000),  # a retry after an out-of-memory kill asks for more
         runtime=60,
+        gpu=1,  # asked of a scheduler (sbatch --gpus=1); a local run only counts it
     log:
         log_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}"),
     benchmark:

@@ -52,6 +52,12 @@ rule encode_eval_features:
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
+# The trainer's parameters.  prompt.checkpoint_every is not one: it cannot change the result,
+# and Snakemake reruns a job whose params change.  It reaches the job through resources:,
+# which are no rerun trigger (and, unlike {config[...]} in the shell line, pass --lint).
+PROMPT_TRAINING = {k: v for k, v in config["prompt"].items() if k != "checkpoint_every"}
+
+
 rule train_prompt:
     input:
         data=DATA_FILES,
@@ -61,12 +67,14 @@ rule train_prompt:
         context=PROMPT,
         history=PROMPT.replace(".safetensors", ".json"),
     params:
-        prompt=as_json(config["prompt"]),
+        prompt=as_json(PROMPT_TRAINING),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=grow_with_attempt(2000),
         runtime=30,
+        gpu=1,
+        checkpoint_every=config["prompt"]["checkpoint_every"],
     log:
         log_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}"),
     benchmark:
@@ -76,4 +84,5 @@ rule train_prompt:
     shell:
         "dicap train-prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --features {input.features} --method {wildcards.method} --seed {wildcards.seed}"
-        " --params {params.prompt:q} --threads {threads} --out {output.context} > {log} 2>&1"
+        " --params {params.prompt:q} --checkpoint-every {resources.checkpoint_every}"
+        " --threads {threads} --out {output.context} > {log} 2>&1"

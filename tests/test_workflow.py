@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake")
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-
-
-def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SNAKEMAKE, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
-    )
+from snakemake_runner import ENV, REPO, SNAKEMAKE, job_counts, snakemake, tiny_args
 
 
 def fresh(tmp_path: Path) -> tuple[str, ...]:
@@ -39,7 +28,7 @@ def test_dry_run_plans_every_job(tmp_path):
         assert rule in out.stdout
 
 
-def test_slurm_profile_dry_run_asks_gpu_for_shards(tmp_path):
+def test_slurm_profile_dry_run_asks_gpu_for_gpu_rules_only(tmp_path):
     # Run from the repository root, as users do, so that `--profile slurm` finds ./slurm/.
     out = snakemake("--profile", "slurm", "-n", "results/table1.csv", *fresh(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -48,7 +37,9 @@ def test_slurm_profile_dry_run_asks_gpu_for_shards(tmp_path):
     assert shard_blocks, "no counterfactual_shard job planned"
     assert all("gpu=1" in b for b in shard_blocks)
     prompt_blocks = [b for b in blocks if b.startswith("train_prompt:")]
-    assert prompt_blocks and not any("gpu=1" in b for b in prompt_blocks)
+    assert prompt_blocks and all("gpu=1" in b for b in prompt_blocks)
+    split_blocks = [b for b in blocks if b.startswith("make_split:")]
+    assert split_blocks and not any("gpu=" in b for b in split_blocks)
 
 
 def test_classifier_guide_adds_its_training_rule(tmp_path):
@@ -94,13 +85,10 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, override, key)
 
 
 @pytest.mark.pipeline
-def test_tiny_pipeline_end_to_end(tmp_path):
+def test_tiny_pipeline_end_to_end(tiny_run):
     """The embedded suite at test size: the real rules and code, a table with the right schema."""
-    configs = [str(REPO / "config.yaml"), str(REPO / "tests" / "config.test.yaml")]
-    args = ["-s", str(REPO / "Snakefile"), "--configfile", *configs, "--directory", str(tmp_path), "--cores", "2"]
-    out = snakemake(*args, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-
+    tmp_path = tiny_run
+    args = [*tiny_args(tmp_path), "--cores", "2"]
     table = pd.read_csv(tmp_path / "results" / "table1.csv")
     assert list(table.columns) == [
         "suite", "split", "dataset", "method", "base", "base_std", "novel", "novel_std", "hm", "hm_std", "seeds",
@@ -162,8 +150,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert not shard.exists() and not shard.with_suffix(".parquet").exists()
     plan = snakemake(*args, merged, "-n", timeout=120)
     assert plan.returncode == 0, (plan.stdout + plan.stderr)[-2000:]
-    counts = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", plan.stdout))
-    assert counts.get("counterfactual_shard") == "1", plan.stdout[-2000:]
+    assert job_counts(plan.stdout).get("counterfactual_shard") == 1, plan.stdout[-2000:]
     assert "output: build/embedded/counterfactuals/shapes/main/seed1/shard0-of-2.safetensors" in plan.stdout
     resumed = snakemake(*args, merged, timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]

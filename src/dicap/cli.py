@@ -226,18 +226,36 @@ def encode_features(a: argparse.Namespace) -> None:
     save_arrays(a.out, out)
 
 
+def _epochs(text: str) -> int:
+    """argparse type: a whole number of epochs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of epochs, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more epochs, got {value}")
+    return value
+
+
 @command(
     "train-prompt", DATASET, CLIP, SEED, PARAMS, THREADS, OUT,
     arg("--method", required=True), arg("--features", type=Path, required=True),
+    arg("--checkpoint-every", type=_epochs, default=0, metavar="EPOCHS",
+        help="save a resumable checkpoint beside --out every EPOCHS epochs (0: never); a matching one is always resumed"),
 )
 def train_prompt(a: argparse.Namespace) -> None:
-    """Learn the prompt context of one method on cached features."""
+    """Learn the prompt context of one method on cached features.
+
+    The checkpoint interval is an option, not part of ``--params``: it cannot change the
+    result, so changing it must neither rerun the job nor alter the recorded provenance.
+    """
     import torch
 
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore, base_novel_split
     from dicap.io import load_arrays, provenance, save_arrays, write_json
+    from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
     from dicap.prompting.learner import PromptLearner
     from dicap.prompting.trainer import train_context
 
@@ -249,9 +267,12 @@ def train_prompt(a: argparse.Namespace) -> None:
     features = {k: torch.from_numpy(v).to(dev) for k, v in load_arrays(a.features).items()}
     learner = PromptLearner(bundle.model, bundle.tokenizer, [store.classes[c] for c in base], a.params["n_ctx"], a.params["ctx_init"])
     learner.to(dev)
-    history = train_context(learner, a.method, features, a.params, float(bundle.model.logit_scale.exp()), a.seed)
+    checkpoint = checkpoint_path(a.out)
+    history = train_context(learner, a.method, features, a.params, float(bundle.model.logit_scale.exp()), a.seed,
+                            checkpoint=checkpoint, checkpoint_every=a.checkpoint_every)
     save_arrays(a.out, {"ctx": learner.ctx.detach().cpu().numpy()}, meta={"method": a.method, "seed": str(a.seed)})
     write_json(a.out.with_suffix(".json"), {"method": a.method, "history": history, **provenance(a.params, a.seed)})
+    remove_checkpoint(checkpoint)  # only now: a job killed before this line resumes instead of retraining
 
 
 @command(
