@@ -63,7 +63,8 @@ rule all:
         "results/table1.csv",
         "results/table1.md",
         "results/backbones.csv",
-        "results/counterfactual_audit.csv",
+        # The audit needs the true counterfactuals only the embedded suite knows.
+        [] if PAPER else "results/counterfactual_audit.csv",
         "results/cost.csv",
         "results/figures/table1_bars.png",
         expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS),

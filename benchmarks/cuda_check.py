@@ -75,7 +75,7 @@ def main() -> None:
               "--prompts", *prompts, "--methods", "zeroshot", "coop", "dicap", "--seed", "1",
               "--params", j({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}), "--out", str(t / "metrics.csv"))
         print((t / "metrics.csv").read_text())
-        print("clip report:", json.loads((clip_dir / "report.json").read_text())["zero_shot_accuracy_test_unbiased"])
+        print("clip report:", json.loads((clip_dir / "report.json").read_text())["zero_shot_accuracy"])
         gpu, cpu = load_arrays(t / "cf.safetensors")["images"], load_arrays(t / "cf_cpu.safetensors")["images"]
         diff = np.abs(gpu.astype(int) - cpu.astype(int))
         print(f"cuda vs cpu counterfactuals: {len(gpu)} images, mean |diff| {diff.mean():.3f} (0-255), "

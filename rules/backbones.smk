@@ -12,8 +12,9 @@ rule clip_backbone:
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=by_suite(4000, 16000),
+        runtime=by_suite(60, 120),
+        gpu=by_suite(0, 1),
     log:
         log_path("clip_backbone", "{dataset}"),
     benchmark:
@@ -35,7 +36,7 @@ rule diffusion_backbone:
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=by_suite(4000, 16000),
         runtime=120,
     log:
         log_path("diffusion_backbone", "{dataset}"),

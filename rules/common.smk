@@ -18,7 +18,11 @@ PROMPT = f"{BUILD}/prompts/{{dataset}}/{{variant}}/{{method}}/seed{{seed}}.safet
 METRICS = f"{BUILD}/metrics/{{dataset}}/{{variant}}/seed{{seed}}.csv"
 AUDIT = f"{BUILD}/audit/{{dataset}}/{{variant}}/seed{{seed}}.parquet"
 ORACLE_REPORTS = [f"{ORACLE}/report.json".format(dataset=d) for d in DATASETS]
-DATA_FILES = [f"{DATA}/images.safetensors", f"{DATA}/factors.parquet", f"{DATA}/classes.json"]
+PAPER = config["suite"] == "paper"
+# The paper suite's images stay the downloaded files (under data.root); the embedded suite's
+# rendered ones live in one safetensors file.
+DATA_FILES = [f"{DATA}/factors.parquet", f"{DATA}/classes.json"] + ([] if PAPER else [f"{DATA}/images.safetensors"])
+SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 
 
 CF_IMAGES = f"{CF_DIR}/counterfactuals.safetensors"
@@ -32,6 +36,16 @@ def log_path(rule, *wildcards):
 
 def bench_path(rule, *wildcards):
     return os.path.join("logs", "benchmarks", rule, *wildcards) + ".tsv"
+
+
+def dataset_source(wildcards):
+    """The paper suite prepares a dataset from its download; the embedded suite renders it."""
+    return {"source": SOURCE_READY.format(dataset=wildcards.dataset)} if PAPER else {}
+
+
+def by_suite(embedded, paper):
+    """A job size per suite: the paper suite's pretrained models and real images are far larger."""
+    return paper if PAPER else embedded
 
 
 def grow_with_attempt(mem_mb):

@@ -20,8 +20,8 @@ rule counterfactual_shard:
         variant=GENERATED_VARIANTS,
     threads: 1
     resources:
-        mem_mb=grow_with_attempt(4000),  # a retry after an out-of-memory kill asks for more
-        runtime=60,
+        mem_mb=grow_with_attempt(by_suite(4000, 32000)),  # a retry after an out-of-memory kill asks for more
+        runtime=by_suite(60, 240),
         gpu=1,  # asked of a scheduler (sbatch --gpus=1); a local run only counts it
     log:
         log_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}"),

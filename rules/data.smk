@@ -1,7 +1,33 @@
-# Dataset download (the embedded suite renders its data) and few-shot split creation.
+# Dataset download (paper suite) or rendering (embedded suite), and few-shot split creation.
+
+
+# Downloads run where Snakemake runs (a login node has the network compute nodes often lack).
+localrules:
+    download_dataset,
+
+
+rule download_dataset:
+    output:
+        SOURCE_READY,
+    params:
+        root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=24 * 60,
+    log:
+        log_path("download_dataset", "{dataset}"),
+    benchmark:
+        bench_path("download_dataset", "{dataset}")
+    conda:
+        ENV
+    shell:
+        "dicap download-dataset --dataset {wildcards.dataset} --root {params.root} > {log} 2>&1"
 
 
 rule prepare_dataset:
+    input:
+        unpack(dataset_source),
     output:
         DATA_FILES,
     params:
@@ -10,7 +36,7 @@ rule prepare_dataset:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=10 if not PAPER else 60,
     log:
         log_path("prepare_dataset", "{dataset}"),
     benchmark:
@@ -28,7 +54,8 @@ rule make_split:
     output:
         SPLIT,
     params:
-        split=as_json({k: config["data"][k] for k in ("shots", "spurious_strength")}),
+        # The spurious background bias is the embedded suite's test of shortcut learning.
+        split=as_json({k: config["data"][k] for k in ("shots", "val_shots" if PAPER else "spurious_strength")}),
         dataset_dir=dataset_dir,
     threads: 1
     resources:

@@ -14,8 +14,9 @@ rule encode_train_features:
         key=lambda wc: "true_images" if wc.variant == "oracle" else "images",
     threads: 1
     resources:
-        mem_mb=grow_with_attempt(2000),
-        runtime=30,
+        mem_mb=grow_with_attempt(by_suite(2000, 16000)),
+        runtime=by_suite(30, 180),
+        gpu=by_suite(0, 1),
     log:
         log_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}"),
     benchmark:
@@ -39,8 +40,9 @@ rule encode_eval_features:
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=grow_with_attempt(2000),
-        runtime=30,
+        mem_mb=grow_with_attempt(by_suite(2000, 16000)),
+        runtime=by_suite(30, 180),
+        gpu=by_suite(0, 1),
     log:
         log_path("encode_eval_features", "{dataset}"),
     benchmark:
@@ -71,8 +73,8 @@ rule train_prompt:
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=grow_with_attempt(2000),
-        runtime=30,
+        mem_mb=grow_with_attempt(by_suite(2000, 16000)),
+        runtime=by_suite(30, 240),
         gpu=1,
         checkpoint_every=config["prompt"]["checkpoint_every"],
     log:

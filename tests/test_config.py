@@ -62,7 +62,7 @@ def test_test_config_merged_over_main_is_valid(config):
         ("seeds", [], "seeds"),                        # empty list
         ("seeds", [1, 1], "seeds"),
         ("methods", ["coop", "cocoop"], "methods.1"),
-        ("counterfactual.guide", "clip", "counterfactual.guide"),
+        ("counterfactual.guide", "clips", "counterfactual.guide"),
         ("clip.template", "a photo of a", "clip.template"),
     ],
 )

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dicap.io import save_state_dict, write_json
+from dicap.io import read_json, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+PRETRAINED_FILE = "pretrained.json"  # the paper suite's model dir: which pretrained CLIP to load
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -72,15 +73,24 @@ class ClipBundle:
 
 
 def load_clip(spec: dict[str, Any]) -> ClipBundle:
-    """Load a frozen CLIP from ``spec``: ``{"path": dir}`` (local-dir) or ``{"model", "pretrained"}``."""
+    """Load a frozen CLIP from ``spec``.
+
+    ``{"path": dir}`` is a model directory written by the ``clip_backbone`` rule: an open_clip
+    ``local-dir`` checkpoint (embedded suite) or a ``pretrained.json`` naming a pretrained
+    model (paper suite); ``{"model", "tag", "cache_dir"}`` names a pretrained model directly:
+    an open_clip tag such as ``openai`` (from ``cache_dir`` or, with network, the hub) or a
+    local weights file.  Both suites then take the same ``create_model_and_transforms`` path.
+    """
     import open_clip
 
+    if "path" in spec and (Path(spec["path"]) / PRETRAINED_FILE).exists():
+        spec = read_json(Path(spec["path"]) / PRETRAINED_FILE)
     if "path" in spec:
         name, pretrained = f"local-dir:{spec['path']}", None
         if not (Path(spec["path"]) / CONFIG_FILE).exists():
-            raise FileNotFoundError(f"no CLIP checkpoint at {spec['path']} (missing {CONFIG_FILE})")
+            raise FileNotFoundError(f"no CLIP checkpoint at {spec['path']} (missing {CONFIG_FILE} or {PRETRAINED_FILE})")
     else:
-        name, pretrained = spec["model"], spec["pretrained"]
+        name, pretrained = spec["model"], spec["tag"]
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, cache_dir=spec.get("cache_dir"), load_weights=True
     )
@@ -148,9 +158,3 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Small random shifts: cheap invariance that keeps every factor recognisable."""
     shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
     return torch.roll(x, shifts=shift, dims=(2, 3))
-
-
-def zero_shot_accuracy(bundle: ClipBundle, images: np.ndarray, labels: np.ndarray, classes: list[str], template: str) -> float:
-    text = bundle.encode_texts([template.format(c) for c in classes])
-    pred = (bundle.encode_images(images) @ text.T).argmax(1).numpy()
-    return float((pred == labels).mean())

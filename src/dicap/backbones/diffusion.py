@@ -50,6 +50,24 @@ class DiffusionBundle:
     def alpha(self, t: int) -> float:
         return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
 
+    def to(self, device: "str | torch.device") -> "DiffusionBundle":
+        self.unet.to(device)
+        return self
+
+    def to_model(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> the model's space: pixels in [-1, 1] (N, 3, H, W)."""
+        return pixels_to_model(images)
+
+    def to_pixels(self, x: torch.Tensor, size: "tuple[int, int] | None" = None) -> np.ndarray:
+        """The model's space -> uint8 (N, H, W, 3); ``size`` (H, W) must be the model's own."""
+        if size is not None and tuple(size) != tuple(x.shape[-2:]):
+            raise ValueError(f"a pixel-space diffusion model works at its images' size {tuple(x.shape[-2:])}, not {tuple(size)}")
+        return model_to_pixels(x)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's space -> images in [-1, 1]: the identity here (latent models decode)."""
+        return x
+
 
 def pixels_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""

@@ -1,19 +1,23 @@
-"""Anti-causal predictors that steer denoising towards ``y_cf``: one interface, two kinds.
+"""Anti-causal predictors that steer denoising towards ``y_cf``: one interface, three kinds.
 
 * ``cfg`` - the implicit classifier of a class-conditional diffusion model trained with
-  label dropout: ``eps_hat = eps(x_t) + s * (eps(x_t, y_cf) - eps(x_t))``.
+  label dropout (or of a text-conditional one, prompts for labels and the empty prompt for
+  none): ``eps_hat = eps(x_t) + s * (eps(x_t, y_cf) - eps(x_t))``.
 * ``classifier`` - an explicit noise-aware classifier ``p(y | x_t, t)`` trained on noised
   images: ``eps_hat = eps(x_t) - s * sqrt(1 - abar_t) * grad log p(y_cf | x_t)``.
+* ``clip`` - CLIP's zero-shot posterior on the *predicted clean image*
+  ``x0_hat(x_t) = (x_t - sqrt(1 - abar_t) eps(x_t)) / sqrt(abar_t)`` (decoded by the VAE for
+  a latent model): ``eps_hat = eps(x_t) - s * sqrt(1 - abar_t) * grad log p(y_cf | x0_hat(x_t))``.
 
-A classifier trained on clean images (or CLIP on raw noisy images) would produce
-adversarial colour noise rather than a changed object, hence the noise-aware one.
+A classifier applied to raw noisy images (CLIP included) would produce adversarial colour
+noise rather than a changed object, hence the noise-aware one, or CLIP on ``x0_hat``.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -39,12 +43,37 @@ class Guide(Protocol):
         ...
 
 
-class ClassifierFreeGuide:
-    """The implicit classifier of a label-dropout diffusion model."""
+def _to(obj: Any, device: torch.device | str) -> None:
+    if obj is not None and hasattr(obj, "to"):
+        obj.to(device)
 
-    def __init__(self, diffusion: DiffusionBundle, probe_timesteps: tuple[int, ...] = (100, 250, 400)):
+
+class ClassifierFreeGuide:
+    """The implicit classifier of a label-dropout (or text-conditional) diffusion model.
+
+    ``class_probs`` is, by default, the diffusion model's own classifier (the denoising
+    error of every class: ``n_classes x len(probe_timesteps)`` UNet calls per image).  That is
+    the faithful "guide's posterior" for the embedded suite, but unaffordable for a
+    Stable-Diffusion-sized UNet and 1000 ImageNet classes, so a ``posterior`` callable
+    (clean model-space images -> (N, n_classes) probabilities on the CPU, e.g.
+    :class:`ClipPosterior`: CLIP zero-shot on the decoded image) replaces it when given.
+    ``make_guide`` passes one for latent models; guidance itself never uses it.
+    """
+
+    def __init__(
+        self,
+        diffusion: DiffusionBundle,
+        probe_timesteps: tuple[int, ...] = (100, 250, 400),
+        posterior: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.diffusion = diffusion
         self.probe_timesteps = probe_timesteps
+        self.posterior = posterior
+
+    def to(self, device: torch.device | str) -> "ClassifierFreeGuide":
+        """Moves the posterior only: the diffusion model is moved by its owner."""
+        _to(self.posterior, device)
+        return self
 
     @torch.no_grad()
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
@@ -62,8 +91,11 @@ class ClassifierFreeGuide:
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
         """Diffusion-classifier posterior: softmax of minus the denoising error per class.
 
-        Fixed noise per image (seeded) keeps the estimate deterministic.
+        Fixed noise per image (seeded) keeps the estimate deterministic.  With a
+        ``posterior``, that posterior instead.
         """
+        if self.posterior is not None:
+            return self.posterior(x0)
         n, k = len(x0), self.diffusion.n_classes
         gen = torch.Generator(device="cpu").manual_seed(0)
         err = torch.zeros(n, k)
@@ -111,6 +143,10 @@ class NoisyClassifierGuide:
         self.diffusion = diffusion
         self.classifier = classifier
 
+    def to(self, device: torch.device | str) -> "NoisyClassifierGuide":
+        self.classifier.to(device)
+        return self
+
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
         with torch.no_grad():
             eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label))
@@ -126,6 +162,100 @@ class NoisyClassifierGuide:
     @torch.no_grad()
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.classifier(x0, torch.zeros(len(x0), dtype=torch.long, device=x0.device)), dim=1).cpu()
+
+
+class ClipPosterior:
+    """CLIP's zero-shot posterior ``p(y | x)`` on clean model-space images, differentiable.
+
+    ``decode`` maps the model's space to images in [-1, 1] (a latent model's VAE decoder,
+    the identity for a pixel model); ``p(y | x) = softmax(logit_scale * f(x) . t_y)`` with
+    L2-normalised CLIP image features ``f`` and class text features ``t``.
+    """
+
+    def __init__(self, clip: Any, text_features: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8):
+        self.clip = clip  # a ClipBundle
+        self.text = F.normalize(torch.as_tensor(text_features).float(), dim=-1)
+        self.decode = decode
+        self.batch_size = batch_size
+        self.logit_scale = float(clip.model.logit_scale.exp().clamp(max=100)) if hasattr(clip.model, "logit_scale") else 100.0
+
+    @classmethod
+    def from_classes(
+        cls, clip: Any, class_names: Sequence[str], template: str, decode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8
+    ) -> "ClipPosterior":
+        return cls(clip, clip.encode_texts([template.format(c) for c in class_names]), decode, batch_size)
+
+    def to(self, device: torch.device | str) -> "ClipPosterior":
+        self.clip.model.to(device)
+        self.text = self.text.to(device)
+        return self
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.text)
+
+    def log_probs(self, x0: torch.Tensor) -> torch.Tensor:
+        """log p(y | x0) for all classes, (N, K); differentiable in ``x0``."""
+        x01 = ((self.decode(x0) + 1) / 2).clamp(0, 1)
+        param = next(self.clip.model.parameters())
+        feats = self.clip.model.encode_image(self.clip.normalise(x01).to(param.device, param.dtype), normalize=True).float()
+        return F.log_softmax(self.logit_scale * feats @ self.text.to(feats.device).T, dim=1)
+
+    @torch.no_grad()
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        """p(y | x0), (N, K) on the CPU, in batches."""
+        out = [self.log_probs(x0[i : i + self.batch_size]).exp().cpu() for i in range(0, len(x0), self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.n_classes)
+
+
+class ClipPosteriorGuide:
+    """Classifier guidance with CLIP's zero-shot posterior on the predicted clean image.
+
+    At ``x_t`` the unconditional (null-prompt) noise gives ``x0_hat``; CLIP judges its
+    decoding and ``eps_hat = eps - s * sqrt(1 - abar_t) * grad_{x_t} log p(y_cf | x0_hat(x_t))``.
+    By default ``eps`` is held constant in the gradient (``d x0_hat / d x_t = 1 / sqrt(abar_t)``):
+    no backward pass through the UNet, a fraction of the memory.  ``backprop_unet=True`` takes
+    the full derivative through the UNet instead.  Gradients go through the VAE decoder and
+    CLIP in micro-batches of ``grad_batch_size`` rows (all rows when None): each row's
+    gradient depends on that row alone.
+    """
+
+    def __init__(self, diffusion: DiffusionBundle, posterior: ClipPosterior, backprop_unet: bool = False, grad_batch_size: int | None = None):
+        self.diffusion = diffusion
+        self.posterior = posterior
+        self.backprop_unet = backprop_unet
+        self.grad_batch_size = grad_batch_size
+
+    def to(self, device: torch.device | str) -> "ClipPosteriorGuide":
+        self.posterior.to(device)
+        return self
+
+    def grad_log_p(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """grad_{x_t} log p(y_cf | x0_hat(x_t)), row by row (float32)."""
+        a = self.diffusion.alpha(t)
+        null = torch.full_like(y_cf, self.diffusion.null_label)
+        step = self.grad_batch_size or len(x_t)
+        grads = []
+        with torch.enable_grad():
+            for i in range(0, len(x_t), step):
+                x = x_t[i : i + step].detach().float().requires_grad_(True)
+                e = self.diffusion.eps(x, t, null[i : i + step]) if self.backprop_unet else eps[i : i + step].detach()
+                x0_hat = (x - math.sqrt(1 - a) * e) / math.sqrt(a)
+                log_p = self.posterior.log_probs(x0_hat).gather(1, y_cf[i : i + step, None].to(x.device)).sum()
+                (grad,) = torch.autograd.grad(log_p, x)
+                grads.append(grad)
+        return torch.cat(grads)
+
+    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
+        with torch.no_grad():
+            eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label)).float()
+        if scale == 0:
+            return eps
+        return eps - scale * math.sqrt(1 - self.diffusion.alpha(t)) * self.grad_log_p(x_t, t, y_cf, eps)
+
+    @torch.no_grad()
+    def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x0)
 
 
 def train_noisy_classifier(
@@ -160,11 +290,49 @@ def load_noisy_classifier(path: str | Path) -> NoisyClassifier:
     return model.eval().requires_grad_(False)
 
 
-def make_guide(kind: str, diffusion: DiffusionBundle, classifier_dir: str | Path | None = None) -> Guide:
+def make_guide(
+    kind: str,
+    diffusion: DiffusionBundle,
+    classifier_dir: str | Path | None = None,
+    *,
+    clip: Any = None,
+    class_names: Sequence[str] | None = None,
+    template: str | None = None,
+    text_features: torch.Tensor | np.ndarray | None = None,
+    cfg_posterior: str | None = None,
+    backprop_unet: bool = False,
+    grad_batch_size: int | None = None,
+    posterior_batch_size: int = 8,
+) -> Guide:
+    """The guide of ``kind``: ``cfg``, ``classifier`` (needs ``classifier_dir``) or ``clip``.
+
+    ``clip`` (a :class:`~dicap.backbones.clip.ClipBundle`) with either ``text_features``
+    (K, D) or ``class_names`` + ``template`` gives the CLIP posterior the ``clip`` guide
+    steers with.  ``cfg_posterior`` chooses what the ``cfg`` guide reports as its
+    ``class_probs``: ``"diffusion"`` (the diffusion classifier) or ``"clip"`` (CLIP zero-shot
+    on the decoded image); None means ``"clip"`` for a latent model, where the diffusion
+    classifier is unaffordable, and ``"diffusion"`` otherwise (the embedded suite).
+    """
+
+    def posterior() -> ClipPosterior:
+        if clip is None or (text_features is None and (class_names is None or template is None)):
+            hint = " (or cfg_posterior='diffusion' for the slow diffusion classifier)" if kind == "cfg" else ""
+            raise ValueError(f"guide {kind!r} needs clip= and either text_features= or class_names= and template={hint}")
+        if text_features is not None:
+            return ClipPosterior(clip, torch.as_tensor(text_features), diffusion.decode, posterior_batch_size)
+        return ClipPosterior.from_classes(clip, class_names, template, diffusion.decode, posterior_batch_size)
+
     if kind == "cfg":
-        return ClassifierFreeGuide(diffusion)
+        from dicap.backbones.latent_diffusion import LatentDiffusionBundle
+
+        which = cfg_posterior or ("clip" if isinstance(diffusion, LatentDiffusionBundle) else "diffusion")
+        if which not in ("clip", "diffusion"):
+            raise ValueError(f"unknown cfg posterior {which!r}; expected 'clip' or 'diffusion'")
+        return ClassifierFreeGuide(diffusion, posterior=posterior() if which == "clip" else None)
     if kind == "classifier":
         if classifier_dir is None:
             raise ValueError("guide 'classifier' needs a trained noise-aware classifier directory")
         return NoisyClassifierGuide(diffusion, load_noisy_classifier(classifier_dir))
-    raise ValueError(f"unknown guide kind {kind!r}; expected 'cfg' or 'classifier'")
+    if kind == "clip":
+        return ClipPosteriorGuide(diffusion, posterior(), backprop_unet=backprop_unet, grad_batch_size=grad_batch_size)
+    raise ValueError(f"unknown guide kind {kind!r}; expected 'cfg', 'classifier' or 'clip'")

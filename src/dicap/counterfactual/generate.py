@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dicap.backbones.diffusion import DiffusionBundle, model_to_pixels, pixels_to_model
+from dicap.backbones.diffusion import DiffusionBundle
 from dicap.backbones.guides import Guide
 from dicap.counterfactual import ddim
 from dicap.data import scm
@@ -29,18 +29,27 @@ def generate(
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Abduction then action for ``rows``, batched; returns images and the row table.
 
+    ``diffusion`` is a pixel-space ``DiffusionBundle`` or a ``LatentDiffusionBundle``: images
+    go into its space with ``to_model`` and come back with ``to_pixels`` at the dataset's
+    own size, so ``reconstruction_mse`` is measured in that space (latents for a latent model).
     When the dataset knows its factors (the embedded suite), the arrays also hold the true
     counterfactuals and an unguided (s = 0) regeneration, the audit's two references.
     """
     dev = device()
     audited = set(scm.FACTOR_COLUMNS) <= set(rows.columns)
-    diffusion.unet.to(dev)
+    if hasattr(diffusion, "to"):
+        diffusion.to(dev)
+    else:
+        diffusion.unet.to(dev)
+    if hasattr(guide, "to"):  # a guide's own networks (classifier, CLIP) follow the diffusion model
+        guide.to(dev)
     path = ddim.timestep_path(diffusion.num_train_timesteps, params["steps"], params["inversion_depth"])
     pixels = store.pixels(rows)
+    size = tuple(pixels.shape[1:3])
     out, unguided, confidence, prediction, recon = [], [], [], [], []
     bs = params["batch_size"]
     for start in tqdm(range(0, len(rows), bs), desc="counterfactuals", mininterval=5):
-        x0 = pixels_to_model(pixels[start : start + bs]).to(dev)
+        x0 = diffusion.to_model(pixels[start : start + bs]).to(dev)
         y = torch.tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
         y_cf = torch.tensor(targets[start : start + bs], device=dev)
         x_t = ddim.invert(diffusion, x0, y, path)
@@ -49,9 +58,9 @@ def generate(
         probs = guide.class_probs(x_cf)
         confidence.append(probs.gather(1, y_cf.cpu()[:, None]).squeeze(1).numpy())
         prediction.append(probs.argmax(1).numpy())
-        out.append(model_to_pixels(x_cf))
+        out.append(diffusion.to_pixels(x_cf, size))
         if audited:
-            unguided.append(model_to_pixels(ddim.regenerate_unguided(diffusion, x_t, path)))
+            unguided.append(diffusion.to_pixels(ddim.regenerate_unguided(diffusion, x_t, path), size))
     table = rows[["row", "split", "index"]].assign(
         y=rows["label"].to_numpy(),
         y_cf=targets,

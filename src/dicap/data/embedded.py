@@ -17,6 +17,7 @@ from dicap.data import scm
 from dicap.data.store import CLASSES, IMAGES, TABLE
 from dicap.io import save_arrays, write_json, write_table
 
+KINDS = ("shapes", "digits")
 SEEN_GLYPHS = (0.0, 0.8)   # pretraining, the few-shot pool and validation
 HELD_OUT_GLYPHS = (0.8, 1.0)  # test splits: handwriting no model has seen
 

@@ -8,6 +8,8 @@ anti-correlated test split.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -16,7 +18,7 @@ from dicap.data import scm
 
 def few_shot(
     pool: pd.DataFrame,
-    classes: list[int],
+    classes: Iterable[int],
     shots: int,
     seed: int,
     spurious_strength: float | None = None,

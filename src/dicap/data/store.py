@@ -1,9 +1,11 @@
-"""A dataset on disk: one safetensors file of uint8 images per split plus a factor table.
+"""A dataset on disk: a table of images plus the images themselves.
 
-The table has one row per image (``split``, ``index`` into that split's image tensor,
-``label``, ``class_name`` and, for the embedded suite, the rendered factors and a caption).
-Every later rule addresses images by ``(split, index)``, so the same contract serves the
-embedded and the paper suite.
+The table has one row per image (``split``, ``index`` within that split, ``label``,
+``class_name`` and, for the embedded suite, the rendered factors and a caption).  Every
+later rule addresses images by table rows and gets uint8 pixels from :meth:`pixels`, so
+the same contract serves both suites: the embedded suite stores its rendered images in
+one safetensors file, the paper suite (``kind: files``) keeps the downloaded files and
+records each row's ``path`` relative to ``image_root`` in ``classes.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dicap.io import load_arrays, read_json
 IMAGES = "images.safetensors"
 TABLE = "factors.parquet"
 CLASSES = "classes.json"
+FILES = "files"  # the kind of a store whose images are files on disk (the paper suite)
 
 
 @dataclass
@@ -28,18 +31,31 @@ class DatasetStore:
     table: pd.DataFrame
     classes: list[str]
     kind: str
+    image_root: Path | None = None  # kind FILES: where the table's paths start
+    image_size: int | None = None  # kind FILES: side of the square images pixels() returns
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
         root = Path(root)
-        for name in (IMAGES, TABLE, CLASSES):
+        for name in (TABLE, CLASSES):
             if not (root / name).exists():
                 raise FileNotFoundError(f"dataset store {root} is missing {name}; rerun its dataset rule")
         info = read_json(root / CLASSES)
         duplicates = sorted({c for c in info["classes"] if info["classes"].count(c) > 1})
         if duplicates:
             raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
-        return cls(root, load_arrays(root / IMAGES), pd.read_parquet(root / TABLE), info["classes"], info["kind"])
+        table = pd.read_parquet(root / TABLE)
+        if info["kind"] == FILES:
+            return cls(root, {}, table, info["classes"], FILES, Path(info["image_root"]), int(info["image_size"]))
+        if not (root / IMAGES).exists():
+            raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
+        return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["kind"])
+
+    @property
+    def test_splits(self) -> list[str]:
+        """The splits scored in Table 1: the embedded suite's two, or a real dataset's ``test``."""
+        present = set(self.table["split"])
+        return [name for name in ("test_unbiased", "test_anti", "test") if name in present]
 
     def split(self, name: str) -> pd.DataFrame:
         rows = self.table[self.table["split"] == name]
@@ -49,6 +65,10 @@ class DatasetStore:
 
     def pixels(self, rows: pd.DataFrame) -> np.ndarray:
         """uint8 images (N, H, W, 3) for table rows, in row order."""
+        if self.kind == FILES:
+            from dicap.data.images import load_images
+
+            return load_images([self.image_root / p for p in rows["path"]], self.image_size)
         splits, index = rows["split"].to_numpy(), rows["index"].to_numpy()
         if len(set(splits)) == 1:  # the common case: one vectorised gather
             return self.images[splits[0]][index]

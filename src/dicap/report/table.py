@@ -13,7 +13,7 @@ from dicap.io import atomic_output, provenance, read_json, write_json, write_tab
 from dicap.report.layout import artifact_key
 
 METRICS = ("base", "novel", "hm")
-SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1}
+SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1, "test": 2}
 
 
 def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def build_backbone_report(
         cf = pd.concat([pd.read_parquet(p) for p in of(dataset, cf_tables)], ignore_index=True)
         rows.append({
             "dataset": dataset,
-            "clip_zero_shot_accuracy": read_json(of(dataset, clip_reports)[0])["zero_shot_accuracy_test_unbiased"],
+            "clip_zero_shot_accuracy": read_json(of(dataset, clip_reports)[0])["zero_shot_accuracy"],
             "diffusion_final_loss": read_json(of(dataset, diffusion_reports)[0])["final_loss"],
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(),
             "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),

@@ -1,0 +1,130 @@
+"""A downloaded benchmark dataset -> the store table, with CoOp's train/val/test splits.
+
+CoOp fixed one train/val/test split per dataset in its ``split_zhou_<Name>.json`` files
+(entries ``[relative path, label, class name]``); results are only comparable on those, so
+they are read whenever the registry names one.  Two datasets have none: FGVCAircraft
+ships its own ``images_variant_{train,val,test}.txt`` and ImageNet its train/val folders
+(val is the test set, as in CoOp).  For a dataset folder without any split file the same
+rule as CoOp's ``read_and_split_data`` applies - per class, 50% train, 20% val, the rest
+test - with a seeded shuffle, so the split is deterministic (CoOp's own depends on
+Python's global random state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dicap.data.store import CLASSES, FILES, TABLE
+from dicap.io import write_json, write_table
+
+Entry = tuple[str, int, str]  # (path relative to the image root, label, class name)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def read_split_zhou(path: str | Path) -> dict[str, list[Entry]]:
+    """The ``train``/``val``/``test`` lists of a CoOp split file."""
+    data = json.loads(Path(path).read_text())
+    missing = {"train", "val", "test"} - set(data)
+    if missing:
+        raise ValueError(f"{path} is not a CoOp split file: no {sorted(missing)} list")
+    return {name: [(str(p), int(label), str(cname)) for p, label, cname in data[name]] for name in ("train", "val", "test")}
+
+
+def split_by_folders(image_root: Path, p_train: float = 0.5, p_val: float = 0.2, seed: int = 0) -> dict[str, list[Entry]]:
+    """CoOp's rule for a ``<class>/<image>`` tree without a split file, made deterministic."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Entry]] = {"train": [], "val": [], "test": []}
+    classes = sorted(p.name for p in image_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for label, name in enumerate(classes):
+        images = sorted(f"{name}/{f.name}" for f in (image_root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        images = [images[i] for i in rng.permutation(len(images))]
+        n_train, n_val = round(len(images) * p_train), round(len(images) * p_val)
+        for split, chunk in (("train", images[:n_train]), ("val", images[n_train : n_train + n_val]), ("test", images[n_train + n_val :])):
+            out[split] += [(p, label, name.replace("_", " ")) for p in chunk]
+    return out
+
+
+def split_fgvc_aircraft(data_dir: Path) -> dict[str, list[Entry]]:
+    """FGVCAircraft's own variant-level split: ``images_variant_<split>.txt`` lines ``<id> <variant>``."""
+    variants = [line.strip() for line in (data_dir / "variants.txt").read_text().splitlines() if line.strip()]
+    label = {v: i for i, v in enumerate(variants)}
+    out: dict[str, list[Entry]] = {}
+    for split in ("train", "val", "test"):
+        lines = (data_dir / f"images_variant_{split}.txt").read_text().splitlines()
+        out[split] = [(f"{image_id}.jpg", label[v], v) for image_id, v in (line.strip().split(" ", 1) for line in lines if line.strip())]
+    return out
+
+
+def split_imagenet(dataset_dir: Path, image_root: Path) -> dict[str, list[Entry]]:
+    """ImageNet as CoOp reads it: ``downloads/classnames.txt`` (``<wnid> <name>``), train and val folders; val is the test set."""
+    pairs = [line.strip().split(" ", 1) for line in (dataset_dir / "downloads" / "classnames.txt").read_text().splitlines() if line.strip()]
+
+    def folder(split: str) -> list[Entry]:
+        return [
+            (f"{split}/{wnid}/{f.name}", label, name)
+            for label, (wnid, name) in enumerate(pairs)
+            for f in sorted((image_root / split / wnid).iterdir())
+        ]
+
+    test = folder("val")
+    return {"train": folder("train"), "val": test, "test": test}
+
+
+def dataset_splits(entry: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[str, list[Entry]]]:
+    """The image root and CoOp splits of one registry entry, downloaded into ``dataset_dir``."""
+    image_root = dataset_dir / entry.get("image_root", ".")
+    split_file = entry.get("split_file")
+    if split_file:
+        return image_root, read_split_zhou(dataset_dir / "downloads" / split_file)
+    key = entry.get("key")
+    if key == "fgvc_aircraft":
+        return image_root, split_fgvc_aircraft(image_root.parent)
+    if key == "imagenet":
+        return image_root, split_imagenet(dataset_dir, image_root)
+    return image_root, split_by_folders(image_root)
+
+
+def class_names(splits: dict[str, list[Entry]], source: str) -> list[str]:
+    """Names by label; a label named two ways, or a gap in the labels, is an error naming ``source``."""
+    names: dict[int, str] = {}
+    for entries in splits.values():
+        for _, label, name in entries:
+            if names.setdefault(label, name) != name:
+                raise ValueError(f"{source}: label {label} is called both {names[label]!r} and {name!r}")
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"{source}: labels are not 0..{len(names) - 1}")
+    return [names[i] for i in range(len(names))]
+
+
+def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int, out: str | Path) -> pd.DataFrame:
+    """Write the store (table + classes.json of kind ``files``) for a downloaded dataset.
+
+    Every image the split names must exist: a missing one stops the job naming it, rather
+    than failing hours later inside a GPU job.
+    """
+    dataset_dir = Path(dataset_dir).resolve()
+    image_root, splits = dataset_splits(entry, dataset_dir)
+    classes = class_names(splits, str(dataset_dir))
+    missing = [p for entries in splits.values() for p, _, _ in entries if not (image_root / p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} images named by the split are missing under {image_root}, e.g. {missing[:3]}; "
+            "re-download the dataset (delete its READY.json)"
+        )
+    table = pd.DataFrame(_rows(splits))
+    out = Path(out)
+    write_table(out / TABLE, table)
+    write_json(out / CLASSES, {"classes": classes, "kind": FILES, "image_root": str(image_root), "image_size": image_size})
+    return table
+
+
+def _rows(splits: dict[str, list[Entry]]) -> Iterable[dict[str, Any]]:
+    for split, entries in splits.items():
+        for index, (path, label, name) in enumerate(entries):
+            yield {"split": split, "index": index, "label": label, "class_name": name, "path": path}

@@ -1,0 +1,222 @@
+"""The paper suite's real datasets: read the registry, download, verify, extract, mark READY.
+
+``registry.yaml`` beside this module lists, for the 11 datasets of CoOp's base-to-novel
+benchmark, every file with its URL and published checksum (and where that checksum was
+published), how to extract it, and where the images and the split file end up.
+:func:`prepare_paper_dataset` turns one entry into::
+
+    <root>/<key>/downloads/<files>      fetched or user-placed, checksums verified
+    <root>/<key>/<extracted layout>     e.g. oxford_pets/images/*.jpg, eurosat/2750/<Class>/
+    <root>/<key>/READY.json             written last, atomically
+
+READY.json lists every file with its verified hashes (``files``: filename, path, url, algorithm,
+checksum, checksum_source, sha256, verified, manual), the ``unverified`` file names, ``key``,
+``image_root`` (relative to ``<root>/<key>``), ``split_file`` (a name in downloads/, as in the
+registry; ``split_path`` is the relative path) and what each extraction created.  A later rule
+can depend on that one file, and a rerun after success makes no network request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dicap.data.download import ALGORITHMS, Verified, fetch, mirror_url, verify_placed
+from dicap.data.extract import archive_kind, safe_extract
+from dicap.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+REGISTRY = Path(__file__).with_name("registry.yaml")
+READY = "READY.json"
+DOWNLOADS = "downloads"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a registry with two ``dtd``
+    entries must fail instead of silently losing one."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} of {node.start_mark.name}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The dataset registry (``registry.yaml`` by default), refusing duplicate keys."""
+    path = Path(path) if path is not None else REGISTRY
+    with open(path) as fh:
+        registry = yaml.load(fh, Loader=_UniqueKeyLoader)
+    if not isinstance(registry, dict) or not isinstance(registry.get("datasets"), dict):
+        raise ValueError(f"{path} has no 'datasets' mapping")
+    return registry
+
+
+def prepare_paper_dataset(
+    key: str,
+    root: str | os.PathLike,
+    registry: Mapping[str, Any] | None = None,
+    base_url: str | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Download (or verify the user-placed) files of dataset ``key`` and extract them under
+    ``<root>/<key>/``; return the READY.json record.
+
+    ``base_url`` (default: ``$DICAP_MIRROR``) replaces each URL's scheme and host, for a local
+    mirror or cache; checksums are verified all the same.  A READY.json that matches the
+    registry's files and whose image root exists means the work is done: nothing is fetched.
+    Manual datasets (ImageNet, Stanford Cars) raise FileNotFoundError carrying the registry's
+    instructions until their files are in ``<root>/<key>/downloads/``.
+    """
+    registry = registry if registry is not None else load_registry()
+    datasets = registry["datasets"]
+    if key not in datasets:
+        raise KeyError(f"unknown paper dataset {key!r}; the registry lists {sorted(datasets)}")
+    entry = datasets[key]
+    dataset = Path(root) / key
+    downloads = dataset / DOWNLOADS
+    ready = dataset / READY
+    done = _previous_run(ready, entry, dataset)
+    if done is not None:
+        return done
+
+    instructions = _instructions(entry, dataset)
+    missing = [f["filename"] for f in entry["files"] if f.get("manual") and not (downloads / f["filename"]).is_file()]
+    if missing:  # before any download: the user can act at once, not after an hour of fetching
+        log.error("%s: missing %s", key, ", ".join(missing))
+        raise FileNotFoundError(instructions)
+
+    verified: list[tuple[Mapping[str, Any], Verified]] = []
+    for spec in entry["files"]:
+        cross = {c["algorithm"]: c["checksum"] for c in spec.get("cross_checks", [])}
+        dest = downloads / spec["filename"]
+        if spec.get("manual"):
+            result = verify_placed(dest, spec["checksum"], spec["algorithm"], instructions, cross_checks=cross)
+        else:
+            result = fetch(mirror_url(spec["url"], base_url), dest, spec["checksum"], spec["algorithm"],
+                           cross_checks=cross, progress=progress)
+        verified.append((spec, result))
+
+    extracted = []
+    for step in entry.get("extract", []):
+        archive = _inside(dataset, step["archive"], key)
+        into = _inside(dataset, step.get("into", "."), key)
+        log.info("%s: extracting %s", key, step["archive"])
+        names = safe_extract(archive, into, kind=step.get("kind"), reserved=(DOWNLOADS, READY))
+        extracted.append({"archive": step["archive"], "into": step.get("into", "."), "entries": names})
+
+    image_root = _inside(dataset, entry["image_root"], key)
+    if not image_root.is_dir():
+        hint = instructions if entry.get("manual") else "the archive's layout differs from the registry's image_root"
+        raise FileNotFoundError(f"{image_root} does not exist after preparing {key}: {hint}")
+
+    record = {
+        "key": key,
+        "name": entry["name"],
+        "image_root": entry["image_root"],
+        "split_file": entry.get("split_file"),  # a name in downloads/, as in the registry
+        "split_path": f"{DOWNLOADS}/{entry['split_file']}" if entry.get("split_file") else None,
+        "split_note": entry.get("split_note"),
+        "files": [{**result.record(), "algorithm": spec["algorithm"], "path": f"{DOWNLOADS}/{spec['filename']}", "url": spec["url"],
+                   "checksum_source": spec.get("checksum_source"), "manual": bool(spec.get("manual"))}
+                  for spec, result in verified],
+        "unverified": [spec["filename"] for spec, result in verified if not result.verified],
+        "extracted": extracted,
+    }
+    write_json(ready, record)
+    if record["unverified"]:
+        log.warning("%s is ready, but %s carry no published checksum (sha256 recorded in READY.json)",
+                    key, ", ".join(record["unverified"]))
+    return record
+
+
+def _previous_run(ready: Path, entry: Mapping[str, Any], dataset: Path) -> dict[str, Any] | None:
+    """The READY record if it still describes this registry entry and the images are there."""
+    if not ready.is_file():
+        return None
+    try:
+        record = read_json(ready)
+        same = [(f["filename"], f["algorithm"], f["checksum"]) for f in record["files"]] == [
+            (f["filename"], f["algorithm"], f["checksum"] and f["checksum"].lower()) for f in entry["files"]]
+    except (ValueError, KeyError, TypeError):
+        same = False
+    if same and (dataset / entry["image_root"]).is_dir():
+        return record
+    log.info("%s is stale (registry changed or images missing); preparing %s again", ready, dataset.name)
+    return None
+
+
+def _instructions(entry: Mapping[str, Any], dataset: Path) -> str:
+    text = entry.get("instructions") or f"place the files of {entry['name']} in {{downloads}}/"
+    return text.format(downloads=dataset / DOWNLOADS, dataset=dataset)
+
+
+def _inside(dataset: Path, rel: str, key: str) -> Path:
+    """``dataset / rel``, refusing registry paths that leave the dataset folder."""
+    path = (dataset / rel).resolve()
+    if path != dataset.resolve() and dataset.resolve() not in path.parents:
+        raise ValueError(f"registry entry {key}: path {rel!r} leaves {dataset}")
+    return path
+
+
+def check_registry(registry: Mapping[str, Any]) -> list[str]:
+    """Problems with a registry, one line each (empty when it is sound): the rules every
+    entry must follow so that no checksum is silently missing or unsourced."""
+    problems: list[str] = []
+    for key, entry in registry["datasets"].items():
+        names = [f.get("filename") for f in entry.get("files", [])]
+        if not names:
+            problems.append(f"{key}: no files")
+        if len(set(names)) != len(names):
+            problems.append(f"{key}: a file name is listed twice")
+        for f in entry.get("files", []):
+            where = f"{key}/{f.get('filename')}"
+            if not str(f.get("url", "")).startswith(("https://", "http://")):
+                problems.append(f"{where}: url {f.get('url')!r} is not http(s)")
+            if f.get("algorithm") not in ALGORITHMS:
+                problems.append(f"{where}: algorithm {f.get('algorithm')!r} not in {ALGORITHMS}")
+            for c in [f, *f.get("cross_checks", [])]:
+                value = c.get("checksum")
+                if value is None:
+                    if c is not f or not f.get("checksum_note"):
+                        problems.append(f"{where}: checksum null without a checksum_note")
+                elif not c.get("checksum_source"):
+                    problems.append(f"{where}: checksum {value} has no checksum_source")
+                elif len(value) != {"md5": 32, "sha256": 64}.get(c.get("algorithm"), -1) or \
+                        any(ch not in "0123456789abcdef" for ch in value):
+                    problems.append(f"{where}: {c.get('algorithm')} {value!r} is not a hex digest of that algorithm")
+        if any(f.get("manual") for f in entry.get("files", [])) and not (entry.get("manual") and entry.get("instructions")):
+            problems.append(f"{key}: has manual files but no manual: true / instructions")
+        split = entry.get("split_file")
+        if split is not None and split not in names:
+            problems.append(f"{key}: split_file {split} is not among its files")
+        if split is None and not entry.get("split_note"):
+            problems.append(f"{key}: no split_file and no split_note")
+        for i, step in enumerate(entry.get("extract", [])):
+            archive = step.get("archive", "")
+            if archive.startswith(f"{DOWNLOADS}/"):
+                if archive.split("/", 1)[1] not in names:
+                    problems.append(f"{key}: extracts {archive}, which is not among its files")
+            elif i == 0:  # an archive inside another one can only come from an earlier step
+                problems.append(f"{key}: extracts {archive} before anything was extracted")
+            try:
+                archive_kind(archive, step.get("kind"))
+            except ValueError as err:
+                problems.append(f"{key}: {err}")
+        if "image_root" not in entry:
+            problems.append(f"{key}: no image_root")
+    return problems
