@@ -22,6 +22,8 @@ PAPER = config["suite"] == "paper"
 # The paper suite's images stay the downloaded files (under data.root); the embedded suite's
 # rendered ones live in one safetensors file.
 DATA_FILES = [f"{DATA}/factors.parquet", f"{DATA}/classes.json"] + ([] if PAPER else [f"{DATA}/images.safetensors"])
+# The audit and its grids need the true counterfactuals only the embedded suite knows.
+AUDIT_RESULTS = [] if PAPER else ["results/counterfactual_audit.csv", *expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS)]
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 
 

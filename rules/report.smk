@@ -95,8 +95,7 @@ rule cost_report:
         # everything else `all` builds, so that their benchmark files are written first
         "results/table1.csv",
         "results/backbones.csv",
-        "results/counterfactual_audit.csv",
-        expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS),
+        AUDIT_RESULTS,
     output:
         "results/cost.csv",
     params:

@@ -21,38 +21,12 @@ from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule
 from dicap.backbones.guides import ClassifierFreeGuide, ClipPosterior, ClipPosteriorGuide, make_guide
 from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion, resolve_dtype
 from dicap.counterfactual import ddim, generate
+from tiny_models import SCHEDULER_CONFIG, T, TOKENS, WIDTH, save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CLASSES = ["circle", "square", "triangle"]
 TEMPLATE = "a photo of a {}."
-T = 1000
-TOKENS, WIDTH = 8, 32  # the stand-in text encoder's sequence length and width (= cross_attention_dim)
-
-UNET_CONFIG = {
-    "sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1, "block_out_channels": [32, 64],
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-    "cross_attention_dim": WIDTH, "attention_head_dim": 8, "norm_num_groups": 8,
-}
-VAE_CONFIG = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "block_out_channels": [8, 16],
-    "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 4,
-    "sample_size": 16, "scaling_factor": 2.0, "shift_factor": 0.1,
-}
-# SD's own schedule; clip_sample=True as in many checkpoints: the loader must switch it off
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": T, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
-    "clip_sample": True, "set_alpha_to_one": False, "steps_offset": 1,
-}
-# like config.yaml's clip.model (timm's test_resnet at 16 px), narrower
-CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"timm_model_name": "test_resnet", "timm_model_pretrained": False, "timm_pool": "avg",
-                   "timm_proj": "linear", "image_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1, "mlp_ratio": 2.0},
-}
-
-
 class StandInTextEncoder(torch.nn.Module):
     """Prompts -> (N, TOKENS, WIDTH): hashed words through an embedding and a mixing layer."""
 
@@ -76,14 +50,7 @@ class StandInTextEncoder(torch.nn.Module):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny random latent diffusion checkpoint in the diffusers folder layout."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    root = tmp_path_factory.mktemp("latent_ckpt")
-    torch.manual_seed(0)
-    UNet2DConditionModel(**UNET_CONFIG).save_pretrained(root / "unet", safe_serialization=True)
-    AutoencoderKL(**VAE_CONFIG).save_pretrained(root / "vae", safe_serialization=True)
-    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(root / "scheduler")
-    return root
+    return save_latent_checkpoint(tmp_path_factory.mktemp("latent_ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +66,9 @@ def bundle(checkpoint, text_encoder) -> LatentDiffusionBundle:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """A tiny random open_clip CLIP, saved and loaded as a local-dir checkpoint."""
-    import open_clip
+    from dicap.backbones.clip import load_clip
 
-    from dicap.backbones.clip import load_clip, save_local_dir
-
-    root = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    save_local_dir(open_clip.CLIP(**CLIP_CONFIG).eval(), CLIP_CONFIG, root)
-    return load_clip({"path": str(root)})
+    return load_clip({"path": str(save_tiny_clip(tmp_path_factory.mktemp("clip")))})
 
 
 def _pixels(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
@@ -406,21 +368,11 @@ def test_bfloat16_runs_the_networks_in_bf16_and_returns_float32(checkpoint, text
 
 
 def test_clip_text_encoder_from_the_checkpoint(checkpoint, tmp_path):
-    transformers = pytest.importorskip("transformers")
     import shutil
 
     root = tmp_path / "ckpt"
     shutil.copytree(checkpoint, root)
-    vocab = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
-             "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
-    (tmp_path / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\nl o\nlo w</w>\ne r</w>\n")
-    tokenizer = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=TOKENS)
-    tokenizer.save_pretrained(root / "tokenizer")
-    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=4, max_position_embeddings=TOKENS, bos_token_id=21, eos_token_id=22, pad_token_id=22)
-    torch.manual_seed(0)
-    transformers.CLIPTextModel(config).save_pretrained(root / "text_encoder", safe_serialization=True)
+    save_clip_text_encoder(root)
     loaded = load_latent_diffusion(root, ["lower", "newer", "wider"], "{} lowest", device="cpu")
     assert loaded.prompt_embeddings.shape == (4, TOKENS, WIDTH)
     assert (loaded.prompt_embeddings[0] - loaded.prompt_embeddings[3]).abs().max() > 1e-4  # a prompt is not the empty one

@@ -139,6 +139,7 @@ def diffusion_backbone(a: argparse.Namespace) -> None:
 
         with atomic_dir(a.out) as tmp:
             write_pretrained_pointer(a.params["pretrained"], tmp)
+            write_json(tmp / "report.json", {"final_loss": None, "pretrained": a.params["pretrained"]["path"]})
         return
     seed = a.params["train"]["seed"]
     runtime.setup(a.threads, seed)

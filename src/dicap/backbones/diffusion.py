@@ -26,11 +26,10 @@ UNET_DIR = "unet"
 INFO_FILE = "diffusion.json"
 
 
-@dataclass
-class DiffusionBundle:
-    """A frozen noise predictor with its noise schedule, working on images in [-1, 1]."""
+class NoiseSchedule:
+    """What DDIM and the guides read of any diffusion bundle, pixel or latent: the schedule,
+    and the label that means "no class" (the last one)."""
 
-    unet: "torch.nn.Module"
     alphas_cumprod: torch.Tensor  # (T,)
     n_classes: int
 
@@ -42,13 +41,22 @@ class DiffusionBundle:
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
 
+    def alpha(self, t: int) -> float:
+        return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
+
+
+@dataclass
+class DiffusionBundle(NoiseSchedule):
+    """A frozen noise predictor with its noise schedule, working on images in [-1, 1]."""
+
+    unet: "torch.nn.Module"
+    alphas_cumprod: torch.Tensor  # (T,)
+    n_classes: int
+
     def eps(self, x_t: torch.Tensor, t: int, labels: torch.Tensor) -> torch.Tensor:
         """Predicted noise at integer timestep ``t`` for class ids ``labels`` (null = marginal)."""
         timesteps = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
         return self.unet(x_t, timesteps, class_labels=labels).sample
-
-    def alpha(self, t: int) -> float:
-        return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
 
     def to(self, device: "str | torch.device") -> "DiffusionBundle":
         self.unet.to(device)

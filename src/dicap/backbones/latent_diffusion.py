@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dicap.backbones.diffusion import model_to_pixels, pixels_to_model
+from dicap.backbones.diffusion import NoiseSchedule, model_to_pixels, pixels_to_model
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 """Prompts -> per-token embeddings (N, L, D): the UNet's ``encoder_hidden_states``."""
@@ -83,7 +83,7 @@ def embed_prompts(encode: TextEncoder, prompts: list[str], batch_size: int = 64)
 
 
 @dataclass(eq=False)
-class LatentDiffusionBundle:
+class LatentDiffusionBundle(NoiseSchedule):
     """A frozen text-conditional latent noise predictor with its VAE and noise schedule.
 
     Same interface as :class:`~dicap.backbones.diffusion.DiffusionBundle` (``eps``, ``alpha``,
@@ -112,14 +112,6 @@ class LatentDiffusionBundle:
         return len(self.prompt_embeddings) - 1
 
     @property
-    def null_label(self) -> int:
-        return self.n_classes
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return len(self.alphas_cumprod)
-
-    @property
     def dtype(self) -> torch.dtype:
         """The UNet's compute dtype."""
         return next(self.unet.parameters()).dtype
@@ -135,9 +127,6 @@ class LatentDiffusionBundle:
     @property
     def shift_factor(self) -> float:
         return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
-
-    def alpha(self, t: int) -> float:
-        return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
 
     def to(self, device: str | torch.device) -> "LatentDiffusionBundle":
         self.unet.to(device)

@@ -56,8 +56,9 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The dataset registry (``registry.yaml`` by default), refusing duplicate keys."""
-    path = Path(path) if path is not None else REGISTRY
+    """The dataset registry, refusing duplicate keys: ``path``, else ``$DICAP_REGISTRY`` (a
+    site's own copy, say with a mirror's checksums), else the packaged ``registry.yaml``."""
+    path = Path(path or os.environ.get("DICAP_REGISTRY") or REGISTRY)
     with open(path) as fh:
         registry = yaml.load(fh, Loader=_UniqueKeyLoader)
     if not isinstance(registry, dict) or not isinstance(registry.get("datasets"), dict):
