@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from dicap.config import ConfigError, as_json, validate_config
+from dicap.io import params_hash
 
 min_version("9.0")
 
@@ -31,6 +32,7 @@ except ConfigError as err:
 shell.prefix("export HF_HUB_OFFLINE=1; ")
 
 BUILD = f"build/{config['suite']}"
+PAPER = config["suite"] == "paper"
 DATASETS = config["datasets"]
 SEEDS = config["seeds"]
 METHODS = config["methods"]

@@ -7,7 +7,10 @@
 #   oracle         - main's targets, but the *true* counterfactuals (ablation_oracle)
 
 DATA = f"{BUILD}/data/{{dataset}}"
-SPLIT = f"{BUILD}/splits/{{dataset}}/seed{{seed}}.parquet"
+# The few-shot file is keyed by a hash of the parameters that draw it (CoOp keys its cache by
+# shots and seed only, and silently reuses a stale one): other shots are another file.
+SPLIT_PARAMS = {k: config["data"][k] for k in ("shots", "val_shots" if PAPER else "spurious_strength")}
+SPLIT = f"{BUILD}/splits/{{dataset}}/seed{{seed}}-{params_hash(SPLIT_PARAMS)[:10]}.parquet"
 CLIP = f"{BUILD}/models/{{dataset}}/clip"
 DIFFUSION = f"{BUILD}/models/{{dataset}}/diffusion"
 GUIDE_CLASSIFIER = f"{BUILD}/models/{{dataset}}/guide_classifier"
@@ -18,7 +21,6 @@ PROMPT = f"{BUILD}/prompts/{{dataset}}/{{variant}}/{{method}}/seed{{seed}}.safet
 METRICS = f"{BUILD}/metrics/{{dataset}}/{{variant}}/seed{{seed}}.csv"
 AUDIT = f"{BUILD}/audit/{{dataset}}/{{variant}}/seed{{seed}}.parquet"
 ORACLE_REPORTS = [f"{ORACLE}/report.json".format(dataset=d) for d in DATASETS]
-PAPER = config["suite"] == "paper"
 # The paper suite's images stay the downloaded files (under data.root); the embedded suite's
 # rendered ones live in one safetensors file.
 DATA_FILES = [f"{DATA}/factors.parquet", f"{DATA}/classes.json"] + ([] if PAPER else [f"{DATA}/images.safetensors"])

@@ -54,8 +54,7 @@ rule make_split:
     output:
         SPLIT,
     params:
-        # The spurious background bias is the embedded suite's test of shortcut learning.
-        split=as_json({k: config["data"][k] for k in ("shots", "val_shots" if PAPER else "spurious_strength")}),
+        split=as_json(SPLIT_PARAMS),  # the embedded suite also biases the draw (spurious_strength)
         dataset_dir=dataset_dir,
     threads: 1
     resources:

@@ -81,7 +81,8 @@ def test_paper_suite_from_download_to_table(server, tmp_path):  # noqa: F811
     assert ready["key"] == "dtd"
     store = pd.read_parquet(work / "build/paper/data/dtd/factors.parquet")
     assert store.groupby("split").size().to_dict() == {k: v * len(CLASSES) for k, v in PER_SPLIT.items()}
-    shots = pd.read_parquet(work / "build/paper/splits/dtd/seed1.parquet")
+    (split_path,) = (work / "build/paper/splits/dtd").glob("seed1-*.parquet")  # keyed by the split's parameters
+    shots = pd.read_parquet(split_path)
     assert sorted(shots["label"].unique()) == [0, 1] and len(shots) == 2 * 2  # base classes only, 2 shots each
 
     table = pd.read_csv(work / "results" / "table1.csv")

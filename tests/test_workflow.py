@@ -188,3 +188,17 @@ def test_every_rule_declares_threads():
             assert re.search(r"(?m)^\s+threads:", block), f"{path.name}: a rule without threads: {block[:80]}"
 
 
+
+
+def test_few_shot_file_is_keyed_by_its_parameters(tmp_path):
+    """Another shot count is another split file, never a stale one reused (CoOp's cache pitfall)."""
+    def split_files(*extra: str) -> set[str]:
+        out = snakemake("-n", "--configfile", str(REPO / "config.yaml"), *extra, "--directory", str(tmp_path))
+        assert out.returncode == 0, out.stderr[-2000:]
+        return set(re.findall(r"build/embedded/splits/\w+/seed\d+-[0-9a-f]{10}\.parquet", out.stdout))
+
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text("data:\n  shots: 8\n")
+    default, other = split_files(), split_files(str(fewer))
+    assert len(default) == 6 and len(other) == 6  # 2 datasets x 3 seeds
+    assert not default & other
