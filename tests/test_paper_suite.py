@@ -112,3 +112,21 @@ def test_image_files_load_square_and_corrupt_ones_are_refused_by_path(tmp_path):
     (tmp_path / "broken.jpg").write_bytes((tmp_path / "wide.jpg").read_bytes()[:40])
     with pytest.raises(ValueError, match="broken.jpg"):
         load_images([tmp_path / "broken.jpg"], 16)
+
+
+def test_gpu_hours_benchmark_measures_the_shard_code_path(tmp_path, capsys):
+    """benchmarks/paper_gpu_hours.py times generate() on a real checkpoint layout (tiny here)."""
+    import sys
+
+    from tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import paper_gpu_hours
+
+    sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
+    clip = save_tiny_clip(tmp_path / "clip")
+    result = paper_gpu_hours.main(["--checkpoint", str(sd), "--image-size", "16", "--clip-model", f"local-dir:{clip}",
+                                   "--clip-tag", "", "--batches", "1"])
+    assert result["counterfactuals"] == 16 * 1098 * 3  # one per few-shot image of a base class, 3 seeds
+    assert result["seconds_per_image"] > 0 and result["gpu_hours"] == pytest.approx(result["counterfactuals"] * result["seconds_per_image"] / 3600)
+    assert "counterfactual stage: 52704 counterfactuals" in capsys.readouterr().out
