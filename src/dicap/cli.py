@@ -72,7 +72,9 @@ def make_split(a: argparse.Namespace) -> None:
     """Draw the few-shot training split of one seed, then keep its base classes.
 
     As in CoOp the shots are drawn over all classes before the base/novel split; drawing
-    class by class in label order, the base classes' picks are the same either way.
+    class by class in label order, the base classes' picks are the same either way.  The
+    embedded suite's spurious draw is defined for the classes that train only (a novel
+    class's pool need not hold enough images of its paired background), so it draws there.
     """
     from dicap.data.splits import few_shot
     from dicap.data.store import DatasetStore, base_novel_split
@@ -80,7 +82,9 @@ def make_split(a: argparse.Namespace) -> None:
 
     store = DatasetStore.open(a.dataset_dir)
     base, _ = base_novel_split(len(store.classes))
-    split = few_shot(store.split("train"), range(len(store.classes)), a.params["shots"], a.seed, a.params.get("spurious_strength"))
+    spurious = a.params.get("spurious_strength")
+    classes = base if spurious is not None else range(len(store.classes))
+    split = few_shot(store.split("train"), classes, a.params["shots"], a.seed, spurious)
     write_table(a.out, split[split["label"].isin(base)].reset_index(drop=True))
 
 
