@@ -42,6 +42,10 @@ class Guide(Protocol):
         """The guide's own posterior over classes for clean images in [-1, 1]."""
         ...
 
+    def to(self, device: torch.device | str) -> "Guide":
+        """Move the guide's own networks (if any) to ``device``."""
+        ...
+
 
 def _to(obj: Any, device: torch.device | str) -> None:
     if obj is not None and hasattr(obj, "to"):

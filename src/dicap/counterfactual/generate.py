@@ -37,12 +37,8 @@ def generate(
     """
     dev = device()
     audited = set(scm.FACTOR_COLUMNS) <= set(rows.columns)
-    if hasattr(diffusion, "to"):
-        diffusion.to(dev)
-    else:
-        diffusion.unet.to(dev)
-    if hasattr(guide, "to"):  # a guide's own networks (classifier, CLIP) follow the diffusion model
-        guide.to(dev)
+    diffusion.to(dev)
+    guide.to(dev)  # a guide's own networks (classifier, CLIP) follow the diffusion model
     path = ddim.timestep_path(diffusion.num_train_timesteps, params["steps"], params["inversion_depth"])
     pixels = store.pixels(rows)
     size = tuple(pixels.shape[1:3])
