@@ -184,6 +184,7 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from dicap import runtime
+    from dicap.backbones.clip import load_clip
     from dicap.backbones.diffusion import load_diffusion
     from dicap.backbones.guides import make_guide
     from dicap.backbones.latent_diffusion import load_from_dir
@@ -196,23 +197,16 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     split = pd.read_parquet(a.split)
     base, _ = base_novel_split(len(store.classes))
     text = load_arrays(a.clip_dir / "class_text_features.safetensors")["features"]
-    image_features = None
-    if a.params["sampling"] == "centroid":  # every shard encodes the whole split: same targets everywhere
-        from dicap.backbones.clip import load_clip
-
-        image_features = _encode_rows(load_clip({"path": str(a.clip_dir)}), store, split)
+    latent = load_from_dir(a.diffusion_dir, store.classes, runtime.device())  # paper suite
+    diffusion = latent if latent is not None else load_diffusion(a.diffusion_dir)
+    # CLIP, loaded once, serves the centroids, the 'clip' guide and a latent model's confidence column.
+    centroid = a.params["sampling"] == "centroid"
+    clip = load_clip({"path": str(a.clip_dir)}) if centroid or a.params["guide"] == "clip" or latent is not None else None
+    # every shard encodes the whole split for the centroids: the same targets everywhere
+    image_features = _encode_rows(clip, store, split) if centroid else None
     targets = sampling.choose_targets(split["label"].to_numpy(), base, a.params["sampling"], a.seed, text, image_features)
     rows = shards.shard_rows(split, a.shard, a.shards)
-    latent = load_from_dir(a.diffusion_dir, store.classes, runtime.device())
-    if latent is None:
-        diffusion = load_diffusion(a.diffusion_dir)
-        guide = make_guide(a.params["guide"], diffusion, a.classifier_dir)
-    else:  # paper suite: CLIP reads the guide's confidence (and guides, for guide 'clip')
-        from dicap.backbones.clip import load_clip
-
-        diffusion = latent
-        clip = load_clip({"path": str(a.clip_dir)})
-        guide = make_guide(a.params["guide"], diffusion, a.classifier_dir, clip=clip, text_features=text, grad_batch_size=2)
+    guide = make_guide(a.params["guide"], diffusion, a.classifier_dir, clip=clip, text_features=text, grad_batch_size=2)
     arrays, table = generate.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, a.params)
     save_arrays(a.out_images, arrays)
     write_table(a.out_table, table)
