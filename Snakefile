@@ -14,16 +14,26 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dicap.config import ConfigError, as_json, validate_config
+from dicap.code_version import code_version
+from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config
 from dicap.io import params_hash
 
 min_version("9.0")
+
+# Snakemake's own message for a YAML syntax error names no file, line or column.
+try:
+    check_yaml_syntax("config.yaml")
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration:\n{err}") from None
 
 
 configfile: "config.yaml"
 
 
+# --config values inside lists and maps arrive as strings: read them by the schema's types,
+# then validate (finite, ranged numbers), all before any job is planned.
 try:
+    config.update(coerce_config(config))
     validate_config(config, "config")
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
@@ -60,12 +70,24 @@ include: "rules/report.smk"
 include: "rules/ablations.smk"
 
 
+report: "rules/captions/workflow.rst"
+
+
 rule all:
     input:
         "results/table1.csv",
         "results/table1.md",
+        "results/table1.metrics.json",
         "results/backbones.csv",
         "results/cost.csv",
         "results/figures/table1_bars.png",
         AUDIT_RESULTS,
+        "results/reproduction.csv",
+        "results/reproduction.md",
     default_target: True
+
+
+# The expensive artifacts DVC caches (dvc.yaml): `snakemake artifacts` builds exactly them.
+rule artifacts:
+    input:
+        artifact_targets(),

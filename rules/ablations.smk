@@ -10,9 +10,10 @@ for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterf
         input:
             **ablation_inputs(_kind),
         output:
-            csv=f"results/ablations/{_kind}.csv",
-            png=f"results/ablations/{_kind}.png",
+            csv=report(f"results/ablations/{_kind}.csv", caption="captions/ablation.rst", category="Ablations"),
+            png=report(f"results/ablations/{_kind}.png", caption="captions/ablation.rst", category="Ablations"),
         params:
+            code=code_version("ablation"),
             x=_x,
             datasets=DATASETS,
             reports=ORACLE_REPORTS,

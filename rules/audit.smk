@@ -8,6 +8,7 @@ rule oracle:
     output:
         directory(ORACLE),
     params:
+        code=code_version("oracle"),
         train=as_json(config["oracle"]["train"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -35,6 +36,7 @@ rule audit_counterfactuals:
     output:
         AUDIT,
     params:
+        code=code_version("audit-counterfactuals"),
         dataset_dir=dataset_dir,
     wildcard_constraints:
         variant=GENERATED_VARIANTS,
@@ -59,8 +61,9 @@ rule counterfactual_audit:
         audits=expand(AUDIT, dataset=DATASETS, variant="main", seed=SEEDS),
         oracles=expand(ORACLE, dataset=DATASETS),
     output:
-        "results/counterfactual_audit.csv",
+        report("results/counterfactual_audit.csv", caption="captions/counterfactual_audit.rst", category="Counterfactual audit"),
     params:
+        code=code_version("audit-summary"),
         datasets=DATASETS,
         reports=ORACLE_REPORTS,
     threads: 1

@@ -8,6 +8,7 @@ rule clip_backbone:
     output:
         directory(CLIP),
     params:
+        code=code_version("clip-backbone"),
         clip=as_json(config["clip"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -32,6 +33,7 @@ rule diffusion_backbone:
     output:
         directory(DIFFUSION),
     params:
+        code=code_version("diffusion-backbone"),
         diffusion=as_json(config["diffusion"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -55,6 +57,7 @@ rule guide_classifier:
     output:
         directory(GUIDE_CLASSIFIER),
     params:
+        code=code_version("guide-classifier"),
         train=as_json(config["guide_classifier"]["train"]),
         dataset_dir=dataset_dir,
     threads: 1

@@ -1,5 +1,10 @@
 # Paths shared by the rules: one place to see where every artifact lives.
 #
+# Each job gets `code=code_version("<dicap command>")` among its params, a hash of the Python
+# source that command runs (src/dicap/code_version.py).  Snakemake reruns a job whose params
+# changed, so editing src/dicap/prompting/losses.py reruns prompt training and what follows,
+# and leaves the data, backbones and counterfactuals alone.
+#
 # Counterfactual-dependent artifacts carry a {variant} of the counterfactual settings:
 #   main           - config.yaml's counterfactual block as it is (Table 1 uses it)
 #   s<value>       - the same with guidance scale s = <value> (ablation_scale, figures)
@@ -26,6 +31,9 @@ ORACLE_REPORTS = [f"{ORACLE}/report.json".format(dataset=d) for d in DATASETS]
 DATA_FILES = [f"{DATA}/factors.parquet", f"{DATA}/classes.json"] + ([] if PAPER else [f"{DATA}/images.safetensors"])
 # The audit and its grids need the true counterfactuals only the embedded suite knows.
 AUDIT_RESULTS = [] if PAPER else ["results/counterfactual_audit.csv", *expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS)]
+# The numbers every run is compared with (results/reproduction.md); a suite without one gets
+# a comparison that says so.  Maintained with `dicap record-reference`, never a workflow output.
+REFERENCE = f"results/reference/{config['suite']}.csv"
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 
 
@@ -130,3 +138,33 @@ def ablation_inputs(kind):
         "audits": expand(AUDIT, dataset=DATASETS, variant=generated, seed=SEEDS),
         "oracles": expand(ORACLE, dataset=DATASETS),
     }
+
+
+def reproduction_inputs(wildcards):
+    """Every table the run regenerated, and the suite's reference numbers where there are any."""
+    inputs = {"table1": "results/table1.csv", "backbones": "results/backbones.csv"}
+    if not PAPER:
+        inputs["audit"] = "results/counterfactual_audit.csv"
+    if os.path.exists(REFERENCE):
+        inputs["reference"] = REFERENCE
+    return inputs
+
+
+def artifact_targets():
+    """The artifacts DVC caches and shares: data, splits, backbones, counterfactuals, features.
+
+    Everything the workflow writes under these folders for the main variant is listed, so
+    a DVC stage that asks Snakemake for exactly these owns the folders whole.
+    """
+    models = [CLIP, DIFFUSION] + ([GUIDE_CLASSIFIER] if config["counterfactual"]["guide"] == "classifier" else [])
+    models += [] if PAPER else [ORACLE]
+    return [
+        *expand(DATA_FILES, dataset=DATASETS),
+        *expand(SPLIT, dataset=DATASETS, seed=SEEDS),
+        *expand(models, dataset=DATASETS),
+        *expand([CF_IMAGES, CF_TABLE], dataset=DATASETS, variant="main", seed=SEEDS),
+        *expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.{{ext}}", dataset=DATASETS, variant="main", seed=SEEDS,
+                shard=range(SHARDS), ext=["safetensors", "parquet"]),
+        *expand(f"{FEATURES}/main/seed{{seed}}.safetensors", dataset=DATASETS, seed=SEEDS),
+        *expand(f"{FEATURES}/eval.safetensors", dataset=DATASETS),
+    ]

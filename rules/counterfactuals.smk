@@ -13,6 +13,7 @@ rule counterfactual_shard:
         images=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.safetensors",
         table=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.parquet",
     params:
+        code=code_version("counterfactual-shard"),
         cf=lambda wc: as_json(variant_params(wc.variant)),
         dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
@@ -47,6 +48,8 @@ rule merge_counterfactuals:
         table=CF_TABLE,
     wildcard_constraints:
         variant=GENERATED_VARIANTS,
+    params:
+        code=code_version("merge-counterfactuals"),
     threads: 1
     resources:
         mem_mb=1000,

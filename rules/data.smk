@@ -10,6 +10,7 @@ rule download_dataset:
     output:
         SOURCE_READY,
     params:
+        code=code_version("download-dataset"),
         root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     threads: 1
     resources:
@@ -31,6 +32,7 @@ rule prepare_dataset:
     output:
         DATA_FILES,
     params:
+        code=code_version("prepare-dataset"),
         data=as_json(config["data"]),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
@@ -54,6 +56,7 @@ rule make_split:
     output:
         SPLIT,
     params:
+        code=code_version("make-split"),
         split=as_json(SPLIT_PARAMS),  # the embedded suite also biases the draw (spurious_strength)
         dataset_dir=dataset_dir,
     threads: 1

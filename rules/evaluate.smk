@@ -10,6 +10,7 @@ rule evaluate:
     output:
         METRICS,
     params:
+        code=code_version("evaluate"),
         prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
         methods=lambda wc: variant_methods(wc.variant),
         dataset_dir=dataset_dir,

@@ -10,6 +10,7 @@ rule encode_train_features:
     output:
         f"{FEATURES}/{{variant}}/seed{{seed}}.safetensors",
     params:
+        code=code_version("encode-features"),
         dataset_dir=dataset_dir,
         key=lambda wc: "true_images" if wc.variant == "oracle" else "images",
     threads: 1
@@ -37,6 +38,7 @@ rule encode_eval_features:
     output:
         f"{FEATURES}/eval.safetensors",
     params:
+        code=code_version("encode-features"),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -69,6 +71,7 @@ rule train_prompt:
         context=PROMPT,
         history=PROMPT.replace(".safetensors", ".json"),
     params:
+        code=code_version("train-prompt"),
         prompt=as_json(PROMPT_TRAINING),
         dataset_dir=dataset_dir,
     threads: 1

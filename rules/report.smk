@@ -5,10 +5,12 @@ rule table1:
     input:
         expand(METRICS, dataset=DATASETS, variant="main", seed=SEEDS),
     output:
-        csv="results/table1.csv",
+        csv=report("results/table1.csv", caption="captions/table1.rst", category="Table 1"),
         md="results/table1.md",
         provenance="results/table1.provenance.json",
+        metrics="results/table1.metrics.json",
     params:
+        code=code_version("table"),
         suite=config["suite"],
         datasets=DATASETS,
         config=as_json(config),
@@ -24,14 +26,17 @@ rule table1:
         ENV
     shell:
         "dicap table --suite {params.suite} --datasets {params.datasets} --metrics {input}"
-        " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md}"
+        " --out-metrics {output.metrics} > {log} 2>&1"
 
 
 rule figure_table1:
     input:
         "results/table1.csv",
     output:
-        "results/figures/table1_bars.png",
+        report("results/figures/table1_bars.png", caption="captions/table1_bars.rst", category="Table 1"),
+    params:
+        code=code_version("figure-bars"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -50,8 +55,14 @@ rule figure_counterfactuals:
         data=DATA_FILES,
         split=SPLIT.format(dataset="{dataset}", seed=SEEDS[0]),
     output:
-        "results/figures/counterfactuals_{dataset}.png",
+        report(
+            "results/figures/counterfactuals_{dataset}.png",
+            caption="captions/counterfactual_grid.rst",
+            category="Counterfactual audit",
+            subcategory="{dataset}",
+        ),
     params:
+        code=code_version("figure-counterfactuals"),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -72,8 +83,9 @@ rule backbone_report:
         diffusion=expand(DIFFUSION, dataset=DATASETS),
         cf=expand(CF_TABLE, dataset=DATASETS, variant="main", seed=SEEDS),
     output:
-        "results/backbones.csv",
+        report("results/backbones.csv", caption="captions/backbones.rst", category="Backbones"),
     params:
+        code=code_version("backbone-report"),
         datasets=DATASETS,
         clip_reports=[f"{p}/report.json" for p in expand(CLIP, dataset=DATASETS)],
         diffusion_reports=[f"{p}/report.json" for p in expand(DIFFUSION, dataset=DATASETS)],
@@ -97,8 +109,9 @@ rule cost_report:
         "results/backbones.csv",
         AUDIT_RESULTS,
     output:
-        "results/cost.csv",
+        report("results/cost.csv", caption="captions/cost.rst", category="Cost"),
     params:
+        code=code_version("cost-report"),
         suite=config["suite"],
         benchmarks=os.path.join("logs", "benchmarks"),
     threads: 1
@@ -111,3 +124,26 @@ rule cost_report:
         ENV
     shell:
         "dicap cost-report --suite {params.suite} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
+
+
+rule reproduction:
+    input:
+        unpack(reproduction_inputs),
+    output:
+        csv=report("results/reproduction.csv", caption="captions/reproduction.rst", category="Reproduction"),
+        md="results/reproduction.md",
+    params:
+        code=code_version("reproduction"),
+        audit=lambda wildcards, input: f"--audit {input.audit}" if "audit" in input.keys() else "",
+        reference=lambda wildcards, input: f"--reference {input.reference}" if "reference" in input.keys() else "",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("reproduction"),
+    conda:
+        ENV
+    shell:
+        "dicap reproduction --table1 {input.table1} --backbones {input.backbones} {params.audit} {params.reference}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
-.venv/bin/python -m pytest -q "$@"
+venv=$(realpath -m "${DICAP_VENV:-.venv}")
+export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
+"$venv/bin/python" -m pytest -q "$@"

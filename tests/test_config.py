@@ -194,3 +194,124 @@ def test_a_failed_model_directory_keeps_the_old_one(tmp_path):
             raise RuntimeError("killed while training")
     assert (model / "weights").read_text() == "old"
     assert os.listdir(tmp_path) == ["clip"]
+
+
+# --- finite, ranged numbers; one line per mistake ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value,shown", [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf"), (-1, "-1"), ("five", "'five'")]
+)
+def test_scale_must_be_a_finite_number_at_least_zero(config, value, shown):
+    """Today NaN and infinity pass ``minimum: 0``, and every counterfactual comes out black."""
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(config, "counterfactual.scale", value))
+    assert str(info.value) == f"config: key 'counterfactual.scale' = {shown}: must be a finite number >= 0"
+
+
+@pytest.mark.parametrize(
+    "dotted,value,line",
+    [
+        ("counterfactual.inversion_depth", 1.0, "= 1.0: must be a finite number in (0, 0.95]"),
+        ("counterfactual.inversion_depth", float("nan"), "= nan: must be a finite number in (0, 0.95]"),
+        ("prompt.lr", 0, "= 0: must be a finite number > 0"),
+        ("prompt.cf_temperature", float("inf"), "= inf: must be a finite number > 0"),
+        ("data.spurious_strength", float("nan"), "= nan: must be a finite number in [0, 1]"),
+        ("diffusion.train.label_dropout", 1.5, "= 1.5: must be a finite number in [0, 1]"),
+        ("clip.train.steps", 0, "= 0: must be an integer >= 1"),
+        ("prompt.epochs", 0, "= 0: must be an integer >= 1"),
+        ("counterfactual.shards", 0, "= 0: must be an integer >= 1"),
+        ("seeds", [2**40], "= 1099511627776: must be an integer in [0, 4294967295]"),
+        ("ablations.scales", [1, float("nan")], "= nan: must be a finite number >= 0"),
+        ("report.figure_scales", [float("inf")], "= inf: must be a finite number >= 0"),
+        ("clip.model.embed_dim", float("nan"), "= nan: must be a finite number"),  # free-form block
+        ("counterfactual.guide", "clips", "= 'clips': must be one of cfg, classifier, clip"),
+    ],
+)
+def test_out_of_range_values_give_one_line_naming_key_value_and_range(config, dotted, value, line):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(config, dotted, value))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("config: key '") and message.endswith(line), message
+
+
+def test_every_number_in_the_schema_is_ranged():
+    """Each numeric key has a lower bound; each fraction (label_dropout, spurious_strength,
+    inversion_depth) an upper one; finiteness is enforced for every number by the validator."""
+    from dicap.config import _resolve, schema
+
+    def walk(node, path):
+        node = _resolve(node)
+        kinds = node.get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if {"integer", "number"} & set(kinds):
+            yield path, node
+        for name, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{name}".lstrip("."))
+        if isinstance(node.get("items"), dict):
+            yield from walk(node["items"], f"{path}[]")
+
+    numeric = dict(walk(schema(), ""))
+    assert len(numeric) > 30
+    unbounded = [p for p, n in numeric.items() if "minimum" not in n and "exclusiveMinimum" not in n]
+    assert unbounded == []
+    for fraction in ("data.spurious_strength", "diffusion.train.label_dropout", "counterfactual.inversion_depth"):
+        assert "maximum" in numeric[fraction] and numeric[fraction]["maximum"] <= 1
+
+
+# --- --config values arrive as strings: read them by the schema's types --------------------------------
+
+
+def test_command_line_strings_are_read_by_the_schemas_types(config):
+    from dicap.config import coerce_config
+
+    cli = copy.deepcopy(config)
+    cli["seeds"] = ["1"]  # --config seeds='[1]'
+    cli["counterfactual"] = {**cli["counterfactual"], "shards": "4", "scale": "5", "inversion_depth": "0.5"}
+    cli["prompt"] = {**cli["prompt"], "ctx_init": "a photo of a", "lr": "2e-3"}
+    cli["clip"]["model"] = {**cli["clip"]["model"], "embed_dim": "64"}  # free-form block: read as YAML
+    out = validate_config(coerce_config(cli))
+    assert out["seeds"] == [1] and out["counterfactual"]["shards"] == 4
+    assert out["counterfactual"]["scale"] == 5 and out["counterfactual"]["inversion_depth"] == 0.5
+    assert out["prompt"]["lr"] == 0.002 and out["prompt"]["ctx_init"] == "a photo of a"
+    assert out["clip"]["model"]["embed_dim"] == 64
+    assert coerce_config(config) == config  # a config read from YAML is left as it is
+
+
+@pytest.mark.parametrize(
+    "dotted,text,line",
+    [
+        ("counterfactual.scale", ".nan", "config: key 'counterfactual.scale' = nan: must be a finite number >= 0"),
+        ("counterfactual.scale", ".inf", "config: key 'counterfactual.scale' = inf: must be a finite number >= 0"),
+        ("counterfactual.scale", "-1", "config: key 'counterfactual.scale' = -1: must be a finite number >= 0"),
+        ("counterfactual.scale", "five", "config: key 'counterfactual.scale' = 'five': must be a finite number >= 0"),
+        ("counterfactual.shards", "2.5", "config: key 'counterfactual.shards' = 2.5: must be an integer >= 1"),
+        ("counterfactual.guide", "3", "config: key 'counterfactual.guide' = '3': must be one of cfg, classifier, clip"),
+    ],
+)
+def test_command_line_strings_that_do_not_fit_are_refused_naming_the_key(config, dotted, text, line):
+    from dicap.config import coerce_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(coerce_config(_with(config, dotted, text)))
+    assert str(info.value) == line
+
+
+# --- YAML syntax errors name file, line and column ------------------------------------------------------
+
+
+def test_a_tab_indented_block_names_file_line_and_column(tmp_path):
+    from dicap.config import check_yaml_syntax
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text((ROOT / "config.yaml").read_text().replace("\n  shots: 16", "\n\tshots: 16"))
+    line = 1 + bad.read_text().split("\n").index("\tshots: 16")
+    expected = f"{bad}:{line}:1: not valid YAML: found character '\\t' that cannot start any token"
+    for check in (check_yaml_syntax, load_config):
+        with pytest.raises(ConfigError) as info:
+            check(bad)
+        assert str(info.value).startswith(expected) and "never tabs" in str(info.value)
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}:2:1: not valid YAML: expected ',' or '\]'"):
+        check_yaml_syntax(bad)
+    check_yaml_syntax(tmp_path / "absent.yaml")  # a missing file is Snakemake's to report

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from snakemake_runner import ENV, REPO, snakemake
+from snakemake_runner import ENV, REPO, job_counts, snakemake
 from test_download import local_registry, server, tar_bytes  # noqa: F401  (server: the local dataset host)
 from tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
@@ -98,4 +98,11 @@ def test_paper_suite_from_download_to_table(server, tmp_path):  # noqa: F811
 
     again = snakemake(*args, "-n", env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The paper run's results/ does not shadow the embedded suite in the same directory
+    # (the other direction: test_workflow.py::test_an_embedded_run_does_not_shadow_the_paper_plan).
+    embedded = snakemake("-n", "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"),
+                         "--directory", str(work))
+    counts = job_counts(embedded.stdout)
+    assert counts.get("prepare_dataset") == 2 and counts.get("table1") == 1 and counts.get("reproduction") == 1, counts
     assert not os.environ.get("DICAP_REGISTRY")  # the test's registry never leaks into other tests

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -101,9 +102,13 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     zs = table[(table["method"] == "zeroshot") & (table["dataset"] == "shapes") & (table["split"] == "test_unbiased")].iloc[0]
     chance = 100 / 5  # five base and five novel classes
     assert zs["base"] > chance and zs["novel"] > chance, zs
-    for name in ("table1.md", "table1.provenance.json", "backbones.csv", "figures/table1_bars.png",
-                 "figures/counterfactuals_shapes.png"):
-        assert (tmp_path / "results" / name).stat().st_size > 0, name
+    for name in ("table1.md", "table1.provenance.json", "table1.metrics.json", "backbones.csv",
+                 "figures/table1_bars.png", "figures/counterfactuals_shapes.png", "reproduction.csv", "reproduction.md"):
+        path = tmp_path / "results" / name
+        assert path.stat().st_size > 0, name
+        assert path.stat().st_mode & 0o044 == 0o044, f"{name} is not readable by the group and others (umask 022)"
+    reproduction = pd.read_csv(tmp_path / "results" / "reproduction.csv")
+    assert set(reproduction["table"]) == {"table1", "backbones", "counterfactual_audit"}
     assert "±" in (tmp_path / "results" / "table1.md").read_text()
 
     audit = pd.read_csv(tmp_path / "results" / "counterfactual_audit.csv")
@@ -202,3 +207,81 @@ def test_few_shot_file_is_keyed_by_its_parameters(tmp_path):
     default, other = split_files(), split_files(str(fewer))
     assert len(default) == 6 and len(other) == 6  # 2 datasets x 3 seeds
     assert not default & other
+
+
+def test_no_workflow_output_is_tracked_by_git(tmp_path):
+    """A committed output shadows its target: a fresh clone would rerun nothing (issue: 'Nothing to be done')."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+    plans = [snakemake("-n", "all", "ablation_scale", "ablation_sampling", "ablation_oracle", *fresh(tmp_path)),
+             snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)]
+    outputs = set()
+    for out in plans:
+        assert out.returncode == 0, out.stderr[-2000:]
+        outputs |= {p for line in out.stdout.splitlines() if line.strip().startswith("output:")
+                    for p in line.split(":", 1)[1].replace(",", " ").split()}
+    assert len(outputs) > 100
+    assert not outputs & tracked, sorted(outputs & tracked)[:5]
+    assert {p for p in tracked if p.startswith("results/")} <= {"results/README.md", "results/reference/embedded.csv",
+                                                                  "results/reference/embedded.machine.json"}
+
+
+@pytest.mark.pipeline
+def test_an_embedded_run_does_not_shadow_the_paper_plan(tiny_run):
+    """The user's cluster command plans the whole paper DAG in a checkout that ran the embedded suite."""
+    out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tiny_run), timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    counts = job_counts(out.stdout)
+    assert sum(counts.values()) >= 800 and counts["prepare_dataset"] == 11, counts
+
+
+@pytest.mark.pipeline
+def test_editing_a_loss_reruns_prompt_training_and_what_follows(tiny_run, tmp_path):
+    """Snakemake sees the code a job imports (rules pass code_version through params:)."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "dicap", src / "dicap", ignore=shutil.ignore_patterns("__pycache__"))
+    losses = src / "dicap" / "prompting" / "losses.py"
+    losses.write_text(losses.read_text() + "\n# an edit that changes no behaviour\n")
+    out = snakemake(*tiny_args(tiny_run), "-n", env={**ENV, "PYTHONPATH": str(src)})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    counts = job_counts(out.stdout)
+    assert counts.get("train_prompt") == 6 and counts.get("evaluate") == 2 and counts.get("table1") == 1, counts
+    upstream = {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle", "counterfactual_shard",
+                "merge_counterfactuals", "encode_train_features", "encode_eval_features", "audit_counterfactuals"}
+    assert not upstream & set(counts), counts
+
+
+@pytest.mark.pipeline
+def test_a_killed_snakemake_continues_with_the_same_command(tiny_run):
+    """kill -9 of Snakemake itself: rerunning `bash scripts/run.sh ...` unlocks and finishes, same bytes."""
+    table = tiny_run / "results" / "table1.csv"
+    before = table.read_bytes()
+    command = ["bash", str(REPO / "scripts" / "run.sh"), *tiny_args(tiny_run), "results/table1.csv",
+               "--forcerun", "train_prompt"]
+    env = {**ENV, "CORES": "1"}
+    job = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    incomplete = tiny_run / ".snakemake" / "incomplete"
+    deadline = time.monotonic() + 300
+    while not (incomplete.exists() and any(incomplete.iterdir())):
+        assert job.poll() is None and time.monotonic() < deadline, "no job started"
+        time.sleep(0.2)
+    os.kill(job.pid, signal.SIGKILL)  # run.sh execs snakemake: this is Snakemake itself
+    job.wait(timeout=30)
+    assert any((tiny_run / ".snakemake" / "locks").iterdir()), "expected the killed run's lock to remain"
+    deadline = time.monotonic() + 120  # its orphaned job may still be finishing
+    while subprocess.run(["pgrep", "-f", "dicap train-prompt"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "unlocking" in again.stderr
+    assert table.read_bytes() == before
+
+
+@pytest.mark.pipeline
+def test_report_gathers_tables_and_figures(tiny_run):
+    out = snakemake(*tiny_args(tiny_run), "--report", "results/report.html", timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    html = (tiny_run / "results" / "report.html").read_text(errors="replace")
+    for name in ("table1.csv", "counterfactual_audit.csv", "table1_bars.png", "reproduction.csv"):
+        assert name in html, name

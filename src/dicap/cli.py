@@ -97,6 +97,7 @@ def clip_backbone(a: argparse.Namespace) -> None:
     from dicap import runtime
     from dicap.backbones import clip
     from dicap.data.store import DatasetStore
+    from dicap.guards import check_finite
     from dicap.io import atomic_dir, provenance, save_arrays, write_json
 
     pretrained = a.params.get("pretrained")
@@ -118,6 +119,7 @@ def clip_backbone(a: argparse.Namespace) -> None:
         test = store.split(split)
         features = _encode_rows(bundle, store, test)
         text = bundle.encode_texts([a.params["template"].format(c) for c in store.classes])
+        check_finite(a.out / "class_text_features.safetensors", {"class text features": text, "test image features": features})
         acc = float(((features @ text.numpy().T).argmax(1) == test["label"].to_numpy()).mean())
         save_arrays(tmp / "class_text_features.safetensors", {"features": text.numpy().astype(np.float32)})
         write_json(tmp / "report.json", {
@@ -190,6 +192,7 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     from dicap.backbones.latent_diffusion import load_from_dir
     from dicap.counterfactual import generate, sampling, shards
     from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.guards import check_not_constant, check_table_finite
     from dicap.io import load_arrays, save_arrays, write_table
 
     runtime.setup(a.threads, a.seed)
@@ -207,7 +210,11 @@ def counterfactual_shard(a: argparse.Namespace) -> None:
     targets = sampling.choose_targets(split["label"].to_numpy(), base, a.params["sampling"], a.seed, text, image_features)
     rows = shards.shard_rows(split, a.shard, a.shards)
     guide = make_guide(a.params["guide"], diffusion, a.classifier_dir, clip=clip, text_features=text, grad_batch_size=2)
+    if rows.empty:  # more shards than images: a valid empty output, which the merge accepts
+        log.info("shard %d of %d is empty (%d images in the split): writing empty outputs", a.shard, a.shards, len(split))
     arrays, table = generate.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, a.params)
+    check_not_constant(a.out_images, "counterfactual images", arrays["images"])
+    check_table_finite(a.out_table, table)
     save_arrays(a.out_images, arrays)
     write_table(a.out_table, table)
 
@@ -245,6 +252,7 @@ def encode_features(a: argparse.Namespace) -> None:
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore
+    from dicap.guards import check_finite
     from dicap.io import load_arrays, save_arrays
 
     runtime.setup(a.threads, 0)
@@ -268,6 +276,7 @@ def encode_features(a: argparse.Namespace) -> None:
             rows = store.split(name)
             out[name] = _encode_rows(bundle, store, rows)
             out[f"{name}_labels"] = rows["label"].to_numpy()
+    check_finite(a.out, out)
     save_arrays(a.out, out)
 
 
@@ -309,6 +318,7 @@ def train_prompt(a: argparse.Namespace) -> None:
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore, base_novel_split
+    from dicap.guards import check_finite
     from dicap.io import load_arrays, provenance, save_arrays, write_json
     from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
     from dicap.prompting.learner import PromptLearner
@@ -325,6 +335,7 @@ def train_prompt(a: argparse.Namespace) -> None:
     checkpoint = checkpoint_path(a.out)
     history = train_context(learner, a.method, features, a.params, float(bundle.model.logit_scale.exp()), a.seed,
                             checkpoint=checkpoint, checkpoint_every=a.checkpoint_every)
+    check_finite(a.out, {"learned context": learner.ctx})
     save_arrays(a.out, {"ctx": learner.ctx.detach().cpu().numpy()}, meta={"method": a.method, "seed": str(a.seed)})
     write_json(a.out.with_suffix(".json"), {"method": a.method, "history": history, **provenance(a.params, a.seed)})
     remove_checkpoint(checkpoint)  # only now: a job killed before this line resumes instead of retraining
@@ -344,6 +355,7 @@ def evaluate(a: argparse.Namespace) -> None:
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore, base_novel_split
     from dicap.evaluation.metrics import base_novel
+    from dicap.guards import check_finite, check_table_finite
     from dicap.io import load_arrays, write_table
     from dicap.prompting.learner import PromptLearner
 
@@ -352,6 +364,7 @@ def evaluate(a: argparse.Namespace) -> None:
     bundle = load_clip({"path": str(a.clip_dir)})
     base, novel = base_novel_split(len(store.classes))
     feats = {k: torch.from_numpy(v) for k, v in load_arrays(a.features).items()}
+    check_finite(a.out, feats, source=a.features)
     rows = []
     for method, prompt in zip(a.methods, a.prompts):
         learner = PromptLearner(bundle.model, bundle.tokenizer, store.classes, a.params["n_ctx"], a.params["ctx_init"])
@@ -359,12 +372,15 @@ def evaluate(a: argparse.Namespace) -> None:
         if ctx is None or tuple(ctx.shape) != tuple(learner.ctx.shape):
             found = "no 'ctx' tensor" if ctx is None else f"ctx of shape {tuple(ctx.shape)}"
             raise ValueError(f"{prompt} holds {found}, expected {tuple(learner.ctx.shape)} (n_ctx x text width)")
+        check_finite(a.out, {"ctx": ctx}, source=prompt)
         learner.ctx.data = torch.from_numpy(ctx)
         with torch.no_grad():
             text = learner()
+        check_finite(a.out, {f"class text features of {method}": text})
         for split in store.test_splits:
             scores = base_novel(feats[split], feats[f"{split}_labels"], text, base, novel)
             rows.append({"method": method, "seed": a.seed, "split": split, **scores})
+    check_table_finite(a.out, pd.DataFrame(rows))
     write_table(a.out, pd.DataFrame(rows))
 
 
@@ -372,13 +388,14 @@ def evaluate(a: argparse.Namespace) -> None:
     "table", arg("--suite", required=True), arg("--metrics", type=Path, nargs="+", required=True),
     arg("--datasets", nargs="+", required=True), arg("--config-json", type=json.loads, required=True),
     arg("--out-csv", type=Path, required=True), arg("--out-md", type=Path, required=True),
+    arg("--out-metrics", type=Path, help="the same numbers as nested JSON, for dvc metrics"),
 )
 def table(a: argparse.Namespace) -> None:
     """Aggregate per-seed metrics into Table 1 (mean and std over seeds, average row)."""
     from dicap.report.table import build_table1, write_table1
 
     frame = build_table1(a.suite, a.datasets, a.metrics)
-    write_table1(frame, a.out_csv, a.out_md, a.config_json)
+    write_table1(frame, a.out_csv, a.out_md, a.config_json, a.out_metrics)
 
 
 @command("figure-bars", arg("--table", type=Path, required=True), OUT)
@@ -500,6 +517,43 @@ def cost_report(a: argparse.Namespace) -> None:
     from dicap.report.cost import cost_table, read_benchmarks
 
     write_table(a.out, cost_table(read_benchmarks(a.benchmarks), a.suite))
+
+
+RESULT_TABLES = (
+    arg("--table1", type=Path, required=True), arg("--backbones", type=Path),
+    arg("--audit", type=Path, help="results/counterfactual_audit.csv (embedded suite only)"),
+)
+
+
+@command("reproduction", *RESULT_TABLES, arg("--reference", type=Path, help="results/reference/<suite>.csv, if one exists"),
+         arg("--out-csv", type=Path, required=True), arg("--out-md", type=Path, required=True))
+def reproduction(a: argparse.Namespace) -> None:
+    """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
+    from dicap.report.reproduction import compare, read_reference, regenerated_numbers, write_reproduction
+
+    reference, info = read_reference(a.reference) if a.reference else (None, None)
+    frame = compare(regenerated_numbers(a.table1, a.backbones, a.audit), reference)
+    write_reproduction(frame, a.out_csv, a.out_md, info)
+    log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
+
+
+@command("record-reference", *RESULT_TABLES, OUT)
+def record_reference(a: argparse.Namespace) -> None:
+    """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
+    from dicap.report.reproduction import record_reference as record
+    from dicap.report.reproduction import regenerated_numbers
+
+    record(regenerated_numbers(a.table1, a.backbones, a.audit), a.out, a.table1.with_suffix(".provenance.json"))
+
+
+@command("readme-results", arg("--reference", type=Path, required=True), arg("--readme", type=Path, required=True),
+         arg("--check", action="store_true", help="fail if the README's results section differs from the reference"))
+def readme_results(a: argparse.Namespace) -> None:
+    """Write the README's results section from the reference file."""
+    from dicap.report.readme import results_section, update_readme
+
+    if not update_readme(a.readme, results_section(a.reference), check=a.check):
+        raise ValueError(f"{a.readme}'s results section differs from {a.reference}: run dicap readme-results")
 
 
 @command("validate-config", arg("config", type=Path))

@@ -1,12 +1,26 @@
 """Configuration is data: load ``config.yaml`` and validate it against a JSON schema.
 
 Errors name the offending key (``prompt.epochs``) so a typo stops the run before any job
-starts, instead of surfacing as a ``KeyError`` an hour into a cluster run.
+starts, instead of surfacing as a ``KeyError`` an hour into a cluster run.  Each violation
+is one line naming the key, the value and what is allowed::
+
+    config: key 'counterfactual.scale' = nan: must be a finite number >= 0
+
+Three gaps of the plain schema check are closed here:
+
+* JSON Schema's ``minimum`` lets NaN through (every comparison with NaN is false), and
+  ``.inf`` passes any lower bound: every number must also be finite.
+* Snakemake hands values inside ``--config`` lists and maps over as strings
+  (``--config seeds='[1]'`` gives ``['1']``): :func:`coerce_config` reads such strings as
+  ``config.yaml`` would have, where the schema wants something other than a string.
+* A YAML syntax error in Snakemake's own loader names no file, line or column:
+  :func:`check_yaml_syntax` does.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -15,6 +29,11 @@ from typing import Any
 import yaml
 
 SCHEMA_FILE = "config.schema.yaml"
+# Validators whose failure is about the value itself: reported as "= value: must be <allowed>".
+_VALUE_CHECKS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "pattern", "minLength"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,), "object": (dict,), "null": (type(None),),
+}
 
 
 class ConfigError(ValueError):
@@ -30,24 +49,186 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Raise :class:`ConfigError` listing every violation, each naming its key."""
+def _show(value: Any) -> str:
+    """A value as a user would recognise it from YAML: ``nan``, ``-1``, ``'five'``, ``[]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value) if isinstance(value, (str, int, float)) else json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` (``#/$defs/name``), keeping the referring node's own keys."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    target: Any = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolve(target), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _types(node: dict[str, Any]) -> list[str]:
+    kind = node.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def allowed(node: dict[str, Any]) -> str:
+    """What a schema node accepts, in words: ``a finite number in (0, 0.95]``, ``one of cfg, clip``."""
+    node = _resolve(node)
+    if "enum" in node:
+        return "one of " + ", ".join(_show(v) if not isinstance(v, str) else v for v in node["enum"])
+    if "const" in node:
+        return f"exactly {_show(node['const'])}"
+    words = {"integer": "an integer", "number": "a finite number", "string": "a string", "boolean": "true or false",
+             "array": "a list", "object": "a mapping", "null": "null"}
+    kinds = " or ".join(words[t] for t in _types(node)) or "a value"
+    lo = ("[", node["minimum"]) if "minimum" in node else ("(", node["exclusiveMinimum"]) if "exclusiveMinimum" in node else None
+    hi = ("]", node["maximum"]) if "maximum" in node else (")", node["exclusiveMaximum"]) if "exclusiveMaximum" in node else None
+    if lo and hi:
+        kinds += f" in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    elif lo:
+        kinds += f" {'>=' if lo[0] == '[' else '>'} {lo[1]}"
+    elif hi:
+        kinds += f" {'<=' if hi[0] == ']' else '<'} {hi[1]}"
+    if "pattern" in node:
+        kinds += f" matching {node['pattern']!r}" if node["pattern"] != "\\{\\}" else " containing {}"
+    if "minLength" in node:
+        kinds += " (not empty)"
+    return kinds
+
+
+@lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12 where ``number`` means a *finite* number: NaN and infinities are refused."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "number", lambda checker, value: base.TYPE_CHECKER.is_type(value, "number") and math.isfinite(value)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _non_finite(value: Any, path: tuple = ()):
+    """Paths of every NaN or infinity in a config, also inside free-form blocks (``clip.model``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, (*path, i))
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Raise :class:`ConfigError` listing every violation, one line each, each naming its key."""
+    validator = _validator_class()(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = []
-        for err in errors:
-            if err.validator == "additionalProperties":
-                allowed = sorted(err.schema.get("properties", {}))
-                unknown = sorted(set(err.instance) - set(allowed))
-                for name in unknown:
-                    lines.append(f"{source}: unknown key '{_key([*err.absolute_path, name])}' (allowed here: {', '.join(allowed)})")
-            else:
-                lines.append(f"{source}: key '{_key(err.absolute_path)}': {err.message}")
-        raise ConfigError("\n".join(lines))
+    lines: dict[str, str] = {}  # one line per key: NaN below a minimum is one mistake, not two
+    for err in errors:
+        key = _key(err.absolute_path)
+        if err.validator == "additionalProperties":
+            names = sorted(err.schema.get("properties", {}))
+            for name in sorted(set(err.instance) - set(names)):
+                unknown = _key([*err.absolute_path, name])
+                lines.setdefault(unknown, f"{source}: unknown key '{unknown}' (allowed here: {', '.join(names)})")
+        elif err.validator in _VALUE_CHECKS:
+            lines.setdefault(key, f"{source}: key '{key}' = {_show(err.instance)}: must be {allowed(err.schema)}")
+        elif err.validator == "required":
+            missing = [name for name in err.validator_value if name not in err.instance]
+            lines.setdefault(f"{key}\0required", f"{source}: key '{key}': missing required key(s) {', '.join(map(repr, missing))}")
+        else:
+            what = {"minItems": f"must hold at least {err.validator_value} item(s)", "uniqueItems": "must not list a value twice",
+                    }.get(str(err.validator), err.message)
+            lines.setdefault(f"{key}\0{err.validator}", f"{source}: key '{key}' = {_show(err.instance)}: {what}")
+    for path, value in _non_finite(config):
+        lines.setdefault(_key(path), f"{source}: key '{_key(path)}' = {_show(value)}: must be a finite number")
+    if lines:
+        raise ConfigError("\n".join(lines.values()))
     return config
+
+
+_LEAVE: dict[str, Any] = {"enum": []}  # a node under which nothing is coerced
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _fits(value: Any, kinds: list[str]) -> bool:
+    return any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds if k in _TYPES)
+
+
+def _coerce(value: Any, node: dict[str, Any]) -> Any:
+    node = _resolve(node)
+    kinds = _types(node)
+    free_form = not kinds and "enum" not in node and "const" not in node
+    if isinstance(value, str) and (free_form or (kinds and kinds != ["string"])):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value  # validation names the key and what it should be
+        numeric = bool({"integer", "number"} & set(kinds))
+        if isinstance(parsed, str) and numeric:  # YAML 1.1 reads '2e-3' as a string; Python does not
+            parsed = _number(parsed)
+        if not isinstance(parsed, str) and (free_form or _fits(parsed, kinds) or (numeric and _fits(parsed, ["number"]))):
+            value = parsed  # 2.5 for an integer stays 2.5, so the error shows the number given
+    if isinstance(value, dict):
+        props = node.get("properties")
+        if props is None:  # a free-form block (clip.model): read throughout as YAML would
+            return {k: _coerce(v, {}) for k, v in value.items()}
+        return {k: _coerce(v, props.get(k, _LEAVE)) for k, v in value.items()}  # unknown keys: validation names them
+    if isinstance(value, list):
+        return [_coerce(v, node.get("items", {} if free_form else _LEAVE)) for v in value]
+    return value
+
+
+def coerce_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with strings read as YAML where the schema wants a non-string.
+
+    Why: Snakemake parses each ``--config key=value`` with YAML's *base* loader, so every
+    value inside a list or a mapping arrives as a string (``seeds='[1]'`` -> ``['1']``,
+    ``'counterfactual={shards: 4}'`` -> ``{'shards': '4'}``).  Reading such a string as
+    ``config.yaml`` would (``yaml.safe_load``) gives the value the user wrote; it is kept
+    only if it has a type the schema allows there, so ``'five'`` stays a string and is
+    refused by :func:`validate_config`, naming the key.  Keys the schema allows to be a
+    string are never changed; free-form blocks (``clip.model``) are read as YAML throughout.
+    """
+    return _coerce(config, schema())
+
+
+def yaml_error_line(path: str | Path, err: yaml.YAMLError) -> str:
+    """``file:line:column: problem`` for a YAML syntax error (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    hint = "; indent YAML with spaces, never tabs" if "'\\t'" in problem else ""
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "") + hint
+
+
+def check_yaml_syntax(path: str | Path) -> None:
+    """Raise :class:`ConfigError` naming file, line and column if ``path`` is not valid YAML.
+
+    Snakemake's own loader says only "Config file is not valid JSON or YAML"; the workflow
+    calls this before its ``configfile:`` directive.  A missing file is left to Snakemake.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_line(path, err)) from None
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -55,7 +236,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(yaml_error_line(path, err)) from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return validate_config(config, str(path))

@@ -26,6 +26,22 @@ TRACKED_PACKAGES = (
 )
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _share(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the mode a plain ``open()``/``mkdir()`` would have.
+
+    ``mkstemp`` and ``mkdtemp`` create 0600/0700 for privacy; renamed onto their final names
+    that would hide every result from the group on a shared cluster disk.
+    """
+    os.chmod(path, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
@@ -36,6 +52,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _share(tmp_path, 0o666)  # after the writer: some (safetensors) replace the file they are given
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
@@ -51,6 +68,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _share(tmp, 0o777)
     try:
         yield tmp
         if target.exists():

@@ -77,7 +77,7 @@ def generate(
 
 def true_counterfactuals(store: DatasetStore, rows: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
     """Render ``f(y_cf, n, u)`` for each row: the counterfactual a perfect generator would give."""
-    size = store.images[rows["split"].iloc[0]].shape[1] if len(rows) else 0
+    size = store.image_shape[0]  # also for an empty shard, whose (0, H, W, 3) must concatenate with the others
     images = [
         scm.render_counterfactual(store.kind, int(y_cf), scm.Factors(**{k: row[k] for k in scm.FACTOR_COLUMNS}), size)
         for y_cf, (_, row) in zip(targets, rows.iterrows())

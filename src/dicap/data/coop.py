@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dicap.data.store import CLASSES, FILES, TABLE
+from dicap.guards import contained
 from dicap.io import write_json, write_table
 
 Entry = tuple[str, int, str]  # (path relative to the image root, label, class name)
@@ -77,12 +78,17 @@ def split_imagenet(dataset_dir: Path, image_root: Path) -> dict[str, list[Entry]
 
 
 def dataset_splits(entry: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[str, list[Entry]]]:
-    """The image root and CoOp splits of one registry entry, downloaded into ``dataset_dir``."""
-    image_root = dataset_dir / entry.get("image_root", ".")
+    """The image root and CoOp splits of one registry entry, downloaded into ``dataset_dir``.
+
+    The image root and the split file must lie inside ``dataset_dir`` (links followed): a
+    registry entry (``$DICAP_REGISTRY`` may be a user's own) cannot point a job elsewhere.
+    """
+    key = entry.get("key")
+    image_root = contained(dataset_dir, entry.get("image_root", "."), f"registry entry {key or dataset_dir.name}: image_root")
     split_file = entry.get("split_file")
     if split_file:
-        return image_root, read_split_zhou(dataset_dir / "downloads" / split_file)
-    key = entry.get("key")
+        where = f"registry entry {key or dataset_dir.name}: split_file"
+        return image_root, read_split_zhou(contained(dataset_dir / "downloads", split_file, where))
     if key == "fgvc_aircraft":
         return image_root, split_fgvc_aircraft(image_root.parent)
     if key == "imagenet":
@@ -106,10 +112,15 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     """Write the store (table + classes.json of kind ``files``) for a downloaded dataset.
 
     Every image the split names must exist: a missing one stops the job naming it, rather
-    than failing hours later inside a GPU job.
+    than failing hours later inside a GPU job.  Every one must also resolve (links followed)
+    inside the image root: a split file naming ``../x`` or ``/etc/passwd``, or a link in a
+    folder tree placed by hand, stops the job naming the path.
     """
     dataset_dir = Path(dataset_dir).resolve()
     image_root, splits = dataset_splits(entry, dataset_dir)
+    for entries in splits.values():
+        for p, _, _ in entries:
+            contained(image_root, p, f"image named by the split of {dataset_dir.name}")
     classes = class_names(splits, str(dataset_dir))
     missing = [p for entries in splits.values() for p, _, _ in entries if not (image_root / p).is_file()]
     if missing:

@@ -96,7 +96,7 @@ def prepare_paper_dataset(
         return done
 
     instructions = _instructions(entry, dataset)
-    missing = [f["filename"] for f in entry["files"] if f.get("manual") and not (downloads / f["filename"]).is_file()]
+    missing = [f["filename"] for f in entry["files"] if f.get("manual") and not _file_in(downloads, f["filename"], key).is_file()]
     if missing:  # before any download: the user can act at once, not after an hour of fetching
         log.error("%s: missing %s", key, ", ".join(missing))
         raise FileNotFoundError(instructions)
@@ -104,7 +104,7 @@ def prepare_paper_dataset(
     verified: list[tuple[Mapping[str, Any], Verified]] = []
     for spec in entry["files"]:
         cross = {c["algorithm"]: c["checksum"] for c in spec.get("cross_checks", [])}
-        dest = downloads / spec["filename"]
+        dest = _file_in(downloads, spec["filename"], key)
         if spec.get("manual"):
             result = verify_placed(dest, spec["checksum"], spec["algorithm"], instructions, cross_checks=cross)
         else:
@@ -174,6 +174,13 @@ def _inside(dataset: Path, rel: str, key: str) -> Path:
     return path
 
 
+def _file_in(downloads: Path, filename: str, key: str) -> Path:
+    """``downloads / filename``; a file name is a plain name, never a path that leaves downloads/."""
+    if not filename or Path(filename).name != filename or filename in (".", ".."):
+        raise ValueError(f"registry entry {key}: file name {filename!r} is not a plain file name; refused")
+    return downloads / filename
+
+
 def check_registry(registry: Mapping[str, Any]) -> list[str]:
     """Problems with a registry, one line each (empty when it is sound): the rules every
     entry must follow so that no checksum is silently missing or unsourced."""
@@ -186,6 +193,8 @@ def check_registry(registry: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key}: a file name is listed twice")
         for f in entry.get("files", []):
             where = f"{key}/{f.get('filename')}"
+            if Path(str(f.get("filename"))).name != f.get("filename") or f.get("filename") in (".", ".."):
+                problems.append(f"{where}: file name is not a plain name (it would leave downloads/)")
             if not str(f.get("url", "")).startswith(("https://", "http://")):
                 problems.append(f"{where}: url {f.get('url')!r} is not http(s)")
             if f.get("algorithm") not in ALGORITHMS:
@@ -220,4 +229,9 @@ def check_registry(registry: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{key}: {err}")
         if "image_root" not in entry:
             problems.append(f"{key}: no image_root")
+        paths = [("image_root", entry.get("image_root"))] + [
+            (f"extract[{i}].{k}", step.get(k)) for i, step in enumerate(entry.get("extract", [])) for k in ("archive", "into")]
+        for field, value in paths:
+            if value is not None and (Path(str(value)).is_absolute() or ".." in Path(str(value)).parts):
+                problems.append(f"{key}: {field} {value!r} leaves the dataset folder")
     return problems

@@ -63,12 +63,28 @@ class DatasetStore:
             raise KeyError(f"dataset store {self.root} has no split {name!r}")
         return rows.reset_index(drop=True)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of every image :meth:`pixels` returns."""
+        if self.kind == FILES:
+            return (int(self.image_size), int(self.image_size), 3)
+        return tuple(next(iter(self.images.values())).shape[1:])  # type: ignore[return-value]
+
+    def image_path(self, relative: str) -> Path:
+        """A table row's file, refused if it resolves (links followed) outside ``image_root``:
+        a hand-edited table or a link in the dataset folder must not make a job read elsewhere."""
+        from dicap.guards import contained
+
+        return contained(self.image_root, relative, f"image of dataset store {self.root}")
+
     def pixels(self, rows: pd.DataFrame) -> np.ndarray:
         """uint8 images (N, H, W, 3) for table rows, in row order."""
         if self.kind == FILES:
             from dicap.data.images import load_images
 
-            return load_images([self.image_root / p for p in rows["path"]], self.image_size)
+            return load_images([self.image_path(p) for p in rows["path"]], self.image_size)
+        if len(rows) == 0:  # an empty shard: (0, H, W, 3), not np.stack's "need at least one array"
+            return np.zeros((0, *self.image_shape), np.uint8)
         splits, index = rows["split"].to_numpy(), rows["index"].to_numpy()
         if len(set(splits)) == 1:  # the common case: one vectorised gather
             return self.images[splits[0]][index]

@@ -71,8 +71,18 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any]) -> None:
+def metrics_tree(table: pd.DataFrame) -> dict[str, Any]:
+    """Table 1 as nested ``split -> dataset -> method -> metric``, the shape ``dvc metrics diff`` compares."""
+    tree: dict[str, Any] = {}
+    for _, r in table.iterrows():
+        tree.setdefault(r["split"], {}).setdefault(r["dataset"], {})[r["method"]] = {m: float(r[m]) for m in METRICS}
+    return tree
+
+
+def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any], out_metrics: Path | None = None) -> None:
     write_table(out_csv, table)
+    if out_metrics is not None:
+        write_json(out_metrics, metrics_tree(table))
     with atomic_output(out_md) as tmp:
         tmp.write_text(to_markdown(table))
     write_json(out_csv.with_suffix(".provenance.json"), provenance(config, None) | {"seeds": config.get("seeds")})

@@ -1,0 +1,68 @@
+"""The README's results section, written from the reference file and never typed by hand.
+
+``dicap readme-results`` rewrites the part of README.md between the ``results:start`` and
+``results:end`` markers; ``--check`` fails when the README differs from what the reference
+gives, so a test catches a typed or stale number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dicap.io import atomic_output
+from dicap.report.reproduction import describe_machine, read_reference
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+AUDIT_COLUMNS = ["valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
+                 "mse_to_true", "true_valid", "oracle_heldout_class_accuracy"]
+BACKBONE_COLUMNS = ["clip_zero_shot_accuracy", "inversion_reconstruction_mse", "guide_success_rate"]
+
+
+def _pivot(frame: pd.DataFrame, table: str, index: list[str], columns: list[str]) -> pd.DataFrame:
+    part = frame[frame["table"] == table]
+    wide = part.pivot_table(index=index, columns="metric", values="value", sort=False)
+    return wide[[c for c in columns if c in wide.columns]].reset_index()
+
+
+def _markdown(frame: pd.DataFrame, digits: int) -> list[str]:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return [header, rule, *rows]
+
+
+def results_section(reference_csv: Path) -> str:
+    """Markdown for the README: Table 1, the backbones and the audit, as the reference holds them."""
+    frame, info = read_reference(reference_csv)
+    frame = frame.astype({"value": float})
+    lines = [START, "### Reference results (embedded suite, default config)", "",
+             f"Written by `dicap readme-results` from `{reference_csv.as_posix()}`, measured on "
+             f"{describe_machine(info)}. Every run compares itself with these numbers in "
+             "`results/reproduction.md`.", ""]
+    table1 = frame[frame["table"] == "table1"]
+    for split, part in table1.groupby("split", sort=False):
+        wide = _pivot(part, "table1", ["dataset", "method"], ["base", "novel", "hm"])
+        lines += [f"#### Table 1, {split} (mean over seeds)", "", *_markdown(wide, 2), ""]
+    if (frame["table"] == "backbones").any():
+        lines += ["#### Backbones", "", *_markdown(_pivot(frame, "backbones", ["dataset"], BACKBONE_COLUMNS), 4), ""]
+    if (frame["table"] == "counterfactual_audit").any():
+        audit = _pivot(frame, "counterfactual_audit", ["dataset"], AUDIT_COLUMNS)
+        lines += ["#### Counterfactual audit at the default guidance scale", "", *_markdown(audit, 3), ""]
+    return "\n".join([*lines, END])
+
+
+def update_readme(readme: Path, section: str, check: bool = False) -> bool:
+    """Replace the marked section; with ``check``, only report whether it is up to date."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no {START} ... {END} section")
+    head, rest = text.split(START, 1)
+    new = head + section + rest.split(END, 1)[1]
+    if check:
+        return new == text
+    with atomic_output(readme) as tmp:
+        tmp.write_text(new)
+    return True

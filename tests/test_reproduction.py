@@ -1,0 +1,98 @@
+"""The reproduction report, the reference file, and the README section written from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dicap.code_version import command_sources, code_version
+from dicap.report.readme import END, START, results_section, update_readme
+from dicap.report.reproduction import (
+    ACCURACY, EXACT, RATE, compare, read_reference, record_reference, regenerated_numbers, tolerance,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "results" / "reference" / "embedded.csv"
+
+
+@pytest.fixture
+def tables(tmp_path):
+    t1 = pd.DataFrame({
+        "suite": "embedded", "split": "test_unbiased", "dataset": ["shapes", "shapes"], "method": ["coop", "dicap"],
+        "base": [90.0, 91.0], "base_std": [1.0, 1.0], "novel": [80.0, 82.0], "novel_std": [2.0, 2.0],
+        "hm": [84.7, 86.3], "hm_std": [0.5, 0.5], "seeds": "1 2",
+    })
+    backbones = pd.DataFrame({"dataset": ["shapes"], "clip_zero_shot_accuracy": [0.97], "counterfactuals": [240],
+                              "inversion_reconstruction_mse": [0.0016]})
+    t1.to_csv(tmp_path / "table1.csv", index=False)
+    backbones.to_csv(tmp_path / "backbones.csv", index=False)
+    (tmp_path / "table1.provenance.json").write_text('{"config_hash": "abc"}')
+    return tmp_path
+
+
+def test_every_number_is_compared_and_stds_are_not(tables):
+    numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
+    assert len(numbers) == 2 * 3 + 3  # base/novel/hm per method, three backbone numbers
+    assert not numbers["metric"].str.endswith("_std").any()
+
+
+@pytest.mark.parametrize(("shift", "inside"), [(0.0, True), (5.9, True), (-5.9, True), (6.1, False), (-20.0, False)])
+def test_accuracy_outside_tolerance_is_flagged(tables, shift, inside):
+    numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
+    reference = numbers.copy()
+    record_reference(reference, tables / "reference.csv", tables / "table1.provenance.json")
+    ref, machine = read_reference(tables / "reference.csv")
+    assert machine["config_hash"] == "abc" and machine["cpu"]
+    moved = numbers.copy()
+    moved.loc[moved["metric"] == "hm", "value"] += shift
+    result = compare(moved, ref)
+    hm = result[result["metric"] == "hm"]
+    assert (hm["within"] == ("yes" if inside else "NO")).all()
+    assert (result[result["metric"] != "hm"]["within"] == "yes").all()
+
+
+def test_without_a_reference_nothing_claims_to_match(tables):
+    result = compare(regenerated_numbers(tables / "table1.csv"), None)
+    assert (result["within"] == "no reference").all()
+
+
+def test_tolerance_families():
+    assert tolerance("hm") is ACCURACY and tolerance("valid") is RATE and tolerance("counterfactuals") is EXACT
+    assert tolerance("inversion_reconstruction_mse").bound(0.002) == pytest.approx(0.001)
+
+
+def test_a_file_without_the_columns_is_not_a_reference(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="x.csv is not a reference file"):
+        read_reference(tmp_path / "x.csv")
+
+
+def test_readme_results_section_is_the_reference():
+    """The README's numbers are written from results/reference/embedded.csv, never typed."""
+    assert update_readme(REPO / "README.md", results_section(REFERENCE), check=True), (
+        "README.md's results section is stale: run "
+        "`dicap readme-results --reference results/reference/embedded.csv --readme README.md`")
+
+
+def test_readme_rewrite_replaces_only_the_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold numbers\n{END}\noutro\n")
+    update_readme(readme, results_section(REFERENCE))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old numbers" not in text
+    assert "| shapes | coop |" in text
+
+
+def test_code_version_follows_the_imports_of_each_command():
+    """A loss edit reaches prompt training, not the data or counterfactual jobs."""
+    losses = REPO / "src" / "dicap" / "prompting" / "losses.py"
+    assert losses in command_sources("train-prompt")[1]
+    for command in ("prepare-dataset", "make-split", "clip-backbone", "diffusion-backbone", "counterfactual-shard",
+                    "merge-counterfactuals", "encode-features"):
+        assert losses not in command_sources(command)[1], command
+    assert REPO / "src" / "dicap" / "data" / "registry.yaml" in command_sources("download-dataset")[1]
+    assert len({code_version(c) for c in ("train-prompt", "evaluate", "table")}) == 3
+    with pytest.raises(KeyError, match="no dicap command named 'nope'"):
+        code_version("nope")
