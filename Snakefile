@@ -2,11 +2,12 @@
 
     snakemake --cores 2                       # the embedded suite, end to end
     snakemake --profile slurm results/table1.csv
-    snakemake --cores 2 ablation_scale        # an ablation by its name (ablation_sampling, ablation_oracle)
+    snakemake --cores 2 ablation_guidance_scale   # an ablation by its name (ablation_sampling, ablation_true_cf)
 
-All parameters come from config.yaml (validated against src/dicap/config.schema.yaml);
+All parameters come from config.yaml over the schema's defaults (src/dicap/config.schema.yaml);
 every rule receives its block through ``params:`` so changing a value reruns exactly the
-jobs that depend on it.
+jobs that depend on it.  Every rule runs the `dicap` job of its own name, found in
+src/dicap/<stage>/jobs.py; src/dicap/layout.py names every path.
 """
 
 import os
@@ -14,8 +15,9 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from dicap import layout
 from dicap.code_version import code_version
-from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config
+from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.io import params_hash
 
 min_version("9.0")
@@ -31,15 +33,12 @@ configfile: "config.yaml"
 
 
 # --config values inside lists and maps arrive as strings: read them by the schema's types,
-# then validate (finite, ranged numbers), all before any job is planned.
+# then validate (finite, ranged numbers) and fill in the schema's defaults, all before any job
+# is planned.
 try:
-    config.update(coerce_config(config))
-    validate_config(config, "config")
+    config.update(validate_config(with_defaults(coerce_config(config)), "config"))
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
-
-# Every job runs offline: a hub lookup without network otherwise retries for ~47 s.
-shell.prefix("export HF_HUB_OFFLINE=1; ")
 
 BUILD = f"build/{config['suite']}"
 PAPER = config["suite"] == "paper"
@@ -56,7 +55,7 @@ wildcard_constraints:
     shard=r"\d+",
     shards=r"\d+",
     method=r"[a-z]+",
-    variant=r"main|oracle|s\d+(\.\d+)?|sample_[a-z]+",
+    variant=layout.VARIANTS,
 
 
 include: "rules/common.smk"

@@ -1,33 +1,31 @@
-# Ablations, each run by its rule name (``snakemake ablation_scale``): a CSV and a figure
-# under results/ablations/.  Variants that equal config.yaml's settings reuse the main run.
+# Ablations, each run by its rule name (``snakemake ablation_guidance_scale``): a CSV and a
+# figure under results/ablations/.  Variants that equal config.yaml's settings reuse the main run.
 
 
-for _kind, _x in (("scale", "s"), ("sampling", "sampling"), ("oracle", "counterfactuals")):
+for _ablation in ABLATIONS:
 
     rule:
         name:
-            f"ablation_{_kind}"
+            f"ablation_{_ablation}"
         input:
-            **ablation_inputs(_kind),
+            **ablation_inputs(_ablation),
         output:
-            csv=report(f"results/ablations/{_kind}.csv", caption="captions/ablation.rst", category="Ablations"),
-            png=report(f"results/ablations/{_kind}.png", caption="captions/ablation.rst", category="Ablations"),
+            csv=report(f"results/ablations/{_ablation}.csv", caption="captions/ablation.rst", category="Ablations"),
+            png=report(f"results/ablations/{_ablation}.png", caption="captions/ablation.rst", category="Ablations"),
         params:
-            code=code_version("ablation"),
-            x=_x,
+            code=code_version(f"ablation_{_ablation}"),
             datasets=DATASETS,
-            reports=ORACLE_REPORTS,
         threads: 1
         resources:
             mem_mb=1000,
             runtime=10,
         log:
-            log_path(f"ablation_{_kind}"),
+            log_path(f"ablation_{_ablation}"),
         benchmark:
-            bench_path(f"ablation_{_kind}")
+            bench_path(f"ablation_{_ablation}")
         conda:
             ENV
         shell:
-            "dicap ablation --x {params.x} --datasets {params.datasets} --metrics {input.metrics}"
-            " --audits {input.audits} --oracle-reports {params.reports}"
+            f"dicap ablation_{_ablation} --datasets {{params.datasets}} --metrics {{input.metrics}}"
+            " --audits {input.audits} --oracle-reports {input.oracle_reports}"
             " --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

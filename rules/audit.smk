@@ -6,7 +6,8 @@ rule oracle:
     input:
         data=DATA_FILES,
     output:
-        directory(ORACLE),
+        model=directory(ORACLE),
+        report=ORACLE_REPORT,
     params:
         code=code_version("oracle"),
         train=as_json(config["oracle"]["train"]),
@@ -23,7 +24,7 @@ rule oracle:
         ENV
     shell:
         "dicap oracle --dataset-dir {params.dataset_dir} --params {params.train:q}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --threads {threads} --out {output.model} --report {output.report} > {log} 2>&1"
 
 
 rule audit_counterfactuals:
@@ -36,10 +37,10 @@ rule audit_counterfactuals:
     output:
         AUDIT,
     params:
-        code=code_version("audit-counterfactuals"),
+        code=code_version("audit_counterfactuals"),
         dataset_dir=dataset_dir,
     wildcard_constraints:
-        variant=GENERATED_VARIANTS,
+        variant=layout.GENERATED_VARIANTS,
     threads: 1
     resources:
         mem_mb=2000,
@@ -51,31 +52,30 @@ rule audit_counterfactuals:
     conda:
         ENV
     shell:
-        "dicap audit-counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
+        "dicap audit_counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
         " --oracle-dir {input.oracle} --images {input.images} --table {input.table}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
-rule counterfactual_audit:
+rule audit_summary:
     input:
-        audits=expand(AUDIT, dataset=DATASETS, variant="main", seed=SEEDS),
-        oracles=expand(ORACLE, dataset=DATASETS),
+        audits=expand(AUDIT, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
+        oracle_reports=expand(ORACLE_REPORT, dataset=DATASETS),
     output:
         report("results/counterfactual_audit.csv", caption="captions/counterfactual_audit.rst", category="Counterfactual audit"),
     params:
-        code=code_version("audit-summary"),
+        code=code_version("audit_summary"),
         datasets=DATASETS,
-        reports=ORACLE_REPORTS,
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     log:
-        log_path("counterfactual_audit"),
+        log_path("audit_summary"),
     benchmark:
-        bench_path("counterfactual_audit")
+        bench_path("audit_summary")
     conda:
         ENV
     shell:
-        "dicap audit-summary --datasets {params.datasets} --audits {input.audits}"
-        " --oracle-reports {params.reports} --out {output} > {log} 2>&1"
+        "dicap audit_summary --datasets {params.datasets} --audits {input.audits}"
+        " --oracle-reports {input.oracle_reports} --out {output} > {log} 2>&1"

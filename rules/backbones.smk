@@ -1,14 +1,17 @@
 # Frozen backbones: CLIP, the class-conditional diffusion model and, for the
-# 'classifier' guide, a noise-aware classifier.
+# 'classifier' guide, a noise-aware classifier.  Each writes its model folder and, as declared
+# outputs of their own, the files later rules read (reports, CLIP's class text features).
 
 
 rule clip_backbone:
     input:
         data=DATA_FILES,
     output:
-        directory(CLIP),
+        model=directory(CLIP),
+        report=CLIP_REPORT,
+        class_text_features=CLASS_TEXT_FEATURES,
     params:
-        code=code_version("clip-backbone"),
+        code=code_version("clip_backbone"),
         clip=as_json(config["clip"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -23,17 +26,19 @@ rule clip_backbone:
     conda:
         ENV
     shell:
-        "dicap clip-backbone --dataset-dir {params.dataset_dir} --params {params.clip:q}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "dicap clip_backbone --dataset-dir {params.dataset_dir} --params {params.clip:q}"
+        " --threads {threads} --out {output.model} --report {output.report}"
+        " --class-text-features {output.class_text_features} > {log} 2>&1"
 
 
 rule diffusion_backbone:
     input:
         data=DATA_FILES,
     output:
-        directory(DIFFUSION),
+        model=directory(DIFFUSION),
+        report=DIFFUSION_REPORT,
     params:
-        code=code_version("diffusion-backbone"),
+        code=code_version("diffusion_backbone"),
         diffusion=as_json(config["diffusion"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -47,8 +52,8 @@ rule diffusion_backbone:
     conda:
         ENV
     shell:
-        "dicap diffusion-backbone --dataset-dir {params.dataset_dir} --params {params.diffusion:q}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "dicap diffusion_backbone --dataset-dir {params.dataset_dir} --params {params.diffusion:q}"
+        " --threads {threads} --out {output.model} --report {output.report} > {log} 2>&1"
 
 
 rule guide_classifier:
@@ -57,7 +62,7 @@ rule guide_classifier:
     output:
         directory(GUIDE_CLASSIFIER),
     params:
-        code=code_version("guide-classifier"),
+        code=code_version("guide_classifier"),
         train=as_json(config["guide_classifier"]["train"]),
         dataset_dir=dataset_dir,
     threads: 1
@@ -71,5 +76,5 @@ rule guide_classifier:
     conda:
         ENV
     shell:
-        "dicap guide-classifier --dataset-dir {params.dataset_dir} --params {params.train:q}"
+        "dicap guide_classifier --dataset-dir {params.dataset_dir} --params {params.train:q}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -8,17 +8,18 @@ rule counterfactual_shard:
         data=DATA_FILES,
         split=SPLIT,
         clip=CLIP,
+        class_text_features=CLASS_TEXT_FEATURES,
         diffusion=DIFFUSION,
     output:
-        images=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.safetensors",
-        table=f"{CF_DIR}/shard{{shard}}-of-{{shards}}.parquet",
+        images=CF_SHARD_IMAGES,
+        table=CF_SHARD_TABLE,
     params:
-        code=code_version("counterfactual-shard"),
-        cf=lambda wc: as_json(variant_params(wc.variant)),
+        code=code_version("counterfactual_shard"),
+        cf=lambda wc: as_json(layout.variant_settings(wc.variant, COUNTERFACTUAL)),
         dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
     wildcard_constraints:
-        variant=GENERATED_VARIANTS,
+        variant=layout.GENERATED_VARIANTS,
     threads: 1
     resources:
         mem_mb=grow_with_attempt(by_suite(4000, 32000)),  # a retry after an out-of-memory kill asks for more
@@ -31,7 +32,8 @@ rule counterfactual_shard:
     conda:
         ENV
     shell:
-        "dicap counterfactual-shard --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        "dicap counterfactual_shard --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --class-text-features {input.class_text_features}"
         " --diffusion-dir {input.diffusion} {params.classifier} --split {input.split}"
         " --seed {wildcards.seed} --shard {wildcards.shard} --shards {wildcards.shards}"
         " --params {params.cf:q} --threads {threads}"
@@ -41,15 +43,15 @@ rule counterfactual_shard:
 rule merge_counterfactuals:
     input:
         split=SPLIT,
-        images=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.safetensors", shard=range(SHARDS), allow_missing=True),
-        tables=expand(f"{CF_DIR}/shard{{shard}}-of-{SHARDS}.parquet", shard=range(SHARDS), allow_missing=True),
+        images=expand(CF_SHARD_IMAGES, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
+        tables=expand(CF_SHARD_TABLE, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
     output:
         images=CF_IMAGES,
         table=CF_TABLE,
     wildcard_constraints:
-        variant=GENERATED_VARIANTS,
+        variant=layout.GENERATED_VARIANTS,
     params:
-        code=code_version("merge-counterfactuals"),
+        code=code_version("merge_counterfactuals"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -61,5 +63,5 @@ rule merge_counterfactuals:
     conda:
         ENV
     shell:
-        "dicap merge-counterfactuals --split {input.split} --images {input.images} --tables {input.tables}"
+        "dicap merge_counterfactuals --split {input.split} --images {input.images} --tables {input.tables}"
         " --out-images {output.images} --out-table {output.table} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule download_dataset:
     output:
         SOURCE_READY,
     params:
-        code=code_version("download-dataset"),
+        code=code_version("download_dataset"),
         root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     threads: 1
     resources:
@@ -23,7 +23,7 @@ rule download_dataset:
     conda:
         ENV
     shell:
-        "dicap download-dataset --dataset {wildcards.dataset} --root {params.root} > {log} 2>&1"
+        "dicap download_dataset --dataset {wildcards.dataset} --root {params.root} > {log} 2>&1"
 
 
 rule prepare_dataset:
@@ -32,7 +32,7 @@ rule prepare_dataset:
     output:
         DATA_FILES,
     params:
-        code=code_version("prepare-dataset"),
+        code=code_version("prepare_dataset"),
         data=as_json(config["data"]),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
@@ -46,7 +46,7 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "dicap prepare-dataset --dataset {wildcards.dataset} --params {params.data:q}"
+        "dicap prepare_dataset --dataset {wildcards.dataset} --params {params.data:q}"
         " --out {params.out} > {log} 2>&1"
 
 
@@ -56,7 +56,7 @@ rule make_split:
     output:
         SPLIT,
     params:
-        code=code_version("make-split"),
+        code=code_version("make_split"),
         split=as_json(SPLIT_PARAMS),  # the embedded suite also biases the draw (spurious_strength)
         dataset_dir=dataset_dir,
     threads: 1
@@ -70,5 +70,5 @@ rule make_split:
     conda:
         ENV
     shell:
-        "dicap make-split --dataset-dir {params.dataset_dir} --seed {wildcards.seed}"
+        "dicap make_split --dataset-dir {params.dataset_dir} --seed {wildcards.seed}"
         " --params {params.split:q} --out {output} > {log} 2>&1"

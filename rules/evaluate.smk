@@ -5,7 +5,7 @@ rule evaluate:
     input:
         data=DATA_FILES,
         clip=CLIP,
-        features=f"{FEATURES}/eval.safetensors",
+        features=EVAL_FEATURES,
         prompts=lambda wc: expand(PROMPT, method=variant_methods(wc.variant), allow_missing=True),
     output:
         METRICS,

@@ -8,11 +8,10 @@ rule encode_train_features:
         split=SPLIT,
         clip=CLIP,
     output:
-        f"{FEATURES}/{{variant}}/seed{{seed}}.safetensors",
+        TRAIN_FEATURES,
     params:
-        code=code_version("encode-features"),
+        code=code_version("encode_train_features"),
         dataset_dir=dataset_dir,
-        key=lambda wc: "true_images" if wc.variant == "oracle" else "images",
     threads: 1
     resources:
         mem_mb=grow_with_attempt(by_suite(2000, 16000)),
@@ -25,10 +24,9 @@ rule encode_train_features:
     conda:
         ENV
     shell:
-        "dicap encode-features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
-        " --split {input.split} --counterfactuals {input.images} --counterfactual-key {params.key}"
-        " --counterfactual-table {input.table}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "dicap encode_train_features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        " --split {input.split} --counterfactual-images {input.images} --counterfactual-table {input.table}"
+        " --variant {wildcards.variant} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule encode_eval_features:
@@ -36,9 +34,9 @@ rule encode_eval_features:
         data=DATA_FILES,
         clip=CLIP,
     output:
-        f"{FEATURES}/eval.safetensors",
+        EVAL_FEATURES,
     params:
-        code=code_version("encode-features"),
+        code=code_version("encode_eval_features"),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -52,7 +50,7 @@ rule encode_eval_features:
     conda:
         ENV
     shell:
-        "dicap encode-features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        "dicap encode_eval_features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -66,12 +64,12 @@ rule train_prompt:
     input:
         data=DATA_FILES,
         clip=CLIP,
-        features=f"{FEATURES}/{{variant}}/seed{{seed}}.safetensors",
+        features=TRAIN_FEATURES,
     output:
         context=PROMPT,
-        history=PROMPT.replace(".safetensors", ".json"),
+        history=PROMPT_HISTORY,
     params:
-        code=code_version("train-prompt"),
+        code=code_version("train_prompt"),
         prompt=as_json(PROMPT_TRAINING),
         dataset_dir=dataset_dir,
     threads: 1
@@ -87,7 +85,7 @@ rule train_prompt:
     conda:
         ENV
     shell:
-        "dicap train-prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
+        "dicap train_prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --features {input.features} --method {wildcards.method} --seed {wildcards.seed}"
         " --params {params.prompt:q} --checkpoint-every {resources.checkpoint_every}"
         " --threads {threads} --out {output.context} > {log} 2>&1"

@@ -3,14 +3,14 @@
 
 rule table1:
     input:
-        expand(METRICS, dataset=DATASETS, variant="main", seed=SEEDS),
+        expand(METRICS, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
     output:
         csv=report("results/table1.csv", caption="captions/table1.rst", category="Table 1"),
         md="results/table1.md",
         provenance="results/table1.provenance.json",
         metrics="results/table1.metrics.json",
     params:
-        code=code_version("table"),
+        code=code_version("table1"),
         suite=config["suite"],
         datasets=DATASETS,
         config=as_json(config),
@@ -25,7 +25,7 @@ rule table1:
     conda:
         ENV
     shell:
-        "dicap table --suite {params.suite} --datasets {params.datasets} --metrics {input}"
+        "dicap table1 --suite {params.suite} --datasets {params.datasets} --metrics {input}"
         " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md}"
         " --out-metrics {output.metrics} > {log} 2>&1"
 
@@ -36,7 +36,7 @@ rule figure_table1:
     output:
         report("results/figures/table1_bars.png", caption="captions/table1_bars.rst", category="Table 1"),
     params:
-        code=code_version("figure-bars"),
+        code=code_version("figure_table1"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -46,14 +46,14 @@ rule figure_table1:
     conda:
         ENV
     shell:
-        "dicap figure-bars --table {input} --out {output} > {log} 2>&1"
+        "dicap figure_table1 --table {input} --out {output} > {log} 2>&1"
 
 
 rule figure_counterfactuals:
     input:
         unpack(figure_runs),
         data=DATA_FILES,
-        split=SPLIT.format(dataset="{dataset}", seed=SEEDS[0]),
+        split=layout.fill(SPLIT, seed=SEEDS[0]),
     output:
         report(
             "results/figures/counterfactuals_{dataset}.png",
@@ -62,7 +62,7 @@ rule figure_counterfactuals:
             subcategory="{dataset}",
         ),
     params:
-        code=code_version("figure-counterfactuals"),
+        code=code_version("figure_counterfactuals"),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -73,22 +73,20 @@ rule figure_counterfactuals:
     conda:
         ENV
     shell:
-        "dicap figure-counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
+        "dicap figure_counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
         " --images {input.images} --audits {input.audits} --out {output} > {log} 2>&1"
 
 
 rule backbone_report:
     input:
-        clip=expand(CLIP, dataset=DATASETS),
-        diffusion=expand(DIFFUSION, dataset=DATASETS),
-        cf=expand(CF_TABLE, dataset=DATASETS, variant="main", seed=SEEDS),
+        clip_reports=expand(CLIP_REPORT, dataset=DATASETS),
+        diffusion_reports=expand(DIFFUSION_REPORT, dataset=DATASETS),
+        cf=expand(CF_TABLE, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
     output:
         report("results/backbones.csv", caption="captions/backbones.rst", category="Backbones"),
     params:
-        code=code_version("backbone-report"),
+        code=code_version("backbone_report"),
         datasets=DATASETS,
-        clip_reports=[f"{p}/report.json" for p in expand(CLIP, dataset=DATASETS)],
-        diffusion_reports=[f"{p}/report.json" for p in expand(DIFFUSION, dataset=DATASETS)],
     threads: 1
     resources:
         mem_mb=1000,
@@ -98,8 +96,8 @@ rule backbone_report:
     conda:
         ENV
     shell:
-        "dicap backbone-report --datasets {params.datasets} --clip-reports {params.clip_reports}"
-        " --diffusion-reports {params.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"
+        "dicap backbone_report --datasets {params.datasets} --clip-reports {input.clip_reports}"
+        " --diffusion-reports {input.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"
 
 
 rule cost_report:
@@ -111,9 +109,9 @@ rule cost_report:
     output:
         report("results/cost.csv", caption="captions/cost.rst", category="Cost"),
     params:
-        code=code_version("cost-report"),
+        code=code_version("cost_report"),
         suite=config["suite"],
-        benchmarks=os.path.join("logs", "benchmarks"),
+        benchmarks=layout.BENCHMARKS,
     threads: 1
     resources:
         mem_mb=1000,
@@ -123,7 +121,7 @@ rule cost_report:
     conda:
         ENV
     shell:
-        "dicap cost-report --suite {params.suite} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
+        "dicap cost_report --suite {params.suite} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
 
 
 rule reproduction:

@@ -1,15 +1,18 @@
 """A hash of the source code one job runs, so that editing it reruns that job and its dependents.
 
 Snakemake's ``code`` trigger only sees a rule's own shell line, not the Python modules the
-``dicap`` command behind it imports.  Each rule therefore passes ``code_version(<command>)``
-through ``params:``: a hash of the command's function in ``cli.py``, the ``cli.py`` helpers it
-calls, and every ``dicap`` module reachable from its imports (lazy ones included), plus the
-data files those modules name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the
-hash of ``train-prompt`` and nothing upstream of it; Snakemake reruns prompt training and
-what follows, and leaves data, backbones and counterfactuals alone.
+``dicap`` job behind it imports.  Each rule therefore passes ``code_version(<rule>)``
+through ``params:``: a hash of the job's function (the function of the rule's name in a
+stage's ``jobs.py``), the functions and module-level names of that file it refers to, and
+every ``dicap`` module reachable from their imports (lazy ones included), plus the data
+files those modules name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the
+hash of ``train_prompt`` and nothing upstream of it; Snakemake reruns prompt training and
+what follows, and leaves data, backbones and counterfactuals alone.  Editing another job of
+the same ``jobs.py`` changes nothing here.
 
 The closure is found statically (``ast``), so computing it imports nothing heavy: the
-Snakefile calls it for every rule at parse time.
+Snakefile calls it for every rule at parse time.  This module imports nothing from the
+package, and reads the job files as text.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import ast
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 PACKAGE = "dicap"
 ROOT = Path(__file__).resolve().parent
+JOB_FILE = "jobs.py"  # every stage's jobs live in <stage>/jobs.py, each named after its rule
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -36,19 +41,25 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _module_name(path: Path) -> str:
+def module_name(path: Path) -> str:
+    """``<root>/a/b.py`` -> ``dicap.a.b``."""
     rel = path.relative_to(ROOT).with_suffix("")
     parts = [p for p in rel.parts if p != "__init__"]
     return ".".join([PACKAGE, *parts])
 
 
-def _imported_files(node: ast.AST, current: str) -> set[Path]:
-    """``dicap`` modules imported anywhere under ``node`` (function-level imports too)."""
-    found: set[Path] = set()
-    package = current if _module_file(current) and _module_file(current).name == "__init__.py" else current.rpartition(".")[0]
+def imported_modules(node: ast.AST, current: str) -> set[str]:
+    """Names of the modules imported anywhere under ``node`` (function-level imports too).
+
+    ``from dicap.x import y`` yields both ``dicap.x`` and ``dicap.x.y``: ``y`` may be a module
+    of its own or a name in ``dicap.x``.
+    """
+    current_file = _module_file(current)
+    package = current if current_file is not None and current_file.name == "__init__.py" else current.rpartition(".")[0]
+    names: set[str] = set()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Import):
-            names = [alias.name for alias in sub.names]
+            names |= {alias.name for alias in sub.names}
         elif isinstance(sub, ast.ImportFrom):
             if sub.level:
                 anchor = package.split(".")
@@ -56,17 +67,19 @@ def _imported_files(node: ast.AST, current: str) -> set[Path]:
                 module = ".".join([*anchor, sub.module] if sub.module else anchor)
             else:
                 module = sub.module or ""
-            # `from dicap.x import y`: y may be a module of its own or a name in dicap.x
-            names = [f"{module}.{alias.name}" for alias in sub.names] + [module]
-        else:
-            continue
-        for name in names:
-            # every parent package's __init__ runs on import as well
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):
-                path = _module_file(".".join(parts[:i]))
-                if path is not None:
-                    found.add(path)
+            names |= {f"{module}.{alias.name}" for alias in sub.names} | {module}
+    return names
+
+
+def _imported_files(node: ast.AST, current: str) -> set[Path]:
+    """Package files imported anywhere under ``node``, with every parent package's ``__init__``."""
+    found: set[Path] = set()
+    for name in imported_modules(node, current):
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a parent package's __init__ runs on import as well
+            path = _module_file(".".join(parts[:i]))
+            if path is not None:
+                found.add(path)
     return found
 
 
@@ -97,46 +110,64 @@ def module_closure(files: set[Path]) -> set[Path]:
         if path.suffix != ".py":
             continue
         tree = _parse(path)
-        todo += _imported_files(tree, _module_name(path)) | _data_files(tree, path.parent)
+        todo += _imported_files(tree, module_name(path)) | _data_files(tree, path.parent)
     return seen
 
 
-def _command_function(tree: ast.Module, command: str) -> ast.FunctionDef:
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
-            for deco in node.decorator_list:
-                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "command" and deco.args
-                        and isinstance(deco.args[0], ast.Constant) and deco.args[0].value == command):
-                    return node
-    raise KeyError(f"no dicap command named {command!r} in {ROOT / 'cli.py'}")
+def job_file(job: str) -> Path:
+    """The ``jobs.py`` that defines ``job`` (a rule's name) at its top level."""
+    found = [path for path in sorted(ROOT.glob(f"*/{JOB_FILE}"))
+             if any(isinstance(n, ast.FunctionDef) and n.name == job for n in _parse(path).body)]
+    if len(found) != 1:
+        where = f"defined in {[str(p.relative_to(ROOT)) for p in found]}" if found else f"in no {ROOT.name}/*/{JOB_FILE}"
+        raise KeyError(f"no dicap job named {job!r}: it must be one function of that name, and it is {where}")
+    return found[0]
 
 
-def command_sources(command: str) -> tuple[list[str], set[Path]]:
-    """The source text of ``command`` and the cli helpers it calls, and the modules they import."""
-    tree = _parse(ROOT / "cli.py")
-    helpers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    texts: list[str] = []
-    files: set[Path] = set()
-    todo, done = [_command_function(tree, command)], set()
+class JobSources(NamedTuple):
+    """What one job runs: its ``jobs.py``, the source texts of its part of that file, and the
+    package modules and data files they reach."""
+
+    module: Path
+    texts: list[str]
+    files: set[Path]
+
+
+def _defined_names(node: ast.stmt) -> set[str]:
+    """Names a top-level statement binds (a function, a class, an assignment, an import)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def job_sources(job: str) -> JobSources:
+    """The job's function, every top-level statement of its file it refers to (transitively),
+    and the modules those import."""
+    path = job_file(job)
+    tree = _parse(path)
+    statements = {name: node for node in tree.body for name in _defined_names(node)}
+    start = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == job)
+    todo, done, files = [start], [], set()
     while todo:
-        fn = todo.pop()
-        if fn.name in done:
+        node = todo.pop()
+        if any(node is d for d in done):
             continue
-        done.add(fn.name)
-        texts.append(ast.unparse(fn))
-        files |= _imported_files(fn, f"{PACKAGE}.cli")
-        todo += [helpers[n.func.id] for n in ast.walk(fn)
-                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in helpers]
-    return texts, module_closure(files)
+        done.append(node)
+        files |= _imported_files(node, module_name(path))
+        todo += [statements[n.id] for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in statements]
+    return JobSources(path, [ast.unparse(node) for node in done], module_closure(files))
 
 
 @lru_cache(maxsize=None)
-def code_version(command: str) -> str:
-    """A short hash of everything ``dicap <command>`` runs from this package."""
-    texts, files = command_sources(command)
+def code_version(job: str) -> str:
+    """A short hash of everything ``dicap <job>`` runs from this package."""
+    sources = job_sources(job)
     digest = hashlib.sha256()
-    for text in sorted(texts):
+    for text in sorted(sources.texts):
         digest.update(text.encode())
-    for path in sorted(files):
+    for path in sorted(sources.files):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]

@@ -4,7 +4,10 @@ Errors name the offending key (``prompt.epochs``) so a typo stops the run before
 starts, instead of surfacing as a ``KeyError`` an hour into a cluster run.  Each violation
 is one line naming the key, the value and what is allowed::
 
-    config: key 'counterfactual.scale' = nan: must be a finite number >= 0
+    config: key 'counterfactual.guidance_scale' = nan: must be a finite number >= 0
+
+The schema also carries each key's default: :func:`with_defaults` fills in what a config
+file leaves out, so ``config.paper.yaml`` holds only what the paper suite changes.
 
 Three gaps of the plain schema check are closed here:
 
@@ -19,6 +22,7 @@ Three gaps of the plain schema check are closed here:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from functools import lru_cache
@@ -71,8 +75,8 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _types(node: dict[str, Any]) -> list[str]:
-    kind = node.get("type", [])
-    return [kind] if isinstance(kind, str) else list(kind)
+    declared = node.get("type", [])
+    return [declared] if isinstance(declared, str) else list(declared)
 
 
 def allowed(node: dict[str, Any]) -> str:
@@ -84,20 +88,20 @@ def allowed(node: dict[str, Any]) -> str:
         return f"exactly {_show(node['const'])}"
     words = {"integer": "an integer", "number": "a finite number", "string": "a string", "boolean": "true or false",
              "array": "a list", "object": "a mapping", "null": "null"}
-    kinds = " or ".join(words[t] for t in _types(node)) or "a value"
+    text = " or ".join(words[t] for t in _types(node)) or "a value"
     lo = ("[", node["minimum"]) if "minimum" in node else ("(", node["exclusiveMinimum"]) if "exclusiveMinimum" in node else None
     hi = ("]", node["maximum"]) if "maximum" in node else (")", node["exclusiveMaximum"]) if "exclusiveMaximum" in node else None
     if lo and hi:
-        kinds += f" in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+        text += f" in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
     elif lo:
-        kinds += f" {'>=' if lo[0] == '[' else '>'} {lo[1]}"
+        text += f" {'>=' if lo[0] == '[' else '>'} {lo[1]}"
     elif hi:
-        kinds += f" {'<=' if hi[0] == ']' else '<'} {hi[1]}"
+        text += f" {'<=' if hi[0] == ']' else '<'} {hi[1]}"
     if "pattern" in node:
-        kinds += f" matching {node['pattern']!r}" if node["pattern"] != "\\{\\}" else " containing {}"
+        text += f" matching {node['pattern']!r}" if node["pattern"] != "\\{\\}" else " containing {}"
     if "minLength" in node:
-        kinds += " (not empty)"
-    return kinds
+        text += " (not empty)"
+    return text
 
 
 @lru_cache(maxsize=1)
@@ -156,31 +160,31 @@ _LEAVE: dict[str, Any] = {"enum": []}  # a node under which nothing is coerced
 
 
 def _number(text: str) -> int | float | str:
-    for kind in (int, float):
+    for number in (int, float):
         try:
-            return kind(text)
+            return number(text)
         except ValueError:
             pass
     return text
 
 
-def _fits(value: Any, kinds: list[str]) -> bool:
-    return any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds if k in _TYPES)
+def _fits(value: Any, types: list[str]) -> bool:
+    return any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in types if k in _TYPES)
 
 
 def _coerce(value: Any, node: dict[str, Any]) -> Any:
     node = _resolve(node)
-    kinds = _types(node)
-    free_form = not kinds and "enum" not in node and "const" not in node
-    if isinstance(value, str) and (free_form or (kinds and kinds != ["string"])):
+    types = _types(node)
+    free_form = not types and "enum" not in node and "const" not in node
+    if isinstance(value, str) and (free_form or (types and types != ["string"])):
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value  # validation names the key and what it should be
-        numeric = bool({"integer", "number"} & set(kinds))
+        numeric = bool({"integer", "number"} & set(types))
         if isinstance(parsed, str) and numeric:  # YAML 1.1 reads '2e-3' as a string; Python does not
             parsed = _number(parsed)
-        if not isinstance(parsed, str) and (free_form or _fits(parsed, kinds) or (numeric and _fits(parsed, ["number"]))):
+        if not isinstance(parsed, str) and (free_form or _fits(parsed, types) or (numeric and _fits(parsed, ["number"]))):
             value = parsed  # 2.5 for an integer stays 2.5, so the error shows the number given
     if isinstance(value, dict):
         props = node.get("properties")
@@ -204,6 +208,33 @@ def coerce_config(config: dict[str, Any]) -> dict[str, Any]:
     string are never changed; free-form blocks (``clip.model``) are read as YAML throughout.
     """
     return _coerce(config, schema())
+
+
+def _fill(value: Any, node: dict[str, Any]) -> Any:
+    node = _resolve(node)
+    if not isinstance(value, dict):
+        return value  # not a mapping where one belongs: validation names the key
+    for name, child in node.get("properties", {}).items():
+        child = _resolve(child)
+        if name not in value:
+            if "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            elif any("default" in _resolve(c) for c in child.get("properties", {}).values()):
+                value[name] = {}  # a block whose keys have defaults (counterfactual, prompt, ...)
+            else:
+                continue
+        value[name] = _fill(value[name], child)
+    return value
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with every key it leaves out and the schema gives a default filled in.
+
+    A block given in part keeps its own values and gets the defaults of the rest, key by key;
+    a block whose default is a whole mapping (a ``train`` block, ``clip.model``) is taken whole
+    when it is missing and left alone when it is given.
+    """
+    return _fill(copy.deepcopy(config), schema())
 
 
 def yaml_error_line(path: str | Path, err: yaml.YAMLError) -> str:
@@ -239,7 +270,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(yaml_error_line(path, err)) from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return validate_config(config, str(path))
+    return validate_config(with_defaults(config), str(path))
+
+
+def validate_config_file(config: Path, /) -> None:
+    """Check a config file against the schema (``dicap validate-config FILE``)."""
+    load_config(config)
+    print(f"{config}: valid")
 
 
 def as_json(obj: Any) -> str:

@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicap import layout
 from dicap.audit import oracle as oracle_lib
 from dicap.audit.similarity import mse, ssim
+from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
-from dicap.report.layout import artifact_key
 
 FACTORS = ("background", "object_colour", "position", "scale")
 TRUTH_COLUMNS = ["bg", "fg", "cx", "cy", "scale"]
 # image set -> column prefix; the generated counterfactuals carry no prefix.
-IMAGE_SETS = {"images": "", "true_images": "true_", "unguided_images": "unguided_"}
+IMAGE_SETS = {GENERATED: "", TRUE: "true_", UNGUIDED: "unguided_"}
 
 
 def audit_counterfactuals(
@@ -45,7 +46,7 @@ def audit_counterfactuals(
     size = factual.shape[1]
     y_cf = table["y_cf"].to_numpy()
     out = table[["row", "y", "y_cf", "guide", "sampling"]].assign(
-        s=table["scale"].to_numpy(), reconstruction_mse=table["reconstruction_mse"].to_numpy()
+        s=table["guidance_scale"].to_numpy(), reconstruction_mse=table["reconstruction_mse"].to_numpy()
     )
     columns: dict[str, np.ndarray] = {}
     for key, prefix in IMAGE_SETS.items():
@@ -58,17 +59,24 @@ def audit_counterfactuals(
         for factor in FACTORS:
             columns[f"{prefix}kept_{factor}"] = kept[factor].to_numpy()
         columns[f"{prefix}faithful"] = valid & kept[list(FACTORS)].all(axis=1).to_numpy()
-        if key != "true_images":
-            columns[f"{prefix}mse_to_true"] = mse(images, arrays["true_images"])
-            columns[f"{prefix}ssim_to_true"] = ssim(images, arrays["true_images"])
-    columns["factual_mse_to_true"] = mse(factual, arrays["true_images"])
-    columns["factual_ssim_to_true"] = ssim(factual, arrays["true_images"])
+        if key != TRUE:
+            columns[f"{prefix}mse_to_true"] = mse(images, arrays[TRUE])
+            columns[f"{prefix}ssim_to_true"] = ssim(images, arrays[TRUE])
+    columns["factual_mse_to_true"] = mse(factual, arrays[TRUE])
+    columns["factual_ssim_to_true"] = ssim(factual, arrays[TRUE])
     return pd.concat([out, pd.DataFrame(columns)], axis=1)
 
 
 def read_audits(paths: list[Path], datasets: list[str]) -> list[tuple[str, str, int, pd.DataFrame]]:
     """Per-image audit files, each with the dataset, variant and seed its path names."""
-    return [(*artifact_key(p, datasets), pd.read_parquet(p)) for p in paths]
+    return [(*layout.seed_key(layout.AUDIT, p, datasets), pd.read_parquet(p)) for p in paths]
+
+
+def read_oracle_reports(paths: list[Path], datasets: list[str]) -> dict[str, dict]:
+    """The oracle's held-out scores per dataset, from the ``oracle`` rule's report files."""
+    from dicap.io import read_json
+
+    return {d: read_json(p)["test_unbiased"] for d, p in layout.by_dataset(layout.ORACLE_REPORT, paths, datasets).items()}
 
 
 def summarise(audits: list[tuple[str, str, int, pd.DataFrame]], oracle_reports: dict[str, dict]) -> pd.DataFrame:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dicap.io import read_json, save_state_dict, write_json
+from dicap.io import load_arrays, read_json, save_arrays, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
 CONFIG_FILE = "open_clip_config.json"
@@ -26,6 +26,14 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 PRETRAINED_FILE = "pretrained.json"  # the paper suite's model dir: which pretrained CLIP to load
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TEXT_FEATURES_KEY = "features"  # the array in a class-text-features file
+ROWS_PER_CHUNK = 1024  # images decoded at once by encode_rows: a real test split does not fit in memory
+
+
+class PixelSource(Protocol):
+    """What :meth:`ClipBundle.encode_rows` reads images from (a dataset store)."""
+
+    def pixels(self, rows: Any) -> np.ndarray: ...
 
 
 @dataclass
@@ -61,6 +69,15 @@ class ClipBundle:
         ]
         return torch.cat(out) if out else torch.zeros(0)
 
+    def encode_rows(self, store: PixelSource, rows: Any, chunk: int = ROWS_PER_CHUNK) -> np.ndarray:
+        """Image features of a store's table rows, decoding at most ``chunk`` images at a time.
+
+        ``chunk`` is a multiple of :meth:`encode_images`' batch, so the batches - and the
+        bytes - are those of one call over all rows.
+        """
+        parts = [self.encode_images(store.pixels(rows.iloc[i : i + chunk])).numpy() for i in range(0, len(rows), chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised text features; chunked so 1000 class prompts never go through at once."""
@@ -95,7 +112,7 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
         name, pretrained=pretrained, cache_dir=spec.get("cache_dir"), load_weights=True
     )
     model.eval().requires_grad_(False)
-    cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    cfg = model.visual.preprocess_cfg  # create_model always sets it
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else size
     return ClipBundle(
@@ -105,6 +122,23 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
         mean=tuple(cfg.get("mean", OPENAI_MEAN)),
         std=tuple(cfg.get("std", OPENAI_STD)),
     )
+
+
+def write_pretrained_pointer(spec: dict[str, Any], out_dir: str | Path) -> None:
+    """The paper suite's model folder: which pretrained CLIP :func:`load_clip` loads."""
+    write_json(Path(out_dir) / PRETRAINED_FILE, spec)
+
+
+def save_class_text_features(path: str | Path, features: np.ndarray) -> None:
+    """The (K, D) text features of every class's zero-shot prompt: the ``similarity`` sampling's input."""
+    save_arrays(path, {TEXT_FEATURES_KEY: np.asarray(features).astype(np.float32)})
+
+
+def load_class_text_features(path: str | Path) -> np.ndarray:
+    arrays = load_arrays(path)
+    if TEXT_FEATURES_KEY not in arrays:
+        raise KeyError(f"{path} holds no {TEXT_FEATURES_KEY!r} array (it has: {', '.join(arrays)}); rerun clip_backbone")
+    return arrays[TEXT_FEATURES_KEY]
 
 
 def save_local_dir(model: "torch.nn.Module", model_cfg: dict[str, Any], out_dir: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""Anti-causal predictors that steer denoising towards ``y_cf``: one interface, three kinds.
+"""Anti-causal predictors that steer denoising towards ``y_cf``: one interface, three guides.
 
 * ``cfg`` - the implicit classifier of a class-conditional diffusion model trained with
   label dropout (or of a text-conditional one, prompts for labels and the empty prompt for
@@ -31,12 +31,16 @@ from dicap.runtime import device, optimizer_step
 
 CLASSIFIER_WEIGHTS = "noisy_classifier.safetensors"
 CLASSIFIER_INFO = "noisy_classifier.json"
+# Rows per backward pass through the VAE decoder and CLIP in the ``clip`` guide: a 512 px
+# decode of a larger batch does not fit beside Stable Diffusion on one GPU, and each row's
+# gradient depends on that row alone, so the result is the same for any value.
+CLIP_GRAD_BATCH_SIZE = 2
 
 
 class Guide(Protocol):
     """Turns the diffusion model's prediction at ``x_t`` into a guided one towards ``y_cf``."""
 
-    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor: ...
+    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor: ...
 
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
         """The guide's own posterior over classes for clean images in [-1, 1]."""
@@ -47,9 +51,12 @@ class Guide(Protocol):
         ...
 
 
-def _to(obj: Any, device: torch.device | str) -> None:
-    if obj is not None and hasattr(obj, "to"):
-        obj.to(device)
+class Posterior(Protocol):
+    """A class posterior on clean model-space images, ``(N, ...) -> (N, n_classes)`` on the CPU."""
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: torch.device | str) -> "Posterior": ...
 
 
 class ClassifierFreeGuide:
@@ -68,7 +75,7 @@ class ClassifierFreeGuide:
         self,
         diffusion: DiffusionBundle,
         probe_timesteps: tuple[int, ...] = (100, 250, 400),
-        posterior: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        posterior: Posterior | None = None,
     ):
         self.diffusion = diffusion
         self.probe_timesteps = probe_timesteps
@@ -76,20 +83,21 @@ class ClassifierFreeGuide:
 
     def to(self, device: torch.device | str) -> "ClassifierFreeGuide":
         """Moves the posterior only: the diffusion model is moved by its owner."""
-        _to(self.posterior, device)
+        if self.posterior is not None:
+            self.posterior.to(device)
         return self
 
     @torch.no_grad()
-    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
+    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         null = torch.full_like(y_cf, self.diffusion.null_label)
         # s = 0 and s = 1 need one of the two scores only: half the UNet work.
-        if scale == 0:
+        if guidance_scale == 0:
             return self.diffusion.eps(x_t, t, null)
-        if scale == 1:
+        if guidance_scale == 1:
             return self.diffusion.eps(x_t, t, y_cf)
         both = self.diffusion.eps(torch.cat([x_t, x_t]), t, torch.cat([null, y_cf]))
         eps_marginal, eps_cond = both.chunk(2)
-        return eps_marginal + scale * (eps_cond - eps_marginal)
+        return eps_marginal + guidance_scale * (eps_cond - eps_marginal)
 
     @torch.no_grad()
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
@@ -151,17 +159,17 @@ class NoisyClassifierGuide:
         self.classifier.to(device)
         return self
 
-    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
+    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         with torch.no_grad():
             eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label))
-        if scale == 0:
+        if guidance_scale == 0:
             return eps
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             ts = torch.full((len(x),), t, device=x.device, dtype=torch.long)
             log_p = F.log_softmax(self.classifier(x, ts), dim=1).gather(1, y_cf[:, None]).sum()
             (grad,) = torch.autograd.grad(log_p, x)
-        return eps - scale * math.sqrt(1 - self.diffusion.alpha(t)) * grad
+        return eps - guidance_scale * math.sqrt(1 - self.diffusion.alpha(t)) * grad
 
     @torch.no_grad()
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
@@ -181,7 +189,7 @@ class ClipPosterior:
         self.text = F.normalize(torch.as_tensor(text_features).float(), dim=-1)
         self.decode = decode
         self.batch_size = batch_size
-        self.logit_scale = float(clip.model.logit_scale.exp().clamp(max=100)) if hasattr(clip.model, "logit_scale") else 100.0
+        self.logit_scale = float(clip.model.logit_scale.exp().clamp(max=100))  # every open_clip model has one
 
     @classmethod
     def from_classes(
@@ -250,12 +258,12 @@ class ClipPosteriorGuide:
                 grads.append(grad)
         return torch.cat(grads)
 
-    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, scale: float) -> torch.Tensor:
+    def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         with torch.no_grad():
             eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label)).float()
-        if scale == 0:
+        if guidance_scale == 0:
             return eps
-        return eps - scale * math.sqrt(1 - self.diffusion.alpha(t)) * self.grad_log_p(x_t, t, y_cf, eps)
+        return eps - guidance_scale * math.sqrt(1 - self.diffusion.alpha(t)) * self.grad_log_p(x_t, t, y_cf, eps)
 
     @torch.no_grad()
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
@@ -295,7 +303,7 @@ def load_noisy_classifier(path: str | Path) -> NoisyClassifier:
 
 
 def make_guide(
-    kind: str,
+    guide: str,
     diffusion: DiffusionBundle,
     classifier_dir: str | Path | None = None,
     *,
@@ -308,7 +316,7 @@ def make_guide(
     grad_batch_size: int | None = None,
     posterior_batch_size: int = 8,
 ) -> Guide:
-    """The guide of ``kind``: ``cfg``, ``classifier`` (needs ``classifier_dir``) or ``clip``.
+    """The guide named ``guide``: ``cfg``, ``classifier`` (needs ``classifier_dir``) or ``clip``.
 
     ``clip`` (a :class:`~dicap.backbones.clip.ClipBundle`) with either ``text_features``
     (K, D) or ``class_names`` + ``template`` gives the CLIP posterior the ``clip`` guide
@@ -320,23 +328,23 @@ def make_guide(
 
     def posterior() -> ClipPosterior:
         if clip is None or (text_features is None and (class_names is None or template is None)):
-            hint = " (or cfg_posterior='diffusion' for the slow diffusion classifier)" if kind == "cfg" else ""
-            raise ValueError(f"guide {kind!r} needs clip= and either text_features= or class_names= and template={hint}")
+            hint = " (or cfg_posterior='diffusion' for the slow diffusion classifier)" if guide == "cfg" else ""
+            raise ValueError(f"guide {guide!r} needs clip= and either text_features= or class_names= and template={hint}")
         if text_features is not None:
             return ClipPosterior(clip, torch.as_tensor(text_features), diffusion.decode, posterior_batch_size)
         return ClipPosterior.from_classes(clip, class_names, template, diffusion.decode, posterior_batch_size)
 
-    if kind == "cfg":
+    if guide == "cfg":
         from dicap.backbones.latent_diffusion import LatentDiffusionBundle
 
         which = cfg_posterior or ("clip" if isinstance(diffusion, LatentDiffusionBundle) else "diffusion")
         if which not in ("clip", "diffusion"):
             raise ValueError(f"unknown cfg posterior {which!r}; expected 'clip' or 'diffusion'")
         return ClassifierFreeGuide(diffusion, posterior=posterior() if which == "clip" else None)
-    if kind == "classifier":
+    if guide == "classifier":
         if classifier_dir is None:
             raise ValueError("guide 'classifier' needs a trained noise-aware classifier directory")
         return NoisyClassifierGuide(diffusion, load_noisy_classifier(classifier_dir))
-    if kind == "clip":
+    if guide == "clip":
         return ClipPosteriorGuide(diffusion, posterior(), backprop_unet=backprop_unet, grad_batch_size=grad_batch_size)
-    raise ValueError(f"unknown guide kind {kind!r}; expected 'cfg', 'classifier' or 'clip'")
+    raise ValueError(f"unknown guide {guide!r}; expected 'cfg', 'classifier' or 'clip'")

@@ -38,21 +38,22 @@ def invert(diffusion: DiffusionBundle, x0: torch.Tensor, labels: torch.Tensor, p
 
 
 def regenerate(
-    diffusion: DiffusionBundle, guide: Guide, x_t: torch.Tensor, y_cf: torch.Tensor, path: list[int], scale: float
+    diffusion: DiffusionBundle, guide: Guide, x_t: torch.Tensor, y_cf: torch.Tensor, path: list[int], guidance_scale: float
 ) -> torch.Tensor:
     """Action: walk back down the path with the guided noise estimate towards ``y_cf``."""
     x = x_t
     for t_from, t_to in zip(path[:0:-1], path[-2::-1]):
-        eps = guide.guided_eps(x, t_from, y_cf, scale)
+        eps = guide.guided_eps(x, t_from, y_cf, guidance_scale)
         x = ddim_move(x, eps, diffusion.alpha(t_from), diffusion.alpha(t_to))
     # The last point sits at the first timestep; one more move lands on the clean image.
-    eps = guide.guided_eps(x, path[0], y_cf, scale)
+    eps = guide.guided_eps(x, path[0], y_cf, guidance_scale)
     return ddim_move(x, eps, diffusion.alpha(path[0]), 1.0)
 
 
 @torch.no_grad()
 def reconstruct(diffusion: DiffusionBundle, x_t: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
-    """The s = 0 round trip from inverted ``x_t``: regenerate with the source class's own score."""
+    """The round trip from inverted ``x_t``: regenerate with the source class's own conditional
+    score, i.e. classifier-free guidance at s = 1 towards ``y`` itself (no class change)."""
     return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, labels, path, 1.0)
 
 

@@ -12,11 +12,12 @@ from tqdm import tqdm
 from dicap.backbones.diffusion import DiffusionBundle
 from dicap.backbones.guides import Guide
 from dicap.counterfactual import ddim
+from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data import scm
 from dicap.data.store import DatasetStore
 from dicap.runtime import device
 
-TABLE_COLUMNS = ["row", "split", "index", "y", "y_cf", "scale", "guide", "sampling", "guide_confidence", "guide_prediction", "reconstruction_mse"]
+TABLE_COLUMNS = ["row", "split", "index", "y", "y_cf", "guidance_scale", "guide", "sampling", "guide_confidence", "guide_prediction", "reconstruction_mse"]
 
 
 def generate(
@@ -49,7 +50,7 @@ def generate(
         y = torch.tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
         y_cf = torch.tensor(targets[start : start + bs], device=dev)
         x_t = ddim.invert(diffusion, x0, y, path)
-        x_cf = ddim.regenerate(diffusion, guide, x_t, y_cf, path, params["scale"])
+        x_cf = ddim.regenerate(diffusion, guide, x_t, y_cf, path, params["guidance_scale"])
         recon.append((ddim.reconstruct(diffusion, x_t, y, path) - x0).pow(2).flatten(1).mean(1).cpu().numpy())
         probs = guide.class_probs(x_cf)
         confidence.append(probs.gather(1, y_cf.cpu()[:, None]).squeeze(1).numpy())
@@ -60,7 +61,7 @@ def generate(
     table = rows[["row", "split", "index"]].assign(
         y=rows["label"].to_numpy(),
         y_cf=targets,
-        scale=float(params["scale"]),
+        guidance_scale=float(params["guidance_scale"]),
         guide=params["guide"],
         sampling=params["sampling"],
         guide_confidence=np.concatenate(confidence) if confidence else np.zeros(0),
@@ -68,10 +69,10 @@ def generate(
         reconstruction_mse=np.concatenate(recon) if recon else np.zeros(0),
     )
     empty = np.zeros((0, *pixels.shape[1:]), np.uint8)
-    arrays = {"images": np.concatenate(out) if out else empty}
+    arrays = {GENERATED: np.concatenate(out) if out else empty}
     if audited:  # the embedded suite knows the truth
-        arrays["true_images"] = true_counterfactuals(store, rows, targets)
-        arrays["unguided_images"] = np.concatenate(unguided) if unguided else empty
+        arrays[TRUE] = true_counterfactuals(store, rows, targets)
+        arrays[UNGUIDED] = np.concatenate(unguided) if unguided else empty
     return arrays, table[TABLE_COLUMNS]
 
 
@@ -79,7 +80,7 @@ def true_counterfactuals(store: DatasetStore, rows: pd.DataFrame, targets: np.nd
     """Render ``f(y_cf, n, u)`` for each row: the counterfactual a perfect generator would give."""
     size = store.image_shape[0]  # also for an empty shard, whose (0, H, W, 3) must concatenate with the others
     images = [
-        scm.render_counterfactual(store.kind, int(y_cf), scm.Factors(**{k: row[k] for k in scm.FACTOR_COLUMNS}), size)
+        scm.render_counterfactual(store.dataset, int(y_cf), scm.Factors(**{k: row[k] for k in scm.FACTOR_COLUMNS}), size)
         for y_cf, (_, row) in zip(targets, rows.iterrows())
     ]
     return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)

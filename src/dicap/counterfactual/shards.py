@@ -10,6 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# The arrays of a counterfactual file, a shard's or the merged one.  Only the embedded suite,
+# which renders its data, knows the last two: they are the audit's references.
+GENERATED = "images"  # the generated counterfactuals
+TRUE = "true_images"  # f(y_cf, n, u): the true counterfactual the SCM renders
+UNGUIDED = "unguided_images"  # the s = 0 regeneration of the inverted noise: what inversion alone does
+
 
 def shard_rows(split: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     if not 0 <= shard < shards:

@@ -109,7 +109,7 @@ def class_names(splits: dict[str, list[Entry]], source: str) -> list[str]:
 
 
 def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int, out: str | Path) -> pd.DataFrame:
-    """Write the store (table + classes.json of kind ``files``) for a downloaded dataset.
+    """Write the store (table + classes.json, storage ``files``) for a downloaded dataset.
 
     Every image the split names must exist: a missing one stops the job naming it, rather
     than failing hours later inside a GPU job.  Every one must also resolve (links followed)
@@ -131,7 +131,8 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     table = pd.DataFrame(_rows(splits))
     out = Path(out)
     write_table(out / TABLE, table)
-    write_json(out / CLASSES, {"classes": classes, "kind": FILES, "image_root": str(image_root), "image_size": image_size})
+    write_json(out / CLASSES, {"classes": classes, "dataset": entry.get("key") or dataset_dir.name, "storage": FILES, "image_root": str(image_root),
+                              "image_size": image_size})
     return table
 
 

@@ -259,8 +259,8 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
 def _refuse_html(url: str, part: Path, response: http.client.HTTPResponse) -> None:
     """Google Drive answers quota and virus-scan warnings with an HTML page and status 200;
     saving that under ``split_zhou_X.json`` would only fail much later, far from the cause."""
-    kind = response.headers.get("Content-Type", "")
-    if kind.startswith("text/html") and not part.name[:-5].endswith((".html", ".htm")):
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith("text/html") and not part.name[:-5].endswith((".html", ".htm")):
         raise ValueError(f"{url} returned an HTML page instead of {part.name[:-5]} (a quota or confirmation page?); "
                          f"download it in a browser and place it at {part.with_suffix('')}")
 

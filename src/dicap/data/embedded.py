@@ -14,10 +14,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from dicap.data import scm
-from dicap.data.store import CLASSES, IMAGES, TABLE
+from dicap.data.store import ARRAYS, CLASSES, IMAGES, TABLE
 from dicap.io import save_arrays, write_json, write_table
 
-KINDS = ("shapes", "digits")
+DATASETS = ("shapes", "digits")  # what the structural causal model renders
 SEEN_GLYPHS = (0.0, 0.8)   # pretraining, the few-shot pool and validation
 HELD_OUT_GLYPHS = (0.8, 1.0)  # test splits: handwriting no model has seen
 
@@ -33,11 +33,11 @@ def _split_plan(params: dict[str, Any]) -> dict[str, tuple[int, tuple[float, flo
     }
 
 
-def build(kind: str, params: dict[str, Any], seed: int, out_dir: str | Path) -> None:
-    """Render every split of ``kind`` into ``out_dir``; deterministic given ``seed``."""
-    classes = scm.class_names(kind)
+def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) -> None:
+    """Render every split of ``dataset`` into ``out_dir``; deterministic given ``seed``."""
+    classes = scm.class_names(dataset)
     size = params["image_size"]
-    rng = np.random.default_rng([seed, len(kind)] + [ord(c) for c in kind])
+    rng = np.random.default_rng([seed, len(dataset)] + [ord(c) for c in dataset])
     n_bg = len(scm.BACKGROUNDS)
     images: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
@@ -45,16 +45,16 @@ def build(kind: str, params: dict[str, Any], seed: int, out_dir: str | Path) -> 
         pixels = []
         labels = np.repeat(np.arange(len(classes)), per_class)
         factors = scm.sample_factors(rng, len(labels), glyph_range)
-        for i, (label, f) in enumerate(tqdm(list(zip(labels, factors)), desc=f"{kind}/{split}", mininterval=2)):
+        for i, (label, f) in enumerate(tqdm(list(zip(labels, factors)), desc=f"{dataset}/{split}", mininterval=2)):
             if anti:  # any background except the one the biased training split pairs with label
                 f = scm.Factors(**{**f.__dict__, "bg": int((scm.spurious_background(label) + 1 + rng.integers(n_bg - 1)) % n_bg)})
-            pixels.append(scm.render(kind, int(label), f, size))
+            pixels.append(scm.render(dataset, int(label), f, size))
             rows.append({
                 "split": split, "index": i, "label": int(label), "class_name": classes[label],
-                **f.__dict__, "caption": scm.caption(kind, int(label), f),
+                **f.__dict__, "caption": scm.caption(dataset, int(label), f),
             })
         images[split] = np.stack(pixels)
     out = Path(out_dir)
     save_arrays(out / IMAGES, images)
     write_table(out / TABLE, pd.DataFrame(rows))
-    write_json(out / CLASSES, {"kind": kind, "classes": classes, "image_size": size})
+    write_json(out / CLASSES, {"dataset": dataset, "storage": ARRAYS, "classes": classes, "image_size": size})

@@ -38,22 +38,22 @@ CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-def archive_kind(path: str | os.PathLike, kind: str | None = None) -> str:
-    """"tar" or "zip" for ``path``: from ``kind`` (registry values like "tar.gz" count as tar),
-    else from the file name."""
-    name = (kind or Path(path).name).lower()
+def archive_format(path: str | os.PathLike, declared: str | None = None) -> str:
+    """"tar" or "zip" for ``path``: from ``declared`` (a registry step's ``format``; "tar.gz"
+    counts as tar), else from the file name."""
+    name = (declared or Path(path).name).lower()
     if name == "zip" or name.endswith(".zip"):
         return "zip"
     if name in ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz") or name.endswith(TAR_SUFFIXES):
         return "tar"
-    raise ValueError(f"{path}: unknown archive kind {kind or Path(path).suffix!r}; expected .tar, .tar.gz, .tgz or .zip")
+    raise ValueError(f"{path}: unknown archive format {declared or Path(path).suffix!r}; expected .tar, .tar.gz, .tgz or .zip")
 
 
 def safe_extract(
     archive: str | os.PathLike,
     target: str | os.PathLike,
     *,
-    kind: str | None = None,
+    declared_format: str | None = None,
     reserved: Collection[str] = (),
 ) -> list[str]:
     """Extract ``archive`` into directory ``target``; return the top-level names it created.
@@ -63,15 +63,15 @@ def safe_extract(
     contains are replaced, so re-extracting after an interrupted run is idempotent.
     """
     archive, target = Path(archive), Path(target)
-    kind = archive_kind(archive, kind)
+    fmt = archive_format(archive, declared_format)
     if not target.exists():
         with atomic_dir(target) as staging:
-            return _extract_checked(archive, kind, staging, reserved)
+            return _extract_checked(archive, fmt, staging, reserved)
     if not target.is_dir():
         raise NotADirectoryError(f"cannot extract {archive} into {target}: it is not a directory")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=target.parent))
     try:
-        names = _extract_checked(archive, kind, staging, reserved)
+        names = _extract_checked(archive, fmt, staging, reserved)
         for name in names:
             _replace(staging / name, target / name)
         return names
@@ -125,38 +125,38 @@ def _walk_link(start_dir: str, link: str, symlinks: Collection[str]) -> str | No
     return "/".join(parts)
 
 
-def _check(archive: Path, name: str, kind: str, link: str | None,
+def _check(archive: Path, name: str, member_type: str, link: str | None,
            symlinks: Collection[str], reserved: Collection[str]) -> str:
     """The member's normalised relative path, or ValueError saying why it may not be extracted."""
-    if kind == "special":
+    if member_type == "special":
         raise _refuse(archive, name, "device, fifo or other special file")
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise _refuse(archive, name, "absolute path")
     rel = _normalise(name)
     if rel is None:
         raise _refuse(archive, name, "its '..' components lead outside the target directory")
-    if rel == "" and kind != "dir":
+    if rel == "" and member_type != "dir":
         raise _refuse(archive, name, "empty file name")
     if rel and rel.split("/")[0] in reserved:
         raise _refuse(archive, name, f"it would replace {rel.split('/')[0]!r}, which the archive may not touch")
     for parent in _prefixes(rel):
         if parent in symlinks:
             raise _refuse(archive, name, f"it would be written through the symlink {parent!r}")
-    if kind == "symlink":
+    if member_type == "symlink":
         assert link is not None
         if link.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", link):
             raise _refuse(archive, name, f"symlink to the absolute path {link!r}")
         parent = rel.rpartition("/")[0]
         if _walk_link(parent, link, symlinks) is None:
             raise _refuse(archive, name, f"symlink target {link!r} lies outside the target directory")
-    if kind == "hardlink":
+    if member_type == "hardlink":
         assert link is not None
         if link.startswith(("/", "\\")) or _walk_link("", link, symlinks) is None:
             raise _refuse(archive, name, f"hard link target {link!r} lies outside the target directory")
     return rel
 
 
-def _tar_kind(member: tarfile.TarInfo) -> str:
+def _tar_member_type(member: tarfile.TarInfo) -> str:
     if member.isdir():
         return "dir"
     if member.issym():
@@ -168,7 +168,7 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
     return "special"
 
 
-def _zip_kind(info: zipfile.ZipInfo) -> str:
+def _zip_member_type(info: zipfile.ZipInfo) -> str:
     fmt = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no Unix file type
     if fmt == stat.S_IFLNK:
         return "symlink"
@@ -182,8 +182,8 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
 # --- extraction ----------------------------------------------------------------------------
 
 
-def _extract_checked(archive: Path, kind: str, staging: Path, reserved: Collection[str]) -> list[str]:
-    if kind == "zip":
+def _extract_checked(archive: Path, fmt: str, staging: Path, reserved: Collection[str]) -> list[str]:
+    if fmt == "zip":
         _extract_zip(archive, staging, reserved)
     else:
         _extract_tar(archive, staging, reserved)
@@ -197,14 +197,14 @@ def _extract_tar(archive: Path, staging: Path, reserved: Collection[str]) -> Non
     symlinks: set[str] = set()
     with tarfile.open(archive, "r:*") as tf:
         for member in tf:
-            kind = _tar_kind(member)
-            rel = _check(archive, member.name, kind, member.linkname if kind in ("symlink", "hardlink") else None,
+            member_type = _tar_member_type(member)
+            rel = _check(archive, member.name, member_type, member.linkname if member_type in ("symlink", "hardlink") else None,
                          symlinks, reserved)
-            if kind == "symlink":
+            if member_type == "symlink":
                 symlinks.add(rel)
             # Extract under the checked, normalised name: tarfile itself trips over 'a/../b'.
             changes = {"name": rel or "."}
-            if kind == "hardlink":
+            if member_type == "hardlink":
                 changes["linkname"] = _normalise(member.linkname) or "."
             try:
                 tf.extract(member.replace(**changes, deep=False), staging, filter="data")
@@ -218,11 +218,11 @@ def _extract_zip(archive: Path, staging: Path, reserved: Collection[str]) -> Non
     write symlinks as small text files."""
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        kinds = [_zip_kind(i) for i in infos]
-        links = {i.filename: zf.read(i).decode("utf-8", "replace") for i, k in zip(infos, kinds) if k == "symlink"}
+        member_types = [_zip_member_type(i) for i in infos]
+        links = {i.filename: zf.read(i).decode("utf-8", "replace") for i, k in zip(infos, member_types) if k == "symlink"}
         symlinks = {r for r in (_normalise(n) for n in links) if r}
         checked = [(info, k, _check(archive, info.filename, k, links.get(info.filename), symlinks, reserved))
-                   for info, k in zip(infos, kinds)]
+                   for info, k in zip(infos, member_types)]
         for info, k, rel in checked:
             dest = staging / rel
             if k == "dir":

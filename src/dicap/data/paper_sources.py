@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from dicap.data.download import ALGORITHMS, Verified, fetch, mirror_url, verify_placed
-from dicap.data.extract import archive_kind, safe_extract
+from dicap.data.extract import archive_format, safe_extract
 from dicap.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def prepare_paper_dataset(
         archive = _inside(dataset, step["archive"], key)
         into = _inside(dataset, step.get("into", "."), key)
         log.info("%s: extracting %s", key, step["archive"])
-        names = safe_extract(archive, into, kind=step.get("kind"), reserved=(DOWNLOADS, READY))
+        names = safe_extract(archive, into, declared_format=step.get("format"), reserved=(DOWNLOADS, READY))
         extracted.append({"archive": step["archive"], "into": step.get("into", "."), "entries": names})
 
     image_root = _inside(dataset, entry["image_root"], key)
@@ -224,7 +224,7 @@ def check_registry(registry: Mapping[str, Any]) -> list[str]:
             elif i == 0:  # an archive inside another one can only come from an earlier step
                 problems.append(f"{key}: extracts {archive} before anything was extracted")
             try:
-                archive_kind(archive, step.get("kind"))
+                archive_format(archive, step.get("format"))
             except ValueError as err:
                 problems.append(f"{key}: {err}")
         if "image_root" not in entry:

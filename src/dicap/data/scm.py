@@ -133,26 +133,26 @@ def _bilinear(glyph: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def _coverage(kind: str, label: int, f: Factors, size: int) -> np.ndarray:
+def _coverage(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
     """Anti-aliased object coverage in [0, 1], shape (size, size)."""
     n = size * SUPERSAMPLE
     grid = (np.arange(n) + 0.5) / n * 2 - 1  # canvas coordinates in [-1, 1]
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
     u = (xx - 2 * f.cx) / f.scale
     v = (yy - 2 * f.cy) / f.scale
-    if kind == "shapes":
+    if dataset == "shapes":
         fine = _shape_mask(SHAPE_CLASSES[label], u, v).astype(np.float32)
-    elif kind == "digits":
+    elif dataset == "digits":
         pool = glyphs_of_class(label)
         fine = np.clip(_bilinear(pool[f.glyph * len(pool) // GLYPH_CODES], u, v) * 1.6, 0, 1)
     else:
-        raise KeyError(f"unknown embedded dataset {kind!r}; known: shapes, digits")
+        raise KeyError(f"unknown embedded dataset {dataset!r}; known: shapes, digits")
     return fine.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
 
 
-def render(kind: str, label: int, f: Factors, size: int) -> np.ndarray:
+def render(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
     """``x = f(y, n, u)``: one uint8 image of shape (size, size, 3)."""
-    cover = _coverage(kind, label, f, size)[..., None]
+    cover = _coverage(dataset, label, f, size)[..., None]
     rng = np.random.default_rng(f.noise_seed)
     stripes = np.sin(np.arange(size) * 2.1 + rng.uniform(0, 2 * np.pi))[None, :, None]
     obj = np.asarray(OBJECTS[OBJECT_NAMES[f.fg]], np.float32) * (1 - f.texture * (0.5 + 0.5 * stripes))
@@ -162,9 +162,9 @@ def render(kind: str, label: int, f: Factors, size: int) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render_counterfactual(kind: str, y_cf: int, f: Factors, size: int) -> np.ndarray:
+def render_counterfactual(dataset: str, y_cf: int, f: Factors, size: int) -> np.ndarray:
     """The true counterfactual: the same factors and noise, another class."""
-    return render(kind, y_cf, f, size)
+    return render(dataset, y_cf, f, size)
 
 
 def sample_factors(
@@ -194,12 +194,12 @@ def sample_factors(
     return out
 
 
-def class_names(kind: str) -> list[str]:
-    if kind == "shapes":
+def class_names(dataset: str) -> list[str]:
+    if dataset == "shapes":
         return list(SHAPE_CLASSES)
-    if kind == "digits":
+    if dataset == "digits":
         return list(DIGIT_CLASSES)
-    raise KeyError(f"unknown embedded dataset {kind!r}; known: shapes, digits")
+    raise KeyError(f"unknown embedded dataset {dataset!r}; known: shapes, digits")
 
 
 def spurious_background(label: int) -> int:
@@ -207,7 +207,7 @@ def spurious_background(label: int) -> int:
     return label % len(BACKGROUNDS)
 
 
-def caption(kind: str, label: int, f: Factors) -> str:
+def caption(dataset: str, label: int, f: Factors) -> str:
     """A pretraining caption naming the class and a random subset of the factors.
 
     Like web alt-text, captions vary: each attribute appears with probability 1/2 (decided
@@ -217,7 +217,7 @@ def caption(kind: str, label: int, f: Factors) -> str:
     keep = np.random.default_rng(f.noise_seed + 1).random(4) < 0.5
     size = "small" if f.scale < 0.65 else "large" if f.scale > 0.75 else "medium"
     horiz = "left" if f.cx < -0.04 else "right" if f.cx > 0.04 else "middle"
-    words = [size if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", class_names(kind)[label]]
+    words = [size if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", class_names(dataset)[label]]
     text = "a photo of a " + " ".join(w for w in words if w)
     if keep[2]:
         text += f" on {BACKGROUND_NAMES[f.bg]}"

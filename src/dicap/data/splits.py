@@ -9,11 +9,15 @@ anti-correlated test split.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dicap.data import scm
+
+if TYPE_CHECKING:
+    from dicap.data.store import DatasetStore
 
 
 def few_shot(
@@ -42,3 +46,17 @@ def few_shot(
                 )
             picked.append(group.iloc[np.sort(rng.choice(len(group), size=n, replace=False))])
     return pd.concat(picked).reset_index(drop=True)
+
+
+def training_split(store: "DatasetStore", shots: int, seed: int, spurious_strength: float | None = None) -> pd.DataFrame:
+    """The few-shot training split of one seed: its base classes' shots.
+
+    As in CoOp the shots are drawn over all classes before the base/novel split; drawing
+    class by class in label order, the base classes' picks are the same either way.  The
+    embedded suite's spurious draw is defined for the classes that train only (a novel
+    class's pool need not hold enough images of its paired background), so it draws there.
+    """
+    base = store.base_classes
+    classes = base if spurious_strength is not None else range(len(store.classes))
+    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength)
+    return split[split["label"].isin(base)].reset_index(drop=True)

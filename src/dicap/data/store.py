@@ -4,8 +4,9 @@ The table has one row per image (``split``, ``index`` within that split, ``label
 ``class_name`` and, for the embedded suite, the rendered factors and a caption).  Every
 later rule addresses images by table rows and gets uint8 pixels from :meth:`pixels`, so
 the same contract serves both suites: the embedded suite stores its rendered images in
-one safetensors file, the paper suite (``kind: files``) keeps the downloaded files and
-records each row's ``path`` relative to ``image_root`` in ``classes.json``.
+one safetensors file (``storage: arrays``), the paper suite (``storage: files``) keeps the
+downloaded files and records each row's ``path`` relative to ``image_root`` in
+``classes.json``.  The file names are :mod:`dicap.layout`'s.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from dicap.io import load_arrays, read_json
+from dicap.layout import STORE_CLASSES as CLASSES
+from dicap.layout import STORE_IMAGES as IMAGES
+from dicap.layout import STORE_TABLE as TABLE
 
-IMAGES = "images.safetensors"
-TABLE = "factors.parquet"
-CLASSES = "classes.json"
-FILES = "files"  # the kind of a store whose images are files on disk (the paper suite)
+ARRAYS = "arrays"  # storage: every image in one safetensors file (the embedded suite)
+FILES = "files"  # storage: the images are files on disk (the paper suite)
 
 
 @dataclass
@@ -30,9 +32,10 @@ class DatasetStore:
     images: dict[str, np.ndarray]
     table: pd.DataFrame
     classes: list[str]
-    kind: str
-    image_root: Path | None = None  # kind FILES: where the table's paths start
-    image_size: int | None = None  # kind FILES: side of the square images pixels() returns
+    dataset: str  # its name: an embedded one (shapes, digits) or a registry key (dtd, ...)
+    storage: str  # ARRAYS or FILES
+    image_root: Path | None = None  # storage FILES: where the table's paths start
+    image_size: int | None = None  # storage FILES: side of the square images pixels() returns
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -45,11 +48,20 @@ class DatasetStore:
         if duplicates:
             raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
         table = pd.read_parquet(root / TABLE)
-        if info["kind"] == FILES:
-            return cls(root, {}, table, info["classes"], FILES, Path(info["image_root"]), int(info["image_size"]))
+        if info["storage"] == FILES:
+            return cls(root, {}, table, info["classes"], info["dataset"], FILES, Path(info["image_root"]), int(info["image_size"]))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
-        return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["kind"])
+        return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS)
+
+    @property
+    def base_classes(self) -> list[int]:
+        """The labels prompts are trained on: the first half (see :func:`base_novel_split`)."""
+        return base_novel_split(len(self.classes))[0]
+
+    @property
+    def novel_classes(self) -> list[int]:
+        return base_novel_split(len(self.classes))[1]
 
     @property
     def test_splits(self) -> list[str]:
@@ -66,7 +78,7 @@ class DatasetStore:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, 3) of every image :meth:`pixels` returns."""
-        if self.kind == FILES:
+        if self.storage == FILES:
             return (int(self.image_size), int(self.image_size), 3)
         return tuple(next(iter(self.images.values())).shape[1:])  # type: ignore[return-value]
 
@@ -79,7 +91,7 @@ class DatasetStore:
 
     def pixels(self, rows: pd.DataFrame) -> np.ndarray:
         """uint8 images (N, H, W, 3) for table rows, in row order."""
-        if self.kind == FILES:
+        if self.storage == FILES:
             from dicap.data.images import load_images
 
             return load_images([self.image_path(p) for p in rows["path"]], self.image_size)

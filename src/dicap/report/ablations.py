@@ -2,7 +2,7 @@
 
 One table shape serves every ablation: a row per dataset, variant and method with the
 variant's settings (``s``, ``sampling``, which counterfactuals), its audit scores and the
-method's base / novel / HM (mean and std over seeds).  The ``oracle`` variant trains on
+method's base / novel / HM (mean and std over seeds).  The ``true_cf`` variant trains on
 the true counterfactuals, so its audit scores are main's ``true_*`` reference columns.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicap import layout
 from dicap.audit.scoring import FACTORS, read_audits, summarise
 from dicap.report.figures import pyplot, save_figure
 from dicap.report.table import read_metrics
@@ -33,10 +34,10 @@ def accuracy_by_variant(metrics: pd.DataFrame) -> pd.DataFrame:
 def audit_by_variant(audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:
     summary = summarise(read_audits(audit_files, datasets), oracle_reports)
     generated = summary.assign(counterfactuals="generated")
-    truth = summary[summary["variant"] == "main"].copy()
+    truth = summary[summary["variant"] == layout.MAIN].copy()
     for column in AUDIT_COLUMNS:
         truth[column] = truth[f"true_{column}"] if f"true_{column}" in truth else (0.0 if column.startswith("mse") else 1.0)
-    truth = truth.assign(variant="oracle", counterfactuals="true")
+    truth = truth.assign(variant=layout.TRUE_CF, counterfactuals="true")
     return pd.concat([generated, truth], ignore_index=True)[["dataset", "variant", "s", "sampling", "counterfactuals", *AUDIT_COLUMNS]]
 
 
@@ -51,7 +52,7 @@ def build_ablation(metric_files: list[Path], audit_files: list[Path], datasets: 
 def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
     """Per dataset: audit scores against the setting ``x``, then DiCap's accuracy against it.
 
-    A numeric ``x`` (the scale ``s``) is drawn as lines on a symlog axis; a categorical one
+    A numeric ``x`` (the guidance scale ``s``) is drawn as lines on a symlog axis; a categorical one
     (sampling strategy, which counterfactuals) as grouped bars.  CoOp's HM from the main
     run is a dashed line for reference.
     """
@@ -87,7 +88,7 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
                 ax.set_ylim(max(0.0, float(dicap[columns].min().min()) - 5), float(dicap[columns].max().max()) + 2)
             ax.set_ylabel(ylabel)
             ax.set_title(dataset, fontsize=9)
-        coop = rows[(rows["method"] == "coop") & (rows["variant"] == "main")]
+        coop = rows[(rows["method"] == "coop") & (rows["variant"] == layout.MAIN)]
         if not coop.empty:
             row[1].axhline(float(coop["hm"].iloc[0]), color="grey", linestyle="--", label="CoOp HM")
         row[0].legend(fontsize=6, loc="lower right")

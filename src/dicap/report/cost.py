@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicap.layout import benchmark_rule
+
 
 def read_benchmarks(root: Path) -> pd.DataFrame:
     """One row per job: ``<root>/<rule>/.../<job>.tsv`` -> rule, wall seconds, peak RSS (MB)."""
@@ -20,7 +22,7 @@ def read_benchmarks(root: Path) -> pd.DataFrame:
             raise ValueError(f"{path} is not a Snakemake benchmark file (needs columns s and max_rss)")
         last = frame.iloc[-1]  # a repeated benchmark keeps one line per repeat; the last is the latest
         rss = pd.to_numeric(last["max_rss"], errors="coerce")  # '-' when the job ended too fast to sample
-        rows.append({"rule": path.relative_to(root).parts[0].removesuffix(".tsv"), "wall_s": float(last["s"]), "max_rss_mb": rss})
+        rows.append({"rule": benchmark_rule(path, root), "wall_s": float(last["s"]), "max_rss_mb": rss})
     return pd.DataFrame(rows, columns=["rule", "wall_s", "max_rss_mb"])
 
 

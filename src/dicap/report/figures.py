@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
 from dicap.io import atomic_output, load_arrays
 
@@ -52,7 +53,7 @@ def plot_counterfactual_grid(
     """One row per example: factual | s = 0 | generated at each s | true counterfactual.
 
     ``images`` and ``audits`` are merged counterfactual files and their per-image audits,
-    one pair per scale, the first being the main run (which also holds the unguided s = 0
+    one pair per guidance scale, the first being the main run (which also holds the unguided s = 0
     regeneration and the true counterfactual).  Each cell's caption is the independent
     oracle's verdict: a tick when it sees ``y_cf``, else the class it sees.
     """
@@ -63,10 +64,10 @@ def plot_counterfactual_grid(
     main_arrays, main_audit = runs[0]
     pick = np.linspace(0, len(main_audit) - 1, min(n, len(main_audit))).round().astype(int)
     columns = [("factual", store.pixels(split.iloc[main_audit["row"].to_numpy()[pick]]), None)]
-    columns.append(("s = 0 (unguided)", main_arrays["unguided_images"][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
+    columns.append(("s = 0 (unguided)", main_arrays[UNGUIDED][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
     for arrays, audit in sorted(runs, key=lambda run: float(run[1]["s"].iloc[0])):
-        columns.append((f"s = {float(audit['s'].iloc[0]):g}", arrays["images"][pick], audit["oracle_label"].to_numpy()[pick]))
-    columns.append(("true cf", main_arrays["true_images"][pick], main_audit["true_oracle_label"].to_numpy()[pick]))
+        columns.append((f"s = {float(audit['s'].iloc[0]):g}", arrays[GENERATED][pick], audit["oracle_label"].to_numpy()[pick]))
+    columns.append(("true cf", main_arrays[TRUE][pick], main_audit["true_oracle_label"].to_numpy()[pick]))
     fig, axes = plt.subplots(len(pick), len(columns), figsize=(1.05 * len(columns) + 1.2, 1.05 * len(pick)), squeeze=False)
     for r, i in enumerate(pick):
         y, y_cf = int(main_audit["y"].iloc[i]), int(main_audit["y_cf"].iloc[i])
@@ -84,7 +85,7 @@ def plot_counterfactual_grid(
                         va="bottom", fontsize=6, color="green" if ok else "red")
             if c == 0:
                 ax.set_ylabel(f"{store.classes[y]}\n→ {store.classes[y_cf]}", fontsize=7)
-    fig.suptitle(f"{store.kind}: oracle verdict above each counterfactual (✓ = sees the target class)", fontsize=8)
+    fig.suptitle(f"{store.dataset}: oracle verdict above each counterfactual (✓ = sees the target class)", fontsize=8)
     fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)

@@ -8,20 +8,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dicap import layout
 from dicap.evaluation.metrics import harmonic_mean
 from dicap.io import atomic_output, provenance, read_json, write_json, write_table
-from dicap.report.layout import artifact_key
 
 METRICS = ("base", "novel", "hm")
 SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1, "test": 2}
 
 
 def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
-    """Per-seed metric files, each tagged with the dataset and variant its path names."""
+    """Per-seed metric files, each tagged with the dataset, variant and seed its path names.
+
+    The path is the one source of truth for all three (as for the audits); a ``seed`` column
+    that disagrees with it means a file was copied to the wrong place, and stops the job.
+    """
     frames = []
     for path in metric_files:
-        key = artifact_key(path, datasets)
-        frames.append(pd.read_csv(path).assign(dataset=key.dataset, variant=key.variant))
+        key = layout.seed_key(layout.METRICS, path, datasets)
+        frame = pd.read_csv(path)
+        if "seed" in frame and not (frame["seed"] == key.seed).all():
+            raise ValueError(f"{path} holds seeds {sorted(set(frame['seed']))} but its path says seed {key.seed}")
+        frames.append(frame.assign(dataset=key.dataset, variant=key.variant, seed=key.seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -92,17 +99,16 @@ def build_backbone_report(
     datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
 ) -> None:
     """What the backbones and the generator achieved, per dataset (measured, never typed in)."""
-    def of(dataset: str, paths: list[Path]) -> list[Path]:
-        """models/<d>/<model>/report.json and counterfactuals/<d>/<variant>/seed<k>/<file> of ``dataset``."""
-        return [p for p in paths if dataset in (p.parent.parent.name, p.parent.parent.parent.name)]
-
+    clip = layout.by_dataset(layout.CLIP_REPORT, clip_reports, datasets)
+    diffusion = layout.by_dataset(layout.DIFFUSION_REPORT, diffusion_reports, datasets)
     rows = []
     for dataset in datasets:
-        cf = pd.concat([pd.read_parquet(p) for p in of(dataset, cf_tables)], ignore_index=True)
+        tables = [p for p in cf_tables if layout.parse(layout.CF_TABLE, p)["dataset"] == dataset]
+        cf = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)
         rows.append({
             "dataset": dataset,
-            "clip_zero_shot_accuracy": read_json(of(dataset, clip_reports)[0])["zero_shot_accuracy"],
-            "diffusion_final_loss": read_json(of(dataset, diffusion_reports)[0])["final_loss"],
+            "clip_zero_shot_accuracy": read_json(clip[dataset])["zero_shot_accuracy"],
+            "diffusion_final_loss": read_json(diffusion[dataset])["final_loss"],
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(),
             "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),
             "guide_confidence_mean": cf["guide_confidence"].mean(),

@@ -1,0 +1,114 @@
+"""The backbone stage's jobs (rules/backbones.smk): each function is the rule of the same name.
+
+Each backbone writes its model folder and, as separate declared outputs, what later stages
+read from it (a report, CLIP's class text features), so no rule reaches into another's
+folder.  Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["clip_backbone", "diffusion_backbone", "guide_classifier"]
+
+
+def _final_loss(losses: list[float]) -> float | None:
+    """The mean of the last 20 steps: one step's loss is too noisy to compare runs by."""
+    import numpy as np
+
+    return float(np.mean(losses[-20:])) if losses else None
+
+
+def clip_backbone(
+    dataset_dir: Path,
+    params: Annotated[dict[str, Any], "the config's clip block"],
+    out: Annotated[Path, "the model folder"],
+    report: Annotated[Path, "report.json: zero-shot accuracy, final loss, provenance"],
+    class_text_features: Annotated[Path, "the template's text features of every class"],
+    threads: int = 1,
+) -> None:
+    """Pretrain the tiny CLIP (embedded) or point at a pretrained one (paper), then record
+    its zero-shot accuracy on the first test split and its class text features."""
+    from dicap import runtime
+    from dicap.backbones import clip
+    from dicap.data.store import DatasetStore
+    from dicap.evaluation.metrics import zero_shot_accuracy
+    from dicap.guards import check_finite
+    from dicap.io import atomic_dir, provenance, write_json
+
+    pretrained = params.get("pretrained")
+    seed = 0 if pretrained else params["train"]["seed"]
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    with atomic_dir(out) as tmp:
+        losses: list[float] = []
+        if pretrained:
+            clip.write_pretrained_pointer(pretrained, tmp)
+        else:
+            pre = store.split("pretrain")
+            losses = clip.train_tiny_clip(store.pixels(pre), pre["caption"].tolist(), params["model"], params["train"], tmp, seed)
+        bundle = clip.load_clip({"path": str(tmp)})
+        bundle.model.to(runtime.device())
+        split = store.test_splits[0]
+        test = store.split(split)
+        features = bundle.encode_rows(store, test)
+        text = bundle.encode_texts([params["template"].format(c) for c in store.classes]).numpy()
+        check_finite(class_text_features, {"class text features": text, "test image features": features})
+        accuracy = zero_shot_accuracy(features, test["label"].to_numpy(), text)
+        clip.save_class_text_features(class_text_features, text)
+        write_json(report, {
+            "zero_shot_accuracy": accuracy, "zero_shot_split": split, "final_loss": _final_loss(losses),
+            **provenance(params, seed),
+        })
+    log.info("zero-shot accuracy on %s: %.3f", split, accuracy)
+
+
+def diffusion_backbone(
+    dataset_dir: Path,
+    params: Annotated[dict[str, Any], "the config's diffusion block"],
+    out: Annotated[Path, "the model folder"],
+    report: Annotated[Path, "report.json: final loss (or the pretrained model) and provenance"],
+    threads: int = 1,
+) -> None:
+    """Train the class-conditional UNet (label dropout gives the marginal score too), or
+    record which pretrained latent model the paper suite uses."""
+    from dicap import runtime
+    from dicap.backbones import diffusion
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir, provenance, write_json
+
+    if params.get("pretrained"):  # paper suite: nothing to train, check it is there
+        from dicap.backbones.latent_diffusion import write_pretrained_pointer
+
+        with atomic_dir(out) as tmp:
+            write_pretrained_pointer(params["pretrained"], tmp)
+            write_json(report, {"final_loss": None, "pretrained": params["pretrained"]["path"]})
+        return
+    seed = params["train"]["seed"]
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    pre = store.split("pretrain")
+    with atomic_dir(out) as tmp:
+        losses = diffusion.train_unet(store.pixels(pre), pre["label"].to_numpy(), len(store.classes), params["model"],
+                                      params["train"], tmp, seed)
+        write_json(report, {"final_loss": _final_loss(losses), **provenance(params, seed)})
+
+
+def guide_classifier(
+    dataset_dir: Path, params: Annotated[dict[str, Any], "the config's guide_classifier.train block"], out: Path, threads: int = 1
+) -> None:
+    """Train the noise-aware classifier used by the ``classifier`` guide."""
+    from dicap import runtime
+    from dicap.backbones.guides import train_noisy_classifier
+    from dicap.data.store import DatasetStore
+    from dicap.io import atomic_dir
+
+    runtime.setup(threads, params["seed"])
+    store = DatasetStore.open(dataset_dir)
+    pre = store.split("pretrain")
+    with atomic_dir(out) as tmp:
+        train_noisy_classifier(store.pixels(pre), pre["label"].to_numpy(), len(store.classes), params, tmp, params["seed"])

@@ -1,0 +1,82 @@
+"""The counterfactual stage's jobs (rules/counterfactuals.smk): each function is the rule of the same name.
+
+Heavy libraries are imported inside the functions: the merge job should not pay for torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["counterfactual_shard", "merge_counterfactuals"]
+
+
+def counterfactual_shard(
+    dataset_dir: Path,
+    split: Annotated[Path, "the few-shot split"],
+    clip_dir: Path,
+    class_text_features: Annotated[Path, "clip_backbone's class text features"],
+    diffusion_dir: Path,
+    seed: int,
+    shard: int,
+    shards: int,
+    params: Annotated[dict[str, Any], "the variant's counterfactual settings"],
+    out_images: Path,
+    out_table: Path,
+    classifier_dir: Annotated[Path | None, "the noise-aware classifier (guide 'classifier' only)"] = None,
+    threads: int = 1,
+) -> None:
+    """Invert and regenerate one shard of a few-shot split towards chosen classes."""
+    import pandas as pd
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_class_text_features, load_clip
+    from dicap.backbones.diffusion import load_diffusion
+    from dicap.backbones.guides import CLIP_GRAD_BATCH_SIZE, make_guide
+    from dicap.backbones.latent_diffusion import load_from_dir
+    from dicap.counterfactual import generate, sampling, shards as sharding
+    from dicap.data.store import DatasetStore
+    from dicap.guards import check_not_constant, check_table_finite
+    from dicap.io import save_arrays, write_table
+
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    rows_of_split = pd.read_parquet(split)
+    text = load_class_text_features(class_text_features)
+    latent = load_from_dir(diffusion_dir, store.classes, runtime.device())  # paper suite
+    diffusion = latent if latent is not None else load_diffusion(diffusion_dir)
+    # CLIP, loaded once, serves the centroids, the 'clip' guide and a latent model's confidence column.
+    centroid = params["sampling"] == "centroid"
+    clip = load_clip({"path": str(clip_dir)}) if centroid or params["guide"] == "clip" or latent is not None else None
+    # every shard encodes the whole split for the centroids: the same targets everywhere
+    image_features = clip.encode_rows(store, rows_of_split) if clip is not None and centroid else None
+    targets = sampling.choose_targets(rows_of_split["label"].to_numpy(), store.base_classes, params["sampling"], seed, text,
+                                      image_features)
+    rows = sharding.shard_rows(rows_of_split, shard, shards)
+    guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=text,
+                       grad_batch_size=CLIP_GRAD_BATCH_SIZE)
+    if rows.empty:  # more shards than images: a valid empty output, which the merge accepts
+        log.info("shard %d of %d is empty (%d images in the split): writing empty outputs", shard, shards, len(rows_of_split))
+    arrays, table = generate.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, params)
+    check_not_constant(out_images, "counterfactual images", arrays[sharding.GENERATED])
+    check_table_finite(out_table, table)
+    save_arrays(out_images, arrays)
+    write_table(out_table, table)
+
+
+def merge_counterfactuals(
+    split: Path, images: list[Path], tables: list[Path], out_images: Path, out_table: Path
+) -> None:
+    """Join the shards of one split, checking that they cover it exactly once."""
+    import pandas as pd
+
+    from dicap.counterfactual.shards import merge
+    from dicap.io import load_arrays, save_arrays, write_table
+
+    parts = [(load_arrays(i), pd.read_parquet(t)) for i, t in zip(images, tables)]
+    arrays, table = merge(parts, len(pd.read_parquet(split)))
+    save_arrays(out_images, arrays)
+    write_table(out_table, table)

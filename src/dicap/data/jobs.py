@@ -1,0 +1,48 @@
+"""The data stage's jobs (rules/data.smk): each function is the rule of the same name.
+
+Jobs take explicit paths and a parameter block, so a rule's shell line says everything the
+job reads and writes.  Heavy libraries are imported inside the functions: ``dicap <job>``
+imports this module only to call one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["download_dataset", "prepare_dataset", "make_split"]
+
+
+def download_dataset(dataset: str, root: Path) -> None:
+    """Fetch, verify and extract one paper-suite dataset into ``<root>/<dataset>/`` (READY.json last)."""
+    from dicap.data.paper_sources import prepare_paper_dataset
+
+    prepare_paper_dataset(dataset, root)
+
+
+def prepare_dataset(dataset: str, params: Annotated[dict[str, Any], "the config's data block"], out: Path) -> None:
+    """Render an embedded dataset, or index a downloaded one with CoOp's splits."""
+    from dicap.data import embedded
+
+    if dataset in embedded.DATASETS:
+        embedded.build(dataset, params, params["render_seed"], out)
+        return
+    from dicap.data.coop import build_store
+    from dicap.data.paper_sources import load_registry
+
+    entry = {"key": dataset, **load_registry()["datasets"][dataset]}
+    table = build_store(entry, Path(params["root"]) / dataset, params["image_size"], out)
+    log.info("%s: %s", dataset, table.groupby("split").size().to_dict())
+
+
+def make_split(dataset_dir: Path, seed: int, params: Annotated[dict[str, Any], "shots (and spurious_strength)"], out: Path) -> None:
+    """Draw the few-shot training split of one seed, then keep its base classes."""
+    from dicap.data.splits import training_split
+    from dicap.data.store import DatasetStore
+    from dicap.io import write_table
+
+    store = DatasetStore.open(dataset_dir)
+    write_table(out, training_split(store, params["shots"], seed, params.get("spurious_strength")))

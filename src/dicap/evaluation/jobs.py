@@ -1,0 +1,40 @@
+"""The evaluation stage's job (rules/evaluate.smk): the function is the rule of the same name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    dataset_dir: Path,
+    clip_dir: Path,
+    features: Annotated[Path, "encode_eval_features' cache"],
+    prompts: Annotated[list[Path], "one learned context per method, in --methods' order"],
+    methods: list[str],
+    seed: int,
+    params: Annotated[dict[str, Any], "n_ctx and ctx_init"],
+    out: Path,
+    threads: int = 1,
+) -> None:
+    """Score every method's prompt on base and novel classes of both test splits."""
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.evaluation.prompts import score_prompts
+    from dicap.guards import check_finite, check_table_finite
+    from dicap.io import load_arrays, write_table
+
+    if len(methods) != len(prompts):
+        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    bundle = load_clip({"path": str(clip_dir)})
+    cached = load_arrays(features)
+    check_finite(out, cached, source=features)
+    table = score_prompts(bundle, store.classes, store.base_classes, store.novel_classes, store.test_splits, cached,
+                          dict(zip(methods, prompts)), params, seed, out)
+    check_table_finite(out, table)
+    write_table(out, table)

@@ -1,0 +1,206 @@
+"""Where every artifact lives and what each counterfactual variant is called: one owner.
+
+The rules (``rules/common.smk``) build their paths from these templates, the jobs and the
+reports parse paths back with :func:`parse`, and the benchmarks name their targets with
+them, so the build tree's contract is written once.  The variant names are made here
+(:func:`guidance_variant`, :func:`sampling_variant`) and read back here
+(:func:`parse_variant`, :func:`variant_settings`), and a value that would not survive the
+trip through a folder name is refused when the name is made.
+
+Templates use Snakemake's ``{wildcard}`` syntax and are relative to the build folder,
+``build/<suite>`` (:class:`Build` puts them there).  This module imports nothing from the
+package: it sits at the bottom of the import graph, beside ``config`` and ``io``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+BUILD = "build/{suite}"
+
+# The dataset store (prepare_dataset): a table, the class list and, for rendered data, the images.
+STORE_TABLE = "factors.parquet"
+STORE_CLASSES = "classes.json"
+STORE_IMAGES = "images.safetensors"
+DATA = "data/{dataset}"
+DATA_TABLE = f"{DATA}/{STORE_TABLE}"
+DATA_CLASSES = f"{DATA}/{STORE_CLASSES}"
+DATA_IMAGES = f"{DATA}/{STORE_IMAGES}"
+
+# The few-shot file carries a hash of the parameters that drew it: other shots are another file.
+SPLIT = "splits/{dataset}/seed{seed}-{split_key}.parquet"
+
+# Each backbone writes its model folder and, beside it, the files other stages read.
+CLIP_MODEL = "models/{dataset}/clip/model"
+CLIP_REPORT = "models/{dataset}/clip/report.json"
+CLASS_TEXT_FEATURES = "models/{dataset}/clip/class_text_features.safetensors"
+DIFFUSION_MODEL = "models/{dataset}/diffusion/model"
+DIFFUSION_REPORT = "models/{dataset}/diffusion/report.json"
+GUIDE_CLASSIFIER = "models/{dataset}/guide_classifier"
+ORACLE_MODEL = "models/{dataset}/oracle/model"
+ORACLE_REPORT = "models/{dataset}/oracle/report.json"
+
+COUNTERFACTUALS = "counterfactuals/{dataset}/{variant}/seed{seed}"
+CF_SHARD_IMAGES = f"{COUNTERFACTUALS}/shard{{shard}}-of-{{shards}}.safetensors"
+CF_SHARD_TABLE = f"{COUNTERFACTUALS}/shard{{shard}}-of-{{shards}}.parquet"
+CF_IMAGES = f"{COUNTERFACTUALS}/counterfactuals.safetensors"
+CF_TABLE = f"{COUNTERFACTUALS}/counterfactuals.parquet"
+
+TRAIN_FEATURES = "features/{dataset}/{variant}/seed{seed}.safetensors"
+EVAL_FEATURES = "features/{dataset}/eval.safetensors"
+PROMPT = "prompts/{dataset}/{variant}/{method}/seed{seed}.safetensors"
+PROMPT_HISTORY = "prompts/{dataset}/{variant}/{method}/seed{seed}.json"
+METRICS = "metrics/{dataset}/{variant}/seed{seed}.csv"
+AUDIT = "audit/{dataset}/{variant}/seed{seed}.parquet"
+
+# Logs and Snakemake benchmark files, per rule: logs/<rule>/<wildcards...>.log
+LOGS = "logs"
+BENCHMARKS = "logs/benchmarks"
+
+# What each wildcard may hold when a path is read back.
+WILDCARD_PATTERNS = {"seed": r"\d+", "shard": r"\d+", "shards": r"\d+"}
+_WILDCARD = re.compile(r"\{(\w+)\}")
+
+# Variants: config.yaml's counterfactual settings with at most one change.
+MAIN = "main"  # config's own settings: Table 1
+TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (ablation_true_cf)
+GUIDANCE_PREFIX = "s"  # s<value>: another guidance scale (the paper's s)
+SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
+GENERATED_VARIANTS = r"main|s\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
+VARIANTS = rf"{TRUE_CF}|{GENERATED_VARIANTS}"
+
+
+def fill(template: str, **wildcards: Any) -> str:
+    """``template`` with the given wildcards filled in; the others stay ``{name}``."""
+    return _WILDCARD.sub(lambda m: str(wildcards[m.group(1)]) if m.group(1) in wildcards else m.group(0), template)
+
+
+@dataclass(frozen=True)
+class Build:
+    """A suite's build folder: ``Build("embedded")(CLIP_MODEL, dataset="shapes")``."""
+
+    suite: str
+
+    @property
+    def root(self) -> str:
+        return fill(BUILD, suite=self.suite)
+
+    def __call__(self, template: str, **wildcards: Any) -> str:
+        return f"{self.root}/{fill(template, **wildcards)}"
+
+
+def _regex(template: str) -> re.Pattern[str]:
+    parts, last = [], 0
+    for m in _WILDCARD.finditer(template):
+        parts += [re.escape(template[last : m.start()]), f"(?P<{m.group(1)}>{WILDCARD_PATTERNS.get(m.group(1), r'[^/]+')})"]
+        last = m.end()
+    parts.append(re.escape(template[last:]))
+    return re.compile(r"(?:^|/)" + "".join(parts) + "$")
+
+
+def parse(template: str, path: str | Path) -> dict[str, str]:
+    """The wildcards of ``path``, which must end with ``template``'s shape; else ValueError."""
+    match = _regex(template).search(Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path} does not follow {template}")
+    return match.groupdict()
+
+
+class SeedKey(NamedTuple):
+    """What a per-seed artifact is: its dataset, variant and seed."""
+
+    dataset: str
+    variant: str
+    seed: int
+
+
+def seed_key(template: str, path: str | Path, datasets: list[str] | None = None) -> SeedKey:
+    """``.../<dataset>/<variant>/seed<k>.<ext>`` -> its key; the path is the one source of truth."""
+    found = parse(template, path)
+    if datasets is not None and found["dataset"] not in datasets:
+        raise ValueError(f"{path}: dataset {found['dataset']!r} is not one of {datasets}")
+    return SeedKey(found["dataset"], found["variant"], int(found["seed"]))
+
+
+def by_dataset(template: str, paths: list[Path], datasets: list[str]) -> dict[str, Path]:
+    """One file per dataset (``models/<dataset>/...``), keyed by the dataset its path names."""
+    found = {parse(template, p)["dataset"]: Path(p) for p in paths}
+    missing = [d for d in datasets if d not in found]
+    if missing:
+        raise ValueError(f"no {template} for datasets {missing} among {[str(p) for p in paths]}")
+    return found
+
+
+def log_path(rule: str, *wildcards: str) -> str:
+    return "/".join([LOGS, rule, *wildcards]) + ".log"
+
+
+def benchmark_path(rule: str, *wildcards: str) -> str:
+    return "/".join([BENCHMARKS, rule, *wildcards]) + ".tsv"
+
+
+def benchmark_rule(path: Path, root: Path) -> str:
+    """The rule a benchmark file under ``root`` (``logs/benchmarks``) belongs to."""
+    return path.relative_to(root).parts[0].removesuffix(".tsv")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The one change a variant makes to config's counterfactual settings (none for main)."""
+
+    guidance_scale: float | None = None
+    sampling: str | None = None
+    true_cf: bool = False
+
+
+def parse_variant(name: str) -> Variant:
+    """A variant's name -> its change; the inverse of :func:`guidance_variant` and :func:`sampling_variant`."""
+    if name == MAIN:
+        return Variant()
+    if name == TRUE_CF:
+        return Variant(true_cf=True)
+    if name.startswith(SAMPLING_PREFIX) and re.fullmatch(r"[a-z]+", name.removeprefix(SAMPLING_PREFIX)):
+        return Variant(sampling=name.removeprefix(SAMPLING_PREFIX))
+    if name.startswith(GUIDANCE_PREFIX) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(GUIDANCE_PREFIX)):
+        return Variant(guidance_scale=float(name.removeprefix(GUIDANCE_PREFIX)))
+    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {GUIDANCE_PREFIX}<guidance scale> "
+                     f"or {SAMPLING_PREFIX}<strategy>")
+
+
+def guidance_variant(guidance_scale: float, counterfactual: dict[str, Any]) -> str:
+    """The variant generating with ``guidance_scale`` (``main`` for config's own)."""
+    value = float(guidance_scale)
+    if value == float(counterfactual["guidance_scale"]):
+        return MAIN
+    name = f"{GUIDANCE_PREFIX}{value:g}"
+    if not math.isfinite(value) or not re.fullmatch(GENERATED_VARIANTS, name) or parse_variant(name).guidance_scale != value:
+        raise ValueError(f"guidance scale {guidance_scale!r} has no variant name that reads back as the same number "
+                         "(use at most 6 significant digits, no exponent)")
+    return name
+
+
+def sampling_variant(sampling: str, counterfactual: dict[str, Any]) -> str:
+    """The variant choosing ``y_cf`` by ``sampling`` (``main`` for config's own)."""
+    return MAIN if sampling == counterfactual["sampling"] else f"{SAMPLING_PREFIX}{sampling}"
+
+
+def variant_settings(name: str, counterfactual: dict[str, Any]) -> dict[str, Any]:
+    """Config's counterfactual block with variant ``name``'s one change applied."""
+    variant = parse_variant(name)
+    if variant.true_cf:
+        raise ValueError(f"variant {name!r} generates no counterfactuals: it trains on {MAIN}'s true ones")
+    settings = dict(counterfactual)
+    if variant.guidance_scale is not None:
+        settings["guidance_scale"] = variant.guidance_scale
+    if variant.sampling is not None:
+        settings["sampling"] = variant.sampling
+    return settings
+
+
+def generated_variant(name: str) -> str:
+    """The variant whose counterfactual files ``name`` trains on (``true_cf`` reuses main's)."""
+    return MAIN if parse_variant(name).true_cf else name

@@ -1,0 +1,134 @@
+"""The prompt stage's jobs (rules/prompts.smk): each function is the rule of the same name.
+
+Frozen encoders mean image features are computed once and cached: prompt training reads
+those caches and never re-encodes an image.  Heavy libraries are imported inside the
+functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["encode_train_features", "encode_eval_features", "train_prompt"]
+
+
+def encode_train_features(
+    dataset_dir: Path,
+    clip_dir: Path,
+    split: Annotated[Path, "the few-shot split"],
+    counterfactual_images: Annotated[Path, "merged counterfactuals (main's, for the true_cf variant)"],
+    counterfactual_table: Path,
+    variant: Annotated[str, "which counterfactuals to encode: the true ones for true_cf, else the generated ones"],
+    out: Path,
+    threads: int = 1,
+) -> None:
+    """Cache frozen CLIP features of the few-shot images and of their counterfactuals."""
+    import pandas as pd
+
+    from dicap import layout, runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.counterfactual.shards import GENERATED, TRUE
+    from dicap.data.store import DatasetStore
+    from dicap.guards import check_finite
+    from dicap.io import load_arrays, save_arrays
+
+    key = TRUE if layout.parse_variant(variant).true_cf else GENERATED
+    runtime.setup(threads, 0)
+    store = DatasetStore.open(dataset_dir)
+    bundle = load_clip({"path": str(clip_dir)})
+    bundle.model.to(runtime.device())
+    rows = pd.read_parquet(split)
+    table = pd.read_parquet(counterfactual_table)
+    arrays = load_arrays(counterfactual_images)
+    if key not in arrays:
+        raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
+    out_arrays = {
+        "train": bundle.encode_rows(store, rows), "train_labels": rows["label"].to_numpy(),
+        "cf": bundle.encode_images(arrays[key]).numpy(), "cf_labels": table["y_cf"].to_numpy(),
+    }
+    check_finite(out, out_arrays)
+    save_arrays(out, out_arrays)
+
+
+def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: int = 1) -> None:
+    """Cache frozen CLIP features of the validation and test splits."""
+    import numpy as np
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.guards import check_finite
+    from dicap.io import save_arrays
+
+    runtime.setup(threads, 0)
+    store = DatasetStore.open(dataset_dir)
+    bundle = load_clip({"path": str(clip_dir)})
+    bundle.model.to(runtime.device())
+    out_arrays: dict[str, np.ndarray] = {}
+    for name in ("val", *store.test_splits):
+        rows = store.split(name)
+        out_arrays[name] = bundle.encode_rows(store, rows)
+        out_arrays[f"{name}_labels"] = rows["label"].to_numpy()
+    check_finite(out, out_arrays)
+    save_arrays(out, out_arrays)
+
+
+def epochs(text: str) -> int:
+    """argparse type: a whole number of epochs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of epochs, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more epochs, got {value}")
+    return value
+
+
+def train_prompt(
+    dataset_dir: Path,
+    clip_dir: Path,
+    features: Annotated[Path, "encode_train_features' cache"],
+    method: str,
+    seed: int,
+    params: Annotated[dict[str, Any], "the config's prompt block, without checkpoint_every"],
+    out: Annotated[Path, "the learned context; its history is written beside it (.json)"],
+    checkpoint_every: Annotated[int, epochs, "save a resumable checkpoint beside --out every EPOCHS epochs (0: never); "
+                                "a matching one is always resumed"] = 0,
+    threads: int = 1,
+) -> None:
+    """Learn the prompt context of one method on cached features.
+
+    The checkpoint interval is an option, not part of ``params``: it cannot change the
+    result, so changing it must neither rerun the job nor alter the recorded provenance.
+    """
+    import torch
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.guards import check_finite
+    from dicap.io import load_arrays, provenance, save_arrays, write_json
+    from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
+    from dicap.prompting.learner import PromptLearner
+    from dicap.prompting.trainer import train_context
+
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    bundle = load_clip({"path": str(clip_dir)})
+    dev = runtime.device()
+    cached = {k: torch.from_numpy(v).to(dev) for k, v in load_arrays(features).items()}
+    learner = PromptLearner(bundle.model, bundle.tokenizer, [store.classes[c] for c in store.base_classes], params["n_ctx"],
+                            params["ctx_init"])
+    learner.to(dev)
+    checkpoint = checkpoint_path(out)
+    history = train_context(learner, method, cached, params, float(bundle.model.logit_scale.exp()), seed,
+                            checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    check_finite(out, {"learned context": learner.ctx})
+    save_arrays(out, {"ctx": learner.ctx.detach().cpu().numpy()}, meta={"method": method, "seed": str(seed)})
+    write_json(out.with_suffix(".json"), {"method": method, "history": history, **provenance(params, seed)})
+    remove_checkpoint(checkpoint)  # only now: a job killed before this line resumes instead of retraining

@@ -1,0 +1,138 @@
+"""The report stage's jobs (rules/report.smk, rules/ablations.smk): each function is the rule
+of the same name; ``record_reference`` and ``readme_results`` are the maintainer's commands
+that move the reference numbers (README, "Reproduction and tolerance")."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "table1", "figure_table1", "figure_counterfactuals", "backbone_report", "cost_report", "reproduction",
+    "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "record_reference", "readme_results",
+]
+
+
+def table1(
+    suite: str,
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files of the main variant"],
+    config_json: Annotated[dict[str, Any], "the whole config, for the provenance record"],
+    out_csv: Path,
+    out_md: Path,
+    out_metrics: Annotated[Path | None, "the same numbers as nested JSON, for dvc metrics"] = None,
+) -> None:
+    """Aggregate per-seed metrics into Table 1 (mean and std over seeds, average row)."""
+    from dicap.report.table import build_table1, write_table1
+
+    write_table1(build_table1(suite, datasets, metrics), out_csv, out_md, config_json, out_metrics)
+
+
+def figure_table1(table: Path, out: Path) -> None:
+    """Plot base / novel / HM bars per method from Table 1."""
+    from dicap.report.figures import plot_table1
+
+    plot_table1(table, out)
+
+
+def figure_counterfactuals(
+    dataset_dir: Path,
+    split: Path,
+    images: Annotated[list[Path], "merged counterfactuals, main run first, then other guidance scales"],
+    audits: Annotated[list[Path], "their per-image audits, in the same order"],
+    out: Path,
+) -> None:
+    """Plot factual | counterfactuals at several s | true counterfactual, with the oracle's verdicts."""
+    from dicap.report.figures import plot_counterfactual_grid
+
+    if len(images) != len(audits):
+        raise ValueError(f"{len(images)} counterfactual files but {len(audits)} audits")
+    plot_counterfactual_grid(dataset_dir, split, images, audits, out)
+
+
+def backbone_report(
+    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
+) -> None:
+    """Summarise what the backbones and the generator achieved, per dataset."""
+    from dicap.report.table import build_backbone_report
+
+    build_backbone_report(datasets, clip_reports, diffusion_reports, cf_tables, out)
+
+
+def cost_report(suite: str, benchmarks: Annotated[Path, "the folder of the rules' benchmark files"], out: Path) -> None:
+    """Summarise the rules' benchmark files: wall time and peak memory per rule."""
+    from dicap.io import write_table
+    from dicap.report.cost import cost_table, read_benchmarks
+
+    write_table(out, cost_table(read_benchmarks(benchmarks), suite))
+
+
+def reproduction(
+    table1: Path,
+    out_csv: Path,
+    out_md: Path,
+    backbones: Path | None = None,
+    audit: Annotated[Path | None, "results/counterfactual_audit.csv (embedded suite only)"] = None,
+    reference: Annotated[Path | None, "results/reference/<suite>.csv, if one exists"] = None,
+) -> None:
+    """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
+    from dicap.report.reproduction import compare, read_reference, regenerated_numbers, write_reproduction
+
+    known, info = read_reference(reference) if reference else (None, None)
+    frame = compare(regenerated_numbers(table1, backbones, audit), known)
+    write_reproduction(frame, out_csv, out_md, info)
+    log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
+
+
+def _ablation(x: str, datasets: list[str], metrics: list[Path], audits: list[Path], oracle_reports: list[Path],
+              out_csv: Path, out_png: Path) -> None:
+    """One ablation's table (audit scores and accuracy per setting) and its figure along ``x``."""
+    from dicap.audit.scoring import read_oracle_reports
+    from dicap.io import write_table
+    from dicap.report.ablations import build_ablation, plot_ablation
+
+    table = build_ablation(metrics, audits, datasets, read_oracle_reports(oracle_reports, datasets))
+    write_table(out_csv, table)
+    plot_ablation(table, x, out_png)
+
+
+def ablation_guidance_scale(
+    datasets: list[str], metrics: list[Path], audits: list[Path], oracle_reports: list[Path], out_csv: Path, out_png: Path
+) -> None:
+    """Audit scores and DiCap's accuracy against the guidance scale s."""
+    _ablation("s", datasets, metrics, audits, oracle_reports, out_csv, out_png)
+
+
+def ablation_sampling(
+    datasets: list[str], metrics: list[Path], audits: list[Path], oracle_reports: list[Path], out_csv: Path, out_png: Path
+) -> None:
+    """Audit scores and DiCap's accuracy per way of choosing y_cf."""
+    _ablation("sampling", datasets, metrics, audits, oracle_reports, out_csv, out_png)
+
+
+def ablation_true_cf(
+    datasets: list[str], metrics: list[Path], audits: list[Path], oracle_reports: list[Path], out_csv: Path, out_png: Path
+) -> None:
+    """DiCap trained on the generated counterfactuals against DiCap trained on the true ones."""
+    _ablation("counterfactuals", datasets, metrics, audits, oracle_reports, out_csv, out_png)
+
+
+def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None) -> None:
+    """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
+    from dicap.report.reproduction import record_reference as record
+    from dicap.report.reproduction import regenerated_numbers
+
+    record(regenerated_numbers(table1, backbones, audit), out, table1.with_suffix(".provenance.json"))
+
+
+def readme_results(
+    reference: Path, readme: Path, check: Annotated[bool, "fail if the README's results section differs from the reference"] = False
+) -> None:
+    """Write the README's results section from the reference file."""
+    from dicap.report.readme import results_section, update_readme
+
+    if not update_readme(readme, results_section(reference), check=check):
+        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme-results")
