@@ -33,14 +33,13 @@ configfile: "config.yaml"
 
 
 # --config values inside lists and maps arrive as strings: read them by the schema's types,
-# then validate (finite, ranged numbers) and fill in the schema's defaults, all before any job
-# is planned.
+# fill in the schema's defaults for what no file gives, then validate (finite, ranged numbers),
+# all before any job is planned.
 try:
     config.update(validate_config(with_defaults(coerce_config(config)), "config"))
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
 
-BUILD = f"build/{config['suite']}"
 PAPER = config["suite"] == "paper"
 DATASETS = config["datasets"]
 SEEDS = config["seeds"]

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -52,30 +50,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         data, clip_dir, diff_dir = t / "data", t / "clip", t / "diffusion"
+        clip_report, text_features = t / "clip.json", t / "text.safetensors"
         times = {}
-        times["prepare_dataset"] = dicap("prepare-dataset", "--dataset", "shapes", "--params", j(config["data"]), "--out", str(data))
-        dicap("make-split", "--dataset-dir", str(data), "--seed", "1", "--params", j(config["data"]), "--out", str(t / "split.parquet"))
-        times["clip_backbone (cuda)"] = dicap("clip-backbone", "--dataset-dir", str(data), "--params", j(config["clip"]), "--out", str(clip_dir))
-        times["diffusion_backbone (cuda)"] = dicap("diffusion-backbone", "--dataset-dir", str(data), "--params", j(config["diffusion"]), "--out", str(diff_dir))
-        shard = ["counterfactual-shard", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--diffusion-dir", str(diff_dir),
+        times["prepare_dataset"] = dicap("prepare_dataset", "--dataset", "shapes", "--params", j(config["data"]), "--out", str(data))
+        dicap("make_split", "--dataset-dir", str(data), "--seed", "1", "--params", j(config["data"]), "--out", str(t / "split.parquet"))
+        times["clip_backbone (cuda)"] = dicap("clip_backbone", "--dataset-dir", str(data), "--params", j(config["clip"]), "--out", str(clip_dir),
+                                              "--report", str(clip_report), "--class-text-features", str(text_features))
+        times["diffusion_backbone (cuda)"] = dicap("diffusion_backbone", "--dataset-dir", str(data), "--params", j(config["diffusion"]),
+                                                   "--out", str(diff_dir), "--report", str(t / "diffusion.json"))
+        shard = ["counterfactual_shard", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--diffusion-dir", str(diff_dir),
+                 "--class-text-features", str(text_features),
                  "--split", str(t / "split.parquet"), "--seed", "1", "--shard", "0", "--shards", "1", "--params", j(config["counterfactual"])]
         times["counterfactual_shard (cuda)"] = dicap(*shard, "--out-images", str(t / "cf.safetensors"), "--out-table", str(t / "cf.parquet"))
         times["counterfactual_shard (cpu)"] = dicap(*shard, "--out-images", str(t / "cf_cpu.safetensors"), "--out-table", str(t / "cf_cpu.parquet"), cpu=True)
-        dicap("encode-features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--split", str(t / "split.parquet"),
-              "--counterfactuals", str(t / "cf.safetensors"), "--counterfactual-table", str(t / "cf.parquet"), "--out", str(t / "feat.safetensors"))
-        dicap("encode-features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--out", str(t / "eval.safetensors"))
+        dicap("encode_train_features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--split", str(t / "split.parquet"),
+              "--counterfactual-images", str(t / "cf.safetensors"), "--counterfactual-table", str(t / "cf.parquet"), "--variant", "main",
+              "--out", str(t / "feat.safetensors"))
+        dicap("encode_eval_features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--out", str(t / "eval.safetensors"))
         prompts = []
         for method in ("zeroshot", "coop", "dicap"):
             out = t / f"{method}.safetensors"
             times[f"train_prompt {method} (cuda)"] = dicap(
-                "train-prompt", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--features", str(t / "feat.safetensors"),
+                "train_prompt", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--features", str(t / "feat.safetensors"),
                 "--method", method, "--seed", "1", "--params", j(config["prompt"]), "--out", str(out))
             prompts.append(str(out))
         dicap("evaluate", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--features", str(t / "eval.safetensors"),
               "--prompts", *prompts, "--methods", "zeroshot", "coop", "dicap", "--seed", "1",
               "--params", j({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}), "--out", str(t / "metrics.csv"))
         print((t / "metrics.csv").read_text())
-        print("clip report:", json.loads((clip_dir / "report.json").read_text())["zero_shot_accuracy"])
+        print("clip report:", json.loads(clip_report.read_text())["zero_shot_accuracy"])
         gpu, cpu = load_arrays(t / "cf.safetensors")["images"], load_arrays(t / "cf_cpu.safetensors")["images"]
         diff = np.abs(gpu.astype(int) - cpu.astype(int))
         print(f"cuda vs cpu counterfactuals: {len(gpu)} images, mean |diff| {diff.mean():.3f} (0-255), "

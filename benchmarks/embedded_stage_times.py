@@ -27,7 +27,7 @@ def run_workflow(workdir: Path, configfiles: list[str], cores: int) -> float:
     bin_dir = Path(sys.executable).parent
     cmd = [str(bin_dir / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--cores", str(cores), "--configfile", str(REPO / "config.yaml"), *configfiles, "-q"]
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH" HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
+export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH" DVC_NO_ANALYTICS=1
 
 pipeline=dvc.yaml configs=(--configfile config.yaml)
 if [[ ${1:-} == paper ]]; then

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH" HF_HUB_OFFLINE=1
+export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH"
 
 workdir=.
 args=("$@")

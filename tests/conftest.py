@@ -1,7 +1,16 @@
-"""Shared fixtures."""
+"""Shared fixtures; shared helpers that are not fixtures live in helpers.py and local_mirror.py."""
+
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
+
+from dicap import runtime  # noqa: F401  (first: it puts the process offline, HF_HUB_OFFLINE, as every job is)
+from dicap.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +32,46 @@ def tiny_run(tmp_path_factory):
     out = snakemake(*tiny_args(workdir), "--cores", "2", timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     return workdir
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    """config.yaml, validated (the schema's defaults)."""
+    return load_config(REPO / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def clip_model():
+    """A tiny open_clip CLIP whose text tower tells the class names of helpers.NAMES apart."""
+    open_clip = pytest.importorskip("open_clip")
+    from helpers import CONTEXT
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 32, "mlp_ratio": 2.0},
+        text_cfg={"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1, "mlp_ratio": 2.0},
+    )
+    with torch.no_grad():
+        # open_clip's init (std 0.02 / 0.01) leaves a 1-layer tower nearly blind to the tokens
+        # (cosine 0.9999 between classes); larger embeddings make every token position matter,
+        # so the equality test below can tell a wrong prompt from the right one.
+        model.token_embedding.weight.normal_(std=0.5)
+        model.positional_embedding.normal_(std=0.1)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def server():
+    """The local dataset host (local_mirror.py): files, requests and failure switches on the object."""
+    from local_mirror import Handler
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.files, srv.requests, srv.content_types = {}, [], {}
+    srv.truncate_once, srv.fail_once, srv.ignore_range = {}, {}, False
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 TINY_CONFIGS = (str(REPO / "config.yaml"), str(REPO / "tests" / "config.test.yaml"))
 
 

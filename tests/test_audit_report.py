@@ -12,7 +12,6 @@ from dicap.counterfactual.generate import true_counterfactuals
 from dicap.data import embedded
 from dicap.data.store import DatasetStore
 from dicap.report.ablations import build_ablation, plot_ablation
-from dicap.report.layout import artifact_key
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -31,7 +30,7 @@ def world(tmp_path_factory):
     split = store.split("train")
     table = pd.DataFrame({
         "row": np.arange(len(split)), "y": split["label"], "y_cf": (split["label"] + 1) % 10,
-        "scale": 3.0, "guide": "cfg", "sampling": "random", "reconstruction_mse": 0.01,
+        "guidance_scale": 3.0, "guide": "cfg", "sampling": "random", "reconstruction_mse": 0.01,
     })
     truth = true_counterfactuals(store, split, table["y_cf"].to_numpy())
     arrays = {"images": truth, "true_images": truth, "unguided_images": store.pixels(split)}
@@ -68,12 +67,6 @@ def test_summary_averages_over_seeds(world):
     assert row["oracle_heldout_class_accuracy"] == 0.5
 
 
-def test_artifact_key_reads_the_build_layout(tmp_path):
-    assert artifact_key(tmp_path / "metrics" / "shapes" / "s10" / "seed3.csv", ["shapes"]) == ("shapes", "s10", 3)
-    with pytest.raises(ValueError, match="does not follow"):
-        artifact_key(tmp_path / "metrics" / "shapes" / "seed3.csv", ["shapes"])
-
-
 def _metrics(path, methods, hm):
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"method": m, "seed": 1, "split": split, "base": hm + 1, "novel": hm - 1, "hm": hm}
@@ -89,7 +82,7 @@ def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path):
         audit.assign(s=s, valid=audit["valid"] & (s == 3.0)).to_parquet(path)
     _metrics(tmp_path / "metrics" / "shapes" / "main" / "seed1.csv", ["zeroshot", "coop", "dicap"], 70.0)
     _metrics(tmp_path / "metrics" / "shapes" / "s10" / "seed1.csv", ["dicap"], 60.0)
-    _metrics(tmp_path / "metrics" / "shapes" / "oracle" / "seed1.csv", ["dicap"], 80.0)
+    _metrics(tmp_path / "metrics" / "shapes" / "true_cf" / "seed1.csv", ["dicap"], 80.0)
     table = build_ablation(
         sorted((tmp_path / "metrics").rglob("*.csv")), sorted((tmp_path / "audit").rglob("*.parquet")), ["shapes"],
         {"shapes": {"class_accuracy": 0.9}},
@@ -97,9 +90,9 @@ def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path):
     dicap = table[table["method"] == "dicap"].set_index("variant")
     assert dicap.loc["s10", "s"] == 10.0 and dicap.loc["s10", "hm"] == 60.0 and dicap.loc["s10", "valid"] == 0
     assert dicap.loc["main", "valid"] == pytest.approx(audit["valid"].mean(), abs=1e-4)
-    assert dicap.loc["oracle", "counterfactuals"] == "true" and dicap.loc["oracle", "hm"] == 80.0
-    assert dicap.loc["oracle", "valid"] == pytest.approx(audit["true_valid"].mean(), abs=1e-4)
-    assert dicap.loc["oracle", "mse_to_true"] == 0
+    assert dicap.loc["true_cf", "counterfactuals"] == "true" and dicap.loc["true_cf", "hm"] == 80.0
+    assert dicap.loc["true_cf", "valid"] == pytest.approx(audit["true_valid"].mean(), abs=1e-4)
+    assert dicap.loc["true_cf", "mse_to_true"] == 0
     assert set(table[table["variant"] == "main"]["method"]) == {"zeroshot", "coop", "dicap"}
     for x in ("s", "counterfactuals"):
         plot_ablation(table, x, tmp_path / f"{x}.png")

@@ -13,8 +13,7 @@ from dicap.audit.oracle import OracleNet, load_oracle
 from dicap.cli import main
 from dicap.data import embedded
 from dicap.io import save_arrays, save_state_dict, write_json
-
-SIZES = {"image_size": 16, "pretrain_per_class": 2, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 1}
+from helpers import SIZES
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def _fails(argv, caplog, *needles):
 
 
 def _split(store, out, shots=2):
-    return ["make-split", "--dataset-dir", str(store), "--seed", "1", "--params", json.dumps({"shots": shots}), "--out", str(out)]
+    return ["make_split", "--dataset-dir", str(store), "--seed", "1", "--params", json.dumps({"shots": shots}), "--out", str(out)]
 
 
 def test_a_class_with_fewer_images_than_shots(store, tmp_path, caplog):
@@ -48,7 +47,7 @@ def test_a_class_with_fewer_images_than_shots(store, tmp_path, caplog):
 def test_duplicate_class_names(store, tmp_path, caplog):
     copy = tmp_path / "data"
     shutil.copytree(store, copy)
-    write_json(copy / "classes.json", {"kind": "shapes", "classes": ["circle", "circle"] + [f"c{i}" for i in range(8)]})
+    write_json(copy / "classes.json", {"dataset": "shapes", "storage": "arrays", "classes": ["circle", "circle"] + [f"c{i}" for i in range(8)]})
     out = tmp_path / "split.parquet"
     _fails(_split(copy, out), caplog, str(copy / "classes.json"), "['circle']")
     assert not out.exists()

@@ -12,23 +12,9 @@ import yaml
 
 from dicap.config import ConfigError, load_config, validate_config
 from dicap.io import atomic_output, read_json, write_json, write_table
+from helpers import with_key as _with
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def config() -> dict:
-    return load_config(ROOT / "config.yaml")
-
-
-def _with(config: dict, dotted: str, value) -> dict:
-    out = copy.deepcopy(config)
-    *parents, last = dotted.split(".")
-    node = out
-    for p in parents:
-        node = node[p]
-    node[last] = value
-    return out
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -55,7 +41,7 @@ def test_test_config_merged_over_main_is_valid(config):
         ("epochz", 3, "epochz"),                       # unknown top-level key
         ("prompt.epoch", 3, "prompt.epoch"),           # unknown nested key (typo of epochs)
         ("diffusion.train.stepz", 3, "diffusion.train.stepz"),
-        ("counterfactual.scale", "5", "counterfactual.scale"),  # wrong type
+        ("counterfactual.guidance_scale", "5", "counterfactual.guidance_scale"),  # wrong type
         ("data.shots", -1, "data.shots"),              # out of range
         ("data.spurious_strength", 1.5, "data.spurious_strength"),
         ("counterfactual.inversion_depth", 0, "counterfactual.inversion_depth"),
@@ -202,11 +188,11 @@ def test_a_failed_model_directory_keeps_the_old_one(tmp_path):
 @pytest.mark.parametrize(
     "value,shown", [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf"), (-1, "-1"), ("five", "'five'")]
 )
-def test_scale_must_be_a_finite_number_at_least_zero(config, value, shown):
+def test_guidance_scale_must_be_a_finite_number_at_least_zero(config, value, shown):
     """Today NaN and infinity pass ``minimum: 0``, and every counterfactual comes out black."""
     with pytest.raises(ConfigError) as info:
-        validate_config(_with(config, "counterfactual.scale", value))
-    assert str(info.value) == f"config: key 'counterfactual.scale' = {shown}: must be a finite number >= 0"
+        validate_config(_with(config, "counterfactual.guidance_scale", value))
+    assert str(info.value) == f"config: key 'counterfactual.guidance_scale' = {shown}: must be a finite number >= 0"
 
 
 @pytest.mark.parametrize(
@@ -222,8 +208,8 @@ def test_scale_must_be_a_finite_number_at_least_zero(config, value, shown):
         ("prompt.epochs", 0, "= 0: must be an integer >= 1"),
         ("counterfactual.shards", 0, "= 0: must be an integer >= 1"),
         ("seeds", [2**40], "= 1099511627776: must be an integer in [0, 4294967295]"),
-        ("ablations.scales", [1, float("nan")], "= nan: must be a finite number >= 0"),
-        ("report.figure_scales", [float("inf")], "= inf: must be a finite number >= 0"),
+        ("ablations.guidance_scales", [1, float("nan")], "= nan: must be a finite number >= 0"),
+        ("report.figure_guidance_scales", [float("inf")], "= inf: must be a finite number >= 0"),
         ("clip.model.embed_dim", float("nan"), "= nan: must be a finite number"),  # free-form block
         ("counterfactual.guide", "clips", "= 'clips': must be one of cfg, classifier, clip"),
     ],
@@ -242,9 +228,9 @@ def test_every_number_in_the_schema_is_ranged():
 
     def walk(node, path):
         node = _resolve(node)
-        kinds = node.get("type", [])
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if {"integer", "number"} & set(kinds):
+        types = node.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if {"integer", "number"} & set(types):
             yield path, node
         for name, child in node.get("properties", {}).items():
             yield from walk(child, f"{path}.{name}".lstrip("."))
@@ -267,12 +253,12 @@ def test_command_line_strings_are_read_by_the_schemas_types(config):
 
     cli = copy.deepcopy(config)
     cli["seeds"] = ["1"]  # --config seeds='[1]'
-    cli["counterfactual"] = {**cli["counterfactual"], "shards": "4", "scale": "5", "inversion_depth": "0.5"}
+    cli["counterfactual"] = {**cli["counterfactual"], "shards": "4", "guidance_scale": "5", "inversion_depth": "0.5"}
     cli["prompt"] = {**cli["prompt"], "ctx_init": "a photo of a", "lr": "2e-3"}
     cli["clip"]["model"] = {**cli["clip"]["model"], "embed_dim": "64"}  # free-form block: read as YAML
     out = validate_config(coerce_config(cli))
     assert out["seeds"] == [1] and out["counterfactual"]["shards"] == 4
-    assert out["counterfactual"]["scale"] == 5 and out["counterfactual"]["inversion_depth"] == 0.5
+    assert out["counterfactual"]["guidance_scale"] == 5 and out["counterfactual"]["inversion_depth"] == 0.5
     assert out["prompt"]["lr"] == 0.002 and out["prompt"]["ctx_init"] == "a photo of a"
     assert out["clip"]["model"]["embed_dim"] == 64
     assert coerce_config(config) == config  # a config read from YAML is left as it is
@@ -281,10 +267,10 @@ def test_command_line_strings_are_read_by_the_schemas_types(config):
 @pytest.mark.parametrize(
     "dotted,text,line",
     [
-        ("counterfactual.scale", ".nan", "config: key 'counterfactual.scale' = nan: must be a finite number >= 0"),
-        ("counterfactual.scale", ".inf", "config: key 'counterfactual.scale' = inf: must be a finite number >= 0"),
-        ("counterfactual.scale", "-1", "config: key 'counterfactual.scale' = -1: must be a finite number >= 0"),
-        ("counterfactual.scale", "five", "config: key 'counterfactual.scale' = 'five': must be a finite number >= 0"),
+        ("counterfactual.guidance_scale", ".nan", "config: key 'counterfactual.guidance_scale' = nan: must be a finite number >= 0"),
+        ("counterfactual.guidance_scale", ".inf", "config: key 'counterfactual.guidance_scale' = inf: must be a finite number >= 0"),
+        ("counterfactual.guidance_scale", "-1", "config: key 'counterfactual.guidance_scale' = -1: must be a finite number >= 0"),
+        ("counterfactual.guidance_scale", "five", "config: key 'counterfactual.guidance_scale' = 'five': must be a finite number >= 0"),
         ("counterfactual.shards", "2.5", "config: key 'counterfactual.shards' = 2.5: must be an integer >= 1"),
         ("counterfactual.guide", "3", "config: key 'counterfactual.guide' = '3': must be one of cfg, classifier, clip"),
     ],

@@ -66,17 +66,17 @@ def test_nested_overrides_reach_the_plan(tmp_path):
     [("file", ".nan", "nan"), ("file", ".inf", "inf"), ("file", "-1", "-1"),
      ("config", ".nan", "nan"), ("config", ".inf", "inf"), ("config", "-1", "-1")],
 )
-def test_a_bad_scale_stops_before_any_job_with_one_line(tmp_path, how, value, shown):
-    """Today ``scale: .nan`` passes, every counterfactual comes out black, and Table 1 is rewritten."""
+def test_a_bad_guidance_scale_stops_before_any_job_with_one_line(tmp_path, how, value, shown):
+    """Today ``guidance_scale: .nan`` passes, every counterfactual comes out black, and Table 1 is rewritten."""
     if how == "file":
         bad = tmp_path / "bad.yaml"
-        bad.write_text(f"counterfactual:\n  scale: {value}\n")
+        bad.write_text(f"counterfactual:\n  guidance_scale: {value}\n")
         args = ["--configfile", str(REPO / "config.yaml"), str(bad)]
     else:
-        args = ["--configfile", str(REPO / "config.yaml"), "--config", f"counterfactual={{scale: {value}}}"]
+        args = ["--configfile", str(REPO / "config.yaml"), "--config", f"counterfactual={{guidance_scale: {value}}}"]
     out = snakemake("-n", *args, "--directory", str(tmp_path))
     assert out.returncode != 0
-    line = f"config: key 'counterfactual.scale' = {shown}: must be a finite number >= 0"
+    line = f"config: key 'counterfactual.guidance_scale' = {shown}: must be a finite number >= 0"
     assert line in (out.stdout + out.stderr).splitlines(), (out.stdout + out.stderr)[-2000:]
     assert "rule " not in out.stdout and not (tmp_path / "build").exists()
 
@@ -97,6 +97,6 @@ def test_validate_config_names_file_line_and_column_of_any_file(tmp_path, capsys
     from dicap.cli import main
 
     bad = tmp_path / "over.yaml"
-    bad.write_text("counterfactual:\n\tscale: 3\n")
+    bad.write_text("counterfactual:\n\tguidance_scale: 3\n")
     assert main(["validate-config", str(bad)]) == 1
     assert f"{bad}:2:1: not valid YAML" in caplog.text

@@ -145,9 +145,9 @@ def test_random_data_sizes_are_refused_naming_the_key_or_stages_write_finite_out
     split_params = {k: config["data"][k] for k in ("shots", "spurious_strength")}  # rules/common.smk SPLIT_PARAMS
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="dicap"):
-        codes = [main(["prepare-dataset", "--dataset", "shapes", "--params", as_json(config["data"]), "--out", str(work / "data")])]
+        codes = [main(["prepare_dataset", "--dataset", "shapes", "--params", as_json(config["data"]), "--out", str(work / "data")])]
         if codes[0] == 0:
-            codes.append(main(["make-split", "--dataset-dir", str(work / "data"), "--seed", "1",
+            codes.append(main(["make_split", "--dataset-dir", str(work / "data"), "--seed", "1",
                                "--params", json.dumps(split_params), "--out", str(work / "split.parquet")]))
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     if codes[-1] != 0:  # refused at run time: one line that names the key to change

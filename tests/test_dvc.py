@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dicap.code_version import ROOT, command_sources
+from dicap.code_version import ROOT, job_sources
 from snakemake_runner import BIN, ENV, REPO, TINY_CONFIGS, job_counts
 
 DVC = str(BIN / "dvc")
 DVC_ENV = {**ENV, "DVC_NO_ANALYTICS": "1", "DICAP_VENV": str(BIN.parent)}
-# The commands behind `snakemake artifacts`: their code must be a dependency of DVC's stage.
-ARTIFACT_COMMANDS = ("prepare-dataset", "make-split", "clip-backbone", "diffusion-backbone", "guide-classifier",
-                     "oracle", "counterfactual-shard", "merge-counterfactuals", "encode-features")
+# The jobs behind `snakemake artifacts`: their code must be a dependency of DVC's stage.
+ARTIFACT_JOBS = ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "guide_classifier",
+                 "oracle", "counterfactual_shard", "merge_counterfactuals", "encode_train_features", "encode_eval_features")
 EXPENSIVE = ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle",
              "counterfactual_shard", "merge_counterfactuals", "encode_train_features", "encode_eval_features")
 
@@ -52,9 +52,10 @@ def test_dvc_lock_matches_the_committed_code_and_config():
 def test_artifact_stage_depends_on_all_the_code_it_runs():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["artifacts"]
     deps = [REPO / d for d in stage["deps"]]
-    for command in ARTIFACT_COMMANDS:
-        for path in command_sources(command)[1]:
-            assert any(path == d or d in path.parents for d in deps), f"{path.relative_to(ROOT)} ({command})"
+    for job in ARTIFACT_JOBS:
+        sources = job_sources(job)
+        for path in {sources.module, *sources.files}:
+            assert any(path == d or d in path.parents for d in deps), f"{path.relative_to(ROOT)} ({job})"
 
 
 def _tiny_checkout(dest: Path) -> None:

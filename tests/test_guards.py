@@ -26,7 +26,7 @@ DIFFUSION_PARAMS = {
     "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8},
     "train": {"steps": 1, "batch_size": 8, "lr": 1e-3, "label_dropout": 0.1, "num_train_timesteps": 1000, "seed": 0},
 }
-CF_PARAMS = {"guide": "cfg", "scale": 3.0, "steps": 2, "inversion_depth": 0.5, "sampling": "similarity", "batch_size": 4}
+CF_PARAMS = {"guide": "cfg", "guidance_scale": 3.0, "steps": 2, "inversion_depth": 0.5, "sampling": "similarity", "batch_size": 4}
 PROMPT_PARAMS = {"n_ctx": 2, "ctx_init": None, "epochs": 1, "batch_size": 4, "lr": 0.002, "weight_decay": 0.0005,
                  "cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 0.0}
 
@@ -39,15 +39,18 @@ def run(*argv: str) -> None:
 def tiny(tmp_path_factory, single_thread):
     """A rendered dataset, a 5-image split (one shot per base class), and 1-step backbones."""
     root = tmp_path_factory.mktemp("guards")
-    run("prepare-dataset", "--dataset", "shapes", "--params", json.dumps(SIZES), "--out", root / "data")
-    run("make-split", "--dataset-dir", root / "data", "--seed", 1, "--params", json.dumps({"shots": 1}), "--out", root / "split.parquet")
-    run("clip-backbone", "--dataset-dir", root / "data", "--params", json.dumps(CLIP_PARAMS), "--out", root / "clip")
-    run("diffusion-backbone", "--dataset-dir", root / "data", "--params", json.dumps(DIFFUSION_PARAMS), "--out", root / "diffusion")
+    run("prepare_dataset", "--dataset", "shapes", "--params", json.dumps(SIZES), "--out", root / "data")
+    run("make_split", "--dataset-dir", root / "data", "--seed", 1, "--params", json.dumps({"shots": 1}), "--out", root / "split.parquet")
+    run("clip_backbone", "--dataset-dir", root / "data", "--params", json.dumps(CLIP_PARAMS), "--out", root / "clip",
+        "--report", root / "clip.json", "--class-text-features", root / "text.safetensors")
+    run("diffusion_backbone", "--dataset-dir", root / "data", "--params", json.dumps(DIFFUSION_PARAMS), "--out", root / "diffusion",
+        "--report", root / "diffusion.json")
     return root
 
 
 def shard_argv(root, shard: int, shards: int, out) -> list:
-    return ["counterfactual-shard", "--dataset-dir", root / "data", "--clip-dir", root / "clip", "--diffusion-dir", root / "diffusion",
+    return ["counterfactual_shard", "--dataset-dir", root / "data", "--clip-dir", root / "clip", "--diffusion-dir", root / "diffusion",
+            "--class-text-features", root / "text.safetensors",
             "--split", root / "split.parquet", "--seed", 1, "--shard", shard, "--shards", shards,
             "--params", json.dumps({**CF_PARAMS, "shards": shards}),
             "--out-images", out / f"shard{shard}.safetensors", "--out-table", out / f"shard{shard}.parquet"]
@@ -80,7 +83,7 @@ def test_more_shards_than_images_completes_and_merges(tiny, tmp_path, caplog):
         assert empty[key].shape == (0, *full[key].shape[1:]) and empty[key].dtype == full[key].dtype
     assert len(pd.read_parquet(tmp_path / f"shard{shards - 1}.parquet")) == 0
     merged = tmp_path / "merged"
-    run("merge-counterfactuals", "--split", tiny / "split.parquet",
+    run("merge_counterfactuals", "--split", tiny / "split.parquet",
         "--images", *[tmp_path / f"shard{k}.safetensors" for k in range(shards)],
         "--tables", *[tmp_path / f"shard{k}.parquet" for k in range(shards)],
         "--out-images", merged.with_suffix(".safetensors"), "--out-table", merged.with_suffix(".parquet"))
@@ -114,22 +117,43 @@ def test_all_black_counterfactuals_are_refused_and_nothing_is_written(tiny, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_features_with_nan_are_refused(tiny, tmp_path, caplog, monkeypatch):
-    import dicap.cli as cli
+@pytest.fixture(scope="module")
+def counterfactuals(tiny):
+    """The whole split's counterfactuals, in one shard (no merge needed)."""
+    run(*shard_argv(tiny, 0, 1, tiny))
+    return tiny / "shard0.safetensors", tiny / "shard0.parquet"
 
-    real = cli._encode_rows
-    monkeypatch.setattr(cli, "_encode_rows", lambda *a, **k: real(*a, **k) * np.nan)
+
+def train_features_argv(root, counterfactuals, out) -> list:
+    images, table = counterfactuals
+    return ["encode_train_features", "--dataset-dir", root / "data", "--clip-dir", root / "clip", "--split", root / "split.parquet",
+            "--counterfactual-images", images, "--counterfactual-table", table, "--variant", "main", "--out", out]
+
+
+def test_features_with_nan_are_refused(tiny, counterfactuals, tmp_path, caplog, monkeypatch):
+    from dicap.backbones.clip import ClipBundle
+
+    real = ClipBundle.encode_rows
+    monkeypatch.setattr(ClipBundle, "encode_rows", lambda *a, **k: real(*a, **k) * np.nan)
     out = tmp_path / "features.safetensors"
-    _fails(["encode-features", "--dataset-dir", tiny / "data", "--clip-dir", tiny / "clip", "--split", tiny / "split.parquet",
-            "--out", out], caplog, str(out), "'train'", "NaN")
+    _fails(train_features_argv(tiny, counterfactuals, out), caplog, str(out), "'train'", "NaN")
     assert not out.exists()
 
 
+def test_train_features_encode_the_variants_counterfactuals(tiny, counterfactuals, tmp_path):
+    """true_cf encodes main's true counterfactuals, every other variant the generated ones."""
+    generated, true = tmp_path / "generated.safetensors", tmp_path / "true.safetensors"
+    run(*train_features_argv(tiny, counterfactuals, generated))
+    run(*[*train_features_argv(tiny, counterfactuals, true)[:-3], "true_cf", "--out", true])
+    a, b = load_arrays(generated), load_arrays(true)
+    assert np.array_equal(a["train"], b["train"]) and np.array_equal(a["cf_labels"], b["cf_labels"])
+    assert not np.array_equal(a["cf"], b["cf"])
+
+
 @pytest.fixture(scope="module")
-def features(tiny):
-    run("encode-features", "--dataset-dir", tiny / "data", "--clip-dir", tiny / "clip", "--split", tiny / "split.parquet",
-        "--out", tiny / "train.safetensors")
-    run("encode-features", "--dataset-dir", tiny / "data", "--clip-dir", tiny / "clip", "--out", tiny / "eval.safetensors")
+def features(tiny, counterfactuals):
+    run(*train_features_argv(tiny, counterfactuals, tiny / "train.safetensors"))
+    run("encode_eval_features", "--dataset-dir", tiny / "data", "--clip-dir", tiny / "clip", "--out", tiny / "eval.safetensors")
     return tiny
 
 
@@ -138,7 +162,7 @@ def test_a_prompt_trained_on_nan_features_is_not_written(features, tmp_path, cap
     poisoned = tmp_path / "train.safetensors"
     save_arrays(poisoned, {**feats, "train": feats["train"] * np.nan})
     out = tmp_path / "coop.safetensors"
-    _fails(["train-prompt", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
+    _fails(["train_prompt", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
             "--params", json.dumps(PROMPT_PARAMS), "--method", "coop", "--features", poisoned, "--out", out],
            caplog, str(out), "'learned context'", "NaN")
     assert not out.exists() and not out.with_suffix(".json").exists()

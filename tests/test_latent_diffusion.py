@@ -136,10 +136,10 @@ def test_v_and_sample_predictions_are_turned_into_noise(bundle):
     a = bundle.alpha(t)
     with torch.no_grad():
         raw = bundle.eps(x, t, labels)  # epsilon: the UNet output itself
-        for kind, expected in [("v_prediction", math.sqrt(a) * raw + math.sqrt(1 - a) * x),
+        for prediction_type, expected in [("v_prediction", math.sqrt(a) * raw + math.sqrt(1 - a) * x),
                                ("sample", (x - math.sqrt(a) * raw) / math.sqrt(1 - a))]:
             other = LatentDiffusionBundle(bundle.unet, bundle.vae, bundle.alphas_cumprod, bundle.prompt_embeddings,
-                                          bundle.image_size, prediction_type=kind)
+                                          bundle.image_size, prediction_type=prediction_type)
             torch.testing.assert_close(other.eps(x, t, labels), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -283,7 +283,7 @@ def test_make_guide_chooses_the_cfg_posterior(bundle, clip):
 class TinyStore:
     """The slice of DatasetStore that generate() uses."""
 
-    kind = "paper"
+    dataset = "paper"
 
     def __init__(self, images: np.ndarray):
         self.images = {"train": images}
@@ -296,17 +296,17 @@ def _rows(n: int) -> pd.DataFrame:
     return pd.DataFrame({"row": np.arange(n), "split": "train", "index": np.arange(n)[::-1].copy(), "label": np.arange(n) % 3})
 
 
-@pytest.mark.parametrize("kind", ["cfg", "clip"])
-def test_generate_end_to_end_with_the_latent_model(bundle, clip, kind):
+@pytest.mark.parametrize("guide_name", ["cfg", "clip"])
+def test_generate_end_to_end_with_the_latent_model(bundle, clip, guide_name):
     store, rows = TinyStore(_pixels(5, seed=4)), _rows(5)
     targets = (rows["label"].to_numpy() + 1) % 3
-    guide = make_guide(kind, bundle, clip=clip, class_names=CLASSES, template=TEMPLATE)
-    params = {"steps": 6, "inversion_depth": 0.5, "batch_size": 2, "scale": 3.0, "guide": kind, "sampling": "random"}
+    guide = make_guide(guide_name, bundle, clip=clip, class_names=CLASSES, template=TEMPLATE)
+    params = {"steps": 6, "inversion_depth": 0.5, "batch_size": 2, "guidance_scale": 3.0, "guide": guide_name, "sampling": "random"}
     arrays, table = generate.generate(store, rows, targets, bundle, guide, params)
     assert set(arrays) == {"images"}  # no factors: nothing to audit
     assert arrays["images"].shape == (5, 16, 16, 3) and arrays["images"].dtype == np.uint8
     assert table["y_cf"].tolist() == targets.tolist() and table["y"].tolist() == rows["label"].tolist()
-    assert table["guide"].eq(kind).all() and table["row"].tolist() == list(range(5))
+    assert table["guide"].eq(guide_name).all() and table["row"].tolist() == list(range(5))
     assert table["guide_confidence"].between(0, 1).all() and table["guide_prediction"].between(0, 2).all()
     assert np.isfinite(table["reconstruction_mse"]).all()
     assert not np.array_equal(arrays["images"], store.pixels(rows))
@@ -320,7 +320,7 @@ def test_generate_keeps_the_pixel_models_bytes():
     store, rows = TinyStore(_pixels(3, size=8, seed=5)), _rows(3)
     targets = (rows["label"].to_numpy() + 2) % 3
     guide = ClassifierFreeGuide(pixel)
-    params = {"steps": 4, "inversion_depth": 0.5, "batch_size": 2, "scale": 2.0, "guide": "cfg", "sampling": "random"}
+    params = {"steps": 4, "inversion_depth": 0.5, "batch_size": 2, "guidance_scale": 2.0, "guide": "cfg", "sampling": "random"}
     arrays, table = generate.generate(store, rows, targets, pixel, guide, params)
     path = ddim.timestep_path(T, 4, 0.5)
     x0 = pixels_to_model(store.pixels(rows))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dicap.evaluation.metrics import accuracy_within, base_novel, harmonic_mean, mean_std
+from dicap.evaluation.metrics import accuracy_within, base_novel, harmonic_mean, zero_shot_accuracy
 from dicap.report.table import build_table1, to_markdown
 
 
@@ -20,9 +20,10 @@ def test_harmonic_mean():
     assert harmonic_mean(0.8, 0.4) < (0.8 + 0.4) / 2
 
 
-def test_mean_std():
-    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))  # sample std (ddof=1)
-    assert mean_std([4.0]) == (4.0, 0.0)
+def test_zero_shot_accuracy_lets_every_class_compete():
+    text = np.eye(3, dtype=np.float32)
+    image = np.array([[0.9, 0.1, 0.0], [0.2, 0.1, 0.7], [0.6, 0.3, 0.1]], np.float32)
+    assert zero_shot_accuracy(image, np.array([0, 2, 1]), text) == pytest.approx(2 / 3)
 
 
 def _features():

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from snakemake_runner import ENV, REPO, job_counts, snakemake
-from test_download import local_registry, server, tar_bytes  # noqa: F401  (server: the local dataset host)
+from local_mirror import local_registry, tar_bytes
 from tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
 CLASSES = ["banded", "dotted", "striped", "zigzagged"]  # two base, two novel
@@ -53,7 +53,7 @@ def _dtd() -> tuple[bytes, bytes]:
 
 
 @pytest.mark.pipeline
-def test_paper_suite_from_download_to_table(server, tmp_path):  # noqa: F811
+def test_paper_suite_from_download_to_table(server, tmp_path):
     archive, split_file = _dtd()
     registry = local_registry(server, ["dtd"], {"dtd-r1.0.1.tar.gz": archive, "split_zhou_DescribableTextures.json": split_file})
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry))

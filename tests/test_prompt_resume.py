@@ -19,10 +19,11 @@ import yaml
 
 open_clip = pytest.importorskip("open_clip")
 
-from test_bad_input import SIZES  # noqa: E402
-from test_config import _with, config  # noqa: E402,F401  (config: the fixture loading config.yaml)
-from test_prompting import NAMES, PARAMS, _features, clip_model, tokenize  # noqa: E402,F401  (clip_model: a fixture)
+from helpers import NAMES, PARAMS, SIZES, tokenize  # noqa: E402
+from helpers import prompt_features as _features  # noqa: E402
+from helpers import with_key as _with  # noqa: E402
 
+from dicap import layout  # noqa: E402
 from dicap.config import ConfigError, validate_config  # noqa: E402
 from dicap.prompting import trainer  # noqa: E402
 from dicap.prompting.checkpoint import checkpoint_path  # noqa: E402
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+BUILD = layout.Build("embedded")
 STEPS_PER_EPOCH = 3  # PARAMS' batch of 8 over _features()' 24 images
 EVERY = 4  # checkpoints after epochs 4, 8 and 12 of PARAMS' 15
 
@@ -212,15 +214,14 @@ def workspace(tmp_path_factory) -> Path:
     from dicap.io import save_arrays
 
     root = tmp_path_factory.mktemp("resume")
-    build = root / "build" / "embedded"
-    embedded.build("shapes", SIZES, 0, build / "data" / "shapes")
+    embedded.build("shapes", SIZES, 0, root / BUILD(layout.DATA, dataset="shapes"))
     torch.manual_seed(0)
-    save_local_dir(open_clip.CLIP(**TINY_CLIP), TINY_CLIP, build / "models" / "shapes" / "clip")
+    save_local_dir(open_clip.CLIP(**TINY_CLIP), TINY_CLIP, root / BUILD(layout.CLIP_MODEL, dataset="shapes"))
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(5).repeat_interleave(4)
     feats = {"train": torch.randn(20, 16, generator=gen), "train_labels": labels,
              "cf": torch.randn(20, 16, generator=gen), "cf_labels": (labels + 1) % 5}
-    save_arrays(build / "features" / "shapes" / "main" / "seed1.safetensors",
+    save_arrays(root / BUILD(layout.TRAIN_FEATURES, dataset="shapes", variant="main", seed=1),
                 {k: torch.nn.functional.normalize(v, dim=-1).numpy() if v.is_floating_point() else v.numpy() for k, v in feats.items()})
     return root
 
@@ -238,10 +239,11 @@ def keep_torch_settings():
 def _train_prompt(workspace: Path, out: Path, every: int) -> int:
     from dicap.cli import main
 
-    build = workspace / "build" / "embedded"
+    where = dict(dataset="shapes", variant="main", seed=1)
     return main([
-        "train-prompt", "--dataset-dir", str(build / "data" / "shapes"), "--clip-dir", str(build / "models" / "shapes" / "clip"),
-        "--features", str(build / "features" / "shapes" / "main" / "seed1.safetensors"), "--method", "dicap", "--seed", "1",
+        "train_prompt", "--dataset-dir", str(workspace / BUILD(layout.DATA, **where)),
+        "--clip-dir", str(workspace / BUILD(layout.CLIP_MODEL, **where)),
+        "--features", str(workspace / BUILD(layout.TRAIN_FEATURES, **where)), "--method", "dicap", "--seed", "1",
         "--params", json.dumps(CLI_PARAMS), "--checkpoint-every", str(every), "--out", str(out),
     ])
 
@@ -277,7 +279,7 @@ def test_train_prompt_command_rejects_a_negative_interval(workspace, tmp_path, c
 
 def test_changing_the_interval_does_not_rerun_training(workspace, tmp_path):
     """The rule keeps the interval out of params: Snakemake sees no change, while a real parameter reruns."""
-    target = "build/embedded/prompts/shapes/main/coop/seed1.safetensors"
+    target = BUILD(layout.PROMPT, dataset="shapes", variant="main", method="coop", seed=1)
 
     def snakemake(*args: str, **prompt) -> subprocess.CompletedProcess:
         override = tmp_path / "override.yaml"
@@ -286,13 +288,13 @@ def test_changing_the_interval_does_not_rerun_training(workspace, tmp_path):
             [str(BIN / "snakemake"), target, *args, "--configfile", str(REPO / "config.yaml"), str(override),
              "--directory", str(workspace), "--allowed-rules", "train_prompt"],
             cwd=REPO, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"},
+            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
         )
 
     run = snakemake("--cores", "1", "-p", checkpoint_every=1)
     printed = run.stdout + run.stderr
     assert run.returncode == 0, printed[-3000:]
-    shell_line = next(line for line in printed.splitlines() if "dicap train-prompt" in line)
+    shell_line = next(line for line in printed.splitlines() if "dicap train_prompt" in line)
     assert "--checkpoint-every 1 " in shell_line
     assert "checkpoint_every" not in shell_line.split("--params", 1)[1].split("--checkpoint-every")[0]
     prompt = workspace / target

@@ -13,33 +13,10 @@ open_clip = pytest.importorskip("open_clip")
 from dicap.prompting.learner import PromptLearner  # noqa: E402
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss  # noqa: E402
 from dicap.prompting.trainer import train_context  # noqa: E402
-
-CONTEXT = 16
-NAMES = ["circle", "square", "triangle"]
-
+from helpers import CONTEXT, NAMES, PARAMS, tokenize  # noqa: E402
+from helpers import prompt_features as _features  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def tokenize(texts):
-    return open_clip.tokenize(texts, context_length=CONTEXT)
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg={"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 32, "mlp_ratio": 2.0},
-        text_cfg={"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1, "mlp_ratio": 2.0},
-    )
-    with torch.no_grad():
-        # open_clip's init (std 0.02 / 0.01) leaves a 1-layer tower nearly blind to the tokens
-        # (cosine 0.9999 between classes); larger embeddings make every token position matter,
-        # so the equality test below can tell a wrong prompt from the right one.
-        model.token_embedding.weight.normal_(std=0.5)
-        model.positional_embedding.normal_(std=0.1)
-    return model.eval().requires_grad_(False)
 
 
 # --- losses --------------------------------------------------------------------------------------
@@ -149,23 +126,6 @@ def test_ctx_init_with_wrong_token_count_raises(clip_model, ctx_init):
 
 
 # --- training loop --------------------------------------------------------------------------------
-
-PARAMS = {
-    "epochs": 15, "batch_size": 8, "lr": 0.5, "weight_decay": 0.0,
-    "cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 0.0,
-}
-
-
-def _features(n_per_class: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Well separated synthetic image features: one random direction per class, plus noise."""
-    gen = torch.Generator().manual_seed(seed)
-    centres = F.normalize(torch.randn(len(NAMES), 32, generator=gen), dim=-1)
-    labels = torch.arange(len(NAMES)).repeat_interleave(n_per_class)
-    x = F.normalize(centres[labels] + 0.1 * torch.randn(len(labels), 32, generator=gen), dim=-1)
-    y_cf = (labels + 1) % len(NAMES)
-    x_cf = F.normalize(centres[y_cf] + 0.1 * torch.randn(len(labels), 32, generator=gen), dim=-1)
-    return {"train": x, "train_labels": labels, "cf": x_cf, "cf_labels": y_cf}
-
 
 def _loss(learner: PromptLearner, feats: dict[str, torch.Tensor]) -> float:
     with torch.no_grad():

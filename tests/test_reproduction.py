@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dicap.code_version import command_sources, code_version
+from dicap.code_version import code_version, job_sources
 from dicap.report.readme import END, START, results_section, update_readme
 from dicap.report.reproduction import (
     ACCURACY, EXACT, RATE, compare, read_reference, record_reference, regenerated_numbers, tolerance,
@@ -88,11 +88,20 @@ def test_readme_rewrite_replaces_only_the_section(tmp_path):
 def test_code_version_follows_the_imports_of_each_command():
     """A loss edit reaches prompt training, not the data or counterfactual jobs."""
     losses = REPO / "src" / "dicap" / "prompting" / "losses.py"
-    assert losses in command_sources("train-prompt")[1]
-    for command in ("prepare-dataset", "make-split", "clip-backbone", "diffusion-backbone", "counterfactual-shard",
-                    "merge-counterfactuals", "encode-features"):
-        assert losses not in command_sources(command)[1], command
-    assert REPO / "src" / "dicap" / "data" / "registry.yaml" in command_sources("download-dataset")[1]
-    assert len({code_version(c) for c in ("train-prompt", "evaluate", "table")}) == 3
-    with pytest.raises(KeyError, match="no dicap command named 'nope'"):
+    assert losses in job_sources("train_prompt").files
+    for job in ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "counterfactual_shard",
+                "merge_counterfactuals", "encode_train_features", "encode_eval_features", "evaluate"):
+        assert losses not in job_sources(job).files, job
+    assert REPO / "src" / "dicap" / "data" / "registry.yaml" in job_sources("download_dataset").files
+    assert len({code_version(c) for c in ("train_prompt", "evaluate", "table1")}) == 3
+    with pytest.raises(KeyError, match="no dicap job named 'nope'"):
         code_version("nope")
+
+
+def test_code_version_hashes_only_the_jobs_own_part_of_its_file():
+    """Two jobs of one jobs.py: each hashes its function and the helpers it uses, not the other job."""
+    encode = job_sources("encode_eval_features")
+    assert encode.module == job_sources("train_prompt").module
+    assert not any("def train_prompt" in text for text in encode.texts)
+    assert any(text.startswith("def epochs") for text in job_sources("train_prompt").texts)  # a helper it names
+    assert any(text.startswith("def _ablation") for text in job_sources("ablation_sampling").texts)

@@ -13,13 +13,13 @@ from dicap.data import embedded, scm
 from dicap.data.splits import few_shot
 from dicap.data.store import DatasetStore
 
-KINDS = ["shapes", "digits"]
+DATASETS = ["shapes", "digits"]
 SIZE = 16
 PARAMS = {"image_size": 8, "pretrain_per_class": 200, "pool_per_class": 60, "val_per_class": 4, "test_per_class": 40}
 UNBIASED = ["pretrain", "train", "val", "test_unbiased"]
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=DATASETS)
 def store(request, tmp_path_factory) -> DatasetStore:
     out = tmp_path_factory.mktemp(f"ds_{request.param}")
     embedded.build(request.param, PARAMS, seed=0, out_dir=out)
@@ -94,7 +94,7 @@ def test_stored_factors_reproduce_stored_pixels(store):
         rows = store.split(split)
         for i in range(0, len(rows), 37):
             row = rows.iloc[i]
-            img = scm.render(store.kind, int(row["label"]), _factors(row), 8)
+            img = scm.render(store.dataset, int(row["label"]), _factors(row), 8)
             np.testing.assert_array_equal(img, store.images[split][int(row["index"])])
 
 
@@ -129,28 +129,28 @@ def test_build_is_deterministic(tmp_path):
 # --- the true counterfactual ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_render_is_deterministic(kind):
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_render_is_deterministic(dataset):
     for f in _some_factors(5):
-        a = scm.render(kind, 3, f, SIZE)
-        b = scm.render(kind, 3, scm.Factors(**f.__dict__), SIZE)
+        a = scm.render(dataset, 3, f, SIZE)
+        b = scm.render(dataset, 3, scm.Factors(**f.__dict__), SIZE)
         assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_counterfactual_is_render_with_other_class(kind):
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_is_render_with_other_class(dataset):
     for f, y_cf in zip(_some_factors(6, seed=1), [0, 2, 4, 6, 8, 9]):
-        np.testing.assert_array_equal(scm.render_counterfactual(kind, y_cf, f, SIZE), scm.render(kind, y_cf, f, SIZE))
+        np.testing.assert_array_equal(scm.render_counterfactual(dataset, y_cf, f, SIZE), scm.render(dataset, y_cf, f, SIZE))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_counterfactual_keeps_background_pixels(kind):
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_keeps_background_pixels(dataset):
     for f in _some_factors(4, seed=2):
         for y, y_cf in [(0, 1), (3, 7), (9, 2)]:
-            fact = scm.render(kind, y, f, SIZE)
-            cf = scm.render_counterfactual(kind, y_cf, f, SIZE)
-            free = (scm._coverage(kind, y, f, SIZE) == 0) & (scm._coverage(kind, y_cf, f, SIZE) == 0)
+            fact = scm.render(dataset, y, f, SIZE)
+            cf = scm.render_counterfactual(dataset, y_cf, f, SIZE)
+            free = (scm._coverage(dataset, y, f, SIZE) == 0) & (scm._coverage(dataset, y_cf, f, SIZE) == 0)
             assert free.sum() > SIZE  # there is a background to compare
             np.testing.assert_array_equal(fact[free], cf[free])
             # the background is the sampled background colour (up to pixel noise)
@@ -159,21 +159,21 @@ def test_counterfactual_keeps_background_pixels(kind):
             assert not np.array_equal(fact, cf)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_counterfactual_differs_for_every_other_class(kind):
-    n = len(scm.class_names(kind))
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_differs_for_every_other_class(dataset):
+    n = len(scm.class_names(dataset))
     for f in _some_factors(3, seed=3):
-        imgs = [scm.render(kind, y, f, SIZE) for y in range(n)]
+        imgs = [scm.render(dataset, y, f, SIZE) for y in range(n)]
         for y, y_cf in itertools.permutations(range(n), 2):
             assert not np.array_equal(imgs[y], imgs[y_cf]), (y, y_cf)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_changing_a_non_causal_factor_changes_the_image(kind):
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_changing_a_non_causal_factor_changes_the_image(dataset):
     f = _some_factors(1, seed=4)[0]
-    base = scm.render(kind, 1, f, SIZE)
+    base = scm.render(dataset, 1, f, SIZE)
     for change in [{"bg": (f.bg + 1) % 8}, {"fg": (f.fg + 1) % 8}, {"noise_seed": f.noise_seed + 1}]:
-        assert not np.array_equal(base, scm.render(kind, 1, scm.Factors(**{**f.__dict__, **change}), SIZE)), change
+        assert not np.array_equal(base, scm.render(dataset, 1, scm.Factors(**{**f.__dict__, **change}), SIZE)), change
 
 
 # --- the few-shot split -------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_classifier_guide_adds_its_training_rule(tmp_path):
     assert "guide_classifier" not in default.stdout
 
 
-@pytest.mark.parametrize("target", ["ablation_scale", "ablation_sampling", "ablation_oracle"])
+@pytest.mark.parametrize("target", ["ablation_guidance_scale", "ablation_sampling", "ablation_true_cf"])
 def test_ablations_are_targets_by_name(tmp_path, target):
     out = snakemake("-n", target, *fresh(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,7 +71,7 @@ def test_lint_is_clean():
     ("override", "key"),
     [
         ("prompt:\n  epoch: 3\n", "prompt.epoch"),
-        ("counterfactual:\n  scale: 'five'\n", "counterfactual.scale"),
+        ("counterfactual:\n  guidance_scale: 'five'\n", "counterfactual.guidance_scale"),
         ("seeds: []\n", "seeds"),
         ("data:\n  shots: -1\n", "data.shots"),
     ],
@@ -147,7 +147,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
         assert job.poll() is None and time.monotonic() < deadline, "the shard job never started"
         time.sleep(0.2)
     # Kill the job itself, as a cluster does, not Snakemake: it must notice and stop.
-    pids = subprocess.run(["pgrep", "-f", "dicap counterfactual-shard .*seed1/shard0-of-2"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["pgrep", "-f", "dicap counterfactual_shard .*seed1/shard0-of-2"], capture_output=True, text=True).stdout.split()
     assert pids, "no running shard process found"
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
@@ -162,21 +162,21 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     assert (tmp_path / merged).read_bytes() == before
 
     # Each ablation runs by its name and reuses the main run where its settings are config's own.
-    out = snakemake(*args, "ablation_scale", "ablation_sampling", "ablation_oracle", timeout=900)
+    out = snakemake(*args, "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    expected = {"scale": ("s", {0.0, 3.0, 10.0}), "sampling": ("sampling", {"random", "similarity", "centroid"}),
-                "oracle": ("counterfactuals", {"generated", "true"})}
-    for kind, (column, values) in expected.items():
-        table = pd.read_csv(tmp_path / "results" / "ablations" / f"{kind}.csv")
+    expected = {"guidance_scale": ("s", {0.0, 3.0, 10.0}), "sampling": ("sampling", {"random", "similarity", "centroid"}),
+                "true_cf": ("counterfactuals", {"generated", "true"})}
+    for ablation, (column, values) in expected.items():
+        table = pd.read_csv(tmp_path / "results" / "ablations" / f"{ablation}.csv")
         dicap = table[table["method"] == "dicap"]
-        assert set(dicap[column]) == values, (kind, dicap[column].tolist())
-        assert dicap[["base", "novel", "hm", "valid", "faithful"]].notna().all().all(), kind
-        assert (tmp_path / "results" / "ablations" / f"{kind}.png").stat().st_size > 0
+        assert set(dicap[column]) == values, (ablation, dicap[column].tolist())
+        assert dicap[["base", "novel", "hm", "valid", "faithful"]].notna().all().all(), ablation
+        assert (tmp_path / "results" / "ablations" / f"{ablation}.png").stat().st_size > 0
 
 
 def test_every_job_declares_memory_and_runtime(tmp_path):
     """Without a profile's defaults, each planned job still carries the rule's own mem_mb and runtime."""
-    out = snakemake("-n", "all", "ablation_scale", "ablation_sampling", "ablation_oracle", *fresh(tmp_path))
+    out = snakemake("-n", "all", "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", *fresh(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     jobs = [block for block in out.stdout.split("\nrule ")[1:] if not block.startswith(("all:", "localrule all"))]
     assert len(jobs) > 50
@@ -212,7 +212,7 @@ def test_few_shot_file_is_keyed_by_its_parameters(tmp_path):
 def test_no_workflow_output_is_tracked_by_git(tmp_path):
     """A committed output shadows its target: a fresh clone would rerun nothing (issue: 'Nothing to be done')."""
     tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
-    plans = [snakemake("-n", "all", "ablation_scale", "ablation_sampling", "ablation_oracle", *fresh(tmp_path)),
+    plans = [snakemake("-n", "all", "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", *fresh(tmp_path)),
              snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)]
     outputs = set()
     for out in plans:
@@ -269,7 +269,7 @@ def test_a_killed_snakemake_continues_with_the_same_command(tiny_run):
     job.wait(timeout=30)
     assert any((tiny_run / ".snakemake" / "locks").iterdir()), "expected the killed run's lock to remain"
     deadline = time.monotonic() + 120  # its orphaned job may still be finishing
-    while subprocess.run(["pgrep", "-f", "dicap train-prompt"], capture_output=True).returncode == 0:
+    while subprocess.run(["pgrep", "-f", "dicap train_prompt"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

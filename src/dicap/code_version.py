@@ -29,7 +29,7 @@ JOB_FILE = "jobs.py"  # every stage's jobs live in <stage>/jobs.py, each named a
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def _module_file(name: str) -> Path | None:
+def module_file(name: str) -> Path | None:
     """``dicap.a.b`` -> ``<root>/a/b.py`` or ``<root>/a/b/__init__.py``; None outside the package."""
     parts = name.split(".")
     if parts[0] != PACKAGE:
@@ -54,7 +54,7 @@ def imported_modules(node: ast.AST, current: str) -> set[str]:
     ``from dicap.x import y`` yields both ``dicap.x`` and ``dicap.x.y``: ``y`` may be a module
     of its own or a name in ``dicap.x``.
     """
-    current_file = _module_file(current)
+    current_file = module_file(current)
     package = current if current_file is not None and current_file.name == "__init__.py" else current.rpartition(".")[0]
     names: set[str] = set()
     for sub in ast.walk(node):
@@ -77,7 +77,7 @@ def _imported_files(node: ast.AST, current: str) -> set[Path]:
     for name in imported_modules(node, current):
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # a parent package's __init__ runs on import as well
-            path = _module_file(".".join(parts[:i]))
+            path = module_file(".".join(parts[:i]))
             if path is not None:
                 found.add(path)
     return found
@@ -150,7 +150,9 @@ def job_sources(job: str) -> JobSources:
     tree = _parse(path)
     statements = {name: node for node in tree.body for name in _defined_names(node)}
     start = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == job)
-    todo, done, files = [start], [], set()
+    parts = module_name(path).split(".")
+    packages = {module_file(".".join(parts[:i])) for i in range(1, len(parts))}  # their __init__ runs first
+    todo, done, files = [start], [], {f for f in packages if f is not None}
     while todo:
         node = todo.pop()
         if any(node is d for d in done):

@@ -29,6 +29,7 @@ from dicap.backbones.diffusion import DiffusionBundle, make_schedule, pixels_to_
 from dicap.io import load_state_dict, read_json, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
+GUIDES = ("cfg", "classifier", "clip")  # the names make_guide knows (counterfactual.guide)
 CLASSIFIER_WEIGHTS = "noisy_classifier.safetensors"
 CLASSIFIER_INFO = "noisy_classifier.json"
 # Rows per backward pass through the VAE decoder and CLIP in the ``clip`` guide: a 512 px
@@ -347,4 +348,4 @@ def make_guide(
         return NoisyClassifierGuide(diffusion, load_noisy_classifier(classifier_dir))
     if guide == "clip":
         return ClipPosteriorGuide(diffusion, posterior(), backprop_unet=backprop_unet, grad_batch_size=grad_batch_size)
-    raise ValueError(f"unknown guide {guide!r}; expected 'cfg', 'classifier' or 'clip'")
+    raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")
