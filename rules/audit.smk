@@ -17,9 +17,9 @@ rule oracle:
         mem_mb=4000,
         runtime=30,
     log:
-        log_path("oracle", "{dataset}"),
+        log_path("oracle", "dataset"),
     benchmark:
-        bench_path("oracle", "{dataset}")
+        bench_path("oracle", "dataset")
     conda:
         ENV
     shell:
@@ -46,9 +46,9 @@ rule audit_counterfactuals:
         mem_mb=2000,
         runtime=30,
     log:
-        log_path("audit_counterfactuals", "{dataset}", "{variant}", "seed{seed}"),
+        log_path("audit_counterfactuals", "dataset", "variant", "seed"),
     benchmark:
-        bench_path("audit_counterfactuals", "{dataset}", "{variant}", "seed{seed}")
+        bench_path("audit_counterfactuals", "dataset", "variant", "seed")
     conda:
         ENV
     shell:

@@ -20,9 +20,9 @@ rule clip_backbone:
         runtime=by_suite(60, 120),
         gpu=by_suite(0, 1),
     log:
-        log_path("clip_backbone", "{dataset}"),
+        log_path("clip_backbone", "dataset"),
     benchmark:
-        bench_path("clip_backbone", "{dataset}")
+        bench_path("clip_backbone", "dataset")
     conda:
         ENV
     shell:
@@ -46,9 +46,9 @@ rule diffusion_backbone:
         mem_mb=by_suite(4000, 16000),
         runtime=120,
     log:
-        log_path("diffusion_backbone", "{dataset}"),
+        log_path("diffusion_backbone", "dataset"),
     benchmark:
-        bench_path("diffusion_backbone", "{dataset}")
+        bench_path("diffusion_backbone", "dataset")
     conda:
         ENV
     shell:
@@ -70,9 +70,9 @@ rule guide_classifier:
         mem_mb=4000,
         runtime=60,
     log:
-        log_path("guide_classifier", "{dataset}"),
+        log_path("guide_classifier", "dataset"),
     benchmark:
-        bench_path("guide_classifier", "{dataset}")
+        bench_path("guide_classifier", "dataset")
     conda:
         ENV
     shell:

@@ -26,9 +26,9 @@ rule counterfactual_shard:
         runtime=by_suite(60, 240),
         gpu=1,  # asked of a scheduler (sbatch --gpus=1); a local run only counts it
     log:
-        log_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}"),
+        log_path("counterfactual_shard", "dataset", "variant", "seed", "shard"),
     benchmark:
-        bench_path("counterfactual_shard", "{dataset}", "{variant}", "seed{seed}", "shard{shard}-of-{shards}")
+        bench_path("counterfactual_shard", "dataset", "variant", "seed", "shard")
     conda:
         ENV
     shell:
@@ -57,9 +57,9 @@ rule merge_counterfactuals:
         mem_mb=1000,
         runtime=10,
     log:
-        log_path("merge_counterfactuals", "{dataset}", "{variant}", "seed{seed}"),
+        log_path("merge_counterfactuals", "dataset", "variant", "seed"),
     benchmark:
-        bench_path("merge_counterfactuals", "{dataset}", "{variant}", "seed{seed}")
+        bench_path("merge_counterfactuals", "dataset", "variant", "seed")
     conda:
         ENV
     shell:

@@ -17,9 +17,9 @@ rule download_dataset:
         mem_mb=2000,
         runtime=24 * 60,
     log:
-        log_path("download_dataset", "{dataset}"),
+        log_path("download_dataset", "dataset"),
     benchmark:
-        bench_path("download_dataset", "{dataset}")
+        bench_path("download_dataset", "dataset")
     conda:
         ENV
     shell:
@@ -40,9 +40,9 @@ rule prepare_dataset:
         mem_mb=1000,
         runtime=10 if not PAPER else 60,
     log:
-        log_path("prepare_dataset", "{dataset}"),
+        log_path("prepare_dataset", "dataset"),
     benchmark:
-        bench_path("prepare_dataset", "{dataset}")
+        bench_path("prepare_dataset", "dataset")
     conda:
         ENV
     shell:
@@ -64,9 +64,9 @@ rule make_split:
         mem_mb=1000,
         runtime=10,
     log:
-        log_path("make_split", "{dataset}", "seed{seed}"),
+        log_path("make_split", "dataset", "seed"),
     benchmark:
-        bench_path("make_split", "{dataset}", "seed{seed}")
+        bench_path("make_split", "dataset", "seed")
     conda:
         ENV
     shell:

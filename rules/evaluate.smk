@@ -19,9 +19,9 @@ rule evaluate:
         mem_mb=2000,
         runtime=30,
     log:
-        log_path("evaluate", "{dataset}", "{variant}", "seed{seed}"),
+        log_path("evaluate", "dataset", "variant", "seed"),
     benchmark:
-        bench_path("evaluate", "{dataset}", "{variant}", "seed{seed}")
+        bench_path("evaluate", "dataset", "variant", "seed")
     conda:
         ENV
     shell:

@@ -18,9 +18,9 @@ rule encode_train_features:
         runtime=by_suite(30, 180),
         gpu=by_suite(0, 1),
     log:
-        log_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}"),
+        log_path("encode_train_features", "dataset", "variant", "seed"),
     benchmark:
-        bench_path("encode_train_features", "{dataset}", "{variant}", "seed{seed}")
+        bench_path("encode_train_features", "dataset", "variant", "seed")
     conda:
         ENV
     shell:
@@ -44,9 +44,9 @@ rule encode_eval_features:
         runtime=by_suite(30, 180),
         gpu=by_suite(0, 1),
     log:
-        log_path("encode_eval_features", "{dataset}"),
+        log_path("encode_eval_features", "dataset"),
     benchmark:
-        bench_path("encode_eval_features", "{dataset}")
+        bench_path("encode_eval_features", "dataset")
     conda:
         ENV
     shell:
@@ -79,9 +79,9 @@ rule train_prompt:
         gpu=1,
         checkpoint_every=config["prompt"]["checkpoint_every"],
     log:
-        log_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}"),
+        log_path("train_prompt", "dataset", "variant", "method", "seed"),
     benchmark:
-        bench_path("train_prompt", "{dataset}", "{variant}", "{method}", "seed{seed}")
+        bench_path("train_prompt", "dataset", "variant", "method", "seed")
     conda:
         ENV
     shell:

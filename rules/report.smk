@@ -69,7 +69,7 @@ rule figure_counterfactuals:
         mem_mb=1000,
         runtime=10,
     log:
-        log_path("figure_counterfactuals", "{dataset}"),
+        log_path("figure_counterfactuals", "dataset"),
     conda:
         ENV
     shell:

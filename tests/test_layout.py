@@ -78,9 +78,12 @@ def test_true_cf_trains_on_mains_files_and_generates_nothing():
 
 
 def test_benchmark_files_name_their_rule(tmp_path):
-    path = tmp_path / layout.benchmark_path("train_prompt", "shapes", "main", "coop", "seed1")
+    template = layout.benchmark_path("train_prompt", "dataset", "variant", "method", "seed")
+    assert template == "logs/benchmarks/train_prompt/{dataset}/{variant}/{method}/seed{seed}.tsv"
+    path = tmp_path / layout.fill(template, dataset="shapes", variant="main", method="coop", seed=1)
     assert layout.benchmark_rule(path, tmp_path / layout.BENCHMARKS) == "train_prompt"
     assert layout.log_path("table1") == "logs/table1.log"
+    assert layout.log_path("counterfactual_shard", "dataset", "shard") == "logs/counterfactual_shard/{dataset}/shard{shard}-of-{shards}.log"
 
 
 def _spelled(path: Path, needles: tuple[str, ...]) -> list[str]:

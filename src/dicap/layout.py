@@ -135,12 +135,18 @@ def by_dataset(template: str, paths: list[Path], datasets: list[str]) -> dict[st
     return found
 
 
+# How a wildcard appears in a log or benchmark path (``{name}`` unless listed).
+_LOG_PARTS = {"seed": "seed{seed}", "shard": "shard{shard}-of-{shards}"}
+
+
 def log_path(rule: str, *wildcards: str) -> str:
-    return "/".join([LOGS, rule, *wildcards]) + ".log"
+    """``logs/<rule>/<wildcard parts>.log``: ``log_path("make_split", "dataset", "seed")``."""
+    return "/".join([LOGS, rule, *(_LOG_PARTS.get(w, f"{{{w}}}") for w in wildcards)]) + ".log"
 
 
 def benchmark_path(rule: str, *wildcards: str) -> str:
-    return "/".join([BENCHMARKS, rule, *wildcards]) + ".tsv"
+    """``logs/benchmarks/<rule>/<wildcard parts>.tsv``, read back by :func:`benchmark_rule`."""
+    return "/".join([BENCHMARKS, rule, *(_LOG_PARTS.get(w, f"{{{w}}}") for w in wildcards)]) + ".tsv"
 
 
 def benchmark_rule(path: Path, root: Path) -> str:
