@@ -52,7 +52,7 @@ def check_not_constant(where: str | os.PathLike, name: str, array: np.ndarray) -
     if array.size and (array == array.flat[0]).all():
         raise ValueError(
             f"{where}: not written: all {len(array)} {name} are one constant value ({array.flat[0]}); "
-            "the generator diverged (check counterfactual.scale and the diffusion backbone)"
+            "the generator diverged (check counterfactual.guidance_scale and the diffusion backbone)"
         )
 
 

@@ -181,8 +181,8 @@ def train_tiny_clip(
     for _ in tqdm(range(steps), desc="clip pretraining", mininterval=5):
         idx = torch.randint(len(pixels), (train["batch_size"],), generator=generator)
         x = _augment(bundle.pixels_to_input(pixels[idx]), generator).to(dev)
-        img_f, txt_f, scale = model(x, tokens[idx].to(dev))
-        losses.append(optimizer_step(opt, loss_fn(img_f, txt_f, scale), sched))
+        img_f, txt_f, logit_scale = model(x, tokens[idx].to(dev))
+        losses.append(optimizer_step(opt, loss_fn(img_f, txt_f, logit_scale), sched))
     model.eval()
     save_local_dir(model, model_cfg, out_dir)
     return losses

@@ -25,8 +25,8 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         with Image.open(path) as image:
             image = image.convert("RGB")
             w, h = image.size
-            scale = size / min(w, h)
-            image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+            factor = size / min(w, h)
+            image = image.resize((max(size, round(w * factor)), max(size, round(h * factor))), Image.Resampling.BICUBIC)
             w, h = image.size
             left, top = (w - size) // 2, (h - size) // 2
             return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
