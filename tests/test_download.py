@@ -14,9 +14,7 @@ import os
 import re
 import stat
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,8 +25,7 @@ from dicap.data.download import fetch, mirror_url, verify_placed
 from dicap.data.extract import safe_extract
 from dicap.data.paper_sources import check_registry, load_registry, prepare_paper_dataset
 from dicap.io import read_json
-
-from local_mirror import LAYOUTS, SPLIT, jpeg, local_registry, md5, serve, sha256, tar_bytes, zip_bytes  # noqa: E402
+from local_mirror import LAYOUTS, SPLIT, local_registry, md5, serve, sha256, tar_bytes, zip_bytes
 
 
 # --- prepare: download, verify, extract, READY -----------------------------------------------

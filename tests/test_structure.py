@@ -134,6 +134,17 @@ def test_every_rule_name_is_a_job_found_by_name():
     assert set(jobs) - rules == {"record_reference", "readme_results", "validate_config"}  # maintainer's commands
 
 
+def test_the_cli_knows_every_jobs_file_and_every_job_in_it():
+    assert set(cli.JOB_MODULES) == {module_name(p) for p in ROOT.glob(f"*/{JOB_FILE}")}
+    for name in cli.JOB_MODULES:
+        tree = ast.parse(module_file(name).read_text())
+        public = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+        listed = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                      and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+        helpers = {"epochs"}  # argparse types, not jobs
+        assert sorted(listed) == sorted(set(public) - helpers), name
+
+
 def test_a_job_name_may_be_written_with_hyphens(capsys):
     with pytest.raises(SystemExit):
         cli.main(["counterfactual-shard", "--help"])
