@@ -16,6 +16,12 @@ import pytest
 from snakemake_runner import ENV, REPO, SNAKEMAKE, job_counts, snakemake, tiny_args
 
 
+def pids_in(workdir: Path, pattern: str) -> list[str]:
+    """Processes matching ``pattern`` that run in ``workdir``: never another checkout's jobs."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    return [pid for pid in found if os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(workdir)]
+
+
 def fresh(tmp_path: Path) -> tuple[str, ...]:
     """Plan in an empty working directory, so results already built in the checkout don't matter."""
     return ("--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
@@ -147,7 +153,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
         assert job.poll() is None and time.monotonic() < deadline, "the shard job never started"
         time.sleep(0.2)
     # Kill the job itself, as a cluster does, not Snakemake: it must notice and stop.
-    pids = subprocess.run(["pgrep", "-f", "dicap counterfactual-shard .*seed1/shard0-of-2"], capture_output=True, text=True).stdout.split()
+    pids = pids_in(tmp_path, "dicap counterfactual-shard .*seed1/shard0-of-2")
     assert pids, "no running shard process found"
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
@@ -269,7 +275,7 @@ def test_a_killed_snakemake_continues_with_the_same_command(tiny_run):
     job.wait(timeout=30)
     assert any((tiny_run / ".snakemake" / "locks").iterdir()), "expected the killed run's lock to remain"
     deadline = time.monotonic() + 120  # its orphaned job may still be finishing
-    while subprocess.run(["pgrep", "-f", "dicap train-prompt"], capture_output=True).returncode == 0:
+    while pids_in(tiny_run, "dicap train-prompt"):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

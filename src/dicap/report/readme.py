@@ -39,7 +39,7 @@ def results_section(reference_csv: Path) -> str:
     frame, info = read_reference(reference_csv)
     frame = frame.astype({"value": float})
     lines = [START, "### Reference results (embedded suite, default config)", "",
-             f"Written by `dicap readme-results` from `{reference_csv.as_posix()}`, measured on "
+             f"Written by `dicap readme-results` from `results/reference/{reference_csv.name}`, measured on "
              f"{describe_machine(info)}. Every run compares itself with these numbers in "
              "`results/reproduction.md`.", ""]
     table1 = frame[frame["table"] == "table1"]
