@@ -85,7 +85,7 @@ def test_cluster_to_laptop_round_trip(tmp_path):
     run(*git, "add", "-A", cwd=origin)
     run(*git, "commit", "-qm", "tiny", cwd=origin)
 
-    run(DVC, "repro", "results", cwd=origin, timeout=1200)
+    run(DVC, "repro", cwd=origin, timeout=1800)  # every stage of dvc.yaml, ablations included
     assert run(DVC, "status", "dvc.yaml", cwd=origin).stdout.strip() == "Data and pipelines are up to date."
     run(DVC, "push", cwd=origin)
     run(*git, "add", "-A", cwd=origin)
