@@ -73,7 +73,7 @@ def test_readme_results_section_is_the_reference():
     """The README's numbers are written from results/reference/embedded.csv, never typed."""
     assert update_readme(REPO / "README.md", results_section(REFERENCE), check=True), (
         "README.md's results section is stale: run "
-        "`dicap readme-results --reference results/reference/embedded.csv --readme README.md`")
+        "`dicap readme_results --reference results/reference/embedded.csv --readme README.md`")
 
 
 def test_readme_rewrite_replaces_only_the_section(tmp_path):

@@ -135,4 +135,4 @@ def readme_results(
     from dicap.report.readme import results_section, update_readme
 
     if not update_readme(readme, results_section(reference), check=check):
-        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme-results")
+        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme_results")

@@ -1,6 +1,6 @@
 """The README's results section, written from the reference file and never typed by hand.
 
-``dicap readme-results`` rewrites the part of README.md between the ``results:start`` and
+``dicap readme_results`` rewrites the part of README.md between the ``results:start`` and
 ``results:end`` markers; ``--check`` fails when the README differs from what the reference
 gives, so a test catches a typed or stale number.
 """
@@ -39,7 +39,7 @@ def results_section(reference_csv: Path) -> str:
     frame, info = read_reference(reference_csv)
     frame = frame.astype({"value": float})
     lines = [START, "### Reference results (embedded suite, default config)", "",
-             f"Written by `dicap readme-results` from `results/reference/{reference_csv.name}`, measured on "
+             f"Written by `dicap readme_results` from `results/reference/{reference_csv.name}`, measured on "
              f"{describe_machine(info)}. Every run compares itself with these numbers in "
              "`results/reproduction.md`.", ""]
     table1 = frame[frame["table"] == "table1"]
