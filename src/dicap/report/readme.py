@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from dicap.io import atomic_output
+from dicap.report.markdown import markdown_table
 from dicap.report.reproduction import describe_machine, read_reference
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -27,11 +28,8 @@ def _pivot(frame: pd.DataFrame, table: str, index: list[str], columns: list[str]
 
 
 def _markdown(frame: pd.DataFrame, digits: int) -> list[str]:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return [header, rule, *rows]
+    rows = ([f"{v:.{digits}f}" if isinstance(v, float) else v for v in row] for row in frame.itertuples(index=False))
+    return markdown_table(frame.columns, rows)
 
 
 def results_section(reference_csv: Path) -> str:

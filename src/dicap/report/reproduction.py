@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dicap.io import atomic_output, package_versions, read_json, write_json, write_table
+from dicap.report.markdown import markdown_table
 
 KEY = ["table", "split", "dataset", "method", "metric"]
 
@@ -106,11 +107,9 @@ def to_markdown(frame: pd.DataFrame, reference_machine: dict[str, Any] | None) -
     outside = frame[frame["within"] == "NO"]
     if len(outside):
         lines += [f"Outside tolerance: {len(outside)}.", ""]
-    lines += ["| table | split | dataset | method | metric | value | reference | difference | tolerance | within |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in frame.iterrows():
-        cells = [r[k] for k in KEY] + [_fmt(r[c]) for c in ("value", "reference", "difference", "tolerance")] + [r["within"]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    numbers = ("value", "reference", "difference", "tolerance")
+    rows = ([*(r[k] for k in KEY), *(_fmt(r[c]) for c in numbers), r["within"]] for _, r in frame.iterrows())
+    lines += markdown_table([*KEY, *numbers, "within"], rows)
     lines += ["", "Tolerances (|difference| <= absolute + relative x |reference|):", ""]
     for tol in (ACCURACY, RATE, ERROR, EXACT):
         lines.append(f"- {tol.absolute:g} + {tol.relative:g} x |reference|: {tol.why}")

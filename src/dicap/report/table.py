@@ -11,6 +11,7 @@ import pandas as pd
 from dicap import layout
 from dicap.evaluation.metrics import harmonic_mean
 from dicap.io import atomic_output, provenance, read_json, write_json, write_table
+from dicap.report.markdown import markdown_table
 
 METRICS = ("base", "novel", "hm")
 SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1, "test": 2}
@@ -69,12 +70,10 @@ def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> p
 def to_markdown(table: pd.DataFrame) -> str:
     lines = []
     for split, group in table.groupby("split", sort=False):
+        rows = [[r["dataset"], r["method"], *(f"{r[m]:.2f}" if pd.isna(r[f"{m}_std"]) else f"{r[m]:.2f} ± {r[f'{m}_std']:.2f}"
+                                              for m in METRICS)] for _, r in group.iterrows()]
         lines += [f"### {split} (suite: {group['suite'].iloc[0]}, seeds: {group['seeds'].iloc[0]})", "",
-                  "| dataset | method | base | novel | HM |", "|---|---|---|---|---|"]
-        for _, r in group.iterrows():
-            cells = [f"{r[m]:.2f}" if pd.isna(r[f"{m}_std"]) else f"{r[m]:.2f} ± {r[f'{m}_std']:.2f}" for m in METRICS]
-            lines.append(f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  *markdown_table(["dataset", "method", "base", "novel", "HM"], rows), ""]
     return "\n".join(lines)
 
 
