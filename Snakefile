@@ -53,7 +53,8 @@ wildcard_constraints:
     seed=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
-    method=r"[a-z]+",
+    method=r"[a-z_]+",
+    split_key=r"[0-9a-f]{10}",
     variant=layout.VARIANTS,
 
 
@@ -80,6 +81,7 @@ rule all:
         "results/cost.csv",
         "results/figures/table1_bars.png",
         AUDIT_RESULTS,
+        SHORTCUT_RESULTS,
         "results/reproduction.csv",
         "results/reproduction.md",
     default_target: True

@@ -12,7 +12,7 @@ rule clip_backbone:
         class_text_features=CLASS_TEXT_FEATURES,
     params:
         code=code_version("clip_backbone"),
-        clip=as_json(config["clip"]),
+        clip=lambda wc: as_json(clip_params(wc.dataset)),
         dataset_dir=dataset_dir,
     threads: 1
     resources:

@@ -12,7 +12,8 @@
 #   main           - config.yaml's counterfactual block as it is (Table 1 uses it)
 #   s<value>       - the same with guidance scale s = <value> (ablation_guidance_scale, figures)
 #   sample_<name>  - the same with another y_cf sampling strategy (ablation_sampling)
-#   true_cf        - main's targets, but the *true* counterfactuals (ablation_true_cf)
+#   true_cf        - main's targets, but the *true* counterfactuals (the positive control; ablation_true_cf)
+#   unbiased_shots - CoOp on an unbiased draw of the shots, no counterfactuals (the negative control)
 
 B = layout.Build(config["suite"])
 log_path, bench_path = layout.log_path, layout.benchmark_path
@@ -24,7 +25,11 @@ DATA_FILES = [B(layout.DATA_TABLE), B(layout.DATA_CLASSES)] + ([] if PAPER else 
 # The few-shot file is keyed by a hash of the parameters that draw it (CoOp keys its cache by
 # shots and seed only, and silently reuses a stale one): other shots are another file.
 SPLIT_PARAMS = {k: config["data"][k] for k in ("shots", "val_shots" if PAPER else "spurious_strength")}
+# The negative control's shots: the same number, drawn without the background bias.
+UNBIASED_SPLIT_PARAMS = {"shots": config["data"]["shots"], "spurious_strength": None}
+SPLIT_PARAMS_BY_KEY = {params_hash(p)[:10]: p for p in (SPLIT_PARAMS, UNBIASED_SPLIT_PARAMS)}
 SPLIT = B(layout.SPLIT, split_key=params_hash(SPLIT_PARAMS)[:10])
+UNBIASED_SPLIT = B(layout.SPLIT, split_key=params_hash(UNBIASED_SPLIT_PARAMS)[:10])
 CLIP = B(layout.CLIP_MODEL)
 CLIP_REPORT = B(layout.CLIP_REPORT)
 CLASS_TEXT_FEATURES = B(layout.CLASS_TEXT_FEATURES)
@@ -48,6 +53,12 @@ AUDIT_RESULTS = [] if PAPER else ["results/counterfactual_audit.csv", *expand("r
 # The numbers every run is compared with (results/reproduction.md); a suite without one gets
 # a comparison that says so.  Maintained with `dicap record-reference`, never a workflow output.
 REFERENCE = f"results/reference/{config['suite']}.csv"
+# The shortcut controls (results/shortcut.csv) run on the configured datasets among `controls`;
+# the paper suite has no shortcut splits and no true counterfactuals.
+CONTROLS = [] if PAPER else [d for d in config["controls"] if d in DATASETS]
+CONTROL_VARIANTS = [layout.UNBIASED_SHOTS, layout.TRUE_CF]
+SHORTCUT_RESULTS = [] if PAPER else ["results/shortcut.csv", "results/shortcut.md", "results/figures/shortcut.png"]
+COUNTERFACTUAL_METHODS = [m for m in METHODS if m.startswith("dicap")] or ["dicap"]
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 # The ablations by name (`snakemake ablation_<name>`): the variants each compares, main included.
 ABLATIONS = {
@@ -63,6 +74,13 @@ FIGURE_VARIANTS = list(dict.fromkeys([layout.MAIN, *(layout.guidance_variant(s, 
 def dataset_source(wildcards):
     """The paper suite prepares a dataset from its download; the embedded suite renders it."""
     return {"source": SOURCE_READY.format(dataset=wildcards.dataset)} if PAPER else {}
+
+
+def clip_params(dataset):
+    """The clip block one dataset's backbone trains with: its own step count where one is set."""
+    block = {k: v for k, v in config["clip"].items() if k != "dataset_steps"}
+    steps = config["clip"].get("dataset_steps", {}).get(dataset)
+    return block | {"train": block["train"] | {"steps": steps}} if steps and not PAPER else block
 
 
 def by_suite(embedded, paper):
@@ -87,15 +105,34 @@ def guide_inputs(wildcards):
     return {}
 
 
+def split_of(variant):
+    """The few-shot split a variant trains on: the biased draw, or the negative control's unbiased one."""
+    return UNBIASED_SPLIT if variant == layout.UNBIASED_SHOTS else SPLIT
+
+
 def cf_source(wildcards):
-    """The merged counterfactuals a variant trains on: true_cf reuses main's (their true images)."""
+    """The merged counterfactuals a variant trains on: true_cf reuses main's (their true images);
+    the negative control trains on none."""
+    if wildcards.variant == layout.UNBIASED_SHOTS:
+        return {}
     fill = dict(dataset=wildcards.dataset, seed=wildcards.seed, variant=layout.generated_variant(wildcards.variant))
     return {"images": CF_IMAGES.format(**fill), "table": CF_TABLE.format(**fill)}
 
 
 def variant_methods(variant):
-    """Methods trained per variant: all of them for main, DiCap alone for an ablation."""
-    return METHODS if variant == layout.MAIN else ["dicap"]
+    """Methods trained per variant: all of them for main, CoOp on the unbiased shots, the
+    counterfactual methods on the true counterfactuals, DiCap alone for an ablation."""
+    if variant == layout.MAIN:
+        return METHODS
+    if variant == layout.UNBIASED_SHOTS:
+        return ["coop"]
+    return COUNTERFACTUAL_METHODS if variant == layout.TRUE_CF else ["dicap"]
+
+
+def shortcut_metrics():
+    """Every dataset's main run, and the control datasets' two controls, for every seed."""
+    variants = {d: [layout.MAIN, *(CONTROL_VARIANTS if d in CONTROLS else [])] for d in DATASETS}
+    return [METRICS.format(dataset=d, variant=v, seed=s) for d in DATASETS for v in variants[d] for s in SEEDS]
 
 
 def figure_runs(wildcards):
@@ -121,6 +158,7 @@ def reproduction_inputs(wildcards):
     inputs = {"table1": "results/table1.csv", "backbones": "results/backbones.csv"}
     if not PAPER:
         inputs["audit"] = "results/counterfactual_audit.csv"
+        inputs["shortcut"] = "results/shortcut.csv"
     if os.path.exists(REFERENCE):
         inputs["reference"] = REFERENCE
     return inputs
@@ -138,6 +176,7 @@ def artifact_targets():
     return [
         *expand(DATA_FILES, dataset=DATASETS),
         *expand(SPLIT, dataset=DATASETS, seed=SEEDS),
+        *expand(UNBIASED_SPLIT, dataset=CONTROLS, seed=SEEDS),
         *expand(models, dataset=DATASETS),
         *expand([CF_IMAGES, CF_TABLE], dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
         *expand([CF_SHARD_IMAGES, CF_SHARD_TABLE], dataset=DATASETS, variant=layout.MAIN, seed=SEEDS,

@@ -54,19 +54,21 @@ rule make_split:
     input:
         data=DATA_FILES,
     output:
-        SPLIT,
+        B(layout.SPLIT),
     params:
         code=code_version("make_split"),
-        split=as_json(SPLIT_PARAMS),  # the embedded suite also biases the draw (spurious_strength)
+        # the parameters the file's key names: the embedded suite biases the draw (spurious_strength),
+        # except for the negative control's unbiased shots
+        split=lambda wc: as_json(SPLIT_PARAMS_BY_KEY[wc.split_key]),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     log:
-        log_path("make_split", "dataset", "seed"),
+        log_path("make_split", "dataset", "seed", "split_key"),
     benchmark:
-        bench_path("make_split", "dataset", "seed")
+        bench_path("make_split", "dataset", "seed", "split_key")
     conda:
         ENV
     shell:

@@ -5,13 +5,15 @@ rule encode_train_features:
     input:
         unpack(cf_source),
         data=DATA_FILES,
-        split=SPLIT,
+        split=lambda wc: split_of(wc.variant),
         clip=CLIP,
     output:
         TRAIN_FEATURES,
     params:
         code=code_version("encode_train_features"),
         dataset_dir=dataset_dir,
+        counterfactuals=lambda wc, input: (f"--counterfactual-images {input.images} --counterfactual-table {input.table}"
+                                           if "images" in input.keys() else ""),
     threads: 1
     resources:
         mem_mb=grow_with_attempt(by_suite(2000, 16000)),
@@ -25,8 +27,7 @@ rule encode_train_features:
         ENV
     shell:
         "dicap encode_train_features --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
-        " --split {input.split} --counterfactual-images {input.images} --counterfactual-table {input.table}"
-        " --variant {wildcards.variant} --threads {threads} --out {output} > {log} 2>&1"
+        " --split {input.split} {params.counterfactuals} --variant {wildcards.variant} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule encode_eval_features:

@@ -100,12 +100,38 @@ rule backbone_report:
         " --diffusion-reports {input.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"
 
 
+rule shortcut:
+    input:
+        shortcut_metrics(),
+    output:
+        csv=report("results/shortcut.csv", caption="captions/shortcut.rst", category="Shortcut"),
+        md="results/shortcut.md",
+        png=report("results/figures/shortcut.png", caption="captions/shortcut.rst", category="Shortcut"),
+    params:
+        code=code_version("shortcut"),
+        datasets=DATASETS,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("shortcut"),
+    benchmark:
+        bench_path("shortcut")
+    conda:
+        ENV
+    shell:
+        "dicap shortcut --datasets {params.datasets} --metrics {input}"
+        " --out-csv {output.csv} --out-md {output.md} --out-png {output.png} > {log} 2>&1"
+
+
 rule cost_report:
     input:
         # everything else `all` builds, so that their benchmark files are written first
         "results/table1.csv",
         "results/backbones.csv",
         AUDIT_RESULTS,
+        SHORTCUT_RESULTS,
     output:
         report("results/cost.csv", caption="captions/cost.rst", category="Cost"),
     params:
@@ -133,6 +159,7 @@ rule reproduction:
     params:
         code=code_version("reproduction"),
         audit=lambda wildcards, input: f"--audit {input.audit}" if "audit" in input.keys() else "",
+        shortcut=lambda wildcards, input: f"--shortcut {input.shortcut}" if "shortcut" in input.keys() else "",
         reference=lambda wildcards, input: f"--reference {input.reference}" if "reference" in input.keys() else "",
     threads: 1
     resources:
@@ -143,5 +170,5 @@ rule reproduction:
     conda:
         ENV
     shell:
-        "dicap reproduction --table1 {input.table1} --backbones {input.backbones} {params.audit} {params.reference}"
+        "dicap reproduction --table1 {input.table1} --backbones {input.backbones} {params.audit} {params.shortcut} {params.reference}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -70,7 +70,7 @@ def test_summary_averages_over_seeds(world):
 def _metrics(path, methods, hm):
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"method": m, "seed": 1, "split": split, "base": hm + 1, "novel": hm - 1, "hm": hm}
-            for m in methods for split in ("test_unbiased", "test_anti")]
+            for m in methods for split in ("test_unbiased", "test_conflict")]
     pd.DataFrame(rows).to_csv(path, index=False)
 
 

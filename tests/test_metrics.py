@@ -77,10 +77,10 @@ def test_base_novel():
 
 # (dataset, seed) -> method -> split -> (base, novel)
 RESULTS = {
-    ("shapes", 1): {"coop": {"test_unbiased": (90, 30), "test_anti": (60, 20)}, "dicap": {"test_unbiased": (88, 50), "test_anti": (70, 40)}},
-    ("shapes", 2): {"coop": {"test_unbiased": (80, 40), "test_anti": (50, 30)}, "dicap": {"test_unbiased": (86, 54), "test_anti": (72, 44)}},
-    ("digits", 1): {"coop": {"test_unbiased": (70, 90), "test_anti": (40, 80)}, "dicap": {"test_unbiased": (60, 60), "test_anti": (50, 50)}},
-    ("digits", 2): {"coop": {"test_unbiased": (74, 96), "test_anti": (44, 70)}, "dicap": {"test_unbiased": (64, 70), "test_anti": (52, 58)}},
+    ("shapes", 1): {"coop": {"test_unbiased": (90, 30), "test_conflict": (60, 20)}, "dicap": {"test_unbiased": (88, 50), "test_conflict": (70, 40)}},
+    ("shapes", 2): {"coop": {"test_unbiased": (80, 40), "test_conflict": (50, 30)}, "dicap": {"test_unbiased": (86, 54), "test_conflict": (72, 44)}},
+    ("digits", 1): {"coop": {"test_unbiased": (70, 90), "test_conflict": (40, 80)}, "dicap": {"test_unbiased": (60, 60), "test_conflict": (50, 50)}},
+    ("digits", 2): {"coop": {"test_unbiased": (74, 96), "test_conflict": (44, 70)}, "dicap": {"test_unbiased": (64, 70), "test_conflict": (52, 58)}},
 }
 
 
@@ -113,7 +113,7 @@ def test_table1_means_and_std_over_seeds(metric_files):
     table = build_table1("embedded", ["shapes", "digits"], metric_files)
     for dataset in ("shapes", "digits"):
         for method in ("coop", "dicap"):
-            for split in ("test_unbiased", "test_anti"):
+            for split in ("test_unbiased", "test_conflict"):
                 per_seed = [RESULTS[(dataset, s)][method][split] for s in (1, 2)]
                 row = _row(table, split, dataset, method)
                 bases, novels = [b for b, _ in per_seed], [n for _, n in per_seed]
@@ -131,7 +131,7 @@ def test_table1_means_and_std_over_seeds(metric_files):
 def test_table1_average_row_is_hm_of_averages(metric_files):
     table = build_table1("embedded", ["shapes", "digits"], metric_files)
     for method in ("coop", "dicap"):
-        for split in ("test_unbiased", "test_anti"):
+        for split in ("test_unbiased", "test_conflict"):
             per_dataset = {
                 d: [RESULTS[(d, s)][method][split] for s in (1, 2)] for d in ("shapes", "digits")
             }
@@ -150,11 +150,11 @@ def test_table1_order_and_markdown(metric_files):
     # files in a scrambled order: the table order comes from the datasets argument and split order
     table = build_table1("embedded", ["shapes", "digits"], metric_files[::-1])
     assert len(table) == 2 * 3 * 2
-    assert table["split"].tolist() == ["test_unbiased"] * 6 + ["test_anti"] * 6
+    assert table["split"].tolist() == ["test_unbiased"] * 6 + ["test_conflict"] * 6
     assert table["dataset"].tolist()[:6] == ["shapes", "shapes", "digits", "digits", "average", "average"]
     md = to_markdown(table)
-    assert "### test_unbiased" in md and "### test_anti" in md
-    assert md.index("### test_unbiased") < md.index("### test_anti")
+    assert "### test_unbiased" in md and "### test_conflict" in md
+    assert md.index("### test_unbiased") < md.index("### test_conflict")
     assert "| average | coop |" in md and "±" in md
 
 

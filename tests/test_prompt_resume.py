@@ -61,7 +61,7 @@ def _train(clip_model, method="coop", checkpoint=None, every=0, seed=0, params=P
     """A fresh learner trained once; returns (context bytes, history)."""
     learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
     feats = _features() if feats is None else feats
-    params = {**params, "cf_positive_weight": 0.5} if method == "dicap" else params
+    params = {**params, "cf_positive_weight": 0.5} if method == "dicap_pos" else params
     history = trainer.train_context(learner, method, feats, params, 20.0, seed, checkpoint=checkpoint, checkpoint_every=every)
     return learner.ctx.detach().numpy().tobytes(), history
 
@@ -96,7 +96,7 @@ def _messages(caplog) -> list[str]:
 # --- the training loop ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["coop", "dicap"])
+@pytest.mark.parametrize("method", ["coop", "dicap", "dicap_pos"])
 def test_interrupted_training_resumes_to_the_same_bytes(clip_model, tmp_path, monkeypatch, caplog, method):
     want_ctx, want_history = _train(clip_model, method)
     ckpt = tmp_path / "seed0.checkpoint.safetensors"
@@ -243,7 +243,7 @@ def _train_prompt(workspace: Path, out: Path, every: int) -> int:
     return main([
         "train_prompt", "--dataset-dir", str(workspace / BUILD(layout.DATA, **where)),
         "--clip-dir", str(workspace / BUILD(layout.CLIP_MODEL, **where)),
-        "--features", str(workspace / BUILD(layout.TRAIN_FEATURES, **where)), "--method", "dicap", "--seed", "1",
+        "--features", str(workspace / BUILD(layout.TRAIN_FEATURES, **where)), "--method", "dicap_pos", "--seed", "1",
         "--params", json.dumps(CLI_PARAMS), "--checkpoint-every", str(every), "--out", str(out),
     ])
 
@@ -264,7 +264,7 @@ def test_train_prompt_command_resumes_to_the_same_files(workspace, tmp_path, mon
     steps = Steps(monkeypatch)
     with caplog.at_level(logging.INFO, logger="dicap"):
         assert _train_prompt(workspace, out, every=2) == 0
-    assert f"resuming dicap from epoch 4 of 6 ({ckpt})" in _messages(caplog)
+    assert f"resuming dicap_pos from epoch 4 of 6 ({ckpt})" in _messages(caplog)
     assert steps.count == 2 * CLI_STEPS_PER_EPOCH
     _assert_same_safetensors(out, want)
     assert out.with_suffix(".json").read_bytes() == want.with_suffix(".json").read_bytes()

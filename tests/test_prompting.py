@@ -171,10 +171,45 @@ def test_dicap_trains_with_counterfactual_term(clip_model):
     learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
     feats = _features()
     ctx0 = learner.ctx.detach().clone()
-    history = train_context(learner, "dicap", feats, {**PARAMS, "cf_positive_weight": 0.5}, logit_scale=20.0, seed=0)
+    history = train_context(learner, "dicap", feats, PARAMS, logit_scale=20.0, seed=0)
     assert not torch.allclose(learner.ctx.detach(), ctx0)
     assert all(h["cf"] > 0 for h in history)
     assert history[-1]["cf"] < history[0]["cf"]
+    assert all(h["cf_pos"] == 0.0 for h in history)  # the hard negative alone
+
+
+def _trained(clip_model, method: str, **params) -> torch.Tensor:
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    train_context(learner, method, _features(), {**PARAMS, "epochs": 2, **params}, logit_scale=20.0, seed=0)
+    return learner.ctx.detach().clone()
+
+
+@pytest.mark.parametrize("cf_weight", [0.0, 0.5, 2.0])
+def test_loss_weights_are_independent_keys(clip_model, cf_weight):
+    """dicap ignores cf_positive_weight; dicap_pos with cf_weight 0 still trains its positive term
+    (before, the positive weight was multiplied by cf_weight, so 0 gave plain CoOp)."""
+    torch.testing.assert_close(_trained(clip_model, "dicap", cf_weight=cf_weight, cf_positive_weight=0.0),
+                               _trained(clip_model, "dicap", cf_weight=cf_weight, cf_positive_weight=3.0), atol=0, rtol=0)
+    positive = _trained(clip_model, "dicap_pos", cf_weight=cf_weight, cf_positive_weight=1.0)
+    assert not torch.equal(positive, _trained(clip_model, "dicap", cf_weight=cf_weight))
+    torch.testing.assert_close(_trained(clip_model, "dicap_pos", cf_weight=cf_weight, cf_positive_weight=0.0),
+                               _trained(clip_model, "dicap", cf_weight=cf_weight), atol=0, rtol=0)
+    if cf_weight == 0.0:
+        torch.testing.assert_close(_trained(clip_model, "dicap", cf_weight=0.0), _trained(clip_model, "coop"), atol=0, rtol=0)
+
+
+def test_dicap_pos_trains_the_counterfactual_as_its_target_class(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    feats = _features()
+
+    def cf_loss() -> float:
+        with torch.no_grad():
+            return classification_loss(feats["cf"], learner(), feats["cf_labels"].long(), 20.0).item()
+
+    before = cf_loss()
+    history = train_context(learner, "dicap_pos", feats, PARAMS, logit_scale=20.0, seed=0)
+    assert all(h["cf_pos"] > 0 for h in history) and history[-1]["cf_pos"] < history[0]["cf_pos"]
+    assert cf_loss() < before
 
 
 def test_dicap_without_counterfactuals_raises(clip_model):

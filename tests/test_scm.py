@@ -15,7 +15,8 @@ from dicap.data.store import DatasetStore
 
 DATASETS = ["shapes", "digits"]
 SIZE = 16
-PARAMS = {"image_size": 8, "pretrain_per_class": 200, "pool_per_class": 60, "val_per_class": 4, "test_per_class": 40}
+PARAMS = {"image_size": 8, "pretrain_per_class": 200, "pool_per_class": 60, "val_per_class": 4, "test_per_class": 40,
+          "pretrain_spurious_strength": 0.0}
 UNBIASED = ["pretrain", "train", "val", "test_unbiased"]
 
 
@@ -39,7 +40,8 @@ def _some_factors(n: int, seed: int = 0) -> list[scm.Factors]:
 
 def test_store_layout(store):
     n_classes = len(store.classes)
-    for split, per_class in [("pretrain", 200), ("train", 60), ("val", 4), ("test_unbiased", 40), ("test_anti", 40)]:
+    for split, per_class in [("pretrain", 200), ("train", 60), ("val", 4), ("test_unbiased", 40), ("test_aligned", 40),
+                             ("test_conflict", 40)]:
         rows = store.split(split)
         assert len(rows) == n_classes * per_class
         assert store.images[split].shape == (n_classes * per_class, 8, 8, 3)
@@ -76,21 +78,63 @@ def test_unbiased_continuous_factors_independent_of_class(store):
         assert (means[col] - (lo + hi) / 2).abs().max() < 0.08 * (hi - lo), col
 
 
-def test_anti_split_never_has_spurious_background(store):
-    anti = store.split("test_anti")
-    spurious = anti["label"].map(scm.spurious_background)
-    assert (anti["bg"] != spurious).all()
-    # every other background is still used, and object colour stays independent of class
-    counts = pd.crosstab(anti["label"], anti["bg"]).reindex(columns=range(len(scm.BACKGROUNDS)), fill_value=0)
-    for label, row in counts.iterrows():
-        others = row.drop(scm.spurious_background(label))
-        assert (others > 0).sum() >= len(scm.BACKGROUNDS) - 2
-    assert chi2_contingency(pd.crosstab(anti["label"], anti["fg"]).values).pvalue > 1e-3
+def test_aligned_split_has_the_paired_background_and_conflict_another_classes(store):
+    aligned, conflict = store.split("test_aligned"), store.split("test_conflict")
+    pairing = store.paired_background
+    assert (aligned["bg"] == aligned["label"].map(lambda c: pairing[c])).all()
+    for half in (store.base_classes, store.novel_classes):
+        own = {pairing[c] for c in half}
+        rows = conflict[conflict["label"].isin(half)]
+        assert (rows["bg"] != rows["label"].map(lambda c: pairing[c])).all()
+        assert set(rows["bg"]) <= own  # another class's colour, from the same half
+        # each class's conflict images cycle evenly over the other classes' colours
+        for label, group in rows.groupby("label"):
+            counts = group["bg"].value_counts()
+            assert len(counts) == len(half) - 1 and counts.max() - counts.min() <= 1, label
+
+
+def test_aligned_and_conflict_render_the_same_objects(store):
+    """Only the background differs, so their accuracy gap is the background's effect alone."""
+    aligned, conflict = store.split("test_aligned"), store.split("test_conflict")
+    same = [c for c in scm.FACTOR_COLUMNS if c != "bg"] + ["label", "index"]
+    pd.testing.assert_frame_equal(aligned[same], conflict[same])
+    assert (aligned["bg"] != conflict["bg"]).all()
+
+
+@pytest.mark.parametrize("seed", range(0, 200, 7))
+def test_pairing_is_distinct_within_each_half_and_drawn_per_seed(seed):
+    groups = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    pairing = scm.draw_pairing(seed, groups)
+    assert pairing == scm.draw_pairing(seed, groups)
+    for group in groups:
+        assert len({pairing[c] for c in group}) == len(group)
+        assert all(0 <= pairing[c] < len(scm.BACKGROUNDS) for c in group)
+    for label in (0, 7):  # over seeds, a class is paired with many colours, not a fixed one
+        assert len({scm.draw_pairing(s, groups)[label] for s in range(seed, seed + 40)}) >= 6
+
+
+def test_pairing_refuses_more_classes_than_backgrounds():
+    with pytest.raises(ValueError, match="backgrounds"):
+        scm.draw_pairing(0, [list(range(len(scm.BACKGROUNDS) + 1))])
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
+def test_pretrain_spurious_strength_pairs_pretraining_only(tmp_path, strength):
+    params = {**PARAMS, "pretrain_per_class": 80, "pool_per_class": 12, "test_per_class": 8}
+    embedded.build("shapes", {**params, "pretrain_spurious_strength": strength}, seed=0, out_dir=tmp_path / "s")
+    embedded.build("shapes", params, seed=0, out_dir=tmp_path / "zero")
+    biased, plain = DatasetStore.open(tmp_path / "s"), DatasetStore.open(tmp_path / "zero")
+    pre = biased.split("pretrain")
+    share = (pre["bg"] == pre["label"].map(lambda c: biased.paired_background[c])).mean()
+    expected = strength + (1 - strength) / len(scm.BACKGROUNDS)
+    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / len(pre)) + 1e-9
+    for split in ("train", "val", "test_unbiased", "test_aligned", "test_conflict"):
+        pd.testing.assert_frame_equal(biased.split(split), plain.split(split))
 
 
 def test_stored_factors_reproduce_stored_pixels(store):
     """The table's factors are the true ``n, u``: re-rendering them gives the stored image."""
-    for split in ["pretrain", "test_unbiased", "test_anti"]:
+    for split in ["pretrain", "test_unbiased", "test_aligned", "test_conflict"]:
         rows = store.split(split)
         for i in range(0, len(rows), 37):
             row = rows.iloc[i]
@@ -179,13 +223,16 @@ def test_changing_a_non_causal_factor_changes_the_image(dataset):
 # --- the few-shot split -------------------------------------------------------------------------
 
 
+PAIRING = [3, 5, 0, 7, 1, 2]  # each class's paired background in the pools below
+
+
 def _pool(n_per_class: int = 60, n_classes: int = 6) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for label in range(n_classes):
         for i in range(n_per_class):
             # a third of each class carries its spurious background, the rest any other
-            bg = scm.spurious_background(label) if i % 3 == 0 else int((scm.spurious_background(label) + 1 + rng.integers(7)) % 8)
+            bg = PAIRING[label] if i % 3 == 0 else int((PAIRING[label] + 1 + rng.integers(7)) % 8)
             rows.append({"split": "train", "index": label * n_per_class + i, "label": label, "bg": bg})
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
 
@@ -193,13 +240,13 @@ def _pool(n_per_class: int = 60, n_classes: int = 6) -> pd.DataFrame:
 @pytest.mark.parametrize("shots,strength", [(8, 0.75), (5, 0.9), (7, 0.3), (6, 0.0), (4, 1.0)])
 def test_few_shot_counts_and_spurious_share(shots, strength):
     pool, base = _pool(), [0, 1, 2]
-    split = few_shot(pool, base, shots, seed=1, spurious_strength=strength)
+    split = few_shot(pool, base, shots, seed=1, spurious_strength=strength, pairing=PAIRING)
     assert sorted(split["label"].unique()) == base
     assert split.groupby("label").size().tolist() == [shots] * len(base)
     assert not split["index"].duplicated().any()
     assert set(split["index"]) <= set(pool["index"])
     for label, group in split.groupby("label"):
-        n_spurious = int((group["bg"] == scm.spurious_background(label)).sum())
+        n_spurious = int((group["bg"] == PAIRING[label]).sum())
         assert n_spurious == round(strength * shots)
 
 
@@ -211,9 +258,9 @@ def test_few_shot_without_strength_is_a_plain_draw():
 
 def test_few_shot_deterministic_per_seed_and_varies_across_seeds():
     pool = _pool()
-    a = few_shot(pool, [0, 1, 2], 8, seed=1, spurious_strength=0.5)
-    b = few_shot(pool.copy(), [0, 1, 2], 8, seed=1, spurious_strength=0.5)
-    c = few_shot(pool, [0, 1, 2], 8, seed=2, spurious_strength=0.5)
+    a = few_shot(pool, [0, 1, 2], 8, seed=1, spurious_strength=0.5, pairing=PAIRING)
+    b = few_shot(pool.copy(), [0, 1, 2], 8, seed=1, spurious_strength=0.5, pairing=PAIRING)
+    c = few_shot(pool, [0, 1, 2], 8, seed=2, spurious_strength=0.5, pairing=PAIRING)
     pd.testing.assert_frame_equal(a, b)
     assert set(a["index"]) != set(c["index"])
 
@@ -224,6 +271,11 @@ def test_few_shot_raises_naming_the_class_when_pool_too_small():
     few_shot(pool, [0, 1], 12, seed=0)  # fine for full classes
     with pytest.raises(ValueError, match=r"class 2\b"):
         few_shot(pool, [0, 1, 2], 12, seed=0)
-    few_shot(pool, [0, 1], 8, seed=0, spurious_strength=0.5)  # 4 spurious asked, 4 available
+    few_shot(pool, [0, 1], 8, seed=0, spurious_strength=0.5, pairing=PAIRING)  # 4 spurious asked, 4 available
     with pytest.raises(ValueError, match=r"class 1\b"):
-        few_shot(pool, [1, 0], 8, seed=0, spurious_strength=0.75)  # 6 spurious asked, 4 available
+        few_shot(pool, [1, 0], 8, seed=0, spurious_strength=0.75, pairing=PAIRING)  # 6 spurious asked, 4 available
+
+
+def test_a_spurious_draw_without_a_pairing_is_refused():
+    with pytest.raises(ValueError, match="paired background"):
+        few_shot(_pool(), [0, 1, 2], 8, seed=0, spurious_strength=0.5)

@@ -100,8 +100,8 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     assert list(table.columns) == [
         "suite", "split", "dataset", "method", "base", "base_std", "novel", "novel_std", "hm", "hm_std", "seeds",
     ]
-    assert set(table["method"]) == {"zeroshot", "coop", "dicap"}
-    assert set(table["split"]) == {"test_unbiased", "test_anti"}
+    assert set(table["method"]) == {"zeroshot", "coop", "dicap", "dicap_pos"}
+    assert set(table["split"]) == {"test_unbiased", "test_aligned", "test_conflict"}
     assert set(table["dataset"]) == {"shapes", "average"}
     assert (table["suite"] == "embedded").all()
     assert (table["seeds"] == "1 2").all()
@@ -109,12 +109,22 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     chance = 100 / 5  # five base and five novel classes
     assert zs["base"] > chance and zs["novel"] > chance, zs
     for name in ("table1.md", "table1.provenance.json", "table1.metrics.json", "backbones.csv",
-                 "figures/table1_bars.png", "figures/counterfactuals_shapes.png", "reproduction.csv", "reproduction.md"):
+                 "figures/table1_bars.png", "figures/counterfactuals_shapes.png", "shortcut.md", "figures/shortcut.png",
+                 "reproduction.csv", "reproduction.md"):
         path = tmp_path / "results" / name
         assert path.stat().st_size > 0, name
         assert path.stat().st_mode & 0o044 == 0o044, f"{name} is not readable by the group and others (umask 022)"
     reproduction = pd.read_csv(tmp_path / "results" / "reproduction.csv")
-    assert set(reproduction["table"]) == {"table1", "backbones", "counterfactual_audit"}
+    assert set(reproduction["table"]) == {"table1", "backbones", "counterfactual_audit", "shortcut"}
+    # the shortcut table: every method on the biased shots, and both controls (config.test.yaml: controls [shapes])
+    shortcut = pd.read_csv(tmp_path / "results" / "shortcut.csv")
+    rows = set(zip(shortcut["method"], shortcut["shots"], shortcut["counterfactuals"]))
+    assert rows == {("zeroshot", "none", "none"), ("coop", "biased", "none"), ("dicap", "biased", "generated"),
+                    ("dicap_pos", "biased", "generated"), ("coop", "unbiased", "none"), ("dicap", "biased", "true"),
+                    ("dicap_pos", "biased", "true")}
+    assert ((shortcut["gap"] - (shortcut["aligned"] - shortcut["conflict"])).abs() < 1e-3).all()
+    assert (shortcut["worst_group"] <= shortcut[["aligned", "conflict"]].min(axis=1) + 1e-9).all()
+    assert (shortcut["seeds"] == "1 2").all()
     assert "±" in (tmp_path / "results" / "table1.md").read_text()
 
     audit = pd.read_csv(tmp_path / "results" / "counterfactual_audit.csv")
@@ -211,8 +221,25 @@ def test_few_shot_file_is_keyed_by_its_parameters(tmp_path):
     fewer = tmp_path / "fewer.yaml"
     fewer.write_text("data:\n  shots: 8\n")
     default, other = split_files(), split_files(str(fewer))
-    assert len(default) == 6 and len(other) == 6  # 2 datasets x 3 seeds
+    # 2 datasets x 3 seeds, plus the negative control's unbiased draw on digits (controls: [digits])
+    assert len(default) == 9 and len(other) == 9
     assert not default & other
+
+
+def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
+    """clip.dataset_steps reaches shapes' backbone only; controls run only on configured datasets."""
+    out = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    commands = [line for line in out.stdout.splitlines() if "dicap clip_backbone" in line]
+    steps = {re.search(r"data/(\w+) ", c).group(1): re.search(r'"steps": ?(\d+)', c).group(1) for c in commands}
+    assert steps == {"shapes": "150", "digits": "600"}
+    counts = job_counts(out.stdout)
+    assert counts["make_split"] == 9 and counts["shortcut"] == 1  # digits' unbiased draw: its negative control
+    only_shapes = snakemake("-n", "--configfile", str(REPO / "config.yaml"), "--config", "datasets=[shapes]",
+                            "--directory", str(tmp_path))
+    assert only_shapes.returncode == 0, only_shapes.stderr[-2000:]
+    counts = job_counts(only_shapes.stdout)
+    assert counts["make_split"] == 3 and counts["train_prompt"] == 12 and counts["shortcut"] == 1, counts
 
 
 def test_no_workflow_output_is_tracked_by_git(tmp_path):
@@ -250,7 +277,9 @@ def test_editing_a_loss_reruns_prompt_training_and_what_follows(tiny_run, tmp_pa
     out = snakemake(*tiny_args(tiny_run), "-n", env={**ENV, "PYTHONPATH": str(src)})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = job_counts(out.stdout)
-    assert counts.get("train_prompt") == 6 and counts.get("evaluate") == 2 and counts.get("table1") == 1, counts
+    # 2 seeds x (4 methods + the two controls' 1 + 2 methods); evaluation per seed of main and both controls
+    assert counts.get("train_prompt") == 14 and counts.get("evaluate") == 6 and counts.get("table1") == 1, counts
+    assert counts.get("shortcut") == 1, counts
     upstream = {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle", "counterfactual_shard",
                 "merge_counterfactuals", "encode_train_features", "encode_eval_features", "audit_counterfactuals"}
     assert not upstream & set(counts), counts

@@ -67,11 +67,12 @@ _WILDCARD = re.compile(r"\{(\w+)\}")
 
 # Variants: config.yaml's counterfactual settings with at most one change.
 MAIN = "main"  # config's own settings: Table 1
-TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (ablation_true_cf)
+TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (the positive control)
+UNBIASED_SHOTS = "unbiased_shots"  # CoOp on an unbiased draw of the shots: no counterfactuals (the negative control)
 GUIDANCE_PREFIX = "s"  # s<value>: another guidance scale (the paper's s)
 SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
 GENERATED_VARIANTS = r"main|s\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
-VARIANTS = rf"{TRUE_CF}|{GENERATED_VARIANTS}"
+VARIANTS = rf"{TRUE_CF}|{UNBIASED_SHOTS}|{GENERATED_VARIANTS}"
 
 
 def fill(template: str, **wildcards: Any) -> str:
@@ -161,6 +162,12 @@ class Variant:
     guidance_scale: float | None = None
     sampling: str | None = None
     true_cf: bool = False
+    unbiased_shots: bool = False
+
+    @property
+    def counterfactuals(self) -> str:
+        """What the variant trains on: ``generated``, ``true`` or ``none`` counterfactuals."""
+        return "true" if self.true_cf else "none" if self.unbiased_shots else "generated"
 
 
 def parse_variant(name: str) -> Variant:
@@ -169,11 +176,13 @@ def parse_variant(name: str) -> Variant:
         return Variant()
     if name == TRUE_CF:
         return Variant(true_cf=True)
+    if name == UNBIASED_SHOTS:
+        return Variant(unbiased_shots=True)
     if name.startswith(SAMPLING_PREFIX) and re.fullmatch(r"[a-z]+", name.removeprefix(SAMPLING_PREFIX)):
         return Variant(sampling=name.removeprefix(SAMPLING_PREFIX))
     if name.startswith(GUIDANCE_PREFIX) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(GUIDANCE_PREFIX)):
         return Variant(guidance_scale=float(name.removeprefix(GUIDANCE_PREFIX)))
-    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {GUIDANCE_PREFIX}<guidance scale> "
+    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {GUIDANCE_PREFIX}<guidance scale> "
                      f"or {SAMPLING_PREFIX}<strategy>")
 
 
@@ -197,8 +206,8 @@ def sampling_variant(sampling: str, counterfactual: dict[str, Any]) -> str:
 def variant_settings(name: str, counterfactual: dict[str, Any]) -> dict[str, Any]:
     """Config's counterfactual block with variant ``name``'s one change applied."""
     variant = parse_variant(name)
-    if variant.true_cf:
-        raise ValueError(f"variant {name!r} generates no counterfactuals: it trains on {MAIN}'s true ones")
+    if variant.counterfactuals != "generated":
+        raise ValueError(f"variant {name!r} generates no counterfactuals (it trains on {variant.counterfactuals!r})")
     settings = dict(counterfactual)
     if variant.guidance_scale is not None:
         settings["guidance_scale"] = variant.guidance_scale

@@ -202,9 +202,33 @@ def class_names(dataset: str) -> list[str]:
     raise KeyError(f"unknown embedded dataset {dataset!r}; known: shapes, digits")
 
 
-def spurious_background(label: int) -> int:
-    """The background colour that co-occurs with ``label`` in the biased few-shot split."""
-    return label % len(BACKGROUNDS)
+def draw_pairing(seed: int, groups: list[list[int]]) -> list[int]:
+    """Each class's paired background, drawn from the render seed: ``pairing[label]``.
+
+    Every group (the base classes, the novel classes) gets distinct backgrounds, so each of
+    its classes has an aligned rendering (its own colour) and conflict renderings (another
+    class's colour from the same group).  Drawing the pairing rather than fixing it
+    (``label % 8`` before) keeps one accidental class-colour affinity from tilting every run;
+    zero-shot CLIP's own aligned-conflict gap measures what tilt is left.
+    """
+    rng = np.random.default_rng([seed, 0x9A1D])
+    pairing = [0] * sum(len(g) for g in groups)
+    for group in groups:
+        if len(group) > len(BACKGROUNDS):
+            raise ValueError(f"{len(group)} classes in one group but only {len(BACKGROUNDS)} backgrounds to pair them with")
+        for label, bg in zip(group, rng.permutation(len(BACKGROUNDS))):
+            pairing[label] = int(bg)
+    return pairing
+
+
+def conflict_background(label: int, i: int, pairing: list[int], group: list[int]) -> int:
+    """The ``i``-th conflict background of ``label``: the other classes' of its group in turn.
+
+    Cycling (rather than drawing) spreads a class's conflict images evenly over its group's
+    other colours, so no single colour dominates the conflict accuracy.
+    """
+    others = [pairing[c] for c in group if c != label]
+    return others[i % len(others)]
 
 
 def caption(dataset: str, label: int, f: Factors) -> str:

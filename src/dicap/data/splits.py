@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dicap.data import scm
-
 if TYPE_CHECKING:
     from dicap.data.store import DatasetStore
 
@@ -26,8 +24,15 @@ def few_shot(
     shots: int,
     seed: int,
     spurious_strength: float | None = None,
+    pairing: list[int] | None = None,
 ) -> pd.DataFrame:
-    """Pick ``shots`` rows per class of ``classes`` from ``pool``, deterministically per seed."""
+    """Pick ``shots`` rows per class of ``classes`` from ``pool``, deterministically per seed.
+
+    With ``spurious_strength``, that share of each class's shots carry its ``pairing``
+    background and the rest any other.
+    """
+    if spurious_strength is not None and pairing is None:
+        raise ValueError("a spurious draw needs each class's paired background (the store's 'paired_background')")
     rng = np.random.default_rng(seed)
     picked = []
     for label in classes:
@@ -35,7 +40,7 @@ def few_shot(
         if spurious_strength is None:
             groups = [(rows, shots)]
         else:
-            spurious = rows["bg"] == scm.spurious_background(label)
+            spurious = rows["bg"] == pairing[label]
             n_spurious = int(round(spurious_strength * shots))
             groups = [(rows[spurious], n_spurious), (rows[~spurious], shots - n_spurious)]
         for group, n in groups:
@@ -58,5 +63,5 @@ def training_split(store: "DatasetStore", shots: int, seed: int, spurious_streng
     """
     base = store.base_classes
     classes = base if spurious_strength is not None else range(len(store.classes))
-    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength)
+    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength, store.paired_background)
     return split[split["label"].isin(base)].reset_index(drop=True)

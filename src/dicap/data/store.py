@@ -22,6 +22,8 @@ from dicap.layout import STORE_CLASSES as CLASSES
 from dicap.layout import STORE_IMAGES as IMAGES
 from dicap.layout import STORE_TABLE as TABLE
 
+# The embedded suite's test splits: unbiased, then the shortcut pair (data/embedded.py renders them).
+TEST_SPLITS = ("test_unbiased", "test_aligned", "test_conflict")
 ARRAYS = "arrays"  # storage: every image in one safetensors file (the embedded suite)
 FILES = "files"  # storage: the images are files on disk (the paper suite)
 
@@ -36,6 +38,7 @@ class DatasetStore:
     storage: str  # ARRAYS or FILES
     image_root: Path | None = None  # storage FILES: where the table's paths start
     image_size: int | None = None  # storage FILES: side of the square images pixels() returns
+    paired_background: list[int] | None = None  # rendered data: each class's paired background (scm.draw_pairing)
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -52,7 +55,8 @@ class DatasetStore:
             return cls(root, {}, table, info["classes"], info["dataset"], FILES, Path(info["image_root"]), int(info["image_size"]))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
-        return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS)
+        return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,
+                   paired_background=info.get("paired_background"))
 
     @property
     def base_classes(self) -> list[int]:
@@ -65,9 +69,9 @@ class DatasetStore:
 
     @property
     def test_splits(self) -> list[str]:
-        """The splits scored in Table 1: the embedded suite's two, or a real dataset's ``test``."""
+        """The splits scored: the embedded suite's unbiased, aligned and conflict ones, or a real dataset's ``test``."""
         present = set(self.table["split"])
-        return [name for name in ("test_unbiased", "test_anti", "test") if name in present]
+        return [name for name in (*TEST_SPLITS, "test") if name in present]
 
     def split(self, name: str) -> pd.DataFrame:
         rows = self.table[self.table["split"] == name]

@@ -11,21 +11,40 @@ def harmonic_mean(base: float, novel: float) -> float:
     return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
 
 
-def accuracy_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> float:
-    """Accuracy on images of ``classes`` when only those classes compete."""
+def _predictions(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted, true) labels of the images of ``classes`` when only those classes compete."""
     labels = torch.as_tensor(labels)
     mask = torch.isin(labels, torch.tensor(classes))
     if not mask.any():
         raise ValueError(f"no test images of classes {classes}")
     logits = image_f[mask] @ text_f[classes].T
-    predicted = torch.tensor(classes)[logits.argmax(1)]
-    return float((predicted == labels[mask]).float().mean())
+    return torch.tensor(classes)[logits.argmax(1)], labels[mask]
+
+
+def accuracy_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> float:
+    """Accuracy on images of ``classes`` when only those classes compete."""
+    predicted, truth = _predictions(image_f, labels, text_f, classes)
+    return float((predicted == truth).float().mean())
+
+
+def worst_class_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> float:
+    """The lowest per-class accuracy among ``classes``, competing among themselves.
+
+    On the aligned and conflict splits every image of a class stands in the same relation to
+    its background, so a class there is one group: the minimum over both splits is the
+    worst-group accuracy of the shortcut literature.
+    """
+    predicted, truth = _predictions(image_f, labels, text_f, classes)
+    return min(float((predicted[truth == c] == c).float().mean()) for c in classes if (truth == c).any())
 
 
 def base_novel(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
+    """Base, novel and HM accuracy (%), and each half's worst class."""
     b = accuracy_within(image_f, labels, text_f, base)
     n = accuracy_within(image_f, labels, text_f, novel)
-    return {"base": 100 * b, "novel": 100 * n, "hm": 100 * harmonic_mean(b, n)}
+    return {"base": 100 * b, "novel": 100 * n, "hm": 100 * harmonic_mean(b, n),
+            "base_worst": 100 * worst_class_within(image_f, labels, text_f, base),
+            "novel_worst": 100 * worst_class_within(image_f, labels, text_f, novel)}
 
 
 def zero_shot_accuracy(image_f: np.ndarray, labels: np.ndarray, text_f: np.ndarray) -> float:

@@ -21,10 +21,11 @@ def encode_train_features(
     dataset_dir: Path,
     clip_dir: Path,
     split: Annotated[Path, "the few-shot split"],
-    counterfactual_images: Annotated[Path, "merged counterfactuals (main's, for the true_cf variant)"],
-    counterfactual_table: Path,
-    variant: Annotated[str, "which counterfactuals to encode: the true ones for true_cf, else the generated ones"],
+    variant: Annotated[str, "which counterfactuals to encode: the true ones for true_cf, none for unbiased_shots, "
+                       "else the generated ones"],
     out: Path,
+    counterfactual_images: Annotated[Path | None, "merged counterfactuals (main's, for the true_cf variant)"] = None,
+    counterfactual_table: Path | None = None,
     threads: int = 1,
 ) -> None:
     """Cache frozen CLIP features of the few-shot images and of their counterfactuals."""
@@ -37,20 +38,23 @@ def encode_train_features(
     from dicap.guards import check_finite
     from dicap.io import load_arrays, save_arrays
 
-    key = TRUE if layout.parse_variant(variant).true_cf else GENERATED
+    wanted = layout.parse_variant(variant).counterfactuals
+    if (wanted == "none") != (counterfactual_images is None or counterfactual_table is None):
+        raise ValueError(f"variant {variant!r} trains on {wanted!r} counterfactuals: give --counterfactual-images and "
+                         "--counterfactual-table exactly when it trains on some")
     runtime.setup(threads, 0)
     store = DatasetStore.open(dataset_dir)
     bundle = load_clip({"path": str(clip_dir)})
     bundle.model.to(runtime.device())
     rows = pd.read_parquet(split)
-    table = pd.read_parquet(counterfactual_table)
-    arrays = load_arrays(counterfactual_images)
-    if key not in arrays:
-        raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
-    out_arrays = {
-        "train": bundle.encode_rows(store, rows), "train_labels": rows["label"].to_numpy(),
-        "cf": bundle.encode_images(arrays[key]).numpy(), "cf_labels": table["y_cf"].to_numpy(),
-    }
+    out_arrays = {"train": bundle.encode_rows(store, rows), "train_labels": rows["label"].to_numpy()}
+    if wanted != "none":
+        key = TRUE if wanted == "true" else GENERATED
+        arrays = load_arrays(counterfactual_images)
+        if key not in arrays:
+            raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
+        out_arrays["cf"] = bundle.encode_images(arrays[key]).numpy()
+        out_arrays["cf_labels"] = pd.read_parquet(counterfactual_table)["y_cf"].to_numpy()
     check_finite(out, out_arrays)
     save_arrays(out, out_arrays)
 

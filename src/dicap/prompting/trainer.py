@@ -1,7 +1,15 @@
 """Train the prompt context of one method on cached image features.
 
 ``zeroshot`` is the hand-written template "a photo of a {class}." - exactly CoOp's
-initial context - so all three methods share this code and differ only in their loss.
+initial context - so every method shares this code and differs only in its loss:
+
+- ``coop``: cross-entropy on the shots;
+- ``dicap``: plus ``cf_weight`` x the paper's counterfactual hard negative (the source
+  class's prompt must prefer the factual image to its counterfactual);
+- ``dicap_pos``: plus, also, ``cf_positive_weight`` x the cross-entropy of each
+  counterfactual as a labelled example of its target class ``y_cf``.  Our reading, not the
+  paper's text: the hard negative alone cannot remove a background shortcut, because the
+  counterfactual shares the background and it cancels in the gradient.
 Given a checkpoint path, training resumes from a matching checkpoint there and saves one
 every ``checkpoint_every`` epochs (see :mod:`dicap.prompting.checkpoint`).
 """
@@ -21,7 +29,8 @@ from dicap.prompting.learner import PromptLearner
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
 from dicap.runtime import optimizer_step
 
-METHODS = ("zeroshot", "coop", "dicap")
+METHODS = ("zeroshot", "coop", "dicap", "dicap_pos")
+COUNTERFACTUAL_METHODS = ("dicap", "dicap_pos")  # the methods that train on counterfactuals
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,9 @@ def train_context(
     generator = torch.Generator().manual_seed(seed)
     x, y = features["train"], features["train_labels"].long()
     x_cf, y_cf = features.get("cf"), features.get("cf_labels")
-    if method == "dicap" and (x_cf is None or len(x_cf) != len(x)):
-        raise ValueError("dicap needs one counterfactual feature per training image ('cf' in the feature cache)")
+    uses_cf = method in COUNTERFACTUAL_METHODS
+    if uses_cf and (x_cf is None or len(x_cf) != len(x)):
+        raise ValueError(f"{method} needs one counterfactual feature per training image ('cf' in the feature cache)")
     epochs, batch = params["epochs"], params["batch_size"]
     steps_per_epoch = math.ceil(len(x) / batch)
     opt = torch.optim.SGD([learner.ctx], lr=params["lr"], momentum=0.9, weight_decay=params["weight_decay"])
@@ -74,18 +84,20 @@ def train_context(
     epoch_bar = tqdm(range(first_epoch, epochs), desc=f"{method} prompt", mininterval=5, initial=first_epoch, total=epochs)
     for epoch in epoch_bar:
         order = torch.randperm(len(x), generator=generator)
-        sums = {"ce": 0.0, "cf": 0.0}
+        sums = {"ce": 0.0, "cf": 0.0, "cf_pos": 0.0}
         for start in range(0, len(x), batch):
             idx = order[start : start + batch]
             text_f = learner()
             loss = classification_loss(x[idx], text_f, y[idx], logit_scale)
             sums["ce"] += loss.item()
-            if method == "dicap":
+            if uses_cf:
                 cf = counterfactual_contrastive_loss(x[idx], x_cf[idx], text_f, y[idx], params["cf_temperature"])
-                if params["cf_positive_weight"] > 0:
-                    cf = cf + params["cf_positive_weight"] * classification_loss(x_cf[idx], text_f, y_cf[idx].long(), logit_scale)
                 loss = loss + params["cf_weight"] * cf
                 sums["cf"] += cf.item()
+            if method == "dicap_pos":
+                cf_pos = classification_loss(x_cf[idx], text_f, y_cf[idx].long(), logit_scale)
+                loss = loss + params["cf_positive_weight"] * cf_pos
+                sums["cf_pos"] += cf_pos.item()
             optimizer_step(opt, loss, sched)
         history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
         if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:

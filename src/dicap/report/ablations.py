@@ -23,12 +23,12 @@ ACCURACY = ("base", "novel", "hm")
 
 
 def accuracy_by_variant(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per dataset, variant and method; HM on the anti-correlated split too."""
+    """Mean and std over seeds per dataset, variant and method; HM on the conflict split too."""
     keys = ["dataset", "variant", "method"]
     unbiased = metrics[metrics["split"] == "test_unbiased"].groupby(keys, sort=False)
     table = unbiased[list(ACCURACY)].mean().join(unbiased[list(ACCURACY)].std(ddof=1).add_suffix("_std"))
-    anti = metrics[metrics["split"] == "test_anti"].groupby(keys, sort=False)["hm"].mean().rename("anti_hm")
-    return table.join(anti).join(unbiased["seed"].count().rename("seeds")).reset_index()
+    conflict = metrics[metrics["split"] == "test_conflict"].groupby(keys, sort=False)["hm"].mean().rename("conflict_hm")
+    return table.join(conflict).join(unbiased["seed"].count().rename("seeds")).reset_index()
 
 
 def audit_by_variant(audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:

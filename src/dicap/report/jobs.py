@@ -11,7 +11,7 @@ from typing import Annotated, Any
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "table1", "figure_table1", "figure_counterfactuals", "backbone_report", "cost_report", "reproduction",
+    "table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction",
     "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "record_reference", "readme_results",
 ]
 
@@ -62,6 +62,19 @@ def backbone_report(
     build_backbone_report(datasets, clip_reports, diffusion_reports, cf_tables, out)
 
 
+def shortcut(
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files: every dataset's main run, then the controls'"],
+    out_csv: Path,
+    out_md: Path,
+    out_png: Path,
+) -> None:
+    """Aligned, conflict, gap, worst-group and novel accuracy per method and control (embedded suite)."""
+    from dicap.report.shortcut import build_shortcut, write_shortcut
+
+    write_shortcut(build_shortcut(metrics, datasets), out_csv, out_md, out_png)
+
+
 def cost_report(suite: str, benchmarks: Annotated[Path, "the folder of the rules' benchmark files"], out: Path) -> None:
     """Summarise the rules' benchmark files: wall time and peak memory per rule."""
     from dicap.io import write_table
@@ -76,13 +89,14 @@ def reproduction(
     out_md: Path,
     backbones: Path | None = None,
     audit: Annotated[Path | None, "results/counterfactual_audit.csv (embedded suite only)"] = None,
+    shortcut: Annotated[Path | None, "results/shortcut.csv (embedded suite only)"] = None,
     reference: Annotated[Path | None, "results/reference/<suite>.csv, if one exists"] = None,
 ) -> None:
     """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
     from dicap.report.reproduction import compare, read_reference, regenerated_numbers, write_reproduction
 
     known, info = read_reference(reference) if reference else (None, None)
-    frame = compare(regenerated_numbers(table1, backbones, audit), known)
+    frame = compare(regenerated_numbers(table1, backbones, audit, shortcut), known)
     write_reproduction(frame, out_csv, out_md, info)
     log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
 
@@ -120,12 +134,13 @@ def ablation_true_cf(
     _ablation("counterfactuals", datasets, metrics, audits, oracle_reports, out_csv, out_png)
 
 
-def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None) -> None:
+def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
+                     shortcut: Path | None = None) -> None:
     """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
     from dicap.report.reproduction import record_reference as record
     from dicap.report.reproduction import regenerated_numbers
 
-    record(regenerated_numbers(table1, backbones, audit), out, table1.with_suffix(".provenance.json"))
+    record(regenerated_numbers(table1, backbones, audit, shortcut), out, table1.with_suffix(".provenance.json"))
 
 
 def readme_results(

@@ -44,6 +44,7 @@ EXACT = Tolerance(0.0, why="a count: identical on every machine")
 
 TOLERANCES: dict[str, Tolerance] = {
     "base": ACCURACY, "novel": ACCURACY, "hm": ACCURACY,
+    **{m: ACCURACY for m in ("aligned", "conflict", "gap", "worst_group", "novel_gap")},
     "counterfactuals": EXACT, "oracle_heldout_n": EXACT,
 }
 
@@ -67,7 +68,8 @@ def _long(frame: pd.DataFrame, table: str, ids: list[str], skip: tuple[str, ...]
     return out[[*KEY, "value"]]
 
 
-def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path | None = None) -> pd.DataFrame:
+def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path | None = None,
+                        shortcut: Path | None = None) -> pd.DataFrame:
     """The numbers a run produced, one row each, keyed by table, split, dataset, method and metric.
 
     Standard deviations are left out: they describe the spread over seeds, not a result.
@@ -78,6 +80,9 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
         parts.append(_long(pd.read_csv(backbones), "backbones", ["dataset"]))
     if audit is not None:
         parts.append(_long(pd.read_csv(audit), "counterfactual_audit", ["dataset"], skip=("s",)))
+    if shortcut is not None:  # keyed by the variant in the split column: main, unbiased_shots, true_cf
+        frame = pd.read_csv(shortcut).rename(columns={"variant": "split"})
+        parts.append(_long(frame, "shortcut", ["split", "dataset", "method"], skip=tuple(c for c in frame if c.endswith("_std"))))
     numbers = pd.concat(parts, ignore_index=True)
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 

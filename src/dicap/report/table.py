@@ -14,7 +14,7 @@ from dicap.io import atomic_output, provenance, read_json, write_json, write_tab
 from dicap.report.markdown import markdown_table
 
 METRICS = ("base", "novel", "hm")
-SPLIT_ORDER = {"test_unbiased": 0, "test_anti": 1, "test": 2}
+SPLIT_ORDER = {"test_unbiased": 0, "test_aligned": 1, "test_conflict": 2, "test": 3}
 
 
 def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
