@@ -89,7 +89,7 @@ def test_a_prompt_context_with_wrong_shape(store, tmp_path, caplog):
     train_tiny_clip(s.pixels(pre), pre["caption"].tolist(), model, {"steps": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0}, tmp_path / "clip", 0)
     features = tmp_path / "eval.safetensors"
     save_arrays(features, {f"{k}{suffix}": torch.zeros(1, 16).numpy() if not suffix else torch.zeros(1, dtype=torch.long).numpy()
-                           for k in ("test_unbiased", "test_conflict") for suffix in ("", "_labels")})
+                           for k in ("test_unbiased", "test_backgrounds") for suffix in ("", "_labels", "_bg")})
     prompt = tmp_path / "ctx.safetensors"
     save_arrays(prompt, {"ctx": torch.zeros(3, 16).numpy()})  # three context vectors, the config says four
     out = tmp_path / "metrics.csv"

@@ -182,13 +182,13 @@ def test_a_prompt_context_with_nan_is_refused_by_evaluate(features, tmp_path, ca
 def test_eval_features_with_inf_are_refused_by_evaluate(features, tmp_path, caplog):
     feats = load_arrays(features / "eval.safetensors")
     bad = tmp_path / "eval.safetensors"
-    save_arrays(bad, {**feats, "test_conflict": np.full_like(feats["test_conflict"], np.inf)})
+    save_arrays(bad, {**feats, "test_backgrounds": np.full_like(feats["test_backgrounds"], np.inf)})
     prompt = tmp_path / "ctx.safetensors"
     save_arrays(prompt, {"ctx": np.zeros((2, 16), np.float32)})
     out = tmp_path / "metrics.csv"
     _fails(["evaluate", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
             "--params", json.dumps(PROMPT_PARAMS), "--features", bad, "--prompts", prompt, "--methods", "coop", "--out", out],
-           caplog, str(out), str(bad), "'test_conflict'", "infinite")
+           caplog, str(out), str(bad), "'test_backgrounds'", "infinite")
     assert not out.exists()
 
 

@@ -40,8 +40,8 @@ def _some_factors(n: int, seed: int = 0) -> list[scm.Factors]:
 
 def test_store_layout(store):
     n_classes = len(store.classes)
-    for split, per_class in [("pretrain", 200), ("train", 60), ("val", 4), ("test_unbiased", 40), ("test_aligned", 40),
-                             ("test_conflict", 40)]:
+    for split, per_class in [("pretrain", 200), ("train", 60), ("val", 4), ("test_unbiased", 40),
+                             ("test_backgrounds", 40 * len(scm.BACKGROUNDS))]:
         rows = store.split(split)
         assert len(rows) == n_classes * per_class
         assert store.images[split].shape == (n_classes * per_class, 8, 8, 3)
@@ -78,27 +78,35 @@ def test_unbiased_continuous_factors_independent_of_class(store):
         assert (means[col] - (lo + hi) / 2).abs().max() < 0.08 * (hi - lo), col
 
 
-def test_aligned_split_has_the_paired_background_and_conflict_another_classes(store):
-    aligned, conflict = store.split("test_aligned"), store.split("test_conflict")
-    pairing = store.paired_background
-    assert (aligned["bg"] == aligned["label"].map(lambda c: pairing[c])).all()
-    for half in (store.base_classes, store.novel_classes):
-        own = {pairing[c] for c in half}
-        rows = conflict[conflict["label"].isin(half)]
-        assert (rows["bg"] != rows["label"].map(lambda c: pairing[c])).all()
-        assert set(rows["bg"]) <= own  # another class's colour, from the same half
-        # each class's conflict images cycle evenly over the other classes' colours
-        for label, group in rows.groupby("label"):
-            counts = group["bg"].value_counts()
-            assert len(counts) == len(half) - 1 and counts.max() - counts.min() <= 1, label
+def test_background_grid_renders_every_object_on_every_background(store):
+    """Only the background differs between an object's renders, so any pairing's aligned and
+    conflict rows score the very same objects: their gap is the background's effect alone."""
+    grid = store.split("test_backgrounds")
+    n_bg = len(scm.BACKGROUNDS)
+    assert len(grid) == len(store.classes) * 40 * n_bg
+    objects = grid.groupby(np.arange(len(grid)) // n_bg)
+    for _, rows in list(objects)[:: 23]:
+        assert sorted(rows["bg"]) == list(range(n_bg))
+        assert rows.drop(columns=["bg", "index", "caption"]).nunique().max() == 1
 
 
-def test_aligned_and_conflict_render_the_same_objects(store):
-    """Only the background differs, so their accuracy gap is the background's effect alone."""
-    aligned, conflict = store.split("test_aligned"), store.split("test_conflict")
-    same = [c for c in scm.FACTOR_COLUMNS if c != "bg"] + ["label", "index"]
-    pd.testing.assert_frame_equal(aligned[same], conflict[same])
-    assert (aligned["bg"] != conflict["bg"]).all()
+@pytest.mark.parametrize("seed", range(1, 40, 3))
+def test_each_seeds_aligned_and_conflict_rows(store, seed):
+    grid = store.split("test_backgrounds")
+    pairing = store.pairing(seed)
+    assert pairing == store.pairing(seed)
+    halves = [store.base_classes, store.novel_classes]
+    aligned, conflict = scm.paired_masks(grid["label"].to_numpy(), grid["bg"].to_numpy(), pairing, halves)
+    assert not (aligned & conflict).any()
+    assert (grid["bg"][aligned] == grid["label"][aligned].map(lambda c: pairing[c])).all()
+    n_bg = len(scm.BACKGROUNDS)
+    per_object_aligned = aligned.reshape(-1, n_bg).sum(1)
+    per_object_conflict = conflict.reshape(-1, n_bg).sum(1)
+    assert (per_object_aligned == 1).all()
+    assert (per_object_conflict == len(store.base_classes) - 1).all()  # the other classes' colours of its half
+    for half in halves:
+        rows = grid[conflict & grid["label"].isin(half).to_numpy()]
+        assert set(rows["bg"]) <= {pairing[c] for c in half}
 
 
 @pytest.mark.parametrize("seed", range(0, 200, 7))
@@ -125,16 +133,20 @@ def test_pretrain_spurious_strength_pairs_pretraining_only(tmp_path, strength):
     embedded.build("shapes", params, seed=0, out_dir=tmp_path / "zero")
     biased, plain = DatasetStore.open(tmp_path / "s"), DatasetStore.open(tmp_path / "zero")
     pre = biased.split("pretrain")
-    share = (pre["bg"] == pre["label"].map(lambda c: biased.paired_background[c])).mean()
+    world = scm.draw_pairing(0, [biased.base_classes, biased.novel_classes])
+    share = (pre["bg"] == pre["label"].map(lambda c: world[c])).mean()
     expected = strength + (1 - strength) / len(scm.BACKGROUNDS)
     assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / len(pre)) + 1e-9
-    for split in ("train", "val", "test_unbiased", "test_aligned", "test_conflict"):
+    for split in ("train", "val", "test_unbiased", "test_backgrounds"):
         pd.testing.assert_frame_equal(biased.split(split), plain.split(split))
+    # a world with a pretraining correlation keeps its one pairing for every seed's shots
+    assert all(biased.pairing(seed) == (world if strength > 0 else plain.pairing(seed)) for seed in (1, 2, 3))
+    assert len({tuple(plain.pairing(seed)) for seed in range(1, 6)}) > 1
 
 
 def test_stored_factors_reproduce_stored_pixels(store):
     """The table's factors are the true ``n, u``: re-rendering them gives the stored image."""
-    for split in ["pretrain", "test_unbiased", "test_aligned", "test_conflict"]:
+    for split in ["pretrain", "test_unbiased", "test_backgrounds"]:
         rows = store.split(split)
         for i in range(0, len(rows), 37):
             row = rows.iloc[i]

@@ -202,16 +202,17 @@ def class_names(dataset: str) -> list[str]:
     raise KeyError(f"unknown embedded dataset {dataset!r}; known: shapes, digits")
 
 
-def draw_pairing(seed: int, groups: list[list[int]]) -> list[int]:
-    """Each class's paired background, drawn from the render seed: ``pairing[label]``.
+def draw_pairing(seed: int | list[int], groups: list[list[int]]) -> list[int]:
+    """Each class's paired background, drawn from ``seed``: ``pairing[label]``.
 
     Every group (the base classes, the novel classes) gets distinct backgrounds, so each of
     its classes has an aligned rendering (its own colour) and conflict renderings (another
-    class's colour from the same group).  Drawing the pairing rather than fixing it
-    (``label % 8`` before) keeps one accidental class-colour affinity from tilting every run;
-    zero-shot CLIP's own aligned-conflict gap measures what tilt is left.
+    class's colour from the same group).  The pipeline draws one pairing per training seed
+    (:meth:`~dicap.data.store.DatasetStore.pairing`), so the chance affinity of one class
+    for one colour, which a single fixed pairing (``label % 8`` before) built into every
+    run, averages out over seeds; zero-shot CLIP's own aligned-conflict gap measures it.
     """
-    rng = np.random.default_rng([seed, 0x9A1D])
+    rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x9A1D])
     pairing = [0] * sum(len(g) for g in groups)
     for group in groups:
         if len(group) > len(BACKGROUNDS):
@@ -221,14 +222,18 @@ def draw_pairing(seed: int, groups: list[list[int]]) -> list[int]:
     return pairing
 
 
-def conflict_background(label: int, i: int, pairing: list[int], group: list[int]) -> int:
-    """The ``i``-th conflict background of ``label``: the other classes' of its group in turn.
+def paired_masks(labels: np.ndarray, backgrounds: np.ndarray, pairing: list[int],
+                 groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned, conflict) row masks of a split rendered on every background.
 
-    Cycling (rather than drawing) spreads a class's conflict images evenly over its group's
-    other colours, so no single colour dominates the conflict accuracy.
+    Aligned: the class's own paired colour.  Conflict: the paired colour of another class of
+    its group, so every conflict colour is one some class's shots were biased towards.
     """
-    others = [pairing[c] for c in group if c != label]
-    return others[i % len(others)]
+    labels, backgrounds = np.asarray(labels), np.asarray(backgrounds)
+    own = np.asarray(pairing)[labels]
+    group_colours = {c: {pairing[o] for o in g} for g in groups for c in g}
+    in_group = np.array([bg in group_colours[int(c)] for c, bg in zip(labels, backgrounds)], dtype=bool)
+    return backgrounds == own, in_group & (backgrounds != own)
 
 
 def caption(dataset: str, label: int, f: Factors) -> str:

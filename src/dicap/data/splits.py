@@ -29,10 +29,10 @@ def few_shot(
     """Pick ``shots`` rows per class of ``classes`` from ``pool``, deterministically per seed.
 
     With ``spurious_strength``, that share of each class's shots carry its ``pairing``
-    background and the rest any other.
+    background (the seed's: :meth:`DatasetStore.pairing`) and the rest any other.
     """
     if spurious_strength is not None and pairing is None:
-        raise ValueError("a spurious draw needs each class's paired background (the store's 'paired_background')")
+        raise ValueError("a spurious draw needs each class's paired background (DatasetStore.pairing)")
     rng = np.random.default_rng(seed)
     picked = []
     for label in classes:
@@ -63,5 +63,6 @@ def training_split(store: "DatasetStore", shots: int, seed: int, spurious_streng
     """
     base = store.base_classes
     classes = base if spurious_strength is not None else range(len(store.classes))
-    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength, store.paired_background)
+    pairing = store.pairing(seed) if spurious_strength is not None else None
+    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength, pairing)
     return split[split["label"].isin(base)].reset_index(drop=True)

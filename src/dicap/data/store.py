@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicap.data import scm
 from dicap.io import load_arrays, read_json
 from dicap.layout import STORE_CLASSES as CLASSES
 from dicap.layout import STORE_IMAGES as IMAGES
 from dicap.layout import STORE_TABLE as TABLE
 
-# The embedded suite's test splits: unbiased, then the shortcut pair (data/embedded.py renders them).
-TEST_SPLITS = ("test_unbiased", "test_aligned", "test_conflict")
+# The embedded suite's test splits: unbiased, and every test object on every background, from
+# which evaluation picks each seed's aligned and conflict rows (data/embedded.py renders them).
+BACKGROUND_GRID = "test_backgrounds"
+TEST_SPLITS = ("test_unbiased", BACKGROUND_GRID)
 ARRAYS = "arrays"  # storage: every image in one safetensors file (the embedded suite)
 FILES = "files"  # storage: the images are files on disk (the paper suite)
 
@@ -38,7 +41,8 @@ class DatasetStore:
     storage: str  # ARRAYS or FILES
     image_root: Path | None = None  # storage FILES: where the table's paths start
     image_size: int | None = None  # storage FILES: side of the square images pixels() returns
-    paired_background: list[int] | None = None  # rendered data: each class's paired background (scm.draw_pairing)
+    render_seed: int | None = None  # rendered data: the seed it was rendered with
+    world_pairing: list[int] | None = None  # rendered with a pretraining class-background correlation: its pairing
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -56,7 +60,7 @@ class DatasetStore:
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
         return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,
-                   paired_background=info.get("paired_background"))
+                   render_seed=info.get("render_seed"), world_pairing=info.get("world_pairing"))
 
     @property
     def base_classes(self) -> list[int]:
@@ -67,9 +71,22 @@ class DatasetStore:
     def novel_classes(self) -> list[int]:
         return base_novel_split(len(self.classes))[1]
 
+    def pairing(self, seed: int) -> list[int]:
+        """Each class's paired background for training seed ``seed`` (rendered data only).
+
+        Drawn per seed, so no single chance class-colour affinity sits in every seed's
+        numbers; a world whose pretraining already pairs classes with backgrounds
+        (``data.pretrain_spurious_strength``) keeps that one pairing for every seed.
+        """
+        if self.world_pairing is not None:
+            return list(self.world_pairing)
+        if self.render_seed is None:
+            raise ValueError(f"dataset store {self.root} was not rendered: it has no class-background pairing")
+        return scm.draw_pairing([self.render_seed, seed], [self.base_classes, self.novel_classes])
+
     @property
     def test_splits(self) -> list[str]:
-        """The splits scored: the embedded suite's unbiased, aligned and conflict ones, or a real dataset's ``test``."""
+        """The splits scored: the embedded suite's unbiased one and its background grid, or a real dataset's ``test``."""
         present = set(self.table["split"])
         return [name for name in (*TEST_SPLITS, "test") if name in present]
 

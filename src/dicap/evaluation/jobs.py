@@ -22,7 +22,7 @@ def evaluate(
     """Score every method's prompt on base and novel classes of both test splits."""
     from dicap import runtime
     from dicap.backbones.clip import load_clip
-    from dicap.data.store import DatasetStore
+    from dicap.data.store import ARRAYS, DatasetStore
     from dicap.evaluation.prompts import score_prompts
     from dicap.guards import check_finite, check_table_finite
     from dicap.io import load_arrays, write_table
@@ -34,7 +34,8 @@ def evaluate(
     bundle = load_clip({"path": str(clip_dir)})
     cached = load_arrays(features)
     check_finite(out, cached, source=features)
+    pairing = store.pairing(seed) if store.storage == ARRAYS else None  # rendered data: the seed's shortcut pairing
     table = score_prompts(bundle, store.classes, store.base_classes, store.novel_classes, store.test_splits, cached,
-                          dict(zip(methods, prompts)), params, seed, out)
+                          dict(zip(methods, prompts)), params, seed, out, pairing)
     check_table_finite(out, table)
     write_table(out, table)

@@ -65,7 +65,7 @@ def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: 
 
     from dicap import runtime
     from dicap.backbones.clip import load_clip
-    from dicap.data.store import DatasetStore
+    from dicap.data.store import BACKGROUND_GRID, DatasetStore
     from dicap.guards import check_finite
     from dicap.io import save_arrays
 
@@ -78,6 +78,8 @@ def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: 
         rows = store.split(name)
         out_arrays[name] = bundle.encode_rows(store, rows)
         out_arrays[f"{name}_labels"] = rows["label"].to_numpy()
+        if name == BACKGROUND_GRID:  # evaluation picks each seed's aligned and conflict rows by background
+            out_arrays[f"{name}_bg"] = rows["bg"].to_numpy()
     check_finite(out, out_arrays)
     save_arrays(out, out_arrays)
 
