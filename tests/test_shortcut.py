@@ -65,6 +65,9 @@ def test_verdicts_are_computed_from_the_table(tmp_path):
     # dicap_pos on true counterfactuals: 82 vs CoOp's 70, margin 12 > 2 x 1.0
     assert "dicap_pos on the true counterfactuals reaches conflict 82.0 against CoOp's 70.0: +12.0, more than" in text
     assert "closing 50% of the gap" in text  # generated dicap_pos 76: (76 - 70) / 12
+    worse = {**ROWS, ("main", "dicap_pos"): (90.0, 67.0)}  # generated below CoOp: nothing closed, said so
+    text = "\n".join(verdicts(build_shortcut(_write_metrics(tmp_path / "worse", rows=worse), ["digits"])))
+    assert "below CoOp: none (-25%) of the gap" in text
     # a margin inside the seed noise is said to be so
     noisy = _write_metrics(tmp_path / "noisy", seeds={1: -8.0, 2: 0.0, 3: 8.0})
     assert "not more than twice" in "\n".join(verdicts(build_shortcut(noisy, ["digits"])))

@@ -18,6 +18,7 @@ from dicap.report.reproduction import describe_machine, read_reference
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 AUDIT_COLUMNS = ["valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
                  "mse_to_true", "true_valid", "oracle_heldout_class_accuracy"]
+SHORTCUT_COLUMNS = ["aligned", "conflict", "gap", "worst_group", "novel", "novel_gap"]
 BACKBONE_COLUMNS = ["clip_zero_shot_accuracy", "inversion_reconstruction_mse", "guide_success_rate"]
 
 
@@ -46,6 +47,9 @@ def results_section(reference_csv: Path) -> str:
         lines += [f"#### Table 1, {split} (mean over seeds)", "", *_markdown(wide, 2), ""]
     if (frame["table"] == "backbones").any():
         lines += ["#### Backbones", "", *_markdown(_pivot(frame, "backbones", ["dataset"], BACKBONE_COLUMNS), 4), ""]
+    if (frame["table"] == "shortcut").any():
+        shortcut = _pivot(frame, "shortcut", ["dataset", "method", "split"], SHORTCUT_COLUMNS).rename(columns={"split": "variant"})
+        lines += ["#### The shortcut table (base classes on paired renders; mean over seeds)", "", *_markdown(shortcut, 1), ""]
     if (frame["table"] == "counterfactual_audit").any():
         audit = _pivot(frame, "counterfactual_audit", ["dataset"], AUDIT_COLUMNS)
         lines += ["#### Counterfactual audit at the default guidance scale", "", *_markdown(audit, 3), ""]
