@@ -25,7 +25,7 @@ from dicap import layout
 from dicap.io import atomic_output, write_table
 from dicap.report.figures import pyplot, save_figure
 from dicap.report.markdown import markdown_table
-from dicap.report.table import read_metrics
+from dicap.report.table import over_seeds, read_metrics
 
 ALIGNED, CONFLICT = "test_aligned", "test_conflict"
 COLUMNS = ("aligned", "conflict", "gap", "worst_group", "novel", "novel_gap")
@@ -63,12 +63,8 @@ def build_shortcut(metric_files: list[Path], datasets: list[str]) -> pd.DataFram
     seeds = per_seed(read_metrics(metric_files, datasets))
     rows: list[dict[str, Any]] = []
     for (dataset, variant, method), group in seeds.groupby(["dataset", "variant", "method"], sort=False):
-        row: dict[str, Any] = {"dataset": dataset, "method": method, "variant": variant, **_describe(variant, method)}
-        for column in COLUMNS:
-            row[column] = group[column].mean()
-            row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else 0.0
-        row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
-        rows.append(row)
+        rows.append({"dataset": dataset, "method": method, "variant": variant, **_describe(variant, method),
+                     **over_seeds(group, COLUMNS)})
     table = pd.DataFrame(rows)
     order = {d: i for i, d in enumerate(datasets)}
     return table.sort_values("dataset", key=lambda c: c.map(order), kind="stable").reset_index(drop=True).round(4)

@@ -33,6 +33,16 @@ def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def over_seeds(group: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, Any]:
+    """Each column's mean and sample std (0 for one seed) over a group of per-seed rows, and the seeds."""
+    row: dict[str, Any] = {}
+    for column in columns:
+        row[column] = group[column].mean()
+        row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else 0.0
+    row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
+    return row
+
+
 def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> pd.DataFrame:
     """One row per split, dataset and method, plus an average row per split and method.
 
@@ -43,12 +53,7 @@ def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> p
     method_order = {m: i for i, m in enumerate(dict.fromkeys(per_seed["method"]))}
     rows: list[dict[str, Any]] = []
     for (split, dataset, method), group in per_seed.groupby(["split", "dataset", "method"], sort=False):
-        row = {"suite": suite, "split": split, "dataset": dataset, "method": method}
-        for m in METRICS:
-            row[m] = group[m].mean()
-            row[f"{m}_std"] = group[m].std(ddof=1) if len(group) > 1 else 0.0
-        row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
-        rows.append(row)
+        rows.append({"suite": suite, "split": split, "dataset": dataset, "method": method, **over_seeds(group, METRICS)})
     table = pd.DataFrame(rows)
     averages = []
     for (split, method), group in table.groupby(["split", "method"], sort=False):
