@@ -87,7 +87,7 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
 
     table = pd.read_csv(work / "results" / "table1.csv")
     assert (table["suite"] == "paper").all() and set(table["split"]) == {"test"}
-    assert set(table["dataset"]) == {"dtd", "average"} and set(table["method"]) == {"zeroshot", "coop", "dicap"}
+    assert set(table["dataset"]) == {"dtd", "average"} and set(table["method"]) == {"zeroshot", "coop", "dicap", "dicap_pos"}
     assert table[["base", "novel", "hm"]].notna().all().all()
 
     backbones = pd.read_csv(work / "results" / "backbones.csv")
