@@ -20,9 +20,6 @@ from dicap.io import save_arrays, write_json, write_table
 DATASETS = ("shapes", "digits")  # what the structural causal model renders
 SEEN_GLYPHS = (0.0, 0.8)   # pretraining, the few-shot pool and validation
 HELD_OUT_GLYPHS = (0.8, 1.0)  # test splits: handwriting no model has seen
-# The shortcut split: each test object rendered on every background, so the aligned and
-# conflict accuracy of any pairing (one per training seed) is a choice of rows of one split,
-# scored on the very same objects: their gap is the background's effect alone.
 
 
 def _split_plan(params: dict[str, Any]) -> dict[str, tuple[int, tuple[float, float]]]:
@@ -38,7 +35,11 @@ def _split_plan(params: dict[str, Any]) -> dict[str, tuple[int, tuple[float, flo
 
 def _renders(split: str, label: int, f: scm.Factors, world: list[int], paired_draw: np.random.Generator,
              strength: float) -> list[scm.Factors]:
-    """The factor settings one drawn object is rendered with in ``split``."""
+    """The factor settings one drawn object is rendered with in ``split``.
+
+    The background grid renders it on every background, so the aligned and conflict rows of
+    any pairing (one per training seed) score the very same objects.
+    """
     if split == BACKGROUND_GRID:
         return [scm.Factors(**{**f.__dict__, "bg": bg}) for bg in range(len(scm.BACKGROUNDS))]
     if split == "pretrain" and paired_draw.random() < strength:

@@ -19,7 +19,8 @@ def evaluate(
     out: Path,
     threads: int = 1,
 ) -> None:
-    """Score every method's prompt on base and novel classes of both test splits."""
+    """Score every method's prompt on base and novel classes of every test split (the
+    embedded suite's background grid as the seed's aligned and conflict rows)."""
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import ARRAYS, DatasetStore

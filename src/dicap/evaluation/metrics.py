@@ -34,17 +34,23 @@ def worst_class_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torc
     its background, so a class there is one group: the minimum over both splits is the
     worst-group accuracy of the shortcut literature.
     """
-    predicted, truth = _predictions(image_f, labels, text_f, classes)
+    return _worst_class(*_predictions(image_f, labels, text_f, classes), classes)
+
+
+def _worst_class(predicted: torch.Tensor, truth: torch.Tensor, classes: list[int]) -> float:
     return min(float((predicted[truth == c] == c).float().mean()) for c in classes if (truth == c).any())
 
 
 def base_novel(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
-    """Base, novel and HM accuracy (%), and each half's worst class."""
-    b = accuracy_within(image_f, labels, text_f, base)
-    n = accuracy_within(image_f, labels, text_f, novel)
-    return {"base": 100 * b, "novel": 100 * n, "hm": 100 * harmonic_mean(b, n),
-            "base_worst": 100 * worst_class_within(image_f, labels, text_f, base),
-            "novel_worst": 100 * worst_class_within(image_f, labels, text_f, novel)}
+    """Base, novel and HM accuracy (%), and each half's worst class: one prediction per half."""
+    scores = {}
+    for half, classes in (("base", base), ("novel", novel)):
+        predicted, truth = _predictions(image_f, labels, text_f, classes)
+        scores[half] = float((predicted == truth).float().mean())
+        scores[f"{half}_worst"] = _worst_class(predicted, truth, classes)
+    return {"base": 100 * scores["base"], "novel": 100 * scores["novel"],
+            "hm": 100 * harmonic_mean(scores["base"], scores["novel"]),
+            "base_worst": 100 * scores["base_worst"], "novel_worst": 100 * scores["novel_worst"]}
 
 
 def zero_shot_accuracy(image_f: np.ndarray, labels: np.ndarray, text_f: np.ndarray) -> float:
