@@ -19,6 +19,7 @@ from dicap import layout
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.io import params_hash
+from dicap.prompting.methods import PIXEL_LEARNERS, method_params, parse_method
 
 min_version("9.0")
 

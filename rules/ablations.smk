@@ -2,7 +2,7 @@
 # figure under results/ablations/.  Variants that equal config.yaml's settings reuse the main run.
 
 
-for _ablation in ABLATIONS:
+for _ablation in [a for a in ABLATIONS if a not in PROMPT_ABLATIONS]:
 
     rule:
         name:
@@ -29,3 +29,33 @@ for _ablation in ABLATIONS:
             f"dicap ablation_{_ablation} --datasets {{params.datasets}} --metrics {{input.metrics}}"
             " --audits {input.audits} --oracle-reports {input.oracle_reports}"
             " --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"
+
+
+# The prompt ablations change only the prompt training: accuracy per setting, no audit.
+for _ablation in PROMPT_ABLATIONS:
+
+    rule:
+        name:
+            f"ablation_{_ablation}"
+        input:
+            metrics=ablation_inputs(_ablation)["metrics"],
+        output:
+            csv=report(f"results/ablations/{_ablation}.csv", caption="captions/ablation.rst", category="Ablations"),
+            png=report(f"results/ablations/{_ablation}.png", caption="captions/ablation.rst", category="Ablations"),
+        params:
+            code=code_version(f"ablation_{_ablation}"),
+            datasets=DATASETS,
+            main=as_json({k: config["prompt"][k] for k in ("n_ctx", "cf_weight", "cf_temperature")}),
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        log:
+            log_path(f"ablation_{_ablation}"),
+        benchmark:
+            bench_path(f"ablation_{_ablation}")
+        conda:
+            ENV
+        shell:
+            f"dicap ablation_{_ablation} --datasets {{params.datasets}} --metrics {{input.metrics}}"
+            " --main {params.main:q} --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

@@ -14,6 +14,8 @@
 #   sample_<name>  - the same with another y_cf sampling strategy (ablation_sampling)
 #   true_cf        - main's targets, but the *true* counterfactuals (the positive control; ablation_true_cf)
 #   unbiased_shots - CoOp on an unbiased draw of the shots, no counterfactuals (the negative control)
+#   ctx<n>         - main's counterfactuals, n context tokens initialised at random (ablation_context)
+#   cfw<w>, cft<t> - main's counterfactuals, DiCap's loss weight or temperature changed (ablation_loss)
 
 B = layout.Build(config["suite"])
 log_path, bench_path = layout.log_path, layout.benchmark_path
@@ -58,7 +60,7 @@ REFERENCE = f"results/reference/{config['suite']}.csv"
 CONTROLS = [] if PAPER else [d for d in config["controls"] if d in DATASETS]
 CONTROL_VARIANTS = [layout.UNBIASED_SHOTS, layout.TRUE_CF]
 SHORTCUT_RESULTS = [] if PAPER else ["results/shortcut.csv", "results/shortcut.md", "results/figures/shortcut.png"]
-COUNTERFACTUAL_METHODS = [m for m in METHODS if m.startswith("dicap")] or ["dicap"]
+COUNTERFACTUAL_METHODS = [m for m in METHODS if parse_method(m).uses_counterfactuals] or ["dicap"]
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 # The ablations by name (`snakemake ablation_<name>`): the variants each compares, main included.
 ABLATIONS = {
@@ -66,7 +68,13 @@ ABLATIONS = {
                                          for s in [*config["ablations"]["guidance_scales"], COUNTERFACTUAL["guidance_scale"]])),
     "sampling": list(dict.fromkeys(layout.sampling_variant(s, COUNTERFACTUAL) for s in config["ablations"]["samplings"])),
     "true_cf": [layout.MAIN, layout.TRUE_CF],
+    "context": [layout.context_variant(n) for n in config["ablations"]["n_ctxs"]],
+    "loss": list(dict.fromkeys(
+        [layout.MAIN]
+        + [layout.loss_variant("cf_weight", w, config["prompt"]) for w in config["ablations"]["cf_weights"]]
+        + [layout.loss_variant("cf_temperature", t, config["prompt"]) for t in config["ablations"]["cf_temperatures"]])),
 }
+PROMPT_ABLATIONS = ("context", "loss")  # they change the prompt training only: no audit of their own
 # The first seed's main run, then the other guidance scales the counterfactual grids show.
 FIGURE_VARIANTS = list(dict.fromkeys([layout.MAIN, *(layout.guidance_variant(s, COUNTERFACTUAL) for s in config["report"]["figure_guidance_scales"])]))
 
@@ -121,12 +129,48 @@ def cf_source(wildcards):
 
 def variant_methods(variant):
     """Methods trained per variant: all of them for main, CoOp on the unbiased shots, the
-    counterfactual methods on the true counterfactuals, DiCap alone for an ablation."""
+    counterfactual methods on the true counterfactuals, CoOp and DiCap for a context length,
+    DiCap with and without the positive term for a loss setting, DiCap alone otherwise."""
     if variant == layout.MAIN:
         return METHODS
     if variant == layout.UNBIASED_SHOTS:
         return ["coop"]
-    return COUNTERFACTUAL_METHODS if variant == layout.TRUE_CF else ["dicap"]
+    if variant == layout.TRUE_CF:
+        return COUNTERFACTUAL_METHODS
+    prompt = layout.parse_variant(variant).prompt_overrides
+    if "n_ctx" in prompt:
+        return ["coop", "dicap"]
+    return ["dicap", "dicap_pos"] if prompt else ["dicap"]
+
+
+def training_params(method, variant):
+    """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
+    return method_params(config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
+
+
+def features_of(wildcards):
+    """The cached training features: a prompt variant reuses main's (same shots, same counterfactuals)."""
+    variant = layout.MAIN if layout.parse_variant(wildcards.variant).prompt else wildcards.variant
+    return TRAIN_FEATURES.format(dataset=wildcards.dataset, variant=variant, seed=wildcards.seed)
+
+
+def learner_size(embedded_mb, paper_mb):
+    """Memory per learner: MaPLe runs the vision tower on every step, CoCoOp and CPL encode
+    B x C prompts per step; CoOp and KgCoOp only C."""
+    heavy = {"maple": 4, "cocoop": 2, "cpl": 2}
+    return lambda wc, attempt: by_suite(embedded_mb, paper_mb * heavy.get(parse_method(wc.method).learner, 1)) * 2 ** (attempt - 1)
+
+
+def learner_runtime(wc):
+    """Minutes per learner on the cluster: the per-image learners take far longer per epoch."""
+    return by_suite(30, {"maple": 720, "cocoop": 720, "cpl": 720}.get(parse_method(wc.method).learner, 240))
+
+
+def pixel_inputs(wildcards):
+    """A learner that runs the vision tower itself (MaPLe) reads the shots and counterfactuals as images."""
+    if parse_method(wildcards.method).learner not in PIXEL_LEARNERS:
+        return {}
+    return {"split": split_of(wildcards.variant), **cf_source(wildcards)}
 
 
 def shortcut_metrics():
@@ -145,7 +189,7 @@ def figure_runs(wildcards):
 
 def ablation_inputs(ablation):
     variants = ABLATIONS[ablation]
-    generated = [v for v in variants if v != layout.TRUE_CF]
+    generated = [] if ablation in PROMPT_ABLATIONS else [v for v in variants if v != layout.TRUE_CF]
     return {
         "metrics": [METRICS.format(dataset=d, variant=v, seed=s) for d in DATASETS for v in variants for s in SEEDS],
         "audits": expand(AUDIT, dataset=DATASETS, variant=generated, seed=SEEDS),

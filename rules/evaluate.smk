@@ -11,13 +11,14 @@ rule evaluate:
         METRICS,
     params:
         code=code_version("evaluate"),
-        prompt=as_json({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}),
+        prompt=lambda wc: as_json({m: training_params(m, wc.variant) for m in variant_methods(wc.variant)}),
         methods=lambda wc: variant_methods(wc.variant),
         dataset_dir=dataset_dir,
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=by_suite(2000, 16000),
+        runtime=by_suite(30, 240),
+        gpu=by_suite(0, 1),  # the per-image learners (CoCoOp, CPL, MaPLe) encode prompts or images per test image
     log:
         log_path("evaluate", "dataset", "variant", "seed"),
     benchmark:

@@ -55,28 +55,32 @@ rule encode_eval_features:
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
-# The trainer's parameters.  prompt.checkpoint_every is not one: it cannot change the result,
-# and Snakemake reruns a job whose params change.  It reaches the job through resources:,
-# which are no rerun trigger (and, unlike {config[...]} in the shell line, pass --lint).
-PROMPT_TRAINING = {k: v for k, v in config["prompt"].items() if k != "checkpoint_every"}
+# A method's parameters are config's prompt block with its learner's recipe laid over it
+# (training_params).  prompt.checkpoint_every is not one: it cannot change the result, and
+# Snakemake reruns a job whose params change.  It reaches the job through resources:, which
+# are no rerun trigger (and, unlike {config[...]} in the shell line, pass --lint).
 
 
 rule train_prompt:
     input:
+        unpack(pixel_inputs),
         data=DATA_FILES,
         clip=CLIP,
-        features=TRAIN_FEATURES,
+        features=features_of,
     output:
         context=PROMPT,
         history=PROMPT_HISTORY,
     params:
         code=code_version("train_prompt"),
-        prompt=as_json(PROMPT_TRAINING),
+        prompt=lambda wc: as_json(training_params(wc.method, wc.variant)),
         dataset_dir=dataset_dir,
+        images=lambda wc, input: (f"--split {input.split} --variant {wc.variant}" + (
+            f" --counterfactual-images {input.images} --counterfactual-table {input.table}" if "images" in input.keys() else "")
+            if "split" in input.keys() else ""),
     threads: 1
     resources:
-        mem_mb=grow_with_attempt(by_suite(2000, 16000)),
-        runtime=by_suite(30, 240),
+        mem_mb=learner_size(2000, 16000),
+        runtime=learner_runtime,
         gpu=1,
         checkpoint_every=config["prompt"]["checkpoint_every"],
     log:
@@ -87,6 +91,6 @@ rule train_prompt:
         ENV
     shell:
         "dicap train_prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
-        " --features {input.features} --method {wildcards.method} --seed {wildcards.seed}"
+        " --features {input.features} {params.images} --method {wildcards.method} --seed {wildcards.seed}"
         " --params {params.prompt:q} --checkpoint-every {resources.checkpoint_every}"
         " --threads {threads} --out {output.context} > {log} 2>&1"

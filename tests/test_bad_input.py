@@ -94,7 +94,7 @@ def test_a_prompt_context_with_wrong_shape(store, tmp_path, caplog):
     save_arrays(prompt, {"ctx": torch.zeros(3, 16).numpy()})  # three context vectors, the config says four
     out = tmp_path / "metrics.csv"
     argv = ["evaluate", "--dataset-dir", str(store), "--clip-dir", str(tmp_path / "clip"), "--seed", "1",
-            "--params", json.dumps({"n_ctx": 4, "ctx_init": None}), "--features", str(features),
+            "--params", json.dumps({"coop": {"n_ctx": 4, "ctx_init": None}}), "--features", str(features),
             "--prompts", str(prompt), "--methods", "coop", "--out", str(out)]
     _fails(argv, caplog, str(prompt), "(3, 16)", "(4, 16)")
     assert not out.exists()

@@ -47,7 +47,7 @@ def test_test_config_merged_over_main_is_valid(config):
         ("counterfactual.inversion_depth", 0, "counterfactual.inversion_depth"),
         ("seeds", [], "seeds"),                        # empty list
         ("seeds", [1, 1], "seeds"),
-        ("methods", ["coop", "cocoop"], "methods.1"),
+        ("methods", ["coop", "dicap_coop"], "methods.1"),
         ("counterfactual.guide", "clips", "counterfactual.guide"),
         ("clip.template", "a photo of a", "clip.template"),
     ],

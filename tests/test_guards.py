@@ -164,7 +164,7 @@ def test_a_prompt_trained_on_nan_features_is_not_written(features, tmp_path, cap
     out = tmp_path / "coop.safetensors"
     _fails(["train_prompt", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
             "--params", json.dumps(PROMPT_PARAMS), "--method", "coop", "--features", poisoned, "--out", out],
-           caplog, str(out), "'learned context'", "NaN")
+           caplog, str(out), "'ctx'", "NaN")
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
@@ -173,7 +173,7 @@ def test_a_prompt_context_with_nan_is_refused_by_evaluate(features, tmp_path, ca
     save_arrays(prompt, {"ctx": np.full((2, 16), np.nan, np.float32)})
     out = tmp_path / "metrics.csv"
     _fails(["evaluate", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
-            "--params", json.dumps(PROMPT_PARAMS), "--features", features / "eval.safetensors",
+            "--params", json.dumps({"coop": PROMPT_PARAMS}), "--features", features / "eval.safetensors",
             "--prompts", prompt, "--methods", "coop", "--out", out],
            caplog, str(out), str(prompt), "'ctx'", "32 NaN")
     assert not out.exists()
@@ -187,7 +187,7 @@ def test_eval_features_with_inf_are_refused_by_evaluate(features, tmp_path, capl
     save_arrays(prompt, {"ctx": np.zeros((2, 16), np.float32)})
     out = tmp_path / "metrics.csv"
     _fails(["evaluate", "--dataset-dir", features / "data", "--clip-dir", features / "clip", "--seed", 1,
-            "--params", json.dumps(PROMPT_PARAMS), "--features", bad, "--prompts", prompt, "--methods", "coop", "--out", out],
+            "--params", json.dumps({"coop": PROMPT_PARAMS}), "--features", bad, "--prompts", prompt, "--methods", "coop", "--out", out],
            caplog, str(out), str(bad), "'test_backgrounds'", "infinite")
     assert not out.exists()
 

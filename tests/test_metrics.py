@@ -67,7 +67,7 @@ def test_accuracy_within_without_images_raises():
 
 def test_base_novel():
     image, labels, text = _features()
-    out = base_novel(image, labels, text, [0, 1], [2, 3])
+    out = base_novel(image @ text.T, labels, [0, 1], [2, 3])
     assert out["base"] == pytest.approx(100.0)
     assert out["novel"] == pytest.approx(50.0)
     assert out["hm"] == pytest.approx(100 * 2 * 1.0 * 0.5 / 1.5)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from dicap.config import ConfigError, validate_config
+from dicap.config import ConfigError, load_config, validate_config
 from dicap.io import write_json
 from snakemake_runner import REPO, job_counts, snakemake
 
@@ -55,7 +55,7 @@ def test_paper_config_errors_name_the_key(paper_config, change, key):
 
 
 def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
-    """The user's command, dry: 11 datasets x 3 seeds x 4 methods, shards as GPU jobs."""
+    """The user's command, dry: 11 datasets x 3 seeds x every method, shards as GPU jobs."""
     out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = job_counts(out.stdout)
@@ -63,7 +63,8 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     assert counts["download_dataset"] == n and counts["prepare_dataset"] == n
     assert counts["make_split"] == n * seeds
     assert counts["counterfactual_shard"] == n * seeds * shards
-    assert counts["train_prompt"] == n * seeds * 4
+    methods = load_config(REPO / "config.paper.yaml")["methods"]
+    assert len(methods) == 11 and counts["train_prompt"] == n * seeds * len(methods)
     assert "shortcut" not in counts  # no paired splits, no controls: the embedded suite's report only
     assert counts["evaluate"] == n * seeds and counts["table1"] == 1
     blocks = out.stdout.split("\nrule ")

@@ -167,7 +167,7 @@ def test_schema_enums_are_the_codes_names():
     from dicap.counterfactual.sampling import STRATEGIES
     from dicap.data.embedded import DATASETS
     from dicap.data.paper_sources import load_registry
-    from dicap.prompting.trainer import METHODS
+    from dicap.prompting.methods import METHODS
 
     assert _node("datasets")["items"]["enum"] == [*DATASETS, *load_registry()["datasets"]]
     embedded = next(c for c in schema()["allOf"] if c["if"]["properties"]["suite"]["const"] == "embedded")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dicap.config import load_config
 from snakemake_runner import ENV, REPO, SNAKEMAKE, job_counts, snakemake, tiny_args
 
 
@@ -239,7 +240,8 @@ def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
                             "--directory", str(tmp_path))
     assert only_shapes.returncode == 0, only_shapes.stderr[-2000:]
     counts = job_counts(only_shapes.stdout)
-    assert counts["make_split"] == 3 and counts["train_prompt"] == 12 and counts["shortcut"] == 1, counts
+    n_methods = len(load_config(REPO / "config.yaml")["methods"])
+    assert counts["make_split"] == 3 and counts["train_prompt"] == 3 * n_methods and counts["shortcut"] == 1, counts
 
 
 def test_no_workflow_output_is_tracked_by_git(tmp_path):
@@ -277,8 +279,8 @@ def test_editing_a_loss_reruns_prompt_training_and_what_follows(tiny_run, tmp_pa
     out = snakemake(*tiny_args(tiny_run), "-n", env={**ENV, "PYTHONPATH": str(src)})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = job_counts(out.stdout)
-    # 2 seeds x (4 methods + the two controls' 1 + 2 methods); evaluation per seed of main and both controls
-    assert counts.get("train_prompt") == 14 and counts.get("evaluate") == 6 and counts.get("table1") == 1, counts
+    # 2 seeds x (7 methods + the two controls' 1 + 3 methods); evaluation per seed of main and both controls
+    assert counts.get("train_prompt") == 22 and counts.get("evaluate") == 6 and counts.get("table1") == 1, counts
     assert counts.get("shortcut") == 1, counts
     upstream = {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle", "counterfactual_shard",
                 "merge_counterfactuals", "encode_train_features", "encode_eval_features", "audit_counterfactuals"}

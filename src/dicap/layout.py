@@ -72,7 +72,11 @@ UNBIASED_SHOTS = "unbiased_shots"  # CoOp on an unbiased draw of the shots: no c
 GUIDANCE_PREFIX = "s"  # s<value>: another guidance scale (the paper's s)
 SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
 GENERATED_VARIANTS = r"main|s\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
-VARIANTS = rf"{TRUE_CF}|{UNBIASED_SHOTS}|{GENERATED_VARIANTS}"
+# Prompt variants: main's counterfactuals, one change to the prompt training (ablation_context, ablation_loss).
+CONTEXT_PREFIX = "ctx"  # ctx<n>: n context tokens, initialised at random (N(0, 0.02^2)) for every length
+LOSS_PREFIXES = {"cfw": "cf_weight", "cft": "cf_temperature"}  # cfw<value>, cft<value>: DiCap's loss weight, temperature
+PROMPT_VARIANTS = r"ctx\d+|cf[wt]\d+(\.\d+)?"
+VARIANTS = rf"{TRUE_CF}|{UNBIASED_SHOTS}|{GENERATED_VARIANTS}|{PROMPT_VARIANTS}"
 
 
 def fill(template: str, **wildcards: Any) -> str:
@@ -163,6 +167,11 @@ class Variant:
     sampling: str | None = None
     true_cf: bool = False
     unbiased_shots: bool = False
+    prompt: tuple[tuple[str, Any], ...] = ()  # a prompt variant's change to config's prompt block
+
+    @property
+    def prompt_overrides(self) -> dict[str, Any]:
+        return dict(self.prompt)
 
     @property
     def counterfactuals(self) -> str:
@@ -182,8 +191,14 @@ def parse_variant(name: str) -> Variant:
         return Variant(sampling=name.removeprefix(SAMPLING_PREFIX))
     if name.startswith(GUIDANCE_PREFIX) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(GUIDANCE_PREFIX)):
         return Variant(guidance_scale=float(name.removeprefix(GUIDANCE_PREFIX)))
-    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {GUIDANCE_PREFIX}<guidance scale> "
-                     f"or {SAMPLING_PREFIX}<strategy>")
+    if name.startswith(CONTEXT_PREFIX) and re.fullmatch(r"[1-9]\d*", name.removeprefix(CONTEXT_PREFIX)):
+        return Variant(prompt=(("n_ctx", int(name.removeprefix(CONTEXT_PREFIX))), ("ctx_init", None)))
+    for prefix, key in LOSS_PREFIXES.items():
+        if name.startswith(prefix) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(prefix)):
+            return Variant(prompt=((key, float(name.removeprefix(prefix))),))
+    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {GUIDANCE_PREFIX}<guidance scale>, "
+                     f"{SAMPLING_PREFIX}<strategy>, {CONTEXT_PREFIX}<context length> or "
+                     f"{'/'.join(LOSS_PREFIXES)}<counterfactual loss weight/temperature>")
 
 
 def guidance_variant(guidance_scale: float, counterfactual: dict[str, Any]) -> str:
@@ -191,9 +206,30 @@ def guidance_variant(guidance_scale: float, counterfactual: dict[str, Any]) -> s
     value = float(guidance_scale)
     if value == float(counterfactual["guidance_scale"]):
         return MAIN
-    name = f"{GUIDANCE_PREFIX}{value:g}"
-    if not math.isfinite(value) or not re.fullmatch(GENERATED_VARIANTS, name) or parse_variant(name).guidance_scale != value:
-        raise ValueError(f"guidance scale {guidance_scale!r} has no variant name that reads back as the same number "
+    return _numbered(GUIDANCE_PREFIX, value, "guidance scale", lambda v: v.guidance_scale)
+
+
+def context_variant(n_ctx: int) -> str:
+    """The variant training with ``n_ctx`` randomly initialised context tokens (never main: main's are words)."""
+    if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 1:
+        raise ValueError(f"context length {n_ctx!r} is not a whole number of tokens, 1 or more")
+    return f"{CONTEXT_PREFIX}{int(n_ctx)}"
+
+
+def loss_variant(key: str, value: float, prompt: dict[str, Any]) -> str:
+    """The variant training DiCap's term with ``key`` (cf_weight or cf_temperature) = ``value`` (``main`` for config's own)."""
+    prefix = {k: p for p, k in LOSS_PREFIXES.items()}[key]
+    value = float(value)
+    if value == float(prompt[key]):
+        return MAIN
+    return _numbered(prefix, value, key, lambda v: v.prompt_overrides.get(key))
+
+
+def _numbered(prefix: str, value: float, what: str, read_back) -> str:
+    """``<prefix><value>``, refused unless it parses back to exactly ``value``."""
+    name = f"{prefix}{value:g}"
+    if not math.isfinite(value) or not re.fullmatch(VARIANTS, name) or read_back(parse_variant(name)) != value:
+        raise ValueError(f"{what} {value!r} has no variant name that reads back as the same number "
                          "(use at most 6 significant digits, no exponent)")
     return name
 
@@ -206,8 +242,8 @@ def sampling_variant(sampling: str, counterfactual: dict[str, Any]) -> str:
 def variant_settings(name: str, counterfactual: dict[str, Any]) -> dict[str, Any]:
     """Config's counterfactual block with variant ``name``'s one change applied."""
     variant = parse_variant(name)
-    if variant.counterfactuals != "generated":
-        raise ValueError(f"variant {name!r} generates no counterfactuals (it trains on {variant.counterfactuals!r})")
+    if variant.counterfactuals != "generated" or variant.prompt:
+        raise ValueError(f"variant {name!r} generates no counterfactuals (it trains on main's or none)")
     settings = dict(counterfactual)
     if variant.guidance_scale is not None:
         settings["guidance_scale"] = variant.guidance_scale
@@ -217,5 +253,6 @@ def variant_settings(name: str, counterfactual: dict[str, Any]) -> dict[str, Any
 
 
 def generated_variant(name: str) -> str:
-    """The variant whose counterfactual files ``name`` trains on (``true_cf`` reuses main's)."""
-    return MAIN if parse_variant(name).true_cf else name
+    """The variant whose counterfactual files ``name`` trains on (``true_cf`` and prompt variants reuse main's)."""
+    variant = parse_variant(name)
+    return MAIN if variant.true_cf or variant.prompt else name

@@ -15,7 +15,7 @@ def evaluate(
     prompts: Annotated[list[Path], "one learned context per method, in --methods' order"],
     methods: list[str],
     seed: int,
-    params: Annotated[dict[str, Any], "n_ctx and ctx_init"],
+    params: Annotated[dict[str, dict[str, Any]], "each method's parameters (prompting.methods.method_params)"],
     out: Path,
     threads: int = 1,
 ) -> None:
@@ -30,13 +30,15 @@ def evaluate(
 
     if len(methods) != len(prompts):
         raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
+    if missing := [m for m in methods if m not in params]:
+        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
     bundle = load_clip({"path": str(clip_dir)})
     cached = load_arrays(features)
     check_finite(out, cached, source=features)
     pairing = store.pairing(seed) if store.storage == ARRAYS else None  # rendered data: the seed's shortcut pairing
-    table = score_prompts(bundle, store.classes, store.base_classes, store.novel_classes, store.test_splits, cached,
-                          dict(zip(methods, prompts)), params, seed, out, pairing)
+    bundle.model.to(runtime.device())
+    table = score_prompts(bundle, store, cached, dict(zip(methods, prompts)), params, seed, out, pairing)
     check_table_finite(out, table)
     write_table(out, table)

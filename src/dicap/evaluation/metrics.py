@@ -11,19 +11,21 @@ def harmonic_mean(base: float, novel: float) -> float:
     return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
 
 
-def _predictions(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted, true) labels of the images of ``classes`` when only those classes compete."""
+def _predictions(scores: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted, true) labels of the images of ``classes`` when only those classes compete.
+
+    ``scores`` is (N, n_classes): each image's similarity to every class's prompt.
+    """
     labels = torch.as_tensor(labels)
     mask = torch.isin(labels, torch.tensor(classes))
     if not mask.any():
         raise ValueError(f"no test images of classes {classes}")
-    logits = image_f[mask] @ text_f[classes].T
-    return torch.tensor(classes)[logits.argmax(1)], labels[mask]
+    return torch.tensor(classes)[scores[mask][:, classes].argmax(1)], labels[mask]
 
 
 def accuracy_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, classes: list[int]) -> float:
     """Accuracy on images of ``classes`` when only those classes compete."""
-    predicted, truth = _predictions(image_f, labels, text_f, classes)
+    predicted, truth = _predictions(image_f @ text_f.T, labels, classes)
     return float((predicted == truth).float().mean())
 
 
@@ -34,18 +36,21 @@ def worst_class_within(image_f: torch.Tensor, labels: torch.Tensor, text_f: torc
     its background, so a class there is one group: the minimum over both splits is the
     worst-group accuracy of the shortcut literature.
     """
-    return _worst_class(*_predictions(image_f, labels, text_f, classes), classes)
+    return _worst_class(*_predictions(image_f @ text_f.T, labels, classes), classes)
 
 
 def _worst_class(predicted: torch.Tensor, truth: torch.Tensor, classes: list[int]) -> float:
     return min(float((predicted[truth == c] == c).float().mean()) for c in classes if (truth == c).any())
 
 
-def base_novel(image_f: torch.Tensor, labels: torch.Tensor, text_f: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
-    """Base, novel and HM accuracy (%), and each half's worst class: one prediction per half."""
+def base_novel(similarities: torch.Tensor, labels: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
+    """Base, novel and HM accuracy (%), and each half's worst class: one prediction per half.
+
+    ``similarities`` is (N, n_classes), from any learner (:meth:`PromptLearner.similarities`).
+    """
     scores = {}
     for half, classes in (("base", base), ("novel", novel)):
-        predicted, truth = _predictions(image_f, labels, text_f, classes)
+        predicted, truth = _predictions(similarities, labels, classes)
         scores[half] = float((predicted == truth).float().mean())
         scores[f"{half}_worst"] = _worst_class(predicted, truth, classes)
     return {"base": 100 * scores["base"], "novel": 100 * scores["novel"],

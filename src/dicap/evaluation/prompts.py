@@ -1,8 +1,14 @@
-"""Scoring learned prompts: each method's context turned into class text features, then
-base-to-novel accuracy on every test split of one dataset and seed."""
+"""Scoring learned prompts: each method's learner rebuilt from its prompt file, then
+base-to-novel accuracy on every test split of one dataset and seed.
+
+Learners on cached features are scored on the cached evaluation features; a learner that
+runs the vision tower itself (MaPLe) is scored on the split's images, read from the dataset
+store a chunk at a time.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,61 +22,76 @@ from dicap.evaluation.metrics import base_novel
 from dicap.guards import check_finite
 from dicap.io import load_arrays
 from dicap.prompting.learner import PromptLearner
+from dicap.prompting.methods import build_learner
+
+CHUNK = 256  # images scored at once: a conditional learner encodes CHUNK x C prompts per call
 
 
-def load_context(learner: PromptLearner, prompt: Path, where: Path) -> None:
-    """Put the context saved in ``prompt`` into ``learner``, refusing one of the wrong shape or NaN.
+def load_prompt(learner: PromptLearner, prompt: Path, where: Path) -> None:
+    """Put the tensors saved in ``prompt`` into ``learner``, refusing missing, misshapen or NaN ones.
 
     ``where`` is the output the caller is about to write: errors name it and the prompt file.
     """
-    ctx = load_arrays(prompt).get("ctx")
-    if ctx is None or tuple(ctx.shape) != tuple(learner.ctx.shape):
-        found = "no 'ctx' tensor" if ctx is None else f"ctx of shape {tuple(ctx.shape)}"
-        raise ValueError(f"{prompt} holds {found}, expected {tuple(learner.ctx.shape)} (n_ctx x text width)")
-    check_finite(where, {"ctx": ctx}, source=prompt)
-    learner.ctx.data = torch.from_numpy(ctx)
+    arrays = load_arrays(prompt)
+    check_finite(where, arrays, source=prompt)
+    learner.load_trainable_state(arrays, prompt)
+
+
+def all_similarities(learner: PromptLearner, n: int, inputs: Callable[[int, int], np.ndarray]) -> torch.Tensor:
+    """(n, C) similarities of ``n`` images, ``inputs(start, stop)`` giving each chunk's inputs."""
+    device = next(learner.parameters()).device
+    with torch.no_grad():
+        parts = [learner.similarities(torch.from_numpy(inputs(i, min(n, i + CHUNK))).to(device)).cpu()
+                 for i in range(0, n, CHUNK)]
+    return torch.cat(parts) if parts else torch.zeros(0, len(learner.tokens))
 
 
 def score_prompts(
     bundle: Any,
-    class_names: list[str],
-    base: list[int],
-    novel: list[int],
-    test_splits: list[str],
+    store: Any,
     features: dict[str, np.ndarray],
     prompts: dict[str, Path],
-    params: dict[str, Any],
+    params: dict[str, dict[str, Any]],
     seed: int,
     where: Path,
     pairing: list[int] | None = None,
 ) -> pd.DataFrame:
     """One row per method and test split: base, novel and HM accuracy (and each half's worst class).
 
-    ``bundle`` is a frozen :class:`~dicap.backbones.clip.ClipBundle`, ``features`` the cached
-    evaluation features, ``prompts`` each method's learned context file.  The background
-    grid is scored as two splits, ``test_aligned`` and ``test_conflict``: its rows on each
-    class's own ``pairing`` colour and on another class's of the same half.
+    ``bundle`` is a frozen :class:`~dicap.backbones.clip.ClipBundle`, ``store`` the dataset
+    store, ``features`` the cached evaluation features, ``prompts`` each method's prompt file
+    and ``params`` each method's parameters.  The background grid is scored as two splits,
+    ``test_aligned`` and ``test_conflict``: its rows on each class's own ``pairing`` colour
+    and on another class's of the same half.
     """
-    feats = {k: torch.from_numpy(v) for k, v in features.items()}
-    views = {}
-    for split in test_splits:
+    base, novel = store.base_classes, store.novel_classes
+    views: dict[str, tuple[str, np.ndarray]] = {}  # scored split -> (stored split, its rows)
+    for split in store.test_splits:
+        labels = features[f"{split}_labels"]
         if split == BACKGROUND_GRID:
             if pairing is None:
                 raise ValueError(f"scoring {split} needs the seed's class-background pairing")
-            labels = feats[f"{split}_labels"]
-            masks = paired_masks(labels.numpy(), features[f"{split}_bg"], pairing, [base, novel])
+            masks = paired_masks(labels, features[f"{split}_bg"], pairing, [base, novel])
             for name, mask in zip(("test_aligned", "test_conflict"), masks):
-                views[name] = (feats[split][torch.from_numpy(mask)], labels[torch.from_numpy(mask)])
+                views[name] = (split, np.flatnonzero(mask))
         else:
-            views[split] = (feats[split], feats[f"{split}_labels"])
+            views[split] = (split, np.arange(len(labels)))
     rows = []
     for method, prompt in prompts.items():
-        learner = PromptLearner(bundle.model, bundle.tokenizer, class_names, params["n_ctx"], params["ctx_init"])
-        load_context(learner, prompt, where)
-        with torch.no_grad():
-            text = learner()
-        check_finite(where, {f"class text features of {method}": text})
-        for split, (image_f, labels) in views.items():
-            scores = base_novel(image_f, labels, text, base, novel)
-            rows.append({"method": method, "seed": seed, "split": split, **scores})
+        learner = build_learner(method, bundle.model, bundle.tokenizer, store.classes, params[method],
+                                preprocess=bundle.pixels_to_input)
+        load_prompt(learner, prompt, where)
+        learner.eval()
+        sims = {}
+        for split in dict.fromkeys(stored for stored, _ in views.values()):
+            if learner.uses_pixels:
+                table = store.split(split)
+                sims[split] = all_similarities(learner, len(table), lambda a, b: store.pixels(table.iloc[a:b]))
+            else:
+                sims[split] = all_similarities(learner, len(features[split]), lambda a, b: features[split][a:b])
+            check_finite(where, {f"similarities of {method} on {split}": sims[split]})
+        for name, (split, index) in views.items():
+            labels = torch.from_numpy(features[f"{split}_labels"][index])
+            scores = base_novel(sims[split][torch.from_numpy(index)], labels, base, novel)
+            rows.append({"method": method, "seed": seed, "split": name, **scores})
     return pd.DataFrame(rows)

@@ -31,7 +31,8 @@ from dicap.io import load_arrays, save_arrays
 
 log = logging.getLogger(__name__)
 
-FORMAT = "dicap-prompt-checkpoint/1"
+FORMAT = "dicap-prompt-checkpoint/2"  # /2: every trainable tensor by name (/1 held CoOp's ctx only)
+TENSOR, MOMENTUM = "tensor/", "momentum/"  # array-name prefixes
 
 
 @dataclass
@@ -39,8 +40,8 @@ class TrainingState:
     """Everything the next epoch depends on, after ``epoch`` completed epochs."""
 
     epoch: int
-    ctx: torch.Tensor
-    momentum: torch.Tensor | None  # SGD's buffer; None only before the first step
+    tensors: dict[str, torch.Tensor]  # the learner's trainable tensors by name
+    momentum: dict[str, torch.Tensor]  # SGD's buffers by the same names; empty only before the first step
     scheduler_steps: int
     generator_state: torch.Tensor  # uint8, from torch.Generator.get_state()
     history: list[dict[str, float]]
@@ -49,31 +50,35 @@ class TrainingState:
     def capture(
         cls,
         epoch: int,
-        ctx: torch.Tensor,
+        tensors: dict[str, torch.Tensor],
         opt: torch.optim.Optimizer,
         scheduler_steps: int,
         generator: torch.Generator,
         history: list[dict[str, float]],
     ) -> TrainingState:
         """Copy the live training objects' state (CPU copies, so a GPU run's checkpoint loads anywhere)."""
-        momentum = opt.state.get(ctx, {}).get("momentum_buffer")
+        momentum = {name: opt.state[p]["momentum_buffer"] for name, p in tensors.items()
+                    if opt.state.get(p, {}).get("momentum_buffer") is not None}
         return cls(
             epoch=epoch,
-            ctx=ctx.detach().cpu().clone(),
-            momentum=None if momentum is None else momentum.detach().cpu().clone(),
+            tensors={name: p.detach().cpu().clone() for name, p in tensors.items()},
+            momentum={name: m.detach().cpu().clone() for name, m in momentum.items()},
             scheduler_steps=scheduler_steps,
             generator_state=generator.get_state(),
             history=[dict(h) for h in history],
         )
 
-    def restore(self, ctx: torch.Tensor, opt: torch.optim.Optimizer, generator: torch.Generator) -> None:
-        """Put the context, momentum buffer and generator back; the caller offsets the scheduler."""
-        if tuple(self.ctx.shape) != tuple(ctx.shape):
-            raise ValueError(f"checkpoint context has shape {tuple(self.ctx.shape)}, expected {tuple(ctx.shape)}")
-        with torch.no_grad():
-            ctx.copy_(self.ctx)
-        if self.momentum is not None:
-            opt.state[ctx]["momentum_buffer"] = self.momentum.to(device=ctx.device, dtype=ctx.dtype).clone()
+    def restore(self, tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        """Put the tensors, momentum buffers and generator back; the caller offsets the scheduler."""
+        if set(self.tensors) != set(tensors):
+            raise ValueError(f"checkpoint holds {sorted(self.tensors)}, expected {sorted(tensors)}")
+        for name, p in tensors.items():
+            if tuple(self.tensors[name].shape) != tuple(p.shape):
+                raise ValueError(f"checkpoint {name!r} has shape {tuple(self.tensors[name].shape)}, expected {tuple(p.shape)}")
+            with torch.no_grad():
+                p.copy_(self.tensors[name])
+            if name in self.momentum:
+                opt.state[p]["momentum_buffer"] = self.momentum[name].to(device=p.device, dtype=p.dtype).clone()
         generator.set_state(self.generator_state)
 
 
@@ -88,19 +93,20 @@ def fingerprint(
     seed: int,
     params: Mapping[str, Any],
     logit_scale: float,
-    ctx: torch.Tensor,
+    initial: Mapping[str, torch.Tensor],
     features: Mapping[str, torch.Tensor],
 ) -> str:
     """sha256 of everything a run's result depends on, so a checkpoint of another run is never resumed.
 
     The feature tensors are hashed rather than the cache file, so the check also holds for a
-    caller that builds features in memory; the initial context stands in for the CLIP model
-    and ``ctx_init`` it was built from.
+    caller that builds features in memory; the learner's initial tensors stand in for the CLIP
+    model and ``ctx_init`` they were built from.
     """
     digest = hashlib.sha256()
     head = {"method": method, "seed": seed, "params": params, "logit_scale": repr(float(logit_scale))}
     digest.update(json.dumps(head, sort_keys=True, default=str).encode())
-    for name, tensor in sorted({"<initial ctx>": ctx, **features}.items()):
+    tensors = {**{f"<initial {name}>": t for name, t in initial.items()}, **features}
+    for name, tensor in sorted(tensors.items()):
         data = tensor.detach().cpu().contiguous()
         digest.update(f"\n{name}:{data.dtype}:{tuple(data.shape)}\n".encode())
         digest.update(data.numpy().tobytes())
@@ -109,9 +115,9 @@ def fingerprint(
 
 def save_checkpoint(path: str | Path, state: TrainingState, key: str) -> None:
     """Write ``state`` atomically: tensors as safetensors arrays, counters and history as metadata."""
-    arrays = {"ctx": state.ctx.numpy(), "generator_state": state.generator_state.numpy()}
-    if state.momentum is not None:
-        arrays["momentum"] = state.momentum.numpy()
+    arrays = {"generator_state": state.generator_state.numpy()}
+    arrays |= {f"{TENSOR}{name}": t.numpy() for name, t in state.tensors.items()}
+    arrays |= {f"{MOMENTUM}{name}": t.numpy() for name, t in state.momentum.items()}
     meta = {
         "format": FORMAT,
         "fingerprint": key,
@@ -142,8 +148,8 @@ def load_checkpoint(path: str | Path, key: str) -> TrainingState | None:
     try:
         return TrainingState(
             epoch=int(meta["epoch"]),
-            ctx=torch.from_numpy(arrays["ctx"].copy()),
-            momentum=torch.from_numpy(arrays["momentum"].copy()) if "momentum" in arrays else None,
+            tensors=_prefixed(arrays, TENSOR),
+            momentum=_prefixed(arrays, MOMENTUM),
             scheduler_steps=int(meta["scheduler_steps"]),
             generator_state=torch.from_numpy(arrays["generator_state"].astype(np.uint8)),
             history=json.loads(meta["history"]),
@@ -156,6 +162,10 @@ def load_checkpoint(path: str | Path, key: str) -> TrainingState | None:
 def remove_checkpoint(path: str | Path) -> None:
     """Delete a finished run's checkpoint; called only once the final output is written."""
     Path(path).unlink(missing_ok=True)
+
+
+def _prefixed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -17,6 +17,39 @@ log = logging.getLogger(__name__)
 __all__ = ["encode_train_features", "encode_eval_features", "train_prompt"]
 
 
+def _training_set(
+    split: Path,
+    variant: str,
+    counterfactual_images: Path | None,
+    counterfactual_table: Path | None,
+) -> dict[str, Any]:
+    """The few-shot rows and labels, and the variant's counterfactual images (uint8) and targets.
+
+    Encoded once by :func:`encode_train_features`, or fed as images to a learner that runs
+    the vision tower itself (MaPLe).
+    """
+    import pandas as pd
+
+    from dicap import layout
+    from dicap.counterfactual.shards import GENERATED, TRUE
+    from dicap.io import load_arrays
+
+    wanted = layout.parse_variant(variant).counterfactuals
+    if (wanted == "none") != (counterfactual_images is None or counterfactual_table is None):
+        raise ValueError(f"variant {variant!r} trains on {wanted!r} counterfactuals: give --counterfactual-images and "
+                         "--counterfactual-table exactly when it trains on some")
+    rows = pd.read_parquet(split)
+    out = {"train": rows, "train_labels": rows["label"].to_numpy()}
+    if wanted != "none":
+        key = TRUE if wanted == "true" else GENERATED
+        arrays = load_arrays(counterfactual_images)
+        if key not in arrays:
+            raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
+        out["cf"] = arrays[key]
+        out["cf_labels"] = pd.read_parquet(counterfactual_table)["y_cf"].to_numpy()
+    return out
+
+
 def encode_train_features(
     dataset_dir: Path,
     clip_dir: Path,
@@ -29,32 +62,20 @@ def encode_train_features(
     threads: int = 1,
 ) -> None:
     """Cache frozen CLIP features of the few-shot images and of their counterfactuals."""
-    import pandas as pd
-
-    from dicap import layout, runtime
+    from dicap import runtime
     from dicap.backbones.clip import load_clip
-    from dicap.counterfactual.shards import GENERATED, TRUE
     from dicap.data.store import DatasetStore
     from dicap.guards import check_finite
-    from dicap.io import load_arrays, save_arrays
+    from dicap.io import save_arrays
 
-    wanted = layout.parse_variant(variant).counterfactuals
-    if (wanted == "none") != (counterfactual_images is None or counterfactual_table is None):
-        raise ValueError(f"variant {variant!r} trains on {wanted!r} counterfactuals: give --counterfactual-images and "
-                         "--counterfactual-table exactly when it trains on some")
     runtime.setup(threads, 0)
     store = DatasetStore.open(dataset_dir)
     bundle = load_clip({"path": str(clip_dir)})
     bundle.model.to(runtime.device())
-    rows = pd.read_parquet(split)
-    out_arrays = {"train": bundle.encode_rows(store, rows), "train_labels": rows["label"].to_numpy()}
-    if wanted != "none":
-        key = TRUE if wanted == "true" else GENERATED
-        arrays = load_arrays(counterfactual_images)
-        if key not in arrays:
-            raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
-        out_arrays["cf"] = bundle.encode_images(arrays[key]).numpy()
-        out_arrays["cf_labels"] = pd.read_parquet(counterfactual_table)["y_cf"].to_numpy()
+    found = _training_set(split, variant, counterfactual_images, counterfactual_table)
+    out_arrays = {**found, "train": bundle.encode_rows(store, found["train"])}
+    if "cf" in found:
+        out_arrays["cf"] = bundle.encode_images(found["cf"]).numpy()
     check_finite(out, out_arrays)
     save_arrays(out, out_arrays)
 
@@ -101,13 +122,17 @@ def train_prompt(
     features: Annotated[Path, "encode_train_features' cache"],
     method: str,
     seed: int,
-    params: Annotated[dict[str, Any], "the config's prompt block, without checkpoint_every"],
-    out: Annotated[Path, "the learned context; its history is written beside it (.json)"],
+    params: Annotated[dict[str, Any], "the method's parameters (prompting.methods.method_params)"],
+    out: Annotated[Path, "the learned tensors; the history is written beside them (.json)"],
+    split: Annotated[Path | None, "the few-shot split: read only by a learner that encodes images itself"] = None,
+    variant: str = "main",
+    counterfactual_images: Path | None = None,
+    counterfactual_table: Path | None = None,
     checkpoint_every: Annotated[int, epochs, "save a resumable checkpoint beside --out every EPOCHS epochs (0: never); "
                                 "a matching one is always resumed"] = 0,
     threads: int = 1,
 ) -> None:
-    """Learn the prompt context of one method on cached features.
+    """Learn one method's prompt on cached features, or on the images for MaPLe.
 
     The checkpoint interval is an option, not part of ``params``: it cannot change the
     result, so changing it must neither rerun the job nor alter the recorded provenance.
@@ -120,21 +145,31 @@ def train_prompt(
     from dicap.guards import check_finite
     from dicap.io import load_arrays, provenance, save_arrays, write_json
     from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
-    from dicap.prompting.learner import PromptLearner
+    from dicap.prompting.methods import build_learner, parse_method
     from dicap.prompting.trainer import train_context
 
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
     bundle = load_clip({"path": str(clip_dir)})
     dev = runtime.device()
-    cached = {k: torch.from_numpy(v).to(dev) for k, v in load_arrays(features).items()}
-    learner = PromptLearner(bundle.model, bundle.tokenizer, [store.classes[c] for c in store.base_classes], params["n_ctx"],
-                            params["ctx_init"])
+    learner = build_learner(method, bundle.model, bundle.tokenizer, [store.classes[c] for c in store.base_classes],
+                            params, preprocess=bundle.pixels_to_input)
     learner.to(dev)
+    if learner.uses_pixels:
+        if split is None:
+            raise ValueError(f"{method} encodes the images itself: give --split (and the counterfactuals, if any)")
+        inputs = _training_set(split, variant, counterfactual_images, counterfactual_table)
+        inputs["train"] = store.pixels(inputs["train"])
+    else:
+        inputs = load_arrays(features)
+    cached = {k: torch.from_numpy(v).to(dev) for k, v in inputs.items()}
     checkpoint = checkpoint_path(out)
     history = train_context(learner, method, cached, params, float(bundle.model.logit_scale.exp()), seed,
                             checkpoint=checkpoint, checkpoint_every=checkpoint_every)
-    check_finite(out, {"learned context": learner.ctx})
-    save_arrays(out, {"ctx": learner.ctx.detach().cpu().numpy()}, meta={"method": method, "seed": str(seed)})
-    write_json(out.with_suffix(".json"), {"method": method, "history": history, **provenance(params, seed)})
+    state = {name: t.detach().cpu().numpy() for name, t in learner.trainable_state().items()}
+    check_finite(out, state)
+    learner_name = parse_method(method).learner
+    save_arrays(out, state, meta={"method": method, "learner": learner_name, "seed": str(seed)})
+    write_json(out.with_suffix(".json"), {"method": method, "learner": learner_name, "history": history,
+                                          **provenance(params, seed)})
     remove_checkpoint(checkpoint)  # only now: a job killed before this line resumes instead of retraining

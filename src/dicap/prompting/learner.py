@@ -1,23 +1,46 @@
-"""CoOp prompt learner on an open_clip text tower.
+"""CoOp, the prompt learner every other learner extends, on an open_clip text tower.
 
 The prompt for class ``c`` is ``[SOS][ctx_1..ctx_M][tokens of c][.][EOT]``; the context
-vectors are shared across classes and are the only trainable parameters.  The text tower
+vectors are shared across classes and are CoOp's only trainable parameters.  The text tower
 is re-run here step by step (token embedding, positional embedding, batch-first
 transformer, final norm, EOT pooling, projection) because open_clip's ``encode_text``
 cannot take embeddings in place of token ids.
+
+Every learner answers the same four questions, so the trainer, the DiCap term and
+evaluation are written once for all of them:
+
+- :meth:`PromptLearner.image_features`: the L2-normalised image features of a batch of
+  inputs.  The inputs are cached frozen features (the identity here) unless the learner
+  sets ``uses_pixels``, in which case they are uint8 images the learner encodes itself;
+- :meth:`PromptLearner.class_features`: the class text features, ``(C, D)``, or
+  ``(B, C, D)`` when ``conditional`` (they depend on each image);
+- :meth:`PromptLearner.own_losses`: the learner's own terms beside cross-entropy
+  (KgCoOp's penalty, CPL's counterfactual loss), already weighted;
+- :meth:`PromptLearner.trainable_state`: the tensors a prompt file stores.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 class PromptLearner(nn.Module):
-    def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None):
+    name: ClassVar[str] = "coop"  # the learner's name in method names (prompting.methods)
+    uses_pixels: ClassVar[bool] = False  # True: inputs are images, the learner runs the vision tower
+    conditional: ClassVar[bool] = False  # True: class text features differ per image
+
+    def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
+                 **recipe: Any):
         super().__init__()
+        clip_model.requires_grad_(False)  # frozen: only the learner's own parameters train
         self.clip = clip_model
+        self.n_ctx = n_ctx
         placeholder = " ".join(["X"] * n_ctx)
         self.register_buffer("tokens", tokenizer([f"{placeholder} {name}." for name in class_names]), persistent=False)
         with torch.no_grad():
@@ -41,20 +64,75 @@ class PromptLearner(nn.Module):
         generator = torch.Generator().manual_seed(0)
         return torch.randn(n_ctx, width, generator=generator) * 0.02
 
+    def prompts(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of every class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W)."""
+        n = len(self.tokens)
+        return torch.cat([self.prefix, ctx.unsqueeze(0).expand(n, -1, -1), self.suffix], dim=1)
+
     def forward(self) -> torch.Tensor:
         """L2-normalised text features (n_classes, D) for the current context."""
-        n = len(self.tokens)
-        x = torch.cat([self.prefix, self.ctx.unsqueeze(0).expand(n, -1, -1), self.suffix], dim=1)
-        return encode_text_embeddings(self.clip, x, self.tokens)
+        return encode_text_embeddings(self.clip, self.prompts(self.ctx), self.tokens)
+
+    # --- the interface the trainer and evaluation use ---------------------------------------------
+
+    def image_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features of a batch: cached features pass through."""
+        return inputs
+
+    def class_features(self, image_f: torch.Tensor) -> torch.Tensor:
+        """Class text features for these images: (C, D), or (B, C, D) for a conditional learner."""
+        return self()
+
+    def own_losses(self, image_f: torch.Tensor, text_f: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The learner's weighted terms beside cross-entropy on a batch (none for CoOp)."""
+        return {}
+
+    def prepare(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Derive what training needs from the whole few-shot set before the first step (nothing here)."""
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The learned tensors by name: what a prompt file holds and what the optimiser updates."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, arrays: dict[str, np.ndarray], source: Path | str) -> None:
+        """Put a prompt file's tensors in place, refusing a missing, extra or misshapen one by name."""
+        own = self.trainable_state()
+        missing, extra = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
+        if missing or extra:
+            raise ValueError(f"{source} does not hold this learner's tensors ({type(self).__name__}): "
+                             f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        for name, param in own.items():
+            if tuple(arrays[name].shape) != tuple(param.shape):
+                raise ValueError(f"{source}: {name!r} has shape {tuple(arrays[name].shape)}, expected {tuple(param.shape)}")
+            with torch.no_grad():
+                param.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
+
+    def similarities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each input image to each class's prompt, (B, C)."""
+        image_f = self.image_features(inputs)
+        return cosine(image_f, self.class_features(image_f))
+
+
+def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
+    """(B, D) x (C, D) or (B, C, D) -> (B, C) similarities of L2-normalised features."""
+    return image_f @ text_f.T if text_f.dim() == 2 else torch.einsum("bd,bcd->bc", image_f, text_f)
 
 
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ``encode_text`` from token embeddings instead of token ids."""
+    return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
+
+
+def add_positions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Token embeddings -> the text transformer's input (the cast dtype, positions added)."""
+    cast_dtype = model.transformer.get_cast_dtype()
+    return x.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
+
+
+def project_text(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The text transformer's output -> L2-normalised features: final norm, EOT pooling, projection."""
     from open_clip.transformer import text_global_pool
 
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = x.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask)
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     if isinstance(model.text_projection, nn.Linear):

@@ -96,3 +96,49 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
     fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)
+
+
+# --- prompt ablations: one change to the prompt training, main's counterfactuals ---------------
+
+PROMPT_SETTINGS = {"context": ["n_ctx"], "loss": ["cf_weight", "cf_temperature"]}
+
+
+def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablation: str, main: dict) -> pd.DataFrame:
+    """Accuracy per setting and method; each row's settings read back from its variant's name."""
+    table = accuracy_by_variant(read_metrics(metric_files, datasets))
+    settings = PROMPT_SETTINGS[ablation]
+    for key in settings:
+        table[key] = [layout.parse_variant(v).prompt_overrides.get(key, main[key]) for v in table["variant"]]
+    front = ["dataset", "variant", "method", *settings]
+    return table[front + [c for c in table.columns if c not in front]].round(4)
+
+
+def plot_prompt_ablation(table: pd.DataFrame, ablation: str, main: dict, out: Path) -> None:
+    """Per dataset and swept setting: base, novel and HM of each method along the setting (log axis).
+
+    For the loss, each sweep holds the other setting at config's value, so the two panels
+    share main's point.
+    """
+    plt = pyplot()
+    datasets = list(dict.fromkeys(table["dataset"]))
+    settings = PROMPT_SETTINGS[ablation]
+    fig, axes = plt.subplots(len(datasets), len(settings), figsize=(5 * len(settings), 3.2 * len(datasets)), squeeze=False)
+    for row, dataset in zip(axes, datasets):
+        for ax, key in zip(row, settings):
+            rows = table[table["dataset"] == dataset]
+            for other in settings:  # the other settings at config's value
+                if other != key:
+                    rows = rows[rows[other] == main[other]]
+            for method, group in rows.groupby("method", sort=False):
+                group = group.sort_values(key)
+                for column, style in (("hm", "-"), ("novel", ":"), ("base", "--")):
+                    ax.errorbar(group[key], group[column], yerr=group[f"{column}_std"].fillna(0), marker="o", capsize=2,
+                                linestyle=style, label=f"{method} {column}")
+            ax.set_xscale("log", base=2 if key == "n_ctx" else 10)
+            ax.set_xlabel(key)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(dataset, fontsize=9)
+            ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction",
-    "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "record_reference", "readme_results",
+    "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "ablation_context", "ablation_loss",
+    "record_reference", "readme_results",
 ]
 
 
@@ -132,6 +133,28 @@ def ablation_true_cf(
 ) -> None:
     """DiCap trained on the generated counterfactuals against DiCap trained on the true ones."""
     _ablation("counterfactuals", datasets, metrics, audits, oracle_reports, out_csv, out_png)
+
+
+def _prompt_ablation(ablation: str, datasets: list[str], metrics: list[Path], main: dict[str, Any], out_csv: Path,
+                     out_png: Path) -> None:
+    from dicap.io import write_table
+    from dicap.report.ablations import build_prompt_ablation, plot_prompt_ablation
+
+    table = build_prompt_ablation(metrics, datasets, ablation, main)
+    write_table(out_csv, table)
+    plot_prompt_ablation(table, ablation, main, out_png)
+
+
+def ablation_context(datasets: list[str], metrics: list[Path], main: Annotated[dict[str, Any], "config's prompt settings"],
+                     out_csv: Path, out_png: Path) -> None:
+    """CoOp's and DiCap's accuracy against the context length (random initial context for every length)."""
+    _prompt_ablation("context", datasets, metrics, main, out_csv, out_png)
+
+
+def ablation_loss(datasets: list[str], metrics: list[Path], main: Annotated[dict[str, Any], "config's prompt settings"],
+                  out_csv: Path, out_png: Path) -> None:
+    """dicap's and dicap_pos' accuracy against the counterfactual loss weight and temperature."""
+    _prompt_ablation("loss", datasets, metrics, main, out_csv, out_png)
 
 
 def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,

@@ -1,0 +1,36 @@
+"""KgCoOp (Yao et al., CVPR 2023): CoOp kept near the hand-written prompts' knowledge.
+
+The penalty is ``kg_weight x (1 - mean_c cos(t_c, t_c^hand))`` between each class's learned
+text feature and that of the hand-written prompt, as KgCoOp's code computes it (the paper
+writes the squared Euclidean distance, which for unit vectors is twice this).  With the
+context initialised from the template's own words the two coincide, so the penalty starts
+at zero and only grows as the context drifts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dicap.prompting.learner import PromptLearner
+
+
+class KgCoOp(PromptLearner):
+    name = "kgcoop"
+    def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
+                 kg_weight: float = 8.0, template: str = "a photo of a {}.", **recipe: Any):
+        super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)
+        self.kg_weight = kg_weight
+        with torch.no_grad():
+            hand = clip_model.encode_text(tokenizer([template.format(name) for name in class_names]))
+        self.register_buffer("hand_written", F.normalize(hand.float(), dim=-1), persistent=False)
+
+    def knowledge_penalty(self, text_f: torch.Tensor) -> torch.Tensor:
+        """1 - the mean cosine between the learned and the hand-written class text features."""
+        return 1.0 - F.cosine_similarity(text_f, self.hand_written.to(text_f.dtype), dim=-1).mean()
+
+    def own_losses(self, image_f: torch.Tensor, text_f: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"kg": self.kg_weight * self.knowledge_penalty(text_f)}
