@@ -2,7 +2,7 @@
 
     snakemake --cores 2                       # the embedded suite, end to end
     snakemake --profile slurm results/table1.csv
-    snakemake --cores 2 ablation_guidance_scale   # an ablation by its name (ablation_sampling, ablation_true_cf)
+    snakemake --cores 2 ablation_guidance_scale   # an ablation by its name (sampling, true_cf, context, loss)
 
 All parameters come from config.yaml over the schema's defaults (src/dicap/config.schema.yaml);
 every rule receives its block through ``params:`` so changing a value reruns exactly the

@@ -14,6 +14,7 @@ for _ablation in [a for a in ABLATIONS if a not in PROMPT_ABLATIONS]:
             png=report(f"results/ablations/{_ablation}.png", caption="captions/ablation.rst", category="Ablations"),
         params:
             code=code_version(f"ablation_{_ablation}"),
+            ablation=_ablation,  # the shell runs when the job does, after the loop: read the name from here
             datasets=DATASETS,
         threads: 1
         resources:
@@ -26,7 +27,7 @@ for _ablation in [a for a in ABLATIONS if a not in PROMPT_ABLATIONS]:
         conda:
             ENV
         shell:
-            f"dicap ablation_{_ablation} --datasets {{params.datasets}} --metrics {{input.metrics}}"
+            "dicap ablation_{params.ablation} --datasets {params.datasets} --metrics {input.metrics}"
             " --audits {input.audits} --oracle-reports {input.oracle_reports}"
             " --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"
 
@@ -44,6 +45,7 @@ for _ablation in PROMPT_ABLATIONS:
             png=report(f"results/ablations/{_ablation}.png", caption="captions/ablation.rst", category="Ablations"),
         params:
             code=code_version(f"ablation_{_ablation}"),
+            ablation=_ablation,
             datasets=DATASETS,
             main=as_json({k: config["prompt"][k] for k in ("n_ctx", "cf_weight", "cf_temperature")}),
         threads: 1
@@ -57,5 +59,5 @@ for _ablation in PROMPT_ABLATIONS:
         conda:
             ENV
         shell:
-            f"dicap ablation_{_ablation} --datasets {{params.datasets}} --metrics {{input.metrics}}"
+            "dicap ablation_{params.ablation} --datasets {params.datasets} --metrics {input.metrics}"
             " --main {params.main:q} --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

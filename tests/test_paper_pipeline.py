@@ -20,6 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from dicap.prompting.methods import LEARNERS
 from snakemake_runner import ENV, REPO, job_counts, snakemake
 from local_mirror import local_registry, tar_bytes
 from tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
@@ -67,7 +68,14 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
         "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
                                      "template": "a photo of a {}."}},
         "counterfactual": {"steps": 4, "shards": 2, "batch_size": 8},
-        "prompt": {"epochs": 2},
+        # every learner, and DiCap's term on CoOp and on MaPLe (which reads the image files itself)
+        "methods": ["zeroshot", *LEARNERS, "dicap", "dicap_pos", "dicap_maple"],
+        "prompt": {"epochs": 2, "learners": {
+            "cocoop": {"epochs": 1, "batch_size": 1},
+            "kgcoop": {"epochs": 2, "batch_size": 4, "kg_weight": 8.0, "template": "a photo of a {}."},
+            "maple": {"n_ctx": 2, "ctx_init": "a photo", "depth": 9, "epochs": 1, "batch_size": 4, "lr": 0.0035},
+            "cpl": {"epochs": 1, "batch_size": 1, "cpl_weight": 1.0, "mask_weight": 0.07, "template": "a photo of a {}."},
+        }},
     }
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     env = {**ENV, "DICAP_REGISTRY": str(tmp_path / "registry.yaml"), "DICAP_MIRROR": server.base}
@@ -87,7 +95,7 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
 
     table = pd.read_csv(work / "results" / "table1.csv")
     assert (table["suite"] == "paper").all() and set(table["split"]) == {"test"}
-    assert set(table["dataset"]) == {"dtd", "average"} and set(table["method"]) == {"zeroshot", "coop", "dicap", "dicap_pos"}
+    assert set(table["dataset"]) == {"dtd", "average"} and set(table["method"]) == set(override["methods"])
     assert table[["base", "novel", "hm"]].notna().all().all()
 
     backbones = pd.read_csv(work / "results" / "backbones.csv")

@@ -61,7 +61,7 @@ def test_classifier_guide_adds_its_training_rule(tmp_path):
     assert "guide_classifier" not in default.stdout
 
 
-@pytest.mark.parametrize("target", ["ablation_guidance_scale", "ablation_sampling", "ablation_true_cf"])
+@pytest.mark.parametrize("target", ["ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "ablation_context", "ablation_loss"])
 def test_ablations_are_targets_by_name(tmp_path, target):
     out = snakemake("-n", target, *fresh(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -101,7 +101,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     assert list(table.columns) == [
         "suite", "split", "dataset", "method", "base", "base_std", "novel", "novel_std", "hm", "hm_std", "seeds",
     ]
-    assert set(table["method"]) == {"zeroshot", "coop", "dicap", "dicap_pos"}
+    assert set(table["method"]) == set(load_config(REPO / "tests" / "config.test.yaml")["methods"])
     assert set(table["split"]) == {"test_unbiased", "test_aligned", "test_conflict"}
     assert set(table["dataset"]) == {"shapes", "average"}
     assert (table["suite"] == "embedded").all()
@@ -120,9 +120,11 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     # the shortcut table: every method on the biased shots, and both controls (config.test.yaml: controls [shapes])
     shortcut = pd.read_csv(tmp_path / "results" / "shortcut.csv")
     rows = set(zip(shortcut["method"], shortcut["shots"], shortcut["counterfactuals"]))
-    assert rows == {("zeroshot", "none", "none"), ("coop", "biased", "none"), ("dicap", "biased", "generated"),
-                    ("dicap_pos", "biased", "generated"), ("coop", "unbiased", "none"), ("dicap", "biased", "true"),
-                    ("dicap_pos", "biased", "true")}
+    methods = load_config(REPO / "tests" / "config.test.yaml")["methods"]
+    with_cf = [m for m in methods if m.startswith("dicap")]
+    assert rows == {("zeroshot", "none", "none"), ("coop", "unbiased", "none"),
+                    *((m, "biased", "generated" if m in with_cf else "none") for m in methods if m != "zeroshot"),
+                    *((m, "biased", "true") for m in with_cf)}
     assert ((shortcut["gap"] - (shortcut["aligned"] - shortcut["conflict"])).abs() < 1e-3).all()
     assert (shortcut["worst_group"] <= shortcut[["aligned", "conflict"]].min(axis=1) + 1e-9).all()
     assert (shortcut["seeds"] == "1 2").all()
@@ -190,10 +192,29 @@ def test_tiny_pipeline_end_to_end(tiny_run):
         assert dicap[["base", "novel", "hm", "valid", "faithful"]].notna().all().all(), ablation
         assert (tmp_path / "results" / "ablations" / f"{ablation}.png").stat().st_size > 0
 
+    # The prompt ablations (config.test.yaml: n_ctxs [1, 4], cf_weights [0.25], cf_temperatures [0.5]).
+    out = snakemake(*args, "ablation_context", "ablation_loss", timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    context = pd.read_csv(tmp_path / "results" / "ablations" / "context.csv")
+    assert set(zip(context["method"], context["n_ctx"])) == {(m, n) for m in ("coop", "dicap") for n in (1, 4)}
+    loss = pd.read_csv(tmp_path / "results" / "ablations" / "loss.csv")
+    assert set(zip(loss["method"], loss["cf_weight"], loss["cf_temperature"])) == {
+        (m, w, t) for m in ("dicap", "dicap_pos") for w, t in ((1.0, 0.07), (0.25, 0.07), (1.0, 0.5))}
+    for table in (context, loss):
+        assert table[["base", "novel", "hm", "hm_std"]].notna().all().all() and (table["seeds"] == 2).all()
+    for name in ("context", "loss"):
+        assert (tmp_path / "results" / "ablations" / f"{name}.png").stat().st_size > 0
+    # the context lengths trained what they say: the saved context has n_ctx rows
+    from dicap.io import load_arrays
+
+    ctx = load_arrays(tmp_path / "build/embedded/prompts/shapes/ctx1/dicap/seed1.safetensors")["ctx"]
+    assert ctx.shape[0] == 1
+
 
 def test_every_job_declares_memory_and_runtime(tmp_path):
     """Without a profile's defaults, each planned job still carries the rule's own mem_mb and runtime."""
-    out = snakemake("-n", "all", "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", *fresh(tmp_path))
+    out = snakemake("-n", "all", "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "ablation_context",
+                    "ablation_loss", *fresh(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     jobs = [block for block in out.stdout.split("\nrule ")[1:] if not block.startswith(("all:", "localrule all"))]
     assert len(jobs) > 50
@@ -247,7 +268,7 @@ def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
 def test_no_workflow_output_is_tracked_by_git(tmp_path):
     """A committed output shadows its target: a fresh clone would rerun nothing (issue: 'Nothing to be done')."""
     tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
-    plans = [snakemake("-n", "all", "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", *fresh(tmp_path)),
+    plans = [snakemake("-n", "all", *(f"ablation_{a}" for a in ("guidance_scale", "sampling", "true_cf", "context", "loss")), *fresh(tmp_path)),
              snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)]
     outputs = set()
     for out in plans:

@@ -66,6 +66,13 @@ class CPL(CoCoOp):
                 self.u_star[:, c] = -1.0
                 self.u_star[dims, c] = 1.0
 
+    def load_trainable_state(self, arrays, source) -> None:
+        """As for any learner, except the mask ``u``: it covers the classes CPL trained on (the base
+        classes), while a learner built for scoring has every class.  Scoring never uses it."""
+        if "u" in arrays:
+            self.u = nn.Parameter(torch.empty(tuple(arrays["u"].shape), dtype=self.u.dtype, device=self.u.device))
+        super().load_trainable_state(arrays, source)
+
     def mask(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, D) masks of the batch's classes: CPL's ``mupdate``."""
         return torch.clamp(MOMENTUM * self.u_star[:, labels] + (1 - MOMENTUM) * self.u[:, labels], 0, 1).T

@@ -23,13 +23,13 @@ import pandas as pd
 
 from dicap import layout
 from dicap.io import atomic_output, write_table
+from dicap.prompting.methods import parse_method
 from dicap.report.figures import pyplot, save_figure
 from dicap.report.markdown import markdown_table
 from dicap.report.table import over_seeds, read_metrics
 
 ALIGNED, CONFLICT = "test_aligned", "test_conflict"
 COLUMNS = ("aligned", "conflict", "gap", "worst_group", "novel", "novel_gap")
-NO_COUNTERFACTUALS = ("zeroshot", "coop")
 
 
 def per_seed(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def _describe(variant: str, method: str) -> dict[str, str]:
     parsed = layout.parse_variant(variant)
     return {
         "shots": "none" if method == "zeroshot" else "unbiased" if parsed.unbiased_shots else "biased",
-        "counterfactuals": "none" if method in NO_COUNTERFACTUALS else parsed.counterfactuals,
+        "counterfactuals": parsed.counterfactuals if parse_method(method).uses_counterfactuals else "none",
     }
 
 
