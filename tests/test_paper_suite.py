@@ -4,6 +4,7 @@ cluster profile, the pretrained ViT-B/16 loading path, and real-layout image fil
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,11 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     blocks = out.stdout.split("\nrule ")
     shards_planned = [b for b in blocks if b.startswith("counterfactual_shard:")]
     assert shards_planned and all("gpu=1" in b for b in shards_planned)
+    # GPU jobs sized per learner: MaPLe runs the vision tower, CoCoOp and CPL encode B x C prompts
+    prompts = {re.search(r"method=(\w+)", b).group(1): b for b in blocks if b.startswith("train_prompt:")}
+    memory = {m: int(re.search(r"mem_mb=(\d+)", b).group(1)) for m, b in prompts.items()}
+    assert memory["maple"] == memory["dicap_maple"] == 4 * memory["coop"] and memory["cocoop"] == 2 * memory["coop"]
+    assert all("gpu=1" in b for b in prompts.values())
     assert "build/paper/" in out.stdout and "build/embedded/" not in out.stdout
     assert "oracle" not in counts and "audit_counterfactuals" not in counts  # no true counterfactuals here
 

@@ -27,7 +27,7 @@ from dicap import layout  # noqa: E402
 from dicap.config import ConfigError, validate_config  # noqa: E402
 from dicap.prompting import trainer  # noqa: E402
 from dicap.prompting.checkpoint import checkpoint_path  # noqa: E402
-from dicap.prompting.learner import PromptLearner  # noqa: E402
+from dicap.prompting.methods import build_learner  # noqa: E402
 from dicap.runtime import optimizer_step  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -58,12 +58,12 @@ class Steps:
 
 
 def _train(clip_model, method="coop", checkpoint=None, every=0, seed=0, params=PARAMS, feats=None):
-    """A fresh learner trained once; returns (context bytes, history)."""
-    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    """A fresh learner trained once; returns (the bytes of every learned tensor, history)."""
+    learner = build_learner(method, clip_model, tokenize, NAMES, {"n_ctx": 4, "ctx_init": "a photo of a"})
     feats = _features() if feats is None else feats
     params = {**params, "cf_positive_weight": 0.5} if method == "dicap_pos" else params
     history = trainer.train_context(learner, method, feats, params, 20.0, seed, checkpoint=checkpoint, checkpoint_every=every)
-    return learner.ctx.detach().numpy().tobytes(), history
+    return b"".join(t.detach().numpy().tobytes() for t in learner.trainable_state().values()), history
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -96,7 +96,7 @@ def _messages(caplog) -> list[str]:
 # --- the training loop ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["coop", "dicap", "dicap_pos"])
+@pytest.mark.parametrize("method", ["coop", "dicap", "dicap_pos", "dicap_cocoop", "cpl"])  # one tensor, and several
 def test_interrupted_training_resumes_to_the_same_bytes(clip_model, tmp_path, monkeypatch, caplog, method):
     want_ctx, want_history = _train(clip_model, method)
     ckpt = tmp_path / "seed0.checkpoint.safetensors"

@@ -2,12 +2,12 @@
 
 A job stopped part-way (a cluster time limit, pre-emption, Ctrl-C) reruns from its last
 checkpoint instead of from epoch 0.  The checkpoint holds everything the next epoch depends
-on - the context, SGD's momentum buffer, the scheduler's position, the state of the generator
+on - the learner's tensors, SGD's momentum buffers, the scheduler's position, the state of the generator
 that draws the batch order, and the history so far - so a resumed run ends with the same
 bytes as an uninterrupted one on the same device.
 
 A checkpoint is used only when its fingerprint matches the run (training parameters, method,
-seed, logit scale, initial context and every feature tensor): one written for other inputs,
+seed, logit scale, the learner's initial tensors and every feature tensor): one written for other inputs,
 say before a config change or a regenerated feature cache, is ignored with a log line rather
 than silently continued.  The checkpoint interval is deliberately not part of it: it does not
 change the result.  Files are safetensors (no pickle), written through
