@@ -134,7 +134,7 @@ def test_gpu_hours_benchmark_measures_the_shard_code_path(tmp_path, capsys):
     sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
     clip = save_tiny_clip(tmp_path / "clip")
     result = paper_gpu_hours.main(["--checkpoint", str(sd), "--image-size", "16", "--clip-model", f"local-dir:{clip}",
-                                   "--clip-tag", "", "--batches", "1"])
+                                   "--clip-tag", "", "--batches", "1", "--steps", "6", "--batch-size", "2"])
     assert result["counterfactuals"] == 16 * 1098 * 3  # one per few-shot image of a base class, 3 seeds
     assert result["seconds_per_image"] > 0 and result["gpu_hours"] == pytest.approx(result["counterfactuals"] * result["seconds_per_image"] / 3600)
     assert "counterfactual stage: 52704 counterfactuals" in capsys.readouterr().out
