@@ -5,6 +5,7 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from dicap.prompting.maple import MaPLe  # noqa: E402
 from helpers import CONTEXT, NAMES, tokenize, with_key  # noqa: E402
@@ -31,8 +32,13 @@ def make_clip(kind: str, text_layers: int = 2) -> torch.nn.Module:
     return model.eval()
 
 
-def make_learner(clip: torch.nn.Module, **kwargs) -> MaPLe:
-    return MaPLe(clip, tokenize, NAMES, n_ctx=2, ctx_init="a photo", **kwargs)
+def make_learner(clip: torch.nn.Module, trained: bool = True, **kwargs) -> MaPLe:
+    """With ``trained``, the projections get non-zero weights, as after training (the ResNet's start at zero)."""
+    learner = MaPLe(clip, tokenize, NAMES, n_ctx=2, ctx_init="a photo", **kwargs)
+    if trained and learner.vision_kind == "resnet":
+        for proj in learner.vision_proj:
+            nudge(proj.weight)
+    return learner
 
 
 def images(n: int = 4) -> torch.Tensor:
@@ -68,6 +74,16 @@ def test_text_prompts_reach_the_vision_tower(kind):
     learner.image_features(x).sum().backward()
     assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
     assert learner.deep_text.grad.abs().sum() > 0
+
+
+def test_on_a_resnet_maple_starts_at_the_frozen_models_features():
+    clip = make_clip("resnet")
+    learner = make_learner(clip, trained=False)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(learner.image_features(x), F.normalize(clip.visual(x), dim=-1))
+    learner.image_features(x).sum().backward()
+    assert all(proj.weight.grad.abs().sum() > 0 for proj in learner.vision_proj)  # the coupling still trains
 
 
 def test_no_hooks_left_and_plain_forward_unchanged():

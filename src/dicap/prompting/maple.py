@@ -48,7 +48,8 @@ class MaPLe(PromptLearner):
       per-channel bias added to the feature map entering stage ``j`` (``j = 0``: after the stem,
       before ``layer1``; ``j >= 1``: before ``layer{j+1}``).  The bias is the projection of the
       depth's text prompts averaged over the ``n_ctx`` tokens, so the coupling of text and
-      vision prompts - MaPLe's defining mechanism - is kept.  Hence ``depth <= 4`` there.
+      vision prompts - MaPLe's defining mechanism - is kept.  Hence ``depth <= 4`` there.  The
+      projections start at zero there, so the learner starts at the frozen model's features.
 
     The frozen CLIP stays in eval mode (BatchNorm on running statistics, no dropout) even when
     the learner is put in training mode.
@@ -74,6 +75,15 @@ class MaPLe(PromptLearner):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.vision_proj = nn.ModuleList(nn.Linear(text_width, w) for w in vision_widths[: self.depth])
+        if self.vision_kind == "resnet":
+            # An added bias has no neutral random value: with nn.Linear's init it shifts every
+            # feature map from the first step (the embedded shapes' novel accuracy ended at 80.9%
+            # against zero-shot's 92.7, 3 seeds).  Zero makes the learner start at the frozen
+            # model's features, as appended ViT tokens nearly do; the weights still get gradients
+            # (text prompt x the bias's gradient), so the coupling trains.
+            for proj in self.vision_proj:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
         self.to(self.ctx.device)
 
     def train(self, mode: bool = True) -> MaPLe:
