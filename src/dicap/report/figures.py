@@ -27,20 +27,27 @@ def save_figure(fig, out: Path) -> None:
 
 
 def plot_table1(table_csv: Path, out: Path) -> None:
-    """Base / novel / HM bars per method, one panel per dataset and test split."""
+    """Base / novel / HM bars per method: a row of panels per test split, a column per dataset.
+
+    Panels widen with the number of methods, so a dozen method names stay legible.
+    """
     plt = pyplot()
     table = pd.read_csv(table_csv)
-    panels = list(table.groupby(["split", "dataset"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True, squeeze=False)
-    for ax, ((split, dataset), group) in zip(axes[0], panels):
-        methods = list(group["method"])
-        x = np.arange(len(methods))
-        for i, metric in enumerate(("base", "novel", "hm")):
-            err = group[f"{metric}_std"].fillna(0).to_numpy()
-            ax.bar(x + (i - 1) * 0.27, group[metric], 0.27, yerr=err, label=metric, capsize=2)
-        ax.set_xticks(x, methods, rotation=30)
-        ax.set_title(f"{dataset}\n{split}", fontsize=9)
-    axes[0][0].set_ylabel("accuracy (%)")
+    splits, datasets = list(dict.fromkeys(table["split"])), list(dict.fromkeys(table["dataset"]))
+    width = 1.0 + 0.4 * table["method"].nunique()
+    fig, axes = plt.subplots(len(splits), len(datasets), figsize=(width * len(datasets), 3.4 * len(splits)),
+                             sharey=True, squeeze=False)
+    for row, split in zip(axes, splits):
+        for ax, dataset in zip(row, datasets):
+            group = table[(table["split"] == split) & (table["dataset"] == dataset)]
+            methods = list(group["method"])
+            x = np.arange(len(methods))
+            for i, metric in enumerate(("base", "novel", "hm")):
+                err = group[f"{metric}_std"].fillna(0).to_numpy()
+                ax.bar(x + (i - 1) * 0.27, group[metric], 0.27, yerr=err, label=metric, capsize=2)
+            ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"{dataset}, {split}", fontsize=9)
+        row[0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out)
