@@ -191,3 +191,17 @@ def test_a_learners_similarities_are_those_it_trains_on(clip_model):
     learner = CoCoOp(clip_model, tokenize, NAMES, **INIT)
     images = prompt_features()["train"][:6]
     torch.testing.assert_close(learner.similarities(images), cosine(images, learner.class_features(images)))
+
+
+def test_scoring_a_conditional_learner_in_chunks_gives_the_same_similarities(clip_model, monkeypatch):
+    """Chunks sized by prompts per call (a thousand classes: a few images) change nothing but memory."""
+    from dicap.evaluation import prompts
+
+    learner = CoCoOp(clip_model, tokenize, NAMES, **INIT)
+    images = prompt_features()["train"].numpy()
+    whole = prompts.all_similarities(learner, len(images), lambda a, b: images[a:b])
+    monkeypatch.setattr(prompts, "PROMPTS_PER_CALL", 2 * len(NAMES))  # two images per call
+    calls = []
+    chunked = prompts.all_similarities(learner, len(images), lambda a, b: calls.append(b - a) or images[a:b])
+    assert max(calls) == 2 and sum(calls) == len(images)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)

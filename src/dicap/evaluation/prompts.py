@@ -24,7 +24,8 @@ from dicap.io import load_arrays
 from dicap.prompting.learner import PromptLearner
 from dicap.prompting.methods import build_learner
 
-CHUNK = 256  # images scored at once: a conditional learner encodes CHUNK x C prompts per call
+CHUNK = 256  # images scored at once
+PROMPTS_PER_CALL = 4096  # a conditional learner encodes images x classes prompts: ImageNet's 1000 classes take 4 images
 
 
 def load_prompt(learner: PromptLearner, prompt: Path, where: Path) -> None:
@@ -38,11 +39,16 @@ def load_prompt(learner: PromptLearner, prompt: Path, where: Path) -> None:
 
 
 def all_similarities(learner: PromptLearner, n: int, inputs: Callable[[int, int], np.ndarray]) -> torch.Tensor:
-    """(n, C) similarities of ``n`` images, ``inputs(start, stop)`` giving each chunk's inputs."""
+    """(n, C) similarities of ``n`` images, ``inputs(start, stop)`` giving each chunk's inputs.
+
+    A conditional learner's chunk holds at most :data:`PROMPTS_PER_CALL` prompts, so its
+    memory does not grow with the number of classes.
+    """
     device = next(learner.parameters()).device
+    chunk = min(CHUNK, max(1, PROMPTS_PER_CALL // len(learner.tokens))) if learner.conditional else CHUNK
     with torch.no_grad():
-        parts = [learner.similarities(torch.from_numpy(inputs(i, min(n, i + CHUNK))).to(device)).cpu()
-                 for i in range(0, n, CHUNK)]
+        parts = [learner.similarities(torch.from_numpy(inputs(i, min(n, i + chunk))).to(device)).cpu()
+                 for i in range(0, n, chunk)]
     return torch.cat(parts) if parts else torch.zeros(0, len(learner.tokens))
 
 
