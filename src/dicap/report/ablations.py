@@ -104,8 +104,13 @@ PROMPT_SETTINGS = {"context": ["n_ctx"], "loss": ["cf_weight", "cf_temperature"]
 
 
 def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablation: str, main: dict) -> pd.DataFrame:
-    """Accuracy per setting and method; each row's settings read back from its variant's name."""
+    """Accuracy per setting and method; each row's settings read back from its variant's name.
+
+    Main's metric files score every configured method: only those the ablation's own
+    variants train are kept.
+    """
     table = accuracy_by_variant(read_metrics(metric_files, datasets))
+    table = table[table["method"].isin(set(table.loc[table["variant"] != layout.MAIN, "method"]))]
     settings = PROMPT_SETTINGS[ablation]
     for key in settings:
         table[key] = [layout.parse_variant(v).prompt_overrides.get(key, main[key]) for v in table["variant"]]
