@@ -115,7 +115,13 @@ def test_each_rule_runs_the_job_of_its_name_and_hashes_its_code():
         if "shell:" not in block:  # `all`, `artifacts`: targets only
             continue
         job = name[2:-1] if name.startswith('f"') else name
-        assert re.search(rf'"dicap {re.escape(job)} ', block), f"rule {name} does not run `dicap {job}`"
+        # A rule made in a loop reads the loop variable from params: its shell line runs when the
+        # job does, after the loop, when the variable holds the last value (an f-string there
+        # made every ablation run the last ablation's job).
+        shell = re.sub(r"\{_(\w+)\}", r"{params.\1}", job)
+        assert re.search(rf'"dicap {re.escape(shell)} ', block), f"rule {name} does not run `dicap {shell}`"
+        for variable in re.findall(r"\{_(\w+)\}", job):
+            assert f"{variable}=_{variable}," in block, f"rule {name} does not put _{variable} in its params"
         assert f"code=code_version({name})" in block or f'code=code_version("{job}")' in block, name
         if "{" not in job:
             assert job in jobs and job_file(job).parent.name != "", job
