@@ -15,7 +15,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dicap import layout
+from dicap import layout, worker
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.io import params_hash
@@ -57,6 +57,25 @@ wildcard_constraints:
     method=r"[a-z_]+",
     split_key=r"[0-9a-f]{10}",
     variant=layout.VARIANTS,
+
+
+# Local runs fork their jobs from one warm process that has imported torch & co. (dicap.worker):
+# ~5 s less per job, byte-identical results.  Cluster jobs never use it; DICAP_WARM=0 turns it off.
+WARM_WORKER = []
+WARM_RUN = workflow.local_exec and os.environ.get(worker.SWITCH_ENV) != "0"
+
+
+onstart:
+    if WARM_RUN:
+        WARM_WORKER.append(worker.launch())
+
+
+onsuccess:
+    worker.stop(WARM_WORKER.pop() if WARM_WORKER else None)
+
+
+onerror:
+    worker.stop(WARM_WORKER.pop() if WARM_WORKER else None)
 
 
 include: "rules/common.smk"

@@ -138,6 +138,7 @@ rule cost_report:
         code=code_version("cost_report"),
         suite=config["suite"],
         benchmarks=layout.BENCHMARKS,
+        warm="--warm" if WARM_RUN else "",
     threads: 1
     resources:
         mem_mb=1000,
@@ -147,7 +148,7 @@ rule cost_report:
     conda:
         ENV
     shell:
-        "dicap cost_report --suite {params.suite} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
+        "dicap cost_report --suite {params.suite} --benchmarks {params.benchmarks} {params.warm} --out {output} > {log} 2>&1"
 
 
 rule reproduction:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A stage's jobs.py sits in its folder (a rule's code is found by its name), but in the import
 # graph it is the top layer with cli.py: it wires the library below together.
 LAYERS = [
-    {"config", "io", "runtime", "guards", "layout", "code_version"},  # config and IO
+    {"config", "io", "runtime", "guards", "layout", "code_version", "worker"},  # config, IO, processes
     {"data", "backbones"},  # backbones and data
     {"counterfactual", "prompting"},  # the method
     {"evaluation", "audit"},  # scoring the method
@@ -137,7 +137,7 @@ def test_every_rule_name_is_a_job_found_by_name():
     for rule in rules:
         path = job_file(rule)
         assert path == ROOT / path.parent.name / JOB_FILE and rule in jobs, rule
-    assert set(jobs) - rules == {"record_reference", "readme_results", "validate_config"}  # maintainer's commands
+    assert set(jobs) - rules == {"record_reference", "readme_results", "validate_config", "serve"}  # maintainer's commands, the warm worker
 
 
 def test_the_cli_knows_every_jobs_file_and_every_job_in_it():

@@ -20,6 +20,7 @@ import typing
 from typing import Any, Callable
 
 from dicap import runtime  # noqa: F401  (imported first: it puts every job offline, HF_HUB_OFFLINE)
+from dicap import worker
 
 log = logging.getLogger("dicap")
 
@@ -29,7 +30,7 @@ JOB_MODULES = (
     "dicap.evaluation.jobs", "dicap.audit.jobs", "dicap.report.jobs",
 )
 # Commands that are no rule's job: name -> (module, function).
-TOOLS = {"validate_config": ("dicap.config", "validate_config_file")}
+TOOLS = {"validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve")}
 ERRORS = (ValueError, KeyError, FileNotFoundError, OSError)  # one line on stderr and exit status 1
 
 
@@ -92,6 +93,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a job: in the local run's warm worker when there is one, else in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    status = worker.delegate(argv)
+    return run(argv) if status is None else status
+
+
+def run(argv: list[str]) -> int:
     args = vars(parser().parse_args(argv))
     args.pop("command")
     job = args.pop("job")
@@ -103,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 1
     return 0
+
+
+def serve(socket: str, idle_timeout: float = 3600.0) -> None:
+    """Serve jobs warm on the Unix socket ``socket`` (a local run starts this; see dicap.worker)."""
+    worker.serve(socket, run, idle_timeout)
 
 
 if __name__ == "__main__":
