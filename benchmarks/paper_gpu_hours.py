@@ -4,6 +4,7 @@
         --cache-dir CACHE --clip-model ViT-B-16-quickgelu --clip-tag openai --clip-cache-dir CACHE
     python benchmarks/paper_gpu_hours.py --random-weights            # same shapes, nothing downloaded
     python benchmarks/paper_gpu_hours.py --random-weights --tiny     # CPU smoke run (seconds)
+    python benchmarks/paper_gpu_hours.py --random-weights --batch-size 8 16 32 --compare --compile
 
 Run it on one GPU node of the cluster: it loads the latent diffusion model and CLIP named
 in ``config.paper.yaml`` (or on the command line), times ``generate()`` - the very function a
@@ -23,6 +24,13 @@ counterfactual (counted by a hook on the UNet, one per image in each call), the 
 the wall time spent inside the UNet, the UNet's FLOPs per image evaluation (counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one evaluation) and so the TFLOP/s the UNet
 achieves and their share of the device's dense bf16 peak (``--peak-tflops``).
+
+``--batch-size`` takes several values (one measurement each, on the same loaded models; peak
+GPU memory is reported on CUDA).  ``--compare`` times each batch size twice: with the s = 1
+round trip on every image (the path before issue 16, ``reconstruction_fraction`` 1) and on the
+configured share (``--reconstruction-fraction``, default the paper config's), and prints the
+ratio of the seconds per counterfactual and both UNet evaluation counts.  ``--compile``
+compiles the UNet as ``diffusion.pretrained.compile`` does (CUDA only, after the FLOPs count).
 
 The class counts are those of CoOp's splits (base = the first ceil(n/2) labels).
 """
@@ -48,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dicap.backbones.clip import load_clip  # noqa: E402
 from dicap.backbones.guides import CLIP_GRAD_BATCH_SIZE, make_guide  # noqa: E402
-from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion, resolve_dtype  # noqa: E402
+from dicap.backbones.latent_diffusion import LatentDiffusionBundle, compile_unet, load_latent_diffusion, resolve_dtype  # noqa: E402
 from dicap.config import load_config  # noqa: E402
 from dicap.counterfactual import generate  # noqa: E402
 from dicap.runtime import device  # noqa: E402
@@ -159,7 +167,13 @@ def parse_args(argv: list[str] | None, paper: dict[str, Any]) -> argparse.Namesp
     p.add_argument("--tiny", dest="shapes", action="store_const", const="tiny",
                    help="the test suite's tiny shapes (implies --random-weights): a CPU smoke run")
     p.add_argument("--steps", type=int, default=params["steps"], help="DDIM steps (default: the paper config's)")
-    p.add_argument("--batch-size", type=int, default=params["batch_size"], help="images per generate() batch")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[params["batch_size"]],
+                   help="images per generate() batch; several values measure each (the first is the headline)")
+    p.add_argument("--reconstruction-fraction", type=float, default=params["reconstruction_fraction"],
+                   help="share of each batch given the s = 1 round trip (default: the paper config's)")
+    p.add_argument("--compare", action="store_true",
+                   help="also time the old path (round trip on every image) and print the ratio")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA only, as diffusion.pretrained.compile)")
     p.add_argument("--batches", type=int, default=3, help="timed batches after one warm-up batch")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's dense bf16 peak (default: by device name, H200 = 790; n/a on CPU)")
@@ -187,8 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def measure(paper: dict[str, Any], checkpoint: str | Path, cache_dir: str | None, clip_spec: dict[str, Any],
             image_size: int, dtype: str, dev: torch.device, a: argparse.Namespace) -> dict[str, Any]:
-    """Load the models, time ``generate()`` on random images and project the suite's hours."""
-    params = {**paper["counterfactual"], "steps": a.steps, "batch_size": a.batch_size}
+    """Load the models once, time ``generate()`` per batch size (and path) and project the suite's hours.
+
+    Returns the first batch size's measurement, with every batch size's in ``by_batch_size``.
+    """
     pre = paper["diffusion"]["pretrained"]
     names = [f"class {i}" for i in range(10)]
     diffusion = load_latent_diffusion(checkpoint, names, pre["template"], dtype=dtype, device=dev,
@@ -196,12 +212,39 @@ def measure(paper: dict[str, Any], checkpoint: str | Path, cache_dir: str | None
     clip = load_clip(clip_spec)
     clip.model.to(dev)
     text = clip.encode_texts([paper["clip"]["template"].format(n) for n in names])
-    guide = make_guide(params["guide"], diffusion, None, clip=clip, text_features=text, grad_batch_size=CLIP_GRAD_BATCH_SIZE)
-    flops = unet_flops_per_image(diffusion)
+    guide = make_guide(paper["counterfactual"]["guide"], diffusion, None, clip=clip, text_features=text,
+                       grad_batch_size=CLIP_GRAD_BATCH_SIZE)
+    flops = unet_flops_per_image(diffusion)  # eager, before any compilation: FlopCounterMode counts aten ops
+    compiled = compile_unet(diffusion, dev) if a.compile else False
+    source = f"random weights ({a.shapes})" if a.random_weights else str(checkpoint)
+    results = []
+    for bs in a.batch_size:
+        params = {**paper["counterfactual"], "steps": a.steps, "batch_size": bs, "reconstruction_fraction": a.reconstruction_fraction}
+        print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {source}; {dtype}; "
+              f"steps {params['steps']}, depth {params['inversion_depth']}, guidance {params['guidance_scale']}, "
+              f"batch {bs}, guide {params['guide']}, {image_size} px, round trip on {a.reconstruction_fraction:g} "
+              f"of each batch, UNet {'compiled' if compiled else 'eager'}")
+        result = report(time_generate(diffusion, guide, params, image_size, dev, a.batches), flops, paper, dev, a)
+        result |= {"image_size": image_size, "compiled": compiled}
+        if a.compare:
+            old = time_generate(diffusion, guide, {**params, "reconstruction_fraction": 1.0}, image_size, dev, a.batches)
+            result["compare"] = compare(old, result)
+        results.append(result)
+    return results[0] | {"by_batch_size": results}
+
+
+def time_generate(diffusion: LatentDiffusionBundle, guide: Any, params: dict[str, Any], image_size: int,
+                  dev: torch.device, batches: int) -> dict[str, Any]:
+    """Seconds per counterfactual (median over batches), UNet images and seconds, peak GPU memory.
+
+    ``batches`` timed batches of ``params['batch_size']`` random images follow one warm-up batch.
+    """
     meter = UnetMeter(diffusion.unet, dev)
     store, bs = RandomImages(image_size), params["batch_size"]
     seconds, wall, unet_seconds, unet_images = [], 0.0, 0.0, 0
-    for batch in range(a.batches + 1):
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for batch in range(batches + 1):
         rows = pd.DataFrame({"row": range(bs), "split": "train", "index": range(bs), "label": [i % 5 for i in range(bs)]})
         meter.reset()
         if dev.type == "cuda":
@@ -210,24 +253,27 @@ def measure(paper: dict[str, Any], checkpoint: str | Path, cache_dir: str | None
         generate.generate(store, rows, np.array([5 + i % 5 for i in range(bs)]), diffusion, guide, params)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        if batch:  # the first batch warms up kernels and caches
+        if batch:  # the first batch warms up kernels and caches (and compiles a compiled UNet)
             elapsed = time.perf_counter() - start
             seconds.append(elapsed / bs)
             wall, unet_seconds, unet_images = wall + elapsed, unet_seconds + meter.seconds, unet_images + meter.images
     meter.remove()
-    per_image = float(np.median(seconds))
-    evals = unet_images / (a.batches * bs)
-    achieved = unet_images * flops / unet_seconds / 1e12
+    return {"params": params, "seconds_per_image": float(np.median(seconds)), "batches": len(seconds), "wall": wall,
+            "unet_seconds": unet_seconds, "unet_images": unet_images, "unet_evals_per_image": unet_images / (batches * bs),
+            "peak_memory_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None}
+
+
+def report(t: dict[str, Any], flops: int, paper: dict[str, Any], dev: torch.device, a: argparse.Namespace) -> dict[str, Any]:
+    """Print one measurement and the suite's projected hours; return the figures."""
+    params, per_image, evals = t["params"], t["seconds_per_image"], t["unet_evals_per_image"]
+    achieved = t["unet_images"] * flops / t["unet_seconds"] / 1e12
     peak = peak_tflops(dev, a.peak_tflops)
     per_seed = counterfactuals_per_seed(paper["data"]["shots"])
     unit = "GPU h" if dev.type == "cuda" else "h here"  # a CPU number says nothing about a GPU
     total = sum(per_seed.values()) * len(paper["seeds"])
-    source = f"random weights ({a.shapes})" if a.random_weights else str(checkpoint)
-    print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {source}; {dtype}; "
-          f"steps {params['steps']}, depth {params['inversion_depth']}, guidance {params['guidance_scale']}, "
-          f"batch {bs}, guide {params['guide']}, {image_size} px")
-    print(f"measured: {per_image:.3f} s per counterfactual (median of {len(seconds)} batches)")
-    print(f"UNet: {evals:g} image evaluations per counterfactual, {unet_seconds / wall:.1%} of the wall time, "
+    print(f"measured: {per_image:.3f} s per counterfactual (median of {t['batches']} batches)"
+          + (f", peak GPU memory {t['peak_memory_gib']:.2f} GiB" if t["peak_memory_gib"] is not None else ""))
+    print(f"UNet: {evals:g} image evaluations per counterfactual, {t['unet_seconds'] / t['wall']:.1%} of the wall time, "
           f"{flops / 1e9:.4g} GFLOP per evaluation")
     print(f"UNet throughput: {achieved:.3g} TFLOP/s achieved, "
           + (f"{achieved / peak:.1%} of a {peak:g} TFLOP/s bf16 peak" if peak else "peak n/a"))
@@ -236,11 +282,25 @@ def measure(paper: dict[str, Any], checkpoint: str | Path, cache_dir: str | None
     print(f"counterfactual stage: {total} counterfactuals, {total * per_image / 3600:.1f} {unit}")
     return {
         "seconds_per_image": per_image, "counterfactuals": total, "gpu_hours": total * per_image / 3600,
-        "unet_evals_per_image": evals, "unet_share": unet_seconds / wall, "unet_flops_per_eval": flops,
+        "unet_evals_per_image": evals, "unet_share": t["unet_seconds"] / t["wall"], "unet_flops_per_eval": flops,
         "achieved_tflops": achieved, "peak_tflops": peak, "peak_share": achieved / peak if peak else None,
-        "steps": params["steps"], "inversion_depth": params["inversion_depth"],
-        "guidance_scale": params["guidance_scale"], "guide": params["guide"], "batch_size": bs, "image_size": image_size,
+        "peak_memory_gib": t["peak_memory_gib"], "steps": params["steps"], "inversion_depth": params["inversion_depth"],
+        "guidance_scale": params["guidance_scale"], "guide": params["guide"], "batch_size": params["batch_size"],
+        "reconstruction_fraction": params["reconstruction_fraction"],
     }
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Print and return old (round trip on every image) against new, per counterfactual."""
+    ratio = old["seconds_per_image"] / new["seconds_per_image"]
+    evals = old["unet_evals_per_image"] / new["unet_evals_per_image"]
+    print(f"compare, batch {new['batch_size']}: round trip on every image {old['seconds_per_image']:.3f} s, "
+          f"{old['unet_evals_per_image']:g} UNet evaluations per counterfactual; on {new['reconstruction_fraction']:g} "
+          f"of each batch {new['seconds_per_image']:.3f} s, {new['unet_evals_per_image']:g} evaluations: "
+          f"{ratio:.2f}x faster ({evals:.2f}x fewer evaluations)")
+    return {"old_seconds_per_image": old["seconds_per_image"], "new_seconds_per_image": new["seconds_per_image"],
+            "old_unet_evals_per_image": old["unet_evals_per_image"], "new_unet_evals_per_image": new["unet_evals_per_image"],
+            "speedup": ratio, "eval_ratio": evals}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -16,30 +17,61 @@ import paper_gpu_hours  # noqa: E402
 STEPS, BATCH = 6, 2  # a few DDIM steps on two images: the smoke run takes seconds
 
 
-def test_paper_gpu_hours_random_weights_tiny_reports_what_it_counted(single_thread, capsys):
-    """--random-weights --tiny builds the tiny architectures, loads them through the pipeline's
-    loaders and times generate(); the UNet hook's count must match the DDIM arithmetic."""
-    result = paper_gpu_hours.main(["--random-weights", "--tiny", "--steps", str(STEPS), "--batch-size", str(BATCH),
-                                   "--batches", "1"])
-    out = capsys.readouterr().out
-    assert {"seconds_per_image", "counterfactuals", "gpu_hours", "unet_evals_per_image", "unet_share",
-            "unet_flops_per_eval", "achieved_tflops", "peak_tflops", "peak_share"} <= set(result)
-    assert result["steps"] == STEPS and result["batch_size"] == BATCH and result["image_size"] == 16
-    # Per image: inversion walks round(depth * steps) moves plus the first one from x0; the
-    # guided regeneration walks back as many, two UNet images per step under classifier-free
-    # guidance (s not 0 or 1); the s = 1 reconstruction as many again, one image per step.
-    evaluations = round(result["inversion_depth"] * STEPS) + 1
+def _evaluations_per_image(result: dict, batch: int, fraction: float) -> float:
+    """The DDIM arithmetic per counterfactual, from the settings alone.
+
+    Inversion walks round(depth * steps) moves plus the first one from x0; the guided
+    regeneration walks back as many, two UNet images per step under classifier-free guidance
+    (s not 0 or 1); the s = 1 round trip as many again, one image per step, for the first
+    ceil(fraction * batch) rows of each batch only.
+    """
+    moves = round(result["inversion_depth"] * STEPS) + 1
     assert result["guide"] == "cfg"
     guided = 1 if result["guidance_scale"] in (0, 1) else 2
-    assert result["unet_evals_per_image"] == evaluations * (1 + guided + 1)
+    return moves * (1 + guided) + moves * math.ceil(fraction * batch) / batch
+
+
+def test_paper_gpu_hours_random_weights_tiny_reports_what_it_counted(single_thread, capsys):
+    """--random-weights --tiny builds the tiny architectures, loads them through the pipeline's
+    loaders and times generate(); the UNet hook's count must match the DDIM arithmetic, for the
+    old path (round trip on every image) and the new one (on the configured share) alike."""
+    result = paper_gpu_hours.main(["--random-weights", "--tiny", "--steps", str(STEPS), "--batch-size", str(BATCH),
+                                   "--batches", "1", "--compare"])
+    out = capsys.readouterr().out
+    assert {"seconds_per_image", "counterfactuals", "gpu_hours", "unet_evals_per_image", "unet_share",
+            "unet_flops_per_eval", "achieved_tflops", "peak_tflops", "peak_share", "peak_memory_gib"} <= set(result)
+    assert result["steps"] == STEPS and result["batch_size"] == BATCH and result["image_size"] == 16
+    fraction = paper_gpu_hours.load_config(REPO / "config.paper.yaml")["counterfactual"]["reconstruction_fraction"]
+    assert result["reconstruction_fraction"] == fraction < 1  # the paper suite samples the round trip
+    moves = round(result["inversion_depth"] * STEPS) + 1
+    new, old = _evaluations_per_image(result, BATCH, fraction), _evaluations_per_image(result, BATCH, 1.0)
+    assert old == moves * 4 and new < old
+    assert result["unet_evals_per_image"] == pytest.approx(new)
+    cmp = result["compare"]
+    assert cmp["old_unet_evals_per_image"] == pytest.approx(old) and cmp["new_unet_evals_per_image"] == pytest.approx(new)
+    assert cmp["eval_ratio"] == pytest.approx(old / new) and cmp["speedup"] > 0
     assert 0 < result["unet_share"] <= 1
     assert result["unet_flops_per_eval"] > 0 and result["achieved_tflops"] > 0
     assert result["peak_tflops"] is None and result["peak_share"] is None  # no peak on CPU
+    assert result["peak_memory_gib"] is None and not result["compiled"]  # no CUDA: no memory figure, no compilation
     assert result["seconds_per_image"] > 0 and result["counterfactuals"] == 16 * 1098 * 3
     assert result["gpu_hours"] > 0
     assert result["gpu_hours"] == pytest.approx(result["counterfactuals"] * result["seconds_per_image"] / 3600)
     assert "random weights (tiny)" in out and "peak n/a" in out
-    assert f"UNet: {evaluations * 4:g} image evaluations per counterfactual" in out
+    assert f"UNet: {new:g} image evaluations per counterfactual" in out
+    assert f"round trip on every image {cmp['old_seconds_per_image']:.3f} s, {old:g} UNet evaluations" in out
+
+
+def test_paper_gpu_hours_sweeps_batch_sizes_and_turns_the_round_trip_off(single_thread, capsys):
+    """Several --batch-size values: one measurement each; at fraction 0 each image costs
+    inversion + 2x guided = (k + 1) * 3 evaluations instead of (k + 1) * 4."""
+    result = paper_gpu_hours.main(["--tiny", "--steps", str(STEPS), "--batch-size", "1", "3", "--batches", "1",
+                                   "--reconstruction-fraction", "0"])
+    capsys.readouterr()
+    assert [r["batch_size"] for r in result["by_batch_size"]] == [1, 3] and result["batch_size"] == 1
+    moves = round(result["inversion_depth"] * STEPS) + 1
+    for r in result["by_batch_size"]:
+        assert r["unet_evals_per_image"] == moves * 3 == _evaluations_per_image(r, r["batch_size"], 0.0)
 
 
 def test_paper_gpu_hours_tiny_implies_random_weights_and_sd15_is_the_default():
@@ -57,3 +89,18 @@ def test_peak_tflops_by_device_name(monkeypatch, name, peak):
     assert paper_gpu_hours.peak_tflops(torch.device("cuda"), None) == peak
     assert paper_gpu_hours.peak_tflops(torch.device("cuda"), 123.0) == 123.0  # --peak-tflops wins
     assert paper_gpu_hours.peak_tflops(torch.device("cpu"), None) is None
+
+
+def test_clip_encoding_tiny_times_every_mode_and_matches_fp32(single_thread, capsys):
+    """benchmarks/clip_encoding.py --tiny: the old path and the new one in fp32 give the same
+    features (cosine 1 to the new fp32 path), the bf16 modes stay close, every rate is positive."""
+    import clip_encoding
+
+    result = clip_encoding.main(["--tiny", "--images", "12", "--batch-size", "8", "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = {(r["mode"], r["source_size"]): r for r in result["results"]}
+    assert set(rows) == {(m, s) for m in clip_encoding.MODES for s in (16, 37)}
+    for (mode, _), r in rows.items():
+        assert r["images_per_s"] > 0 and r["speedup_vs_old"] > 0
+        assert r["min_cosine_vs_fp32"] >= (1 - 1e-6 if mode in ("old", "fp32") else 0.999)
+    assert "16 px  bf16_autocast" in out and "37 px  old" in out

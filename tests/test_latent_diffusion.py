@@ -378,3 +378,82 @@ def test_clip_text_encoder_from_the_checkpoint(checkpoint, tmp_path):
     assert (loaded.prompt_embeddings[0] - loaded.prompt_embeddings[3]).abs().max() > 1e-4  # a prompt is not the empty one
     with torch.no_grad():
         assert torch.isfinite(loaded.eps(torch.randn(2, 4, 8, 8), 100, torch.tensor([1, loaded.null_label]))).all()
+
+
+# --- cost switches (issue 16) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fraction, measured", [(0.0, [False] * 5), (0.5, [True, False, True, False, True]), (1.0, [True] * 5)])
+def test_round_trip_fraction_never_changes_the_counterfactuals(bundle, clip, fraction, measured):
+    """reconstruction_fraction only decides which rows get the diagnostic: the first
+    ceil(f * batch) of each batch (batches of 2 over 5 rows: 2, 2, 1); the images are
+    byte-identical, and a measured row's MSE is the one every-row measurement gives."""
+    store, rows = TinyStore(_pixels(5, seed=6)), _rows(5)
+    targets = (rows["label"].to_numpy() + 1) % 3
+    guide = make_guide("cfg", bundle, clip=clip, class_names=CLASSES, template=TEMPLATE)
+    params = {"steps": 4, "inversion_depth": 0.5, "batch_size": 2, "guidance_scale": 3.0, "guide": "cfg", "sampling": "random"}
+    full_arrays, full = generate.generate(store, rows, targets, bundle, guide, params)
+    arrays, table = generate.generate(store, rows, targets, bundle, guide, {**params, "reconstruction_fraction": fraction})
+    np.testing.assert_array_equal(arrays["images"], full_arrays["images"])
+    pd.testing.assert_frame_equal(table.drop(columns="reconstruction_mse"), full.drop(columns="reconstruction_mse"))
+    mse = table["reconstruction_mse"].to_numpy()
+    assert np.isfinite(mse).tolist() == measured and table["reconstruction_mse"].dtype == full["reconstruction_mse"].dtype
+    np.testing.assert_allclose(mse[measured], full["reconstruction_mse"].to_numpy()[measured], rtol=1e-5)
+
+
+def test_reconstructed_rows_is_a_ceiling_share_and_refuses_a_bad_fraction():
+    assert [generate.reconstructed_rows(8, f) for f in (0, 0.01, 0.125, 0.13, 1)] == [0, 1, 1, 2, 8]
+    assert generate.reconstructed_rows(0, 0.5) == 0
+    with pytest.raises(ValueError, match="reconstruction_fraction"):
+        generate.reconstructed_rows(4, 1.5)
+
+
+def test_unmeasured_round_trips_pass_the_guard_but_infinity_does_not():
+    from dicap.guards import check_table_finite
+
+    table = pd.DataFrame({"guide_confidence": [0.5, 0.2], "reconstruction_mse": [0.01, np.nan]})
+    check_table_finite("t.parquet", table, not_measured=("reconstruction_mse",))
+    with pytest.raises(ValueError, match="1 NaN"):
+        check_table_finite("t.parquet", table)
+    with pytest.raises(ValueError, match="infinite"):
+        check_table_finite("t.parquet", table.assign(reconstruction_mse=[np.inf, np.nan]), not_measured=("reconstruction_mse",))
+    with pytest.raises(ValueError, match="NaN"):
+        check_table_finite("t.parquet", table.assign(guide_confidence=[np.nan, 0.1]), not_measured=("reconstruction_mse",))
+
+
+def test_attention_is_pytorchs_fused_sdpa_and_compile_is_cuda_only(checkpoint, text_encoder):
+    """diffusers' default processor calls F.scaled_dot_product_attention; compile_unet is a no-op
+    on a CPU, and when forced (eager backend: no C++ build) keeps the outputs and the forward hooks."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from dicap.backbones.latent_diffusion import compile_unet
+
+    fresh = load_latent_diffusion(checkpoint, CLASSES, TEMPLATE, device="cpu", text_encoder=text_encoder)
+    assert {type(p) for p in fresh.unet.attn_processors.values()} == {AttnProcessor2_0}
+    x, y = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1])
+    eager = fresh.eps(x, 500, y)
+    assert not compile_unet(fresh, torch.device("cpu")) and "forward" not in vars(fresh.unet)
+    calls = []
+    fresh.unet.register_forward_hook(lambda *_: calls.append(1))
+    assert compile_unet(fresh, torch.device("cpu"), backend="eager", force=True) and "forward" in vars(fresh.unet)
+    torch.testing.assert_close(fresh.eps(x, 500, y), eager)
+    assert calls == [1]
+
+
+def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
+    """Rows whose round trip was not sampled (NaN) leave the report's mean to the measured ones."""
+    from dicap import layout
+    from dicap.io import write_json
+    from dicap.report.table import build_backbone_report
+
+    paths = {"clip": tmp_path / layout.CLIP_REPORT.format(dataset="caltech101"),
+             "diffusion": tmp_path / layout.DIFFUSION_REPORT.format(dataset="caltech101")}
+    write_json(paths["clip"], {"zero_shot_accuracy": 0.5})
+    write_json(paths["diffusion"], {"final_loss": None})
+    cf = tmp_path / layout.CF_TABLE.format(dataset="caltech101", variant=layout.MAIN, seed=1)
+    cf.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"y_cf": [1, 2, 0], "guide_prediction": [1, 0, 0], "guide_confidence": [0.5, 0.5, 0.5],
+                  "reconstruction_mse": [0.02, np.nan, 0.04]}).to_parquet(cf)
+    out = tmp_path / "backbones.csv"
+    build_backbone_report(["caltech101"], [paths["clip"]], [paths["diffusion"]], [cf], out)
+    assert pd.read_csv(out)["inversion_reconstruction_mse"].tolist() == [0.03]

@@ -38,11 +38,17 @@ def check_finite(where: str | os.PathLike, arrays: Mapping[str, Any], source: st
             )
 
 
-def check_table_finite(where: str | os.PathLike, table: "pandas.DataFrame") -> None:  # noqa: F821
-    """Refuse NaN or infinity in any float column of a table about to be written."""
+def check_table_finite(where: str | os.PathLike, table: "pandas.DataFrame", not_measured: tuple[str, ...] = ()) -> None:  # noqa: F821
+    """Refuse NaN or infinity in any float column of a table about to be written.
+
+    In the ``not_measured`` columns NaN is the documented "not measured" mark (a diagnostic
+    taken on a sample of rows), so only infinity is refused there.
+    """
     from pandas.api.types import is_float_dtype
 
-    check_finite(where, {col: table[col].to_numpy(dtype=float) for col in table.columns if is_float_dtype(table[col].dtype)})
+    columns = {col: table[col].to_numpy(dtype=float) for col in table.columns if is_float_dtype(table[col].dtype)}
+    check_finite(where, {col: np.nan_to_num(v, nan=0.0, posinf=np.inf, neginf=-np.inf) if col in not_measured else v
+                         for col, v in columns.items()})
 
 
 def check_not_constant(where: str | os.PathLike, name: str, array: np.ndarray) -> None:

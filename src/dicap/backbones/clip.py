@@ -28,6 +28,9 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_FEATURES_KEY = "features"  # the array in a class-text-features file
 ROWS_PER_CHUNK = 1024  # images decoded at once by encode_rows: a real test split does not fit in memory
+# How features are computed (clip.pretrained.precision; "bf16" weights only through the API:
+# prompt learners train fp32 context vectors through the text tower, which bf16 weights refuse).
+PRECISIONS = ("fp32", "bf16_autocast", "bf16")
 
 
 class PixelSource(Protocol):
@@ -38,17 +41,37 @@ class PixelSource(Protocol):
 
 @dataclass
 class ClipBundle:
-    """A frozen CLIP with what is needed to feed it: tokenizer and pixel normalisation."""
+    """A frozen CLIP with what is needed to feed it: tokenizer and pixel normalisation.
+
+    ``precision`` says how :meth:`encode_images` and :meth:`encode_texts` run the model:
+    ``fp32``; ``bf16_autocast`` (fp32 weights, matmuls in bfloat16); or ``bf16`` (the model's
+    weights are bfloat16: :func:`load_clip` casts them, and inputs follow the parameters'
+    dtype).  Features come back float32 in every case.
+    """
 
     model: "torch.nn.Module"
     tokenizer: Any
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    precision: str = "fp32"
 
-    def pixels_to_input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalised float (N, 3, S, S) at the model's resolution."""
-        x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown CLIP precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+    def pixels_to_input(self, images: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float32 (N, 3, S, S) at the model's resolution.
+
+        The uint8 images travel to ``device`` first (a quarter of float32's bytes; pinned and
+        non-blocking on CUDA), and the conversion, the bicubic resize and the normalisation run
+        there: on the CPU, resizing 512 px images capped a GPU's throughput (issue 16).  With
+        ``device`` None (or the CPU) every operation is today's, in the same order.
+        """
+        x = torch.as_tensor(images)
+        if device is not None and torch.device(device).type == "cuda":
+            x = (x.pin_memory() if x.device.type == "cpu" else x).to(device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
         return self.normalise(x)
 
     def normalise(self, x01: torch.Tensor) -> torch.Tensor:
@@ -59,14 +82,23 @@ class ClipBundle:
         std = torch.tensor(self.std, device=x01.device).view(1, 3, 1, 1)
         return (x01 - mean) / std
 
+    def _autocast(self, device: torch.device) -> Any:
+        """bfloat16 autocast for ``bf16_autocast``, a null context otherwise."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16_autocast")
+
     @torch.no_grad()
     def encode_images(self, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised image features for uint8 images, in batches."""
-        device = next(self.model.parameters()).device
-        out = [
-            self.model.encode_image(self.pixels_to_input(images[i : i + batch_size]).to(device), normalize=True).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
+        """L2-normalised float32 image features for uint8 images, in batches.
+
+        Preprocessing runs on the model's device (:meth:`pixels_to_input`); the input takes the
+        parameters' dtype, so bf16 weights are fed bf16.
+        """
+        param = next(self.model.parameters())
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = self.pixels_to_input(images[i : i + batch_size], param.device).to(param.device, param.dtype)
+            with self._autocast(param.device):
+                out.append(self.model.encode_image(x, normalize=True).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
     def encode_rows(self, store: PixelSource, rows: Any, chunk: int = ROWS_PER_CHUNK) -> np.ndarray:
@@ -82,14 +114,14 @@ class ClipBundle:
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised text features; chunked so 1000 class prompts never go through at once."""
         device = next(self.model.parameters()).device
-        out = [
-            self.model.encode_text(self.tokenizer(texts[i : i + batch_size]).to(device), normalize=True).cpu()
-            for i in range(0, len(texts), batch_size)
-        ]
+        out = []
+        for i in range(0, len(texts), batch_size):
+            with self._autocast(device):
+                out.append(self.model.encode_text(self.tokenizer(texts[i : i + batch_size]).to(device), normalize=True).float().cpu())
         return torch.cat(out)
 
 
-def load_clip(spec: dict[str, Any]) -> ClipBundle:
+def load_clip(spec: dict[str, Any], precision: str | None = None) -> ClipBundle:
     """Load a frozen CLIP from ``spec``.
 
     ``{"path": dir}`` is a model directory written by the ``clip_backbone`` rule: an open_clip
@@ -97,6 +129,10 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
     model (paper suite); ``{"model", "tag", "cache_dir"}`` names a pretrained model directly:
     an open_clip tag such as ``openai`` (from ``cache_dir`` or, with network, the hub) or a
     local weights file.  Both suites then take the same ``create_model_and_transforms`` path.
+
+    ``precision`` (see :class:`ClipBundle`) defaults to the spec's ``precision`` (the paper
+    config's ``clip.pretrained.precision``) where the job runs on CUDA, and to ``fp32`` on a
+    CPU - as ``diffusion.pretrained.dtype``; ``bf16`` casts the weights here.
     """
     import open_clip
 
@@ -112,6 +148,10 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
         name, pretrained=pretrained, cache_dir=spec.get("cache_dir"), load_weights=True
     )
     model.eval().requires_grad_(False)
+    if precision is None:
+        precision = spec.get("precision", "fp32") if device().type == "cuda" else "fp32"
+    if precision == "bf16":
+        model.to(torch.bfloat16)
     cfg = model.visual.preprocess_cfg  # create_model always sets it
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -121,6 +161,7 @@ def load_clip(spec: dict[str, Any]) -> ClipBundle:
         image_size=int(size),
         mean=tuple(cfg.get("mean", OPENAI_MEAN)),
         std=tuple(cfg.get("std", OPENAI_STD)),
+        precision=precision,
     )
 
 

@@ -301,6 +301,24 @@ def load_latent_diffusion(
     return bundle.to(dev)
 
 
+def compile_unet(bundle: LatentDiffusionBundle, device: torch.device, backend: str = "inductor", force: bool = False) -> bool:
+    """``torch.compile`` the UNet's forward in place on CUDA; a no-op elsewhere (returns whether applied).
+
+    Measured on an H200 (issue 16): SD 1.5's UNet in bf16 at batch 32 ran 45% faster compiled
+    (default mode), after 64 s of compilation - worth it over a shard's thousands of calls, not
+    on a CPU, where jobs are small and inductor's C++ build would dominate.  The forward, not
+    the module, is compiled, so forward hooks (the benchmark's UNet meter) stay outside the
+    graph.  Shapes are left dynamic-on-recompile (torch's default): a shard sees a few batch
+    sizes (the batch, twice it under classifier-free guidance, the round-trip sample, the last
+    batch).  Attention needs nothing here: diffusers' default processor already calls
+    PyTorch's fused ``scaled_dot_product_attention``.  ``force`` (tests) compiles on any device.
+    """
+    if device.type != "cuda" and not force:
+        return False
+    bundle.unet.forward = torch.compile(bundle.unet.forward, backend=backend)
+    return True
+
+
 def write_pretrained_pointer(spec: dict, out_dir: str | Path) -> None:
     """Check that the checkpoint ``spec`` names is available offline, then record it in ``out_dir``."""
     from dicap.io import write_json
@@ -327,7 +345,8 @@ def write_pretrained_pointer(spec: dict, out_dir: str | Path) -> None:
 def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: torch.device) -> LatentDiffusionBundle | None:
     """The latent model ``model_dir/pretrained.json`` names, or None for a model trained here.
 
-    ``dtype`` applies on CUDA only: a CPU run stays float32, where bf16 moves pixels.
+    ``dtype`` and ``compile`` apply on CUDA only: a CPU run stays float32, where bf16 moves
+    pixels, and eager, where compiling costs more than it saves.
     """
     from dicap.io import read_json
 
@@ -335,8 +354,11 @@ def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: tor
     if not pointer.exists():
         return None
     spec = read_json(pointer)
-    return load_latent_diffusion(
+    bundle = load_latent_diffusion(
         spec["path"], class_names, spec["template"],
         dtype=spec.get("dtype") if device.type == "cuda" else "float32",
         device=device, image_size=spec.get("image_size"), cache_dir=spec.get("cache_dir"),
     )
+    if spec.get("compile", False):
+        compile_unet(bundle, device)
+    return bundle

@@ -113,7 +113,8 @@ def build_backbone_report(
             "dataset": dataset,
             "clip_zero_shot_accuracy": read_json(clip[dataset])["zero_shot_accuracy"],
             "diffusion_final_loss": read_json(diffusion[dataset])["final_loss"],
-            "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(),
+            # NaN rows were not sampled (counterfactual.reconstruction_fraction): the mean of the measured ones
+            "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(skipna=True),
             "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),
             "guide_confidence_mean": cf["guide_confidence"].mean(),
             "counterfactuals": len(cf),
