@@ -1,12 +1,15 @@
 """A local dataset host for the download tests: a Range-aware HTTP server on 127.0.0.1 (the
 ``server`` fixture in conftest.py runs it) and small archives with the real layouts of three
-datasets, served at the real URLs' paths with the registry's own entries."""
+datasets, served at the real URLs' paths with the registry's own entries.  TASK_LAYOUTS adds the retrieval
+and VQA datasets: a caption_datasets.zip holding Karpathy JSON files, VQAv2 question and
+annotation zips, and COCO-style image zips, all in the real file and key layouts."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import io
+import json
 import re
 import tarfile
 import zipfile
@@ -141,7 +144,7 @@ def local_registry(srv, keys, overrides: dict[str, bytes] | None = None) -> dict
     reg = {"version": 1, "datasets": {}}
     for key in keys:
         entry = copy.deepcopy(real["datasets"][key])
-        blobs = {**LAYOUTS[key][0], **(overrides or {})}
+        blobs = {**{**LAYOUTS, **TASK_LAYOUTS}[key][0], **(overrides or {})}
         for f in entry["files"]:
             data = blobs[f["filename"]]
             serve(srv, f["url"], data)
@@ -151,3 +154,83 @@ def local_registry(srv, keys, overrides: dict[str, bytes] | None = None) -> dict
                     c["checksum"] = hashlib.new(c["algorithm"], data).hexdigest()
         reg["datasets"][key] = entry
     return reg
+
+
+# --- retrieval and VQA: Karpathy JSON, VQAv2 JSON, COCO image zips ----------------------------
+
+
+def karpathy_image(imgid: int, split: str, filename: str, n_captions: int = 5, filepath: str | None = None) -> dict:
+    """One ``images`` entry of a Karpathy split file, with every key the real files carry."""
+    entry = {"filename": filename, "imgid": imgid, "split": split,
+             "sentids": list(range(imgid * 10, imgid * 10 + n_captions)),
+             "sentences": [{"tokens": ["image", str(imgid), "caption", str(j)], "raw": f"Image {imgid} caption {j}.",
+                            "imgid": imgid, "sentid": imgid * 10 + j} for j in range(n_captions)]}
+    if filepath is not None:  # COCO only, as in dataset_coco.json
+        entry = {"filepath": filepath, **entry, "cocoid": imgid}
+    return entry
+
+
+def karpathy_json(dataset: str, images: list[dict]) -> bytes:
+    return json.dumps({"images": images, "dataset": dataset}).encode()
+
+
+def flickr_images(n_train: int = 200, n_val: int = 3, n_test: int = 4) -> list[dict]:
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    return [karpathy_image(i, s, f"{1000000 + i}.jpg") for i, s in enumerate(splits)]
+
+
+def coco_images(n_train: int = 120, n_restval: int = 5, n_val: int = 3, n_test: int = 4) -> list[dict]:
+    out = []
+    for i, s in enumerate(["train"] * n_train + ["restval"] * n_restval + ["val"] * n_val + ["test"] * n_test):
+        sub = "train2014" if s == "train" else "val2014"  # Karpathy's val/test/restval come from COCO val2014
+        out.append(karpathy_image(i, s, f"COCO_{sub}_{i:012d}.jpg", 5 + (i % 3 == 0), filepath=sub))
+    return out
+
+
+def vqa_files(n_images: int = 300, per_image: int = 4, subtype: str = "val2014") -> tuple[bytes, bytes]:
+    """(questions JSON, annotations JSON) in VQAv2's layout; question_id = image_id * 1000 + k."""
+    questions, annotations = [], []
+    for image_id in range(1, n_images + 1):
+        for k in range(per_image):
+            qid = image_id * 1000 + k
+            questions.append({"image_id": image_id, "question": f"What color is thing {k}?", "question_id": qid})
+            answers = ["red"] * 7 + ["blue"] * 3
+            annotations.append({"question_type": "what color is the", "multiple_choice_answer": "red",
+                                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+                                            for j, a in enumerate(answers)],
+                                "image_id": image_id, "answer_type": "other", "question_id": qid})
+    info = {"description": "a small stand-in in the VQAv2 layout", "version": "2.0"}
+    q = {"info": info, "task_type": "Open-Ended", "data_type": "mscoco", "license": {}, "data_subtype": subtype,
+         "questions": questions}
+    a = {"info": info, "license": {}, "data_subtype": subtype, "annotations": annotations}
+    return json.dumps(q).encode(), json.dumps(a).encode()
+
+
+_FLICKR, _COCO = flickr_images(), coco_images()
+CAPTIONS_ZIP = zip_bytes({"dataset_flickr30k.json": karpathy_json("flickr30k", _FLICKR),
+                          "dataset_coco.json": karpathy_json("coco", _COCO),
+                          "dataset_flickr8k.json": karpathy_json("flickr8k", _FLICKR[:10])})
+_VQA_Q, _VQA_A = vqa_files()
+# one URL, one file: MSCOCO and VQAv2 share COCO's val2014.zip, so it holds images of both
+VAL2014_ZIP = zip_bytes({f"val2014/COCO_val2014_{i:012d}.jpg": jpeg(i) for i in (1, 2, 120, 131, 300)})
+
+TASK_LAYOUTS = {
+    "flickr30k": (
+        {"caption_datasets.zip": CAPTIONS_ZIP,
+         "flickr30k-images.tar.gz": tar_bytes({f"flickr30k-images/{1000000 + i}.jpg": jpeg(i) for i in (0, 1, 205)})},
+        ["dataset_flickr30k.json", "flickr30k-images/1000000.jpg", "flickr30k-images/1000205.jpg"],
+    ),
+    "mscoco": (
+        {"caption_datasets.zip": CAPTIONS_ZIP,
+         "train2014.zip": zip_bytes({f"train2014/COCO_train2014_{i:012d}.jpg": jpeg(i) for i in (0, 1)}),
+         "val2014.zip": VAL2014_ZIP},
+        ["dataset_coco.json", "train2014/COCO_train2014_000000000000.jpg", "val2014/COCO_val2014_000000000131.jpg"],
+    ),
+    "vqav2": (
+        {"v2_Questions_Val_mscoco.zip": zip_bytes({"v2_OpenEnded_mscoco_val2014_questions.json": _VQA_Q}),
+         "v2_Annotations_Val_mscoco.zip": zip_bytes({"v2_mscoco_val2014_annotations.json": _VQA_A}),
+         "val2014.zip": VAL2014_ZIP},
+        ["v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json",
+         "val2014/COCO_val2014_000000000300.jpg"],
+    ),
+}

@@ -1,7 +1,7 @@
 """The paper suite's real datasets: read the registry, download, verify, extract, mark READY.
 
 ``registry.yaml`` beside this module lists, for the 11 datasets of CoOp's base-to-novel
-benchmark, every file with its URL and published checksum (and where that checksum was
+benchmark and for CPL's retrieval (Flickr30k, MSCOCO) and VQA (VQAv2) datasets, every file with its URL and published checksum (and where that checksum was
 published), how to extract it, and where the images and the split file end up.
 :func:`prepare_paper_dataset` turns one entry into::
 
@@ -11,6 +11,8 @@ published), how to extract it, and where the images and the split file end up.
 
 READY.json lists every file with its verified hashes (``files``: filename, path, url, algorithm,
 checksum, checksum_source, sha256, verified, manual), the ``unverified`` file names, ``key``,
+``task`` (classification, retrieval or vqa), ``annotations`` (role -> file relative to
+``<root>/<key>``: a retrieval entry's Karpathy JSON, a VQA entry's question and answer JSON),
 ``image_root`` (relative to ``<root>/<key>``), ``split_file`` (a name in downloads/, as in the
 registry; ``split_path`` is the relative path) and what each extraction created.  A later rule
 can depend on that one file, and a rerun after success makes no network request.
@@ -35,6 +37,10 @@ log = logging.getLogger(__name__)
 REGISTRY = Path(__file__).with_name("registry.yaml")
 READY = "READY.json"
 DOWNLOADS = "downloads"
+# The data contract of an entry (``task:``; absent means classification, so a site's older
+# registry copy keeps working) and the annotation files each contract needs after extraction.
+TASKS = ("classification", "retrieval", "vqa")
+ANNOTATION_ROLES = {"classification": (), "retrieval": ("captions",), "vqa": ("questions", "answers")}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -64,6 +70,19 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
     if not isinstance(registry, dict) or not isinstance(registry.get("datasets"), dict):
         raise ValueError(f"{path} has no 'datasets' mapping")
     return registry
+
+
+def task_of(entry: Mapping[str, Any]) -> str:
+    """The entry's task; classification when the registry does not say."""
+    return entry.get("task", "classification")
+
+
+def dataset_keys(registry: Mapping[str, Any], task: str) -> list[str]:
+    """The registry's datasets of one task, in registry order (the classification benchmark is
+    what the config's ``datasets`` list draws from; retrieval and VQA entries are not in it)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return [key for key, entry in registry["datasets"].items() if task_of(entry) == task]
 
 
 def prepare_paper_dataset(
@@ -124,10 +143,16 @@ def prepare_paper_dataset(
     if not image_root.is_dir():
         hint = instructions if entry.get("manual") else "the archive's layout differs from the registry's image_root"
         raise FileNotFoundError(f"{image_root} does not exist after preparing {key}: {hint}")
+    for role, rel in entry.get("annotations", {}).items():
+        if not _inside(dataset, rel, key).is_file():
+            raise FileNotFoundError(f"{dataset / rel} ({role}) does not exist after preparing {key}: "
+                                    "the archive's layout differs from the registry's annotations")
 
     record = {
         "key": key,
         "name": entry["name"],
+        "task": task_of(entry),
+        "annotations": dict(entry.get("annotations", {})),  # role -> path relative to <root>/<key>
         "image_root": entry["image_root"],
         "split_file": entry.get("split_file"),  # a name in downloads/, as in the registry
         "split_path": f"{DOWNLOADS}/{entry['split_file']}" if entry.get("split_file") else None,
@@ -155,7 +180,8 @@ def _previous_run(ready: Path, entry: Mapping[str, Any], dataset: Path) -> dict[
             (f["filename"], f["algorithm"], f["checksum"] and f["checksum"].lower()) for f in entry["files"]]
     except (ValueError, KeyError, TypeError):
         same = False
-    if same and (dataset / entry["image_root"]).is_dir():
+    annotations = all((dataset / rel).is_file() for rel in entry.get("annotations", {}).values())
+    if same and annotations and (dataset / entry["image_root"]).is_dir():
         return record
     log.info("%s is stale (registry changed or images missing); preparing %s again", ready, dataset.name)
     return None
@@ -229,9 +255,31 @@ def check_registry(registry: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{key}: {err}")
         if "image_root" not in entry:
             problems.append(f"{key}: no image_root")
+        problems += _task_problems(key, entry)
         paths = [("image_root", entry.get("image_root"))] + [
-            (f"extract[{i}].{k}", step.get(k)) for i, step in enumerate(entry.get("extract", [])) for k in ("archive", "into")]
+            (f"extract[{i}].{k}", step.get(k)) for i, step in enumerate(entry.get("extract", [])) for k in ("archive", "into")] + [
+            (f"annotations.{role}", rel) for role, rel in _mapping(entry.get("annotations")).items()]
         for field, value in paths:
             if value is not None and (Path(str(value)).is_absolute() or ".." in Path(str(value)).parts):
                 problems.append(f"{key}: {field} {value!r} leaves the dataset folder")
+    return problems
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _task_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
+    """A retrieval or VQA entry must name the annotation files its parser reads, and they can
+    only come out of an archive; a classification entry must not carry any."""
+    task = task_of(entry)
+    if task not in TASKS:
+        return [f"{key}: task {task!r} not in {TASKS}"]
+    annotations = entry.get("annotations", {})
+    if not isinstance(annotations, Mapping):
+        return [f"{key}: annotations must map a role to a path"]
+    problems = [f"{key}: task {task} needs annotations.{role}" for role in ANNOTATION_ROLES[task] if not annotations.get(role)]
+    problems += [f"{key}: annotations.{role} is not used by task {task}" for role in annotations if role not in ANNOTATION_ROLES[task]]
+    if annotations and not entry.get("extract"):
+        problems.append(f"{key}: annotations listed but nothing is extracted")
     return problems
