@@ -107,11 +107,17 @@ def module_closure(files: set[Path]) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        if path.suffix != ".py":
-            continue
-        tree = _parse(path)
-        todo += _imported_files(tree, module_name(path)) | _data_files(tree, path.parent)
+        if path.suffix == ".py":
+            todo += _reach(path)
     return seen
+
+
+@lru_cache(maxsize=None)
+def _reach(path: Path) -> frozenset[Path]:
+    """What one module imports or keeps beside itself; cached, since the Snakefile asks for
+    every rule's closure and the closures share most modules (the no-op rerun's time)."""
+    tree = _parse(path)
+    return frozenset(_imported_files(tree, module_name(path)) | _data_files(tree, path.parent))
 
 
 def job_file(job: str) -> Path:
