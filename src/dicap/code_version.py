@@ -12,13 +12,18 @@ the same ``jobs.py`` changes nothing here.
 
 The closure is found statically (``ast``), so computing it imports nothing heavy: the
 Snakefile calls it for every rule at parse time.  This module imports nothing from the
-package, and reads the job files as text.
+package, and reads the job files as text.  The hashes are kept in
+``__pycache__/code_versions.json`` beside the package, under a stamp of every package file's
+path, size and modification time, so a rerun with no edit does not parse the package again
+(most of a no-op rerun's time was spent here).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +32,7 @@ PACKAGE = "dicap"
 ROOT = Path(__file__).resolve().parent
 JOB_FILE = "jobs.py"  # every stage's jobs live in <stage>/jobs.py, each named after its rule
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
+CACHE = ROOT / "__pycache__" / "code_versions.json"  # derived data, where Python keeps its own
 
 
 def module_file(name: str) -> Path | None:
@@ -172,6 +178,14 @@ def job_sources(job: str) -> JobSources:
 @lru_cache(maxsize=None)
 def code_version(job: str) -> str:
     """A short hash of everything ``dicap <job>`` runs from this package."""
+    stamp, known = _cached_versions()
+    if job not in known:
+        known[job] = _hash_sources(job)
+        _save_versions(stamp, known)
+    return known[job]
+
+
+def _hash_sources(job: str) -> str:
     sources = job_sources(job)
     digest = hashlib.sha256()
     for text in sorted(sources.texts):
@@ -179,3 +193,35 @@ def code_version(job: str) -> str:
     for path in sorted(sources.files):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def source_stamp() -> str:
+    """A hash of every package file's path, size and modification time: any edit changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in ROOT.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        st = path.stat()
+        digest.update(f"{path.relative_to(ROOT)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _cached_versions() -> tuple[str, dict[str, str]]:
+    """This process's stamp and the hashes saved under it (none if the package changed since)."""
+    stamp = source_stamp()
+    try:
+        saved = json.loads(CACHE.read_text())
+    except (OSError, ValueError):
+        return stamp, {}
+    versions = saved.get("versions") if isinstance(saved, dict) and saved.get("stamp") == stamp else None
+    return stamp, dict(versions) if isinstance(versions, dict) else {}
+
+
+def _save_versions(stamp: str, versions: dict[str, str]) -> None:
+    """Best effort and atomic: a read-only install only loses the speed-up."""
+    tmp = CACHE.with_name(f".{CACHE.name}.{os.getpid()}")
+    try:
+        CACHE.parent.mkdir(exist_ok=True)
+        tmp.write_text(json.dumps({"stamp": stamp, "versions": versions}, sort_keys=True))
+        os.replace(tmp, CACHE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
