@@ -6,7 +6,9 @@
 
 A fresh run executes the whole workflow from nothing with ``--cores 2``, then runs it again
 to time the no-op rerun, then sums Snakemake's per-job ``benchmark:`` files by rule.  The
-job times add up to more than the wall time because two jobs run at once.
+job times add up to more than the wall time because two jobs run at once.  Jobs run by the
+warm worker (dicap.worker) show the ``dicap`` client's memory in ``peak_rss_mb``, not the
+job's; ``DICAP_WARM=0`` measures the jobs' own.
 """
 
 from __future__ import annotations
