@@ -104,6 +104,14 @@ def test_the_worker_stops_on_sigterm_and_when_idle_and_removes_its_socket(tmp_pa
     assert proc.wait(timeout=30) == 0 and not path.exists()
 
 
+def test_a_worker_whose_run_ended_during_its_imports_exits_at_once(tmp_path):
+    """``--parent`` names the snakemake that launched it: if that is not its parent any more
+    (the run ended while the worker was still importing), it must not wait out the idle hour."""
+    path = tmp_path / "w.sock"
+    proc = subprocess.Popen([*DICAP, "serve", "--socket", str(path), "--parent", "1"])
+    assert proc.wait(timeout=120) == 0 and not path.exists()
+
+
 def test_a_killed_client_stops_its_job(warm, tmp_path):
     """Snakemake stops a job by killing ``dicap``: the forked job must not run on alone."""
     probe = ("import sys; from dicap import worker; "

@@ -113,9 +113,9 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def serve(socket: str, idle_timeout: float = 3600.0) -> None:
+def serve(socket: str, idle_timeout: float = 3600.0, parent: int | None = None) -> None:
     """Serve jobs warm on the Unix socket ``socket`` (a local run starts this; see dicap.worker)."""
-    worker.serve(socket, run, idle_timeout)
+    worker.serve(socket, run, idle_timeout, parent)
 
 
 if __name__ == "__main__":

@@ -74,18 +74,22 @@ def delegate(argv: list[str]) -> int | None:
     return _STATUS.unpack(status)[0]
 
 
-def serve(path: str | Path, run: Callable[[list[str]], int], idle_timeout: float = 3600.0) -> None:
+def serve(path: str | Path, run: Callable[[list[str]], int], idle_timeout: float = 3600.0, parent: int | None = None) -> None:
     """Import :data:`PRELOAD`, then run each request in a forked child until told to stop.
 
-    The server stops on SIGTERM, when its parent (the ``snakemake`` that started it) is gone,
-    or after ``idle_timeout`` seconds without a request; it removes its socket on the way out.
+    The server stops on SIGTERM, when ``parent`` (the ``snakemake`` that started it; by
+    default the process's parent at start) is no longer its parent, or after
+    ``idle_timeout`` seconds without a request; it removes its socket on the way out.  The
+    pid is passed by :func:`launch` rather than read after the imports: a short run can end
+    within them, and an orphan that recorded its new parent would wait out the idle timeout.
     """
+    parent = os.getppid() if parent is None else parent
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
-    path, parent = str(path), os.getppid()
+    path = str(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.settimeout(_POLL_S)
     stopping = threading.Event()
@@ -120,8 +124,8 @@ def launch() -> subprocess.Popen | None:
     code = "import sys; from dicap.cli import main; sys.exit(main())"
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--socket", path], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        command = [sys.executable, "-c", code, "serve", "--socket", path, "--parent", str(os.getpid())]
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.environ[SOCKET_ENV] = path
     return proc
 
