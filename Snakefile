@@ -62,7 +62,7 @@ wildcard_constraints:
 # Local runs fork their jobs from one warm process that has imported torch & co. (dicap.worker):
 # ~5 s less per job, byte-identical results.  Cluster jobs never use it; DICAP_WARM=0 turns it off.
 WARM_WORKER = []
-WARM_RUN = workflow.local_exec and os.environ.get(worker.SWITCH_ENV) != "0"
+WARM_RUN = workflow.local_exec and worker.enabled()
 
 
 onstart:

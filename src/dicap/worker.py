@@ -52,10 +52,15 @@ _STATUS = struct.Struct("!i")  # the job's exit status
 _POLL_S = 1.0  # how often the server checks on its parent and reaps finished children
 
 
+def enabled() -> bool:
+    """Whether warm jobs are wanted at all (``DICAP_WARM`` is not "0")."""
+    return os.environ.get(SWITCH_ENV) != "0"
+
+
 def delegate(argv: list[str]) -> int | None:
     """Run ``dicap argv`` in the warm worker; ``None`` when there is none to run it."""
     path = os.environ.get(SOCKET_ENV)
-    if not path or os.environ.get(SWITCH_ENV) == "0":
+    if not path or not enabled():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -117,7 +122,7 @@ def launch() -> subprocess.Popen | None:
     It returns at once: the worker listens only once its imports are done, and the jobs that
     start before that run in their own processes.
     """
-    if os.environ.get(SWITCH_ENV) == "0":
+    if not enabled():
         return None
     path = str(Path(tempfile.mkdtemp(prefix="dicap-")) / "worker.sock")  # short: the kernel allows ~100 bytes
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
