@@ -84,6 +84,7 @@ include: "rules/backbones.smk"
 include: "rules/counterfactuals.smk"
 include: "rules/prompts.smk"
 include: "rules/evaluate.smk"
+include: "rules/tasks.smk"
 include: "rules/audit.smk"
 include: "rules/report.smk"
 include: "rules/ablations.smk"
@@ -97,6 +98,7 @@ rule all:
         "results/table1.csv",
         "results/table1.md",
         "results/table1.metrics.json",
+        TASK_RESULTS,
         "results/backbones.csv",
         "results/cost.csv",
         "results/figures/table1_bars.png",

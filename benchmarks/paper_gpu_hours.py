@@ -30,7 +30,9 @@ GPU memory is reported on CUDA).  ``--compare`` times each batch size twice: wit
 round trip on every image (the path before issue 16, ``reconstruction_fraction`` 1) and on the
 configured share (``--reconstruction-fraction``, default the paper config's), and prints the
 ratio of the seconds per counterfactual and both UNet evaluation counts.  ``--compile``
-compiles the UNet as ``diffusion.pretrained.compile`` does (CUDA only, after the FLOPs count).
+then compiles the UNet as ``diffusion.pretrained.compile`` does (CUDA only, after the FLOPs
+count) and measures each batch size again, printing the compiled/eager ratio: each change's
+gain apart, from one loaded model.
 
 The class counts are those of CoOp's splits (base = the first ceil(n/2) labels).
 """
@@ -215,22 +217,37 @@ def measure(paper: dict[str, Any], checkpoint: str | Path, cache_dir: str | None
     guide = make_guide(paper["counterfactual"]["guide"], diffusion, None, clip=clip, text_features=text,
                        grad_batch_size=CLIP_GRAD_BATCH_SIZE)
     flops = unet_flops_per_image(diffusion)  # eager, before any compilation: FlopCounterMode counts aten ops
-    compiled = compile_unet(diffusion, dev) if a.compile else False
     source = f"random weights ({a.shapes})" if a.random_weights else str(checkpoint)
+    results = [run_batch_sizes(diffusion, guide, flops, paper, image_size, dtype, dev, a, source, compiled=False)]
+    if a.compile and compile_unet(diffusion, dev):  # then the same batch sizes again, compiled: each gain apart
+        results.append(run_batch_sizes(diffusion, guide, flops, paper, image_size, dtype, dev, a, source, compiled=True))
+        for eager, fast in zip(*results):
+            fast["compile_speedup"] = eager["seconds_per_image"] / fast["seconds_per_image"]
+            print(f"compile, batch {fast['batch_size']}: eager {eager['seconds_per_image']:.3f} s, compiled "
+                  f"{fast['seconds_per_image']:.3f} s per counterfactual: {fast['compile_speedup']:.2f}x faster "
+                  f"(the warm-up batch, compilation included, took {fast['warmup_seconds']:.0f} s)")
+    best = results[-1]
+    return best[0] | {"by_batch_size": best, "eager": results[0]}
+
+
+def run_batch_sizes(diffusion: LatentDiffusionBundle, guide: Any, flops: int, paper: dict[str, Any], image_size: int,
+                    dtype: str, dev: torch.device, a: argparse.Namespace, source: str, compiled: bool) -> list[dict[str, Any]]:
+    """One measurement per ``--batch-size``; with ``--compare`` (eager only) the old path's too."""
     results = []
     for bs in a.batch_size:
         params = {**paper["counterfactual"], "steps": a.steps, "batch_size": bs, "reconstruction_fraction": a.reconstruction_fraction}
         print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {source}; {dtype}; "
               f"steps {params['steps']}, depth {params['inversion_depth']}, guidance {params['guidance_scale']}, "
               f"batch {bs}, guide {params['guide']}, {image_size} px, round trip on {a.reconstruction_fraction:g} "
-              f"of each batch, UNet {'compiled' if compiled else 'eager'}")
-        result = report(time_generate(diffusion, guide, params, image_size, dev, a.batches), flops, paper, dev, a)
-        result |= {"image_size": image_size, "compiled": compiled}
-        if a.compare:
+              f"of each batch, UNet {'compiled' if compiled else 'eager'}", flush=True)
+        timed = time_generate(diffusion, guide, params, image_size, dev, a.batches)
+        result = report(timed, flops, paper, dev, a)
+        result |= {"image_size": image_size, "compiled": compiled, "warmup_seconds": timed["warmup_seconds"]}
+        if a.compare and not compiled:
             old = time_generate(diffusion, guide, {**params, "reconstruction_fraction": 1.0}, image_size, dev, a.batches)
             result["compare"] = compare(old, result)
         results.append(result)
-    return results[0] | {"by_batch_size": results}
+    return results
 
 
 def time_generate(diffusion: LatentDiffusionBundle, guide: Any, params: dict[str, Any], image_size: int,
@@ -253,12 +270,15 @@ def time_generate(diffusion: LatentDiffusionBundle, guide: Any, params: dict[str
         generate.generate(store, rows, np.array([5 + i % 5 for i in range(bs)]), diffusion, guide, params)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        if batch:  # the first batch warms up kernels and caches (and compiles a compiled UNet)
-            elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        if not batch:  # the first batch warms up kernels and caches (and compiles a compiled UNet)
+            warmup = elapsed
+        else:
             seconds.append(elapsed / bs)
             wall, unet_seconds, unet_images = wall + elapsed, unet_seconds + meter.seconds, unet_images + meter.images
     meter.remove()
     return {"params": params, "seconds_per_image": float(np.median(seconds)), "batches": len(seconds), "wall": wall,
+            "warmup_seconds": warmup,
             "unet_seconds": unet_seconds, "unet_images": unet_images, "unet_evals_per_image": unet_images / (batches * bs),
             "peak_memory_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None}
 

@@ -50,6 +50,11 @@ PROMPT = B(layout.PROMPT)
 PROMPT_HISTORY = B(layout.PROMPT_HISTORY)
 METRICS = B(layout.METRICS)
 AUDIT = B(layout.AUDIT)
+TASK_PROMPT = B(layout.TASK_PROMPT)
+TASK_METRICS = B(layout.TASK_METRICS)
+TASK_METHODS = config["tasks"]["methods"]
+# Tables 2 (retrieval) and 3 (VQA): the embedded suite's for now (rules/tasks.smk)
+TASK_RESULTS = [] if PAPER else [f"{t}.{ext}" for t in layout.TASK_TABLES.values() for ext in ("csv", "md")]
 # The audit and its grids need the true counterfactuals only the embedded suite knows.
 AUDIT_RESULTS = [] if PAPER else ["results/counterfactual_audit.csv", *expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS)]
 # The numbers every run is compared with (results/reproduction.md); a suite without one gets
@@ -203,6 +208,7 @@ def reproduction_inputs(wildcards):
     if not PAPER:
         inputs["audit"] = "results/counterfactual_audit.csv"
         inputs["shortcut"] = "results/shortcut.csv"
+        inputs |= {os.path.basename(t): f"{t}.csv" for t in layout.TASK_TABLES.values()}
     if os.path.exists(REFERENCE):
         inputs["reference"] = REFERENCE
     return inputs
@@ -228,3 +234,15 @@ def artifact_targets():
         *expand(TRAIN_FEATURES, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
         *expand(EVAL_FEATURES, dataset=DATASETS),
     ]
+
+
+TABLE_TASK = {os.path.basename(table): task for task, table in layout.TASK_TABLES.items()}  # table2 -> retrieval
+
+
+def task_datasets():
+    """The datasets the text tasks run on: every embedded one.  The paper suite's Flickr30k,
+    MSCOCO and VQAv2 have their data layer (src/dicap/data/retrieval.py, vqa.py) but no rules yet."""
+    if PAPER:
+        raise WorkflowError("results/table2 and table3 are built by the embedded suite only for now: the paper suite's "
+                            "retrieval and VQA datasets are not wired into the workflow yet (README: retrieval and VQA)")
+    return DATASETS

@@ -161,6 +161,7 @@ rule reproduction:
         code=code_version("reproduction"),
         audit=lambda wildcards, input: f"--audit {input.audit}" if "audit" in input.keys() else "",
         shortcut=lambda wildcards, input: f"--shortcut {input.shortcut}" if "shortcut" in input.keys() else "",
+        tasks=lambda wildcards, input: " ".join(f"--{t} {input[t]}" for t in ("table2", "table3") if t in input.keys()),
         reference=lambda wildcards, input: f"--reference {input.reference}" if "reference" in input.keys() else "",
     threads: 1
     resources:
@@ -171,5 +172,6 @@ rule reproduction:
     conda:
         ENV
     shell:
-        "dicap reproduction --table1 {input.table1} --backbones {input.backbones} {params.audit} {params.shortcut} {params.reference}"
+        "dicap reproduction --table1 {input.table1} --backbones {input.backbones} {params.audit} {params.shortcut} {params.tasks}"
+        " {params.reference}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

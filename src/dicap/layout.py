@@ -57,12 +57,17 @@ PROMPT_HISTORY = "prompts/{dataset}/{variant}/{method}/seed{seed}.json"
 METRICS = "metrics/{dataset}/{variant}/seed{seed}.csv"
 AUDIT = "audit/{dataset}/{variant}/seed{seed}.parquet"
 
+# The text tasks (retrieval, VQA): one context per method and seed, one metrics file per seed.
+TASK_PROMPT = "tasks/{task}/prompts/{dataset}/{method}/seed{seed}.safetensors"
+TASK_METRICS = "tasks/{task}/metrics/{dataset}/seed{seed}.csv"
+TASK_TABLES = {"retrieval": "results/table2", "vqa": "results/table3"}  # + .csv / .md
+
 # Logs and Snakemake benchmark files, per rule: logs/<rule>/<wildcards...>.log
 LOGS = "logs"
 BENCHMARKS = "logs/benchmarks"
 
 # What each wildcard may hold when a path is read back.
-WILDCARD_PATTERNS = {"seed": r"\d+", "shard": r"\d+", "shards": r"\d+"}
+WILDCARD_PATTERNS = {"seed": r"\d+", "shard": r"\d+", "shards": r"\d+", "task": r"retrieval|vqa"}
 _WILDCARD = re.compile(r"\{(\w+)\}")
 
 # Variants: config.yaml's counterfactual settings with at most one change.

@@ -236,6 +236,20 @@ def paired_masks(labels: np.ndarray, backgrounds: np.ndarray, pairing: list[int]
     return backgrounds == own, in_group & (backgrounds != own)
 
 
+SIZE_WORDS = ("small", "medium", "large")
+HORIZONTAL_WORDS = ("left", "middle", "right")
+
+
+def size_word(f: Factors) -> str:
+    """The object's scale as the captions say it: a word a text can carry."""
+    return "small" if f.scale < 0.65 else "large" if f.scale > 0.75 else "medium"
+
+
+def horizontal_word(f: Factors) -> str:
+    """The object's horizontal place as the captions say it."""
+    return "left" if f.cx < -0.04 else "right" if f.cx > 0.04 else "middle"
+
+
 def caption(dataset: str, label: int, f: Factors) -> str:
     """A pretraining caption naming the class and a random subset of the factors.
 
@@ -244,8 +258,7 @@ def caption(dataset: str, label: int, f: Factors) -> str:
     the class word alone also describes the image, as a zero-shot template needs.
     """
     keep = np.random.default_rng(f.noise_seed + 1).random(4) < 0.5
-    size = "small" if f.scale < 0.65 else "large" if f.scale > 0.75 else "medium"
-    horiz = "left" if f.cx < -0.04 else "right" if f.cx > 0.04 else "middle"
+    size, horiz = size_word(f), horizontal_word(f)
     words = [size if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", class_names(dataset)[label]]
     text = "a photo of a " + " ".join(w for w in words if w)
     if keep[2]:

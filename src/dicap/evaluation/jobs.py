@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "evaluate_task"]
 
 
 def evaluate(
@@ -42,3 +42,52 @@ def evaluate(
     table = score_prompts(bundle, store, cached, dict(zip(methods, prompts)), params, seed, out, pairing)
     check_table_finite(out, table)
     write_table(out, table)
+
+
+def evaluate_task(
+    dataset_dir: Path,
+    clip_dir: Path,
+    features: Annotated[Path, "encode_eval_features' cache"],
+    task: Annotated[str, "retrieval or vqa"],
+    prompts: Annotated[list[Path], "one learned context per method, in --methods' order"],
+    methods: list[str],
+    seed: int,
+    params: Annotated[dict[str, dict[str, Any]], "each method's parameters (prompting.methods.method_params)"],
+    recall_at: Annotated[list[int], "retrieval: the K of R@K"],
+    out: Path,
+    threads: int = 1,
+) -> None:
+    """Score every method's context on a text task over the unbiased test split: retrieval
+    R@K both ways (and per base / novel images), or VQA accuracy per question type."""
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.data.text_tasks import check_task, evaluation_examples
+    from dicap.evaluation.text_scoring import score_text_task
+    from dicap.guards import check_finite, check_table_finite
+    from dicap.io import load_arrays, write_table
+    from dicap.prompting.methods import check_text_task_method
+
+    check_task(task)
+    for method in methods:
+        check_text_task_method(method)
+    if len(methods) != len(prompts):
+        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
+    if missing := [m for m in methods if m not in params]:
+        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    split = TEXT_TASK_SPLIT if TEXT_TASK_SPLIT in store.test_splits else store.test_splits[0]
+    cached = load_arrays(features)
+    check_finite(out, cached, source=features)
+    rows = store.split(split)
+    examples = evaluation_examples(task, store.dataset, rows)
+    bundle = load_clip({"path": str(clip_dir)})
+    bundle.model.to(runtime.device())
+    table = score_text_task(bundle, store, cached[split], rows["label"].to_numpy(), examples, dict(zip(methods, prompts)),
+                            params, seed, recall_at, out)
+    check_table_finite(out, table.assign(split=split))
+    write_table(out, table.assign(split=split))
+
+
+TEXT_TASK_SPLIT = "test_unbiased"  # the embedded suite's unbiased test split; a paper dataset has one test split

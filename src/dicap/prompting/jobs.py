@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["encode_train_features", "encode_eval_features", "train_prompt"]
+__all__ = ["encode_train_features", "encode_eval_features", "train_prompt", "train_task_prompt"]
 
 
 def _training_set(
@@ -142,11 +142,8 @@ def train_prompt(
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore
-    from dicap.guards import check_finite
-    from dicap.io import load_arrays, provenance, save_arrays, write_json
-    from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
-    from dicap.prompting.methods import build_learner, parse_method
-    from dicap.prompting.trainer import train_context
+    from dicap.io import load_arrays
+    from dicap.prompting.methods import build_learner
 
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
@@ -163,13 +160,75 @@ def train_prompt(
     else:
         inputs = load_arrays(features)
     cached = {k: torch.from_numpy(v).to(dev) for k, v in inputs.items()}
+    _fit_and_save(learner, method, cached, params, float(bundle.model.logit_scale.exp()), seed, out, checkpoint_every)
+
+
+def _fit_and_save(learner, method: str, cached: dict[str, Any], params: dict[str, Any], logit_scale: float, seed: int,
+                 out: Path, checkpoint_every: int = 0, meta: dict[str, str] | None = None) -> None:
+    """Train ``learner`` (resuming a matching checkpoint beside ``out``), then save its tensors and history."""
+    from dicap.guards import check_finite
+    from dicap.io import provenance, save_arrays, write_json
+    from dicap.prompting.checkpoint import checkpoint_path, remove_checkpoint
+    from dicap.prompting.methods import parse_method
+    from dicap.prompting.trainer import train_context
+
     checkpoint = checkpoint_path(out)
-    history = train_context(learner, method, cached, params, float(bundle.model.logit_scale.exp()), seed,
+    history = train_context(learner, method, cached, params, logit_scale, seed,
                             checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     state = {name: t.detach().cpu().numpy() for name, t in learner.trainable_state().items()}
     check_finite(out, state)
     learner_name = parse_method(method).learner
-    save_arrays(out, state, meta={"method": method, "learner": learner_name, "seed": str(seed)})
+    save_arrays(out, state, meta={"method": method, "learner": learner_name, "seed": str(seed), **(meta or {})})
     write_json(out.with_suffix(".json"), {"method": method, "learner": learner_name, "history": history,
-                                          **provenance(params, seed)})
+                                          **(meta or {}), **provenance(params, seed)})
     remove_checkpoint(checkpoint)  # only now: a job killed before this line resumes instead of retraining
+
+
+def train_task_prompt(
+    dataset_dir: Path,
+    clip_dir: Path,
+    features: Annotated[Path, "encode_train_features' cache of the main variant"],
+    split: Annotated[Path, "the few-shot split those features encode, in the same order"],
+    task: Annotated[str, "retrieval or vqa"],
+    method: str,
+    seed: int,
+    params: Annotated[dict[str, Any], "the method's parameters (prompting.methods.method_params)"],
+    out: Annotated[Path, "the learned tensors; the history is written beside them (.json)"],
+    threads: int = 1,
+) -> None:
+    """Learn one method's context for a text task: the few-shot images' captions or questions.
+
+    The images, their counterfactuals and their features are classification's (main
+    variant); only the texts change (:mod:`dicap.data.text_tasks`).  Each counterfactual is
+    the hard negative of its image's caption or statements, all of which name the class it
+    changed.
+    """
+    import pandas as pd
+    import torch
+
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+    from dicap.data.text_tasks import check_task, training_examples
+    from dicap.io import load_arrays
+    from dicap.prompting.methods import build_learner, check_text_task_method
+
+    check_task(task)
+    check_text_task_method(method)
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    rows = pd.read_parquet(split)
+    cached = load_arrays(features)
+    if len(cached["train"]) != len(rows):
+        raise ValueError(f"{features} encodes {len(cached['train'])} images but {split} has {len(rows)} rows")
+    examples = training_examples(task, store.dataset, rows, seed)
+    inputs = {"train": cached["train"][examples.image], "train_labels": examples.label}
+    if "cf" in cached:
+        inputs["cf"] = cached["cf"][examples.image]
+    if examples.candidates is not None:
+        inputs["train_candidates"] = examples.candidates
+    bundle = load_clip({"path": str(clip_dir)})
+    dev = runtime.device()
+    learner = build_learner(method, bundle.model, bundle.tokenizer, examples.texts, params).to(dev)
+    _fit_and_save(learner, method, {k: torch.from_numpy(v).to(dev) for k, v in inputs.items()}, params,
+                 float(bundle.model.logit_scale.exp()), seed, out, meta={"task": task})

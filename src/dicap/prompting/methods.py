@@ -25,6 +25,9 @@ DICAP, DICAP_POS = "dicap", "dicap_pos"
 # Every valid name, in the schema's order: a test keeps the two equal.
 METHODS = (ZEROSHOT, *LEARNERS, DICAP, DICAP_POS, *(f"{DICAP}_{x}" for x in LEARNERS[1:]),
            *(f"{DICAP_POS}_{x}" for x in LEARNERS[1:]))
+# Learners with one text feature per prompt on cached image features: the text tasks' (a
+# conditional learner would encode every caption per image, thousands per test image).
+TEXT_TASK_LEARNERS = ("coop", "kgcoop")
 NOT_TRAINING = ("checkpoint_every", "learners")  # prompt keys that are not a learner's parameters
 
 
@@ -56,6 +59,17 @@ def parse_method(name: str) -> Method:
             return Method(name, learner, hard_negative=True, cf_positive=positive)
     raise ValueError(f"unknown method {name!r}: expected {ZEROSHOT}, a learner ({', '.join(LEARNERS)}), "
                      f"{DICAP}[_<learner>] or {DICAP_POS}[_<learner>]")
+
+
+def check_text_task_method(name: str) -> Method:
+    """A method the text tasks (retrieval, VQA) can train: a learner on cached features with
+    one prompt per text, and DiCap's hard negative at most (a counterfactual has no caption
+    of its own to be a positive of)."""
+    spec = parse_method(name)
+    if spec.learner not in TEXT_TASK_LEARNERS or spec.cf_positive:
+        raise ValueError(f"method {name!r} cannot run a text task: use {ZEROSHOT}, "
+                         f"{', '.join(TEXT_TASK_LEARNERS)} or {DICAP}[_<one of them>]")
+    return spec
 
 
 def method_params(prompt: dict[str, Any], method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def train_context(
 
     ``features`` holds ``train`` (cached features, or uint8 images for a pixel learner) and
     ``train_labels``, and for DiCap's term ``cf`` and ``cf_labels``, one per training image.
+    A text task (VQA) adds ``train_candidates``, (examples x texts) bool: each example's
+    cross-entropy runs over its own candidates only.
     With ``checkpoint`` set, a checkpoint there from this very run (same params, method, seed,
     initial tensors and features) is resumed, and one is saved after every
     ``checkpoint_every``-th epoch (0: none).  Deleting it once the result is saved is the
@@ -65,6 +67,7 @@ def train_context(
     generator = torch.Generator().manual_seed(seed)
     x, y = features["train"], features["train_labels"].long()
     x_cf, y_cf = features.get("cf"), features.get("cf_labels")
+    candidates = features.get("train_candidates")
     if spec.uses_counterfactuals and (x_cf is None or len(x_cf) != len(x)):
         raise ValueError(f"{method} needs one counterfactual per training image ('cf' in the feature cache)")
     learner.prepare(x, y)
@@ -93,7 +96,8 @@ def train_context(
         sums: dict[str, float] = {"ce": 0.0}
         for start in range(0, len(x), batch):
             idx = order[start : start + batch]
-            terms = batch_losses(learner, spec, x[idx], y[idx], x_cf, y_cf, idx, params, logit_scale)
+            terms = batch_losses(learner, spec, x[idx], y[idx], x_cf, y_cf, idx, params, logit_scale,
+                                 None if candidates is None else candidates[idx].bool())
             for name, (_, value) in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
             optimizer_step(opt, sum(weight * value for weight, value in terms.values()), sched)
@@ -108,14 +112,17 @@ def train_context(
 
 def batch_losses(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor, x_cf: torch.Tensor | None,
                  y_cf: torch.Tensor | None, idx: torch.Tensor, params: dict[str, Any],
-                 logit_scale: float) -> dict[str, tuple[float, torch.Tensor]]:
+                 logit_scale: float, candidates: torch.Tensor | None = None) -> dict[str, tuple[float, torch.Tensor]]:
     """Every loss term of one batch by name, as (weight, value): the loss is the weighted sum,
-    the history records the values (a learner's own terms come weighted already)."""
+    the history records the values (a learner's own terms come weighted already).
+
+    ``candidates`` (batch x texts) limits each example's cross-entropy to its own texts."""
     image_f = learner.image_features(x)
     text_f = learner.class_features(image_f)
     sims = cosine(image_f, text_f)
     own = learner.own_losses(image_f, text_f, y)
-    terms = {"ce": (1.0, classification_loss(sims, y, logit_scale)), **{k: (1.0, v) for k, v in own.items()}}
+    competing = sims if candidates is None else sims.masked_fill(~candidates, float("-inf"))
+    terms = {"ce": (1.0, classification_loss(competing, y, logit_scale)), **{k: (1.0, v) for k, v in own.items()}}
     if spec.hard_negative:
         cf_f = learner.image_features(x_cf[idx])
         # A conditional learner's prompt follows its image; CoOp's is the same for both.

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction",
+    "table1", "task_table", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction",
     "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "ablation_context", "ablation_loss",
     "record_reference", "readme_results",
 ]
@@ -30,6 +30,22 @@ def table1(
     from dicap.report.table import build_table1, write_table1
 
     write_table1(build_table1(suite, datasets, metrics), out_csv, out_md, config_json, out_metrics)
+
+
+def task_table(
+    task: Annotated[str, "retrieval (Table 2) or vqa (Table 3)"],
+    suite: str,
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate_task's per-seed files of the task"],
+    config_json: Annotated[dict[str, Any], "the whole config, for the provenance record"],
+    out_csv: Path,
+    out_md: Path,
+) -> None:
+    """Aggregate per-seed retrieval or VQA scores into Table 2 or 3 (mean and std over seeds)."""
+    from dicap.data.text_tasks import check_task
+    from dicap.report.text_tables import build_task_table, write_task_table
+
+    write_task_table(check_task(task), build_task_table(task, suite, datasets, metrics), out_csv, out_md, config_json)
 
 
 def figure_table1(table: Path, out: Path) -> None:
@@ -105,13 +121,15 @@ def reproduction(
     backbones: Path | None = None,
     audit: Annotated[Path | None, "results/counterfactual_audit.csv (embedded suite only)"] = None,
     shortcut: Annotated[Path | None, "results/shortcut.csv (embedded suite only)"] = None,
+    table2: Annotated[Path | None, "results/table2.csv, retrieval (embedded suite only)"] = None,
+    table3: Annotated[Path | None, "results/table3.csv, VQA (embedded suite only)"] = None,
     reference: Annotated[Path | None, "results/reference/<suite>.csv, if one exists"] = None,
 ) -> None:
     """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
     from dicap.report.reproduction import compare, read_reference, regenerated_numbers, write_reproduction
 
     known, info = read_reference(reference) if reference else (None, None)
-    frame = compare(regenerated_numbers(table1, backbones, audit, shortcut), known)
+    frame = compare(regenerated_numbers(table1, backbones, audit, shortcut, _tasks(table2, table3)), known)
     write_reproduction(frame, out_csv, out_md, info)
     log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
 
@@ -172,12 +190,17 @@ def ablation_loss(datasets: list[str], metrics: list[Path], main: Annotated[dict
 
 
 def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
-                     shortcut: Path | None = None) -> None:
+                     shortcut: Path | None = None, table2: Path | None = None, table3: Path | None = None) -> None:
     """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
     from dicap.report.reproduction import record_reference as record
     from dicap.report.reproduction import regenerated_numbers
 
-    record(regenerated_numbers(table1, backbones, audit, shortcut), out, table1.with_suffix(".provenance.json"))
+    record(regenerated_numbers(table1, backbones, audit, shortcut, _tasks(table2, table3)), out,
+           table1.with_suffix(".provenance.json"))
+
+
+def _tasks(table2: Path | None, table3: Path | None) -> dict[str, Path]:
+    return {name: path for name, path in (("table2", table2), ("table3", table3)) if path is not None}
 
 
 def readme_results(

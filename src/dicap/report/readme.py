@@ -19,6 +19,10 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 AUDIT_COLUMNS = ["valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
                  "mse_to_true", "true_valid", "oracle_heldout_class_accuracy"]
 SHORTCUT_COLUMNS = ["aligned", "conflict", "gap", "worst_group", "novel", "novel_gap"]
+TASK_COLUMNS = {"table2": ["i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "novel_i2t_r1"],
+                "table3": ["vqa_accuracy", "object_accuracy", "colour_accuracy", "background_accuracy", "place_accuracy",
+                           "size_accuracy", "novel_accuracy"]}
+TASK_TITLES = {"table2": "Table 2, image-text retrieval", "table3": "Table 3, VQA"}
 BACKBONE_COLUMNS = ["clip_zero_shot_accuracy", "inversion_reconstruction_mse", "guide_success_rate"]
 
 
@@ -45,6 +49,10 @@ def results_section(reference_csv: Path) -> str:
     for split, part in table1.groupby("split", sort=False):
         wide = _pivot(part, "table1", ["dataset", "method"], ["base", "novel", "hm"])
         lines += [f"#### Table 1, {split} (mean over seeds)", "", *_markdown(wide, 2), ""]
+    for table, columns in TASK_COLUMNS.items():
+        if (frame["table"] == table).any():
+            wide = _pivot(frame, table, ["dataset", "method"], columns)
+            lines += [f"#### {TASK_TITLES[table]}, test_unbiased (mean over seeds)", "", *_markdown(wide, 2), ""]
     if (frame["table"] == "backbones").any():
         lines += ["#### Backbones", "", *_markdown(_pivot(frame, "backbones", ["dataset"], BACKBONE_COLUMNS), 4), ""]
     if (frame["table"] == "shortcut").any():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,10 +51,16 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# Tables 2 and 3 report percentages like Table 1: recall@K both ways, VQA accuracies.
+TASK_SCORE = re.compile(r"(.*_)?(i2t|t2i)_r\d+|.*accuracy|top1")
+
+
 def tolerance(metric: str) -> Tolerance:
     """Accuracy points, shares, errors and counts each move by their own amount between CPUs."""
     if metric in TOLERANCES:
         return TOLERANCES[metric]
+    if TASK_SCORE.fullmatch(metric) and metric != "oracle_heldout_class_accuracy":
+        return ACCURACY
     if metric.endswith(("mse", "loss")) or "mse_to_true" in metric:
         return ERROR
     return RATE
@@ -70,7 +77,7 @@ def _long(frame: pd.DataFrame, table: str, ids: list[str], skip: tuple[str, ...]
 
 
 def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path | None = None,
-                        shortcut: Path | None = None) -> pd.DataFrame:
+                        shortcut: Path | None = None, tasks: dict[str, Path] | None = None) -> pd.DataFrame:
     """The numbers a run produced, one row each, keyed by table, split, dataset, method and metric.
 
     Standard deviations are left out: they describe the spread over seeds, not a result.
@@ -84,6 +91,9 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
     if shortcut is not None:  # keyed by the variant in the split column: main, unbiased_shots, true_cf
         frame = pd.read_csv(shortcut).rename(columns={"variant": "split"})
         parts.append(_long(frame, "shortcut", ["split", "dataset", "method"], skip=tuple(c for c in frame if c.endswith("_std"))))
+    for name, path in (tasks or {}).items():  # table2 (retrieval), table3 (VQA)
+        frame = pd.read_csv(path)
+        parts.append(_long(frame, name, ["split", "dataset", "method"], skip=tuple(c for c in frame if c.endswith("_std"))))
     numbers = pd.concat(parts, ignore_index=True)
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 
