@@ -28,10 +28,7 @@ def evaluate(
     from dicap.guards import check_finite, check_table_finite
     from dicap.io import load_arrays, write_table
 
-    if len(methods) != len(prompts):
-        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
-    if missing := [m for m in methods if m not in params]:
-        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")
+    _check_prompts(methods, prompts, params)
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
     bundle = load_clip({"path": str(clip_dir)})
@@ -42,6 +39,14 @@ def evaluate(
     table = score_prompts(bundle, store, cached, dict(zip(methods, prompts)), params, seed, out, pairing)
     check_table_finite(out, table)
     write_table(out, table)
+
+
+def _check_prompts(methods: list[str], prompts: list[Path], params: dict[str, Any]) -> None:
+    """One prompt file and one parameter set per method, named before any model loads."""
+    if len(methods) != len(prompts):
+        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
+    if missing := [m for m in methods if m not in params]:
+        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")
 
 
 def evaluate_task(
@@ -71,10 +76,7 @@ def evaluate_task(
     check_task(task)
     for method in methods:
         check_text_task_method(method)
-    if len(methods) != len(prompts):
-        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
-    if missing := [m for m in methods if m not in params]:
-        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")
+    _check_prompts(methods, prompts, params)
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
     split = TEXT_TASK_SPLIT if TEXT_TASK_SPLIT in store.test_splits else store.test_splits[0]
