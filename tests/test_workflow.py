@@ -125,7 +125,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
         assert path.stat().st_size > 0, name
         assert path.stat().st_mode & 0o044 == 0o044, f"{name} is not readable by the group and others (umask 022)"
     reproduction = pd.read_csv(tmp_path / "results" / "reproduction.csv")
-    assert set(reproduction["table"]) == {"table1", "backbones", "counterfactual_audit", "shortcut"}
+    assert set(reproduction["table"]) == {"table1", "table2", "table3", "backbones", "counterfactual_audit", "shortcut"}
     # the shortcut table: every method on the biased shots, and both controls (config.test.yaml: controls [shapes])
     shortcut = pd.read_csv(tmp_path / "results" / "shortcut.csv")
     rows = set(zip(shortcut["method"], shortcut["shots"], shortcut["counterfactuals"]))

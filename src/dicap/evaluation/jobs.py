@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 __all__ = ["evaluate", "evaluate_task"]
 
+TEXT_TASK_SPLIT = "test_unbiased"  # the embedded suite's unbiased test split; a paper dataset has one test split
+
 
 def evaluate(
     dataset_dir: Path,
@@ -91,5 +93,3 @@ def evaluate_task(
     check_table_finite(out, table.assign(split=split))
     write_table(out, table.assign(split=split))
 
-
-TEXT_TASK_SPLIT = "test_unbiased"  # the embedded suite's unbiased test split; a paper dataset has one test split
