@@ -63,6 +63,11 @@ def test_without_a_reference_nothing_claims_to_match(tables):
 def test_tolerance_families():
     assert tolerance("hm") is ACCURACY and tolerance("valid") is RATE and tolerance("counterfactuals") is EXACT
     assert tolerance("inversion_reconstruction_mse").bound(0.002) == pytest.approx(0.001)
+    # Tables 2 and 3 are percentages; the backbones' and the audit's accuracies are shares of 1
+    for metric in ("i2t_r1", "novel_i2t_r10", "t2i_r5", "vqa_accuracy", "top1", "colour_accuracy"):
+        assert tolerance(metric, "table2" if "_r" in metric else "table3") is ACCURACY
+    assert tolerance("clip_zero_shot_accuracy", "backbones") is RATE
+    assert tolerance("oracle_heldout_class_accuracy", "counterfactual_audit") is RATE
 
 
 def test_a_file_without_the_columns_is_not_a_reference(tmp_path):

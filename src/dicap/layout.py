@@ -67,7 +67,7 @@ LOGS = "logs"
 BENCHMARKS = "logs/benchmarks"
 
 # What each wildcard may hold when a path is read back.
-WILDCARD_PATTERNS = {"seed": r"\d+", "shard": r"\d+", "shards": r"\d+", "task": r"retrieval|vqa"}
+WILDCARD_PATTERNS = {"seed": r"\d+", "shard": r"\d+", "shards": r"\d+", "task": "|".join(TASK_TABLES)}
 _WILDCARD = re.compile(r"\{(\w+)\}")
 
 # Variants: config.yaml's counterfactual settings with at most one change.

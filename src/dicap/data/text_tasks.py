@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dicap import layout
 from dicap.data import scm
 
-TASKS = ("retrieval", "vqa")
+TASKS = tuple(layout.TASK_TABLES)  # retrieval, vqa: layout owns the names (paths, tables)
 # Caption templates: the class plus a different set of factors each (scm.caption's grammar).
 CAPTION_TEMPLATES = (
     "{fg} {cls}",

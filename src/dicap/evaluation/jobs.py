@@ -89,7 +89,7 @@ def evaluate_task(
     bundle = load_clip({"path": str(clip_dir)})
     bundle.model.to(runtime.device())
     table = score_text_task(bundle, store, cached[split], rows["label"].to_numpy(), examples, dict(zip(methods, prompts)),
-                            params, seed, recall_at, out)
-    check_table_finite(out, table.assign(split=split))
-    write_table(out, table.assign(split=split))
+                            params, seed, recall_at, out).assign(split=split)
+    check_table_finite(out, table)
+    write_table(out, table)
 

@@ -26,11 +26,17 @@ def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
     frames = []
     for path in metric_files:
         key = layout.seed_key(layout.METRICS, path, datasets)
-        frame = pd.read_csv(path)
-        if "seed" in frame and not (frame["seed"] == key.seed).all():
-            raise ValueError(f"{path} holds seeds {sorted(set(frame['seed']))} but its path says seed {key.seed}")
-        frames.append(frame.assign(dataset=key.dataset, variant=key.variant, seed=key.seed))
+        frames.append(read_seed_file(path, key.seed).assign(dataset=key.dataset, variant=key.variant, seed=key.seed))
     return pd.concat(frames, ignore_index=True)
+
+
+def read_seed_file(path: Path, seed: int) -> pd.DataFrame:
+    """One per-seed metrics file, refused when its ``seed`` column disagrees with ``seed``, the
+    one its path names (a file copied to the wrong place)."""
+    frame = pd.read_csv(path)
+    if "seed" in frame and not (frame["seed"] == seed).all():
+        raise ValueError(f"{path} holds seeds {sorted(set(frame['seed']))} but its path says seed {seed}")
+    return frame
 
 
 def over_seeds(group: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pandas as pd
 from dicap import layout
 from dicap.io import atomic_output, provenance, write_json, write_table
 from dicap.report.markdown import markdown_table
-from dicap.report.table import over_seeds
+from dicap.report.table import over_seeds, read_seed_file
 
 # Columns the markdown shows (the CSV keeps every score): CPL's headline number first.
 SHOWN = {
@@ -30,10 +30,8 @@ def read_task_metrics(task: str, metric_files: list[Path], datasets: list[str]) 
         found = layout.parse(layout.TASK_METRICS, path)
         if found["task"] != task or found["dataset"] not in datasets:
             raise ValueError(f"{path} is not a {task} metrics file of datasets {datasets}")
-        frame = pd.read_csv(path)
-        if "seed" in frame and not (frame["seed"] == int(found["seed"])).all():
-            raise ValueError(f"{path} holds seeds {sorted(set(frame['seed']))} but its path says seed {found['seed']}")
-        frames.append(frame.assign(dataset=found["dataset"], seed=int(found["seed"])))
+        seed = int(found["seed"])
+        frames.append(read_seed_file(path, seed).assign(dataset=found["dataset"], seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
