@@ -29,9 +29,16 @@ DATA_FILES = [B(layout.DATA_TABLE), B(layout.DATA_CLASSES)] + ([] if PAPER else 
 SPLIT_PARAMS = {k: config["data"][k] for k in ("shots", "val_shots" if PAPER else "spurious_strength")}
 # The negative control's shots: the same number, drawn without the background bias.
 UNBIASED_SPLIT_PARAMS = {"shots": config["data"]["shots"], "spurious_strength": None}
-SPLIT_PARAMS_BY_KEY = {params_hash(p)[:10]: p for p in (SPLIT_PARAMS, UNBIASED_SPLIT_PARAMS)}
+# Retrieval and VQA (Tables 2, 3): the embedded suite scores them on its classification
+# datasets (their shots, features and counterfactuals); the paper suite on datasets of their
+# own (Flickr30k, MSCOCO, VQAv2), each drawing `tasks.percent` % of its pool for training.
+TASK_DATASETS = {t: config["tasks"]["datasets"].get(t, []) if PAPER else DATASETS for t in layout.TASK_TABLES}
+TEXT_DATASETS = sorted({d for ds in TASK_DATASETS.values() for d in ds} - set(DATASETS))  # stores of their own
+TEXT_SPLIT_PARAMS = {"percent": config["tasks"]["percent"]}
+SPLIT_PARAMS_BY_KEY = {params_hash(p)[:10]: p for p in (SPLIT_PARAMS, UNBIASED_SPLIT_PARAMS, TEXT_SPLIT_PARAMS)}
 SPLIT = B(layout.SPLIT, split_key=params_hash(SPLIT_PARAMS)[:10])
 UNBIASED_SPLIT = B(layout.SPLIT, split_key=params_hash(UNBIASED_SPLIT_PARAMS)[:10])
+TEXT_SPLIT = B(layout.SPLIT, split_key=params_hash(TEXT_SPLIT_PARAMS)[:10])
 CLIP = B(layout.CLIP_MODEL)
 CLIP_REPORT = B(layout.CLIP_REPORT)
 CLASS_TEXT_FEATURES = B(layout.CLASS_TEXT_FEATURES)
@@ -53,8 +60,6 @@ AUDIT = B(layout.AUDIT)
 TASK_PROMPT = B(layout.TASK_PROMPT)
 TASK_METRICS = B(layout.TASK_METRICS)
 TASK_METHODS = config["tasks"]["methods"]
-# Tables 2 (retrieval) and 3 (VQA): the embedded suite's for now (rules/tasks.smk)
-TASK_RESULTS = [] if PAPER else [f"{t}.{ext}" for t in layout.TASK_TABLES.values() for ext in ("csv", "md")]
 # The audit and its grids need the true counterfactuals only the embedded suite knows.
 AUDIT_RESULTS = [] if PAPER else ["results/counterfactual_audit.csv", *expand("results/figures/counterfactuals_{dataset}.png", dataset=DATASETS)]
 # The numbers every run is compared with (results/reproduction.md); a suite without one gets
@@ -118,9 +123,20 @@ def guide_inputs(wildcards):
     return {}
 
 
-def split_of(variant):
-    """The few-shot split a variant trains on: the biased draw, or the negative control's unbiased one."""
-    return UNBIASED_SPLIT if variant == layout.UNBIASED_SHOTS else SPLIT
+def split_of(wildcards):
+    """The few-shot split a job reads: a text dataset's share of its pool, the negative
+    control's unbiased shots, or the (biased) shots every other variant trains on."""
+    if wildcards.dataset in TEXT_DATASETS:
+        pattern = TEXT_SPLIT
+    else:
+        pattern = UNBIASED_SPLIT if getattr(wildcards, "variant", layout.MAIN) == layout.UNBIASED_SHOTS else SPLIT
+    return pattern.format(dataset=wildcards.dataset, seed=wildcards.seed)
+
+
+def data_params(wildcards):
+    """The data block a dataset is prepared with; a VQA store also fixes its test questions."""
+    extra = {"vqa_test_items": config["tasks"]["vqa_test_items"]} if wildcards.dataset in TEXT_DATASETS else {}
+    return as_json(config["data"] | extra)
 
 
 def cf_source(wildcards):
@@ -175,7 +191,7 @@ def pixel_inputs(wildcards):
     """A learner that runs the vision tower itself (MaPLe) reads the shots and counterfactuals as images."""
     if parse_method(wildcards.method).learner not in PIXEL_LEARNERS:
         return {}
-    return {"split": split_of(wildcards.variant), **cf_source(wildcards)}
+    return {"split": split_of(wildcards), **cf_source(wildcards)}
 
 
 def shortcut_metrics():
@@ -208,7 +224,7 @@ def reproduction_inputs(wildcards):
     if not PAPER:
         inputs["audit"] = "results/counterfactual_audit.csv"
         inputs["shortcut"] = "results/shortcut.csv"
-        inputs |= {os.path.basename(t): f"{t}.csv" for t in layout.TASK_TABLES.values()}
+    inputs |= {os.path.basename(t): t for t in TASK_RESULTS if t.endswith(".csv")}
     if os.path.exists(REFERENCE):
         inputs["reference"] = REFERENCE
     return inputs
@@ -223,26 +239,29 @@ def artifact_targets():
     models = [CLIP, CLIP_REPORT, CLASS_TEXT_FEATURES, DIFFUSION, DIFFUSION_REPORT]
     models += [GUIDE_CLASSIFIER] if COUNTERFACTUAL["guide"] == "classifier" else []
     models += [] if PAPER else [ORACLE, ORACLE_REPORT]
+    every = [*DATASETS, *TEXT_DATASETS]
     return [
-        *expand(DATA_FILES, dataset=DATASETS),
+        *expand(DATA_FILES, dataset=every),
         *expand(SPLIT, dataset=DATASETS, seed=SEEDS),
+        *expand(TEXT_SPLIT, dataset=TEXT_DATASETS, seed=SEEDS),
         *expand(UNBIASED_SPLIT, dataset=CONTROLS, seed=SEEDS),
-        *expand(models, dataset=DATASETS),
-        *expand([CF_IMAGES, CF_TABLE], dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
-        *expand([CF_SHARD_IMAGES, CF_SHARD_TABLE], dataset=DATASETS, variant=layout.MAIN, seed=SEEDS,
+        *expand(models, dataset=every),
+        *expand([CF_IMAGES, CF_TABLE], dataset=every, variant=layout.MAIN, seed=SEEDS),
+        *expand([CF_SHARD_IMAGES, CF_SHARD_TABLE], dataset=every, variant=layout.MAIN, seed=SEEDS,
                 shard=range(SHARDS), shards=SHARDS),
-        *expand(TRAIN_FEATURES, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
-        *expand(EVAL_FEATURES, dataset=DATASETS),
+        *expand(TRAIN_FEATURES, dataset=every, variant=layout.MAIN, seed=SEEDS),
+        *expand(EVAL_FEATURES, dataset=every),
     ]
 
 
 TABLE_TASK = {os.path.basename(table): task for task, table in layout.TASK_TABLES.items()}  # table2 -> retrieval
+# The tables a run builds: both on the embedded suite, those of the tasks with datasets on the paper suite.
+TASK_RESULTS = [f"{layout.TASK_TABLES[t]}.{ext}" for t, ds in TASK_DATASETS.items() if ds for ext in ("csv", "md")]
 
 
-def task_datasets():
-    """The datasets the text tasks run on: every embedded one.  The paper suite's Flickr30k,
-    MSCOCO and VQAv2 have their data layer (src/dicap/data/retrieval.py, vqa.py) but no rules yet."""
-    if PAPER:
-        raise WorkflowError("results/table2 and table3 are built by the embedded suite only for now: the paper suite's "
-                            "retrieval and VQA datasets are not wired into the workflow yet (README: retrieval and VQA)")
-    return DATASETS
+def task_datasets(table):
+    """The datasets a task table covers: refused before any job when the config gives it none."""
+    task = TABLE_TASK[table]
+    if not TASK_DATASETS[task]:
+        raise WorkflowError(f"results/{table} needs {task} datasets: set tasks.datasets.{task} (config.paper.yaml lists them)")
+    return TASK_DATASETS[task]

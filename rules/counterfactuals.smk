@@ -6,7 +6,7 @@ rule counterfactual_shard:
     input:
         unpack(guide_inputs),
         data=DATA_FILES,
-        split=SPLIT,
+        split=split_of,
         clip=CLIP,
         class_text_features=CLASS_TEXT_FEATURES,
         diffusion=DIFFUSION,
@@ -42,7 +42,7 @@ rule counterfactual_shard:
 
 rule merge_counterfactuals:
     input:
-        split=SPLIT,
+        split=split_of,
         images=expand(CF_SHARD_IMAGES, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
         tables=expand(CF_SHARD_TABLE, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
     output:

@@ -33,7 +33,7 @@ rule prepare_dataset:
         DATA_FILES,
     params:
         code=code_version("prepare_dataset"),
-        data=as_json(config["data"]),
+        data=data_params,
         out=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
     resources:

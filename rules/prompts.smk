@@ -5,7 +5,7 @@ rule encode_train_features:
     input:
         unpack(cf_source),
         data=DATA_FILES,
-        split=lambda wc: split_of(wc.variant),
+        split=split_of,
         clip=CLIP,
     output:
         TRAIN_FEATURES,

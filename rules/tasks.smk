@@ -1,7 +1,9 @@
-# Image-text retrieval (Table 2) and VQA (Table 3): classification's few-shot images, features
-# and counterfactuals (main variant), with the images' captions or questions as the texts
-# (src/dicap/data/text_tasks.py).  One context per task x dataset x method x seed, one
-# evaluation per task x dataset x seed over the unbiased test split.
+# Image-text retrieval (Table 2) and VQA (Table 3).  The embedded suite reuses classification's
+# few-shot images, features and counterfactuals (main variant) with the images' captions or
+# questions as the texts (src/dicap/data/text_tasks.py); the paper suite runs the same rules on
+# Flickr30k, MSCOCO and VQAv2 (src/dicap/data/text_store.py), whose counterfactual shards
+# regenerate each image with its caption's object noun swapped.  One context per task x dataset
+# x method x seed, one evaluation per task x dataset x seed over the test split.
 
 
 rule train_task_prompt:
@@ -9,12 +11,13 @@ rule train_task_prompt:
         data=DATA_FILES,
         clip=CLIP,
         features=lambda wc: TRAIN_FEATURES.format(dataset=wc.dataset, variant=layout.MAIN, seed=wc.seed),
-        split=SPLIT,
+        split=split_of,
     output:
         TASK_PROMPT,
     params:
         code=code_version("train_task_prompt"),
         prompt=lambda wc: as_json(training_params(wc.method, layout.MAIN)),
+        vqa_answers=config["tasks"]["vqa_answers"],
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -30,7 +33,8 @@ rule train_task_prompt:
     shell:
         "dicap train_task_prompt --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --features {input.features} --split {input.split} --task {wildcards.task} --method {wildcards.method}"
-        " --seed {wildcards.seed} --params {params.prompt:q} --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --params {params.prompt:q} --vqa-answers {params.vqa_answers} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate_task:
@@ -46,6 +50,7 @@ rule evaluate_task:
         prompt=as_json({m: training_params(m, layout.MAIN) for m in TASK_METHODS}),
         methods=TASK_METHODS,
         recall_at=config["tasks"]["recall_at"],
+        vqa_answers=config["tasks"]["vqa_answers"],
         dataset_dir=dataset_dir,
     threads: 1
     resources:
@@ -61,13 +66,14 @@ rule evaluate_task:
     shell:
         "dicap evaluate_task --dataset-dir {params.dataset_dir} --clip-dir {input.clip} --features {input.features}"
         " --task {wildcards.task} --prompts {input.prompts} --methods {params.methods} --seed {wildcards.seed}"
-        " --params {params.prompt:q} --recall-at {params.recall_at} --threads {threads} --out {output} > {log} 2>&1"
+        " --params {params.prompt:q} --recall-at {params.recall_at} --vqa-answers {params.vqa_answers}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 
 rule task_table:
     input:
-        lambda wc: expand(TASK_METRICS, task=TABLE_TASK[wc.table], dataset=task_datasets(), seed=SEEDS),
+        lambda wc: expand(TASK_METRICS, task=TABLE_TASK[wc.table], dataset=task_datasets(wc.table), seed=SEEDS),
     output:
         csv=report("results/{table}.csv", caption="captions/task_tables.rst", category="Tables 2 and 3"),
         md="results/{table}.md",
@@ -78,7 +84,7 @@ rule task_table:
         code=code_version("task_table"),
         task=lambda wc: TABLE_TASK[wc.table],
         suite=config["suite"],
-        datasets=DATASETS,
+        datasets=lambda wc: task_datasets(wc.table),
         config=as_json(config),
     threads: 1
     resources:

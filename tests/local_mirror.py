@@ -234,3 +234,48 @@ TASK_LAYOUTS = {
          "val2014/COCO_val2014_000000000300.jpg"],
     ),
 }
+
+
+# --- small but complete text datasets: every image present, captions and questions naming objects -
+
+OBJECT_CAPTIONS = ("a dog runs on the grass", "two men play with a ball", "a cat sleeps on a couch",
+                   "a red bus on the street", "a woman holds an umbrella", "the sky over the hills")  # the last names no object
+
+
+def captioned_flickr(n_train: int, n_val: int, n_test: int) -> tuple[bytes, bytes]:
+    """(Karpathy JSON, image tar) of a Flickr30k-like set whose every image exists; captions
+    cycle through :data:`OBJECT_CAPTIONS`, so some name no object and get no counterfactual."""
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    images, files = [], {}
+    for i, split in enumerate(splits):
+        entry = karpathy_image(i, split, f"{1000000 + i}.jpg")
+        for j, sentence in enumerate(entry["sentences"]):
+            sentence["raw"] = f"{OBJECT_CAPTIONS[(i + j) % len(OBJECT_CAPTIONS)]} {i}."
+        images.append(entry)
+        files[f"flickr30k-images/{1000000 + i}.jpg"] = jpeg(i)
+    return karpathy_json("flickr30k", images), tar_bytes(files)
+
+
+VQA_ITEMS = (  # question, answer type, answers cycled by image
+    ("what color is the dog?", "other", ("brown", "black", "white")),
+    ("is there a cat?", "yes/no", ("yes", "no")),
+    ("how many people are there?", "number", ("2", "3", "1")),
+)
+
+
+def varied_vqa(n_images: int, subtype: str = "val2014") -> tuple[bytes, bytes, bytes]:
+    """(questions JSON, annotations JSON, image zip) in VQAv2's layout, three answer types,
+    answers that vary by image, and every image present."""
+    questions, annotations = [], []
+    for image_id in range(1, n_images + 1):
+        for k, (text, kind, answers) in enumerate(VQA_ITEMS):
+            qid, answer = image_id * 1000 + k, answers[image_id % len(answers)]
+            questions.append({"image_id": image_id, "question": text, "question_id": qid})
+            human = [answer] * 8 + [answers[(image_id + 1) % len(answers)]] * 2
+            annotations.append({"question_type": " ".join(text.split()[:2]), "multiple_choice_answer": answer,
+                                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(human)],
+                                "image_id": image_id, "answer_type": kind, "question_id": qid})
+    q = {"data_subtype": subtype, "questions": questions}
+    a = {"data_subtype": subtype, "annotations": annotations}
+    images = zip_bytes({f"{subtype}/COCO_{subtype}_{i:012d}.jpg": jpeg(i) for i in range(1, n_images + 1)})
+    return json.dumps(q).encode(), json.dumps(a).encode(), images

@@ -26,6 +26,7 @@ BUILD = "build/{suite}"
 STORE_TABLE = "factors.parquet"
 STORE_CLASSES = "classes.json"
 STORE_IMAGES = "images.safetensors"
+STORE_TEXTS = "texts.parquet"  # a retrieval dataset's captions (data/text_store.py)
 DATA = "data/{dataset}"
 DATA_TABLE = f"{DATA}/{STORE_TABLE}"
 DATA_CLASSES = f"{DATA}/{STORE_CLASSES}"

@@ -35,6 +35,7 @@ def clip_backbone(
     its zero-shot accuracy on the first test split and its class text features."""
     from dicap import runtime
     from dicap.backbones import clip
+    from dicap.counterfactual.caption_edits import OBJECT_TERMS
     from dicap.data.store import DatasetStore
     from dicap.evaluation.metrics import zero_shot_accuracy
     from dicap.guards import check_finite
@@ -56,15 +57,18 @@ def clip_backbone(
         split = store.test_splits[0]
         test = store.split(split)
         features = bundle.encode_rows(store, test)
-        text = bundle.encode_texts([params["template"].format(c) for c in store.classes]).numpy()
+        # A retrieval or VQA dataset has no classes: its "classes" are the object terms its
+        # counterfactuals swap (counterfactual/caption_edits.py), and it has no zero-shot accuracy.
+        names = store.classes if not store.is_text_task else list(OBJECT_TERMS)
+        text = bundle.encode_texts([params["template"].format(c) for c in names]).numpy()
         check_finite(class_text_features, {"class text features": text, "test image features": features})
-        accuracy = zero_shot_accuracy(features, test["label"].to_numpy(), text)
+        accuracy = None if store.is_text_task else zero_shot_accuracy(features, test["label"].to_numpy(), text)
         clip.save_class_text_features(class_text_features, text)
         write_json(report, {
             "zero_shot_accuracy": accuracy, "zero_shot_split": split, "final_loss": _final_loss(losses),
             **provenance(params, seed),
         })
-    log.info("zero-shot accuracy on %s: %.3f", split, accuracy)
+    log.info("zero-shot accuracy on %s: %s", split, "none (no classes)" if accuracy is None else f"{accuracy:.3f}")
 
 
 def diffusion_backbone(

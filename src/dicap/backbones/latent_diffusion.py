@@ -342,8 +342,11 @@ def write_pretrained_pointer(spec: dict, out_dir: str | Path) -> None:
     write_json(Path(out_dir) / PRETRAINED_FILE, spec)
 
 
-def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: torch.device) -> LatentDiffusionBundle | None:
+def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: torch.device,
+                  template: str | None = None) -> LatentDiffusionBundle | None:
     """The latent model ``model_dir/pretrained.json`` names, or None for a model trained here.
+
+    ``template`` replaces the configured one: captions are whole prompts (``"{}"``).
 
     ``dtype`` and ``compile`` apply on CUDA only: a CPU run stays float32, where bf16 moves
     pixels, and eager, where compiling costs more than it saves.
@@ -355,7 +358,7 @@ def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: tor
         return None
     spec = read_json(pointer)
     bundle = load_latent_diffusion(
-        spec["path"], class_names, spec["template"],
+        spec["path"], class_names, spec["template"] if template is None else template,
         dtype=spec.get("dtype") if device.type == "cuda" else "float32",
         device=device, image_size=spec.get("image_size"), cache_dir=spec.get("cache_dir"),
     )

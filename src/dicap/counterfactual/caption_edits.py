@@ -232,3 +232,32 @@ def prompt_table(captions: Sequence[str], swap: Mapping[str, str]) -> PromptTabl
         kept=np.array(kept, dtype=np.int64),
         dropped=np.array([i for i, e in enumerate(edits) if e is None], dtype=np.int64),
     )
+
+
+class RowPrompts(NamedTuple):
+    """A shard's prompts for :func:`dicap.counterfactual.generate.generate`, one entry per row.
+
+    ``names`` are the distinct texts (the latent model's "class names", template ``"{}"``);
+    ``labels[i]`` indexes row ``i``'s own text and ``targets[i]`` its edit.  A text that names
+    no object cannot be edited: its target is its own label (the round trip, no
+    intervention) and ``edited[i]`` is False, so the trainer drops it from DiCap's term.
+    """
+
+    names: list[str]
+    labels: np.ndarray
+    targets: np.ndarray
+    edited: np.ndarray
+
+
+def row_prompts(texts: Sequence[str], swap: Mapping[str, str]) -> RowPrompts:
+    """:func:`prompt_table` for every row, the unedited ones kept with themselves as target."""
+    table = prompt_table(texts, swap)
+    index = {name: i for i, name in enumerate(table.names)}
+    for i in table.dropped:
+        index.setdefault(texts[i], len(index))
+    labels = np.array([index[t] for t in texts], dtype=np.int64)
+    targets = labels.copy()
+    targets[table.kept] = table.targets
+    edited = np.zeros(len(texts), dtype=bool)
+    edited[table.kept] = True
+    return RowPrompts(list(index), labels, targets, edited)

@@ -46,25 +46,50 @@ def counterfactual_shard(
     store = DatasetStore.open(dataset_dir)
     rows_of_split = pd.read_parquet(split)
     text = load_class_text_features(class_text_features)
-    latent = load_from_dir(diffusion_dir, store.classes, runtime.device())  # paper suite
+    rows = sharding.shard_rows(rows_of_split, shard, shards)
+    if store.is_text_task:  # retrieval, VQA: each image's own text, and its object-noun edit
+        prompts = _text_prompts(store, rows, text, params)
+        rows = rows.assign(label=prompts.labels)
+        names, template = prompts.names, "{}"
+    else:
+        names, template = store.classes, None
+    latent = load_from_dir(diffusion_dir, names, runtime.device(), template)  # paper suite
     diffusion = latent if latent is not None else load_diffusion(diffusion_dir)
     # CLIP, loaded once, serves the centroids, the 'clip' guide and a latent model's confidence column.
-    centroid = params["sampling"] == "centroid"
+    centroid = params["sampling"] == "centroid" and not store.is_text_task
     clip = load_clip({"path": str(clip_dir)}) if centroid or params["guide"] == "clip" or latent is not None else None
-    # every shard encodes the whole split for the centroids: the same targets everywhere
-    image_features = clip.encode_rows(store, rows_of_split) if clip is not None and centroid else None
-    targets = sampling.choose_targets(rows_of_split["label"].to_numpy(), store.base_classes, params["sampling"], seed, text,
-                                      image_features)
-    rows = sharding.shard_rows(rows_of_split, shard, shards)
+    if store.is_text_task:
+        targets = prompts.targets
+        text = clip.encode_texts(names).numpy() if clip is not None and names else text  # the posterior over the shard's texts
+    else:
+        # every shard encodes the whole split for the centroids: the same targets everywhere
+        image_features = clip.encode_rows(store, rows_of_split) if clip is not None and centroid else None
+        targets = sampling.choose_targets(rows_of_split["label"].to_numpy(), store.base_classes, params["sampling"], seed, text,
+                                          image_features)[rows["row"].to_numpy()]
     guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=text,
                        grad_batch_size=CLIP_GRAD_BATCH_SIZE)
     if rows.empty:  # more shards than images: a valid empty output, which the merge accepts
         log.info("shard %d of %d is empty (%d images in the split): writing empty outputs", shard, shards, len(rows_of_split))
-    arrays, table = generate.generate(store, rows, targets[rows["row"].to_numpy()], diffusion, guide, params)
+    arrays, table = generate.generate(store, rows, targets, diffusion, guide, params)
+    if store.is_text_task:  # shard-local y / y_cf: the texts themselves say what was changed
+        table = table.assign(text=[names[i] for i in rows["label"]], cf_text=[names[i] for i in targets], edited=prompts.edited)
     check_not_constant(out_images, "counterfactual images", arrays[sharding.GENERATED])
     check_table_finite(out_table, table, not_measured=("reconstruction_mse",))  # NaN: round trip not sampled
     save_arrays(out_images, arrays)
     write_table(out_table, table)
+
+
+def _text_prompts(store, rows, object_features, params: dict[str, Any]):
+    """The prompts of a text dataset's shard: swap each text's first object noun for the
+    nearest other COCO object term (by clip_backbone's text features of the terms)."""
+    from dicap.counterfactual.caption_edits import OBJECT_TERMS, row_prompts, swap_table
+
+    if params["guide"] == "classifier":
+        raise ValueError(f"counterfactual.guide 'classifier' needs classes; {store.dataset} is a {store.task} dataset "
+                         "without any: use cfg or clip")
+    prompts = row_prompts(rows["prompt"].tolist(), swap_table(OBJECT_TERMS, object_features))
+    log.info("%d of %d texts name an object and get a counterfactual", int(prompts.edited.sum()), len(rows))
+    return prompts
 
 
 def merge_counterfactuals(

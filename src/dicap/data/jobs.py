@@ -31,18 +31,30 @@ def prepare_dataset(dataset: str, params: Annotated[dict[str, Any], "the config'
         embedded.build(dataset, params, params["render_seed"], out)
         return
     from dicap.data.coop import build_store
-    from dicap.data.paper_sources import load_registry
+    from dicap.data.paper_sources import load_registry, task_of
+    from dicap.data.text_store import build_text_store
 
     entry = {"key": dataset, **load_registry()["datasets"][dataset]}
-    table = build_store(entry, Path(params["root"]) / dataset, params["image_size"], out)
+    if task_of(entry) == "classification":
+        table = build_store(entry, Path(params["root"]) / dataset, params["image_size"], out)
+    else:  # Flickr30k, MSCOCO, VQAv2: images with captions or questions, no classes
+        table = build_text_store(entry, Path(params["root"]) / dataset, params["image_size"], params, out)
     log.info("%s: %s", dataset, table.groupby("split").size().to_dict())
 
 
-def make_split(dataset_dir: Path, seed: int, params: Annotated[dict[str, Any], "shots (and spurious_strength)"], out: Path) -> None:
-    """Draw the few-shot training split of one seed, then keep its base classes."""
+def make_split(dataset_dir: Path, seed: int,
+               params: Annotated[dict[str, Any], "shots (and spurious_strength), or a text dataset's percent"], out: Path) -> None:
+    """Draw the few-shot training split of one seed: shots of the base classes, or a text
+    dataset's share of its pool with one caption or question each."""
     from dicap.data.splits import training_split
     from dicap.data.store import DatasetStore
+    from dicap.data.text_store import few_shot_split
     from dicap.io import write_table
 
     store = DatasetStore.open(dataset_dir)
+    if store.is_text_task:
+        if "percent" not in params:
+            raise ValueError(f"{dataset_dir} is a {store.task} dataset: its split takes 'percent' (tasks.percent), got {sorted(params)}")
+        write_table(out, few_shot_split(store, params["percent"], seed))
+        return
     write_table(out, training_split(store, params["shots"], seed, params.get("spurious_strength")))

@@ -22,6 +22,7 @@ from dicap.io import load_arrays, read_json
 from dicap.layout import STORE_CLASSES as CLASSES
 from dicap.layout import STORE_IMAGES as IMAGES
 from dicap.layout import STORE_TABLE as TABLE
+from dicap.layout import STORE_TEXTS as TEXTS
 
 # The embedded suite's test splits: unbiased, and every test object on every background, from
 # which evaluation picks each seed's aligned and conflict rows (data/embedded.py renders them).
@@ -43,6 +44,7 @@ class DatasetStore:
     image_size: int | None = None  # storage FILES: side of the square images pixels() returns
     render_seed: int | None = None  # rendered data: the seed it was rendered with
     world_pairing: list[int] | None = None  # rendered with a pretraining class-background correlation: its pairing
+    task: str = "classification"  # the data contract: classification, or retrieval / vqa (data/text_store.py)
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -56,11 +58,24 @@ class DatasetStore:
             raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
         table = pd.read_parquet(root / TABLE)
         if info["storage"] == FILES:
-            return cls(root, {}, table, info["classes"], info["dataset"], FILES, Path(info["image_root"]), int(info["image_size"]))
+            return cls(root, {}, table, info["classes"], info["dataset"], FILES, Path(info["image_root"]), int(info["image_size"]),
+                       task=info.get("task", "classification"))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
         return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,
                    render_seed=info.get("render_seed"), world_pairing=info.get("world_pairing"))
+
+    @property
+    def texts(self) -> pd.DataFrame:
+        """A retrieval store's captions (``texts.parquet``: image_id, caption_index, caption, split)."""
+        if not (self.root / TEXTS).exists():
+            raise FileNotFoundError(f"dataset store {self.root} has no {TEXTS}: it is not a retrieval dataset's store")
+        return pd.read_parquet(self.root / TEXTS)
+
+    @property
+    def is_text_task(self) -> bool:
+        """A retrieval or VQA dataset of its own (the paper suite's), rather than classification data."""
+        return self.task != "classification"
 
     @property
     def base_classes(self) -> list[int]:

@@ -129,9 +129,12 @@ class TextExamples:
     candidates: np.ndarray | None = None
     relevant: np.ndarray | None = None
     answers: list[str] | None = None  # VQA: the answer each text states
+    truth: list[str] | None = None  # VQA: each question's right answer (default: the answer its label states)
+    human_answers: list[list[str]] | None = None  # VQA: each question's 10 human answers (default: the truth, 10 times)
 
 
-def _index(texts: list[str]) -> dict[str, int]:
+def index_texts(texts: list[str]) -> dict[str, int]:
+    """Each distinct text's position, in order of first appearance."""
     return {t: i for i, t in enumerate(dict.fromkeys(texts))}
 
 
@@ -139,7 +142,7 @@ def training_examples(task: str, dataset: str, rows: pd.DataFrame, seed: int) ->
     """The few-shot rows as ``task`` examples: one drawn caption each, or all five questions each."""
     if task == "retrieval":
         drawn = draw_training_captions(dataset, rows, seed)
-        index = _index(drawn)
+        index = index_texts(drawn)
         return TextExamples(list(index), np.arange(len(rows)), np.array([index[t] for t in drawn]),
                             np.array(["caption"] * len(rows)))
     return _vqa_examples(dataset, rows)
@@ -149,7 +152,7 @@ def evaluation_examples(task: str, dataset: str, rows: pd.DataFrame) -> TextExam
     """The test rows as ``task`` examples: every caption (with relevance), or every question."""
     if task == "retrieval":
         table = retrieval_texts(dataset, rows)
-        index = _index(table["text"].tolist())
+        index = index_texts(table["text"].tolist())
         relevant = np.zeros((len(rows), len(index)), dtype=bool)
         relevant[table["image"].to_numpy(), table["text"].map(index).to_numpy()] = True
         return TextExamples(list(index), table["image"].to_numpy(), table["text"].map(index).to_numpy(),
@@ -160,7 +163,7 @@ def evaluation_examples(task: str, dataset: str, rows: pd.DataFrame) -> TextExam
 def _vqa_examples(dataset: str, rows: pd.DataFrame) -> TextExamples:
     items = vqa_items(dataset, rows)
     answer_of = {s: a for _, q in items for s, a in zip(q.statements, q.answers)}
-    index = _index(list(answer_of))
+    index = index_texts(list(answer_of))
     candidates = np.zeros((len(items), len(index)), dtype=bool)
     for e, (_, q) in enumerate(items):
         candidates[e, [index[s] for s in q.statements]] = True

@@ -62,34 +62,40 @@ def evaluate_task(
     params: Annotated[dict[str, dict[str, Any]], "each method's parameters (prompting.methods.method_params)"],
     recall_at: Annotated[list[int], "retrieval: the K of R@K"],
     out: Path,
+    vqa_answers: Annotated[int, "a paper VQA dataset: candidate answers per answer type (tasks.vqa_answers)"] = 20,
     threads: int = 1,
 ) -> None:
-    """Score every method's context on a text task over the unbiased test split: retrieval
-    R@K both ways (and per base / novel images), or VQA accuracy per question type."""
+    """Score every method's context on a text task over the test split (the embedded suite's
+    unbiased one): retrieval R@K both ways, or VQA accuracy per question type; on the
+    embedded suite also per base and novel images."""
     from dicap import runtime
     from dicap.backbones.clip import load_clip
+    from dicap.data import text_store, text_tasks
     from dicap.data.store import DatasetStore
-    from dicap.data.text_tasks import check_task, evaluation_examples
     from dicap.evaluation.text_scoring import score_text_task
     from dicap.guards import check_finite, check_table_finite
     from dicap.io import load_arrays, write_table
     from dicap.prompting.methods import check_text_task_method
 
-    check_task(task)
+    text_tasks.check_task(task)
     for method in methods:
         check_text_task_method(method)
     _check_prompts(methods, prompts, params)
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
+    if store.is_text_task and store.task != task:
+        raise ValueError(f"{dataset_dir} is a {store.task} dataset, not a {task} one")
     split = TEXT_TASK_SPLIT if TEXT_TASK_SPLIT in store.test_splits else store.test_splits[0]
     cached = load_arrays(features)
     check_finite(out, cached, source=features)
     rows = store.split(split)
-    examples = evaluation_examples(task, store.dataset, rows)
+    if store.is_text_task:
+        examples = text_store.evaluation_examples(store, rows, vqa_answers)
+    else:
+        examples = text_tasks.evaluation_examples(task, store.dataset, rows)
     bundle = load_clip({"path": str(clip_dir)})
     bundle.model.to(runtime.device())
     table = score_text_task(bundle, store, cached[split], rows["label"].to_numpy(), examples, dict(zip(methods, prompts)),
                             params, seed, recall_at, out).assign(split=split)
     check_table_finite(out, table)
     write_table(out, table)
-

@@ -43,18 +43,23 @@ def retrieval_scores(similarities: torch.Tensor, relevant: np.ndarray, image_gro
 
 
 def vqa_scores(similarities: torch.Tensor, candidates: np.ndarray, label: np.ndarray, kind: np.ndarray,
-               answers: Sequence[str], groups: dict[str, np.ndarray]) -> dict[str, float]:
+               answers: Sequence[str], groups: dict[str, np.ndarray], truth: Sequence[str] | None = None,
+               human_answers: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
     """VQA accuracy and top-1 in %, overall, per question type and per group of questions.
 
     ``similarities`` is (questions x texts), ``candidates`` (questions x texts) each
-    question's statements, ``label`` its right statement, ``answers`` the answer each
-    statement gives (text index -> answer word).
+    question's statements, ``label`` its right statement (-1: the right answer is not among
+    its candidates, so it cannot be answered right), ``answers`` the answer each statement
+    gives (text index -> answer word).  ``truth`` and ``human_answers`` are each question's
+    answer and its 10 human answers (VQAv2); without them the answer ``label`` states is the
+    truth, given by all 10 annotators (the embedded suite's exact answers).
     """
     masked = similarities.masked_fill(~torch.from_numpy(candidates), float("-inf"))
     predicted = masked.argmax(1).numpy()
-    guess, truth = [answers[i] for i in predicted], [answers[i] for i in label]
-    scores = {"vqa_accuracy": 100 * mean_vqa_accuracy(guess, [[t] * 10 for t in truth]),  # one exact answer, 10 annotators
-              "top1": 100 * top1_accuracy(guess, truth)}
+    guess = [answers[i] for i in predicted]
+    truth = list(truth) if truth is not None else [answers[i] for i in label]
+    human = human_answers if human_answers is not None else [[t] * 10 for t in truth]
+    scores = {"vqa_accuracy": 100 * mean_vqa_accuracy(guess, human), "top1": 100 * top1_accuracy(guess, truth)}
     for name, mask in {**{str(k): kind == k for k in dict.fromkeys(kind)}, **groups}.items():
         scores[f"{name}_accuracy"] = 100 * float((predicted[mask] == label[mask]).mean())
     return scores

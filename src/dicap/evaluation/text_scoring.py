@@ -26,7 +26,8 @@ def score_text_task(bundle: Any, store: Any, features: np.ndarray, labels: np.nd
     Images of base and novel classes are also scored apart (the paper's unseen-class claim):
     retrieval's image-to-text recall per half, VQA's accuracy on each half's questions.
     """
-    halves = {"base": np.isin(labels, store.base_classes), "novel": np.isin(labels, store.novel_classes)}
+    # a paper retrieval or VQA dataset has no classes, so no halves
+    halves = {"base": np.isin(labels, store.base_classes), "novel": np.isin(labels, store.novel_classes)} if store.classes else {}
     rows = []
     for method, prompt in prompts.items():
         learner = build_learner(method, bundle.model, bundle.tokenizer, examples.texts, params[method])
@@ -39,6 +40,6 @@ def score_text_task(bundle: Any, store: Any, features: np.ndarray, labels: np.nd
         else:
             per_question = {k: mask[examples.image] for k, mask in halves.items()}
             scores = vqa_scores(sims[torch.from_numpy(examples.image)], examples.candidates, examples.label,
-                                examples.kind, examples.answers, per_question)
+                                examples.kind, examples.answers, per_question, examples.truth, examples.human_answers)
         rows.append({"method": method, "seed": seed, **scores})
     return pd.DataFrame(rows)

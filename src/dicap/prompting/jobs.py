@@ -46,7 +46,10 @@ def _training_set(
         if key not in arrays:
             raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
         out["cf"] = arrays[key]
-        out["cf_labels"] = pd.read_parquet(counterfactual_table)["y_cf"].to_numpy()
+        table = pd.read_parquet(counterfactual_table)
+        out["cf_labels"] = table["y_cf"].to_numpy()
+        if "edited" in table:  # a text dataset: a text naming no object has no counterfactual
+            out["cf_valid"] = table["edited"].to_numpy(dtype=bool)
     return out
 
 
@@ -96,6 +99,8 @@ def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: 
     bundle.model.to(runtime.device())
     out_arrays: dict[str, np.ndarray] = {}
     for name in ("val", *store.test_splits):
+        if store.is_text_task and name == "val":  # a retrieval or VQA store has a pool and a test split only
+            continue
         rows = store.split(name)
         out_arrays[name] = bundle.encode_rows(store, rows)
         out_arrays[f"{name}_labels"] = rows["label"].to_numpy()
@@ -194,37 +199,45 @@ def train_task_prompt(
     seed: int,
     params: Annotated[dict[str, Any], "the method's parameters (prompting.methods.method_params)"],
     out: Annotated[Path, "the learned tensors; the history is written beside them (.json)"],
+    vqa_answers: Annotated[int, "a paper VQA dataset: candidate answers per answer type (tasks.vqa_answers)"] = 20,
     threads: int = 1,
 ) -> None:
     """Learn one method's context for a text task: the few-shot images' captions or questions.
 
-    The images, their counterfactuals and their features are classification's (main
-    variant); only the texts change (:mod:`dicap.data.text_tasks`).  Each counterfactual is
-    the hard negative of its image's caption or statements, all of which name the class it
-    changed.
+    On the embedded suite the images, their counterfactuals and their features are
+    classification's (main variant) and only the texts change (:mod:`dicap.data.text_tasks`);
+    a paper retrieval or VQA dataset has its own split, one text per row
+    (:mod:`dicap.data.text_store`).  Each counterfactual is the hard negative of its image's
+    caption or statements: they name the object it changed.
     """
     import pandas as pd
     import torch
 
     from dicap import runtime
     from dicap.backbones.clip import load_clip
+    from dicap.data import text_store, text_tasks
     from dicap.data.store import DatasetStore
-    from dicap.data.text_tasks import check_task, training_examples
     from dicap.io import load_arrays
     from dicap.prompting.methods import build_learner, check_text_task_method
 
-    check_task(task)
+    text_tasks.check_task(task)
     check_text_task_method(method)
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
+    if store.is_text_task and store.task != task:
+        raise ValueError(f"{dataset_dir} is a {store.task} dataset, not a {task} one")
     rows = pd.read_parquet(split)
     cached = load_arrays(features)
     if len(cached["train"]) != len(rows):
         raise ValueError(f"{features} encodes {len(cached['train'])} images but {split} has {len(rows)} rows")
-    examples = training_examples(task, store.dataset, rows, seed)
+    if store.is_text_task:
+        examples = text_store.training_examples(store, rows, vqa_answers)
+    else:
+        examples = text_tasks.training_examples(task, store.dataset, rows, seed)
     inputs = {"train": cached["train"][examples.image], "train_labels": examples.label}
-    if "cf" in cached:
-        inputs["cf"] = cached["cf"][examples.image]
+    for key in ("cf", "cf_valid"):
+        if key in cached:
+            inputs[key] = cached[key][examples.image]
     if examples.candidates is not None:
         inputs["train_candidates"] = examples.candidates
     bundle = load_clip({"path": str(clip_dir)})

@@ -18,6 +18,7 @@ SHOWN = {
                   "t2i_r5": "T→I R@5", "t2i_r10": "T→I R@10", "base_i2t_r1": "base I→T R@1", "novel_i2t_r1": "novel I→T R@1"},
     "vqa": {"vqa_accuracy": "VQA acc.", "top1": "top-1", "object_accuracy": "object", "colour_accuracy": "colour",
             "background_accuracy": "background", "place_accuracy": "place", "size_accuracy": "size",
+            "yes/no_accuracy": "yes/no", "number_accuracy": "number", "other_accuracy": "other",
             "base_accuracy": "base", "novel_accuracy": "novel"},
 }
 TITLES = {"retrieval": "Table 2: image-text retrieval", "vqa": "Table 3: visual question answering"}
