@@ -37,12 +37,31 @@ def test_dry_run_plans_every_job(tmp_path):
         assert rule in out.stdout
 
 
-def test_paper_suite_says_its_retrieval_and_vqa_tables_are_not_wired_yet(tmp_path):
-    """Tables 2 and 3 of the paper suite are refused before any job, with the reason."""
-    out = snakemake("-n", "results/table2.csv", "--directory", str(tmp_path),
-                    "--configfile", str(REPO / "config.yaml"), str(REPO / "config.paper.yaml"))
+def test_slurm_profile_plans_retrieval_and_vqa_on_their_own_datasets_with_gpu_shards(tmp_path):
+    """Tables 2 and 3 of the paper suite: Flickr30k, MSCOCO and VQAv2, each downloaded,
+    split and regenerated in GPU shards (the profile's `shards`), then trained per method and seed."""
+    out = snakemake("--profile", "slurm", "-n", "results/table2.csv", "results/table3.csv", "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config.yaml"), str(REPO / "config.paper.yaml"))  # the profile's, made absolute
+    assert out.returncode == 0, out.stderr[-2000:]
+    paper = load_config(REPO / "config.paper.yaml")
+    counts = job_counts(out.stdout + out.stderr)
+    n_seeds, shards = len(load_config(REPO / "config.yaml")["seeds"]), paper["counterfactual"]["shards"]
+    assert counts["download_dataset"] == 3 and counts["counterfactual_shard"] == 3 * n_seeds * shards, counts
+    assert counts["train_task_prompt"] == 3 * n_seeds * len(load_config(REPO / "config.yaml")["tasks"]["methods"]), counts
+    blocks = out.stdout.split("rule ")
+    shard_blocks = [b for b in blocks if b.startswith("counterfactual_shard:")]
+    for dataset in ("flickr30k", "mscoco", "vqav2"):
+        mine = [b for b in shard_blocks if f"counterfactuals/{dataset}/main/" in b]
+        assert len(mine) == n_seeds * shards and all("gpu=1" in b for b in mine), dataset
+    assert not any("/dtd/" in b or "/imagenet/" in b for b in shard_blocks)  # Table 1's datasets are not needed
+
+
+def test_a_task_table_without_datasets_is_refused_before_any_job(tmp_path):
+    (tmp_path / "no_vqa.yaml").write_text("tasks:\n  datasets:\n    vqa: []\n")
+    out = snakemake("-n", "results/table3.csv", "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"),
+                    str(REPO / "config.paper.yaml"), str(tmp_path / "no_vqa.yaml"))
     assert out.returncode != 0
-    assert "built by the embedded suite only for now" in out.stdout + out.stderr
+    assert "results/table3 needs vqa datasets: set tasks.datasets.vqa" in out.stdout + out.stderr
 
 
 def test_slurm_profile_dry_run_asks_gpu_for_gpu_rules_only(tmp_path):

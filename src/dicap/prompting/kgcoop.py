@@ -5,6 +5,13 @@ text feature and that of the hand-written prompt, as KgCoOp's code computes it (
 writes the squared Euclidean distance, which for unit vectors is twice this).  With the
 context initialised from the template's own words the two coincide, so the penalty starts
 at zero and only grows as the context drifts.
+
+Inside a subset of the texts (``PromptLearner.subset``: a text task's batch encodes only its
+examples' candidate texts) the mean runs over the subset's texts only, i.e. the penalty of
+the full formula computed on those rows.  Over batches it estimates the mean over all texts;
+the estimate is unbiased when every text is equally likely to be in a batch's subset, and
+otherwise leans to the texts that are candidates more often (those the cross-entropy trains
+most, too).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from dicap.prompting.learner import PromptLearner
 
 class KgCoOp(PromptLearner):
     name = "kgcoop"
+    supports_subset = True  # own_losses indexes the hand-written features like the prompts
+
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
                  kg_weight: float = 8.0, template: str = "a photo of a {}.", **recipe: Any):
         super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)
@@ -29,8 +38,14 @@ class KgCoOp(PromptLearner):
         self.register_buffer("hand_written", F.normalize(hand.float(), dim=-1), persistent=False)
 
     def knowledge_penalty(self, text_f: torch.Tensor) -> torch.Tensor:
-        """1 - the mean cosine between the learned and the hand-written class text features."""
-        return 1.0 - F.cosine_similarity(text_f, self.hand_written.to(text_f.dtype), dim=-1).mean()
+        """1 - the mean cosine between the learned and the hand-written class text features.
+
+        ``text_f`` holds the active texts' features (all of them outside a subset), row for row."""
+        hand = self.active_rows(self.hand_written)
+        if len(hand) != len(text_f):
+            raise ValueError(f"{len(text_f)} text features for {len(hand)} hand-written ones: "
+                             "compute them inside the same subset as the penalty")
+        return 1.0 - F.cosine_similarity(text_f, hand.to(text_f.dtype), dim=-1).mean()
 
     def own_losses(self, image_f: torch.Tensor, text_f: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"kg": self.kg_weight * self.knowledge_penalty(text_f)}

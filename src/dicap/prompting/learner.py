@@ -17,10 +17,18 @@ evaluation are written once for all of them:
 - :meth:`PromptLearner.own_losses`: the learner's own terms beside cross-entropy
   (KgCoOp's penalty, CPL's counterfactual loss), already weighted;
 - :meth:`PromptLearner.trainable_state`: the tensors a prompt file stores.
+
+A text task's learner has one prompt per candidate text, up to ~100k of them, while a batch
+needs only its own examples' candidates.  Inside ``with learner.subset(rows):`` the learner
+encodes only those rows of its prompts (see :meth:`PromptLearner.subset`), so a step costs
+the batch's texts, not all of them.  A learner that builds its prompts its own way
+(CoCoOp, CPL, MaPLe) does not take a subset and says so through ``supports_subset``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +42,16 @@ class PromptLearner(nn.Module):
     name: ClassVar[str] = "coop"  # the learner's name in method names (prompting.methods)
     uses_pixels: ClassVar[bool] = False  # True: inputs are images, the learner runs the vision tower
     conditional: ClassVar[bool] = False  # True: class text features differ per image
+    # True: forward()/class_features()/own_losses() honour ``active`` (a subset of the texts).
+    # A subclass overriding one of SUBSET_AWARE gets False unless it sets this itself, so a
+    # learner written without subsets in mind refuses one instead of encoding every text.
+    supports_subset: ClassVar[bool] = True
+    SUBSET_AWARE: ClassVar[tuple[str, ...]] = ("forward", "class_features", "prompts", "own_losses")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "supports_subset" not in cls.__dict__ and any(name in cls.__dict__ for name in cls.SUBSET_AWARE):
+            cls.supports_subset = False
 
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
                  **recipe: Any):
@@ -49,6 +67,7 @@ class PromptLearner(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
         self.ctx = nn.Parameter(self.initial_context(clip_model, tokenizer, n_ctx, ctx_init))
+        self._active: torch.Tensor | None = None  # see subset(); not state: never saved or moved
 
     @staticmethod
     def initial_context(clip_model: nn.Module, tokenizer, n_ctx: int, ctx_init: str | None) -> torch.Tensor:
@@ -64,14 +83,53 @@ class PromptLearner(nn.Module):
         generator = torch.Generator().manual_seed(0)
         return torch.randn(n_ctx, width, generator=generator) * 0.02
 
+    # --- a subset of the texts ------------------------------------------------------------------------
+
+    @property
+    def active(self) -> torch.Tensor | None:
+        """The rows (text indices, in order) that forward() encodes, or None for every text."""
+        return self._active
+
+    @active.setter
+    def active(self, rows: torch.Tensor | None) -> None:
+        if rows is not None:
+            if not self.supports_subset:
+                raise TypeError(f"{type(self).__name__} cannot encode a subset of its texts "
+                                f"(supports_subset is False): it always encodes all {len(self.tokens)}")
+            if rows.dim() != 1 or rows.dtype == torch.bool or rows.is_floating_point() or rows.is_complex():
+                raise ValueError(f"a subset is a 1-D tensor of text indices, got {rows.dtype} of shape {tuple(rows.shape)}")
+            rows = rows.to(device=self.tokens.device, dtype=torch.long)
+        self._active = rows
+
+    @contextmanager
+    def subset(self, rows: torch.Tensor | None) -> Iterator[PromptLearner]:
+        """Encode only ``rows`` of the texts (in that order) inside the block; None: all of them.
+
+        forward(), class_features() and own_losses() then see ``len(rows)`` texts, row ``i``
+        being text ``rows[i]``.  The previous subset comes back on exit, exception or not, so a
+        failed step cannot leave the learner encoding a stale subset at evaluation.
+        """
+        previous = self._active
+        self.active = rows
+        try:
+            yield self
+        finally:
+            self._active = previous
+
+    def active_rows(self, per_text: torch.Tensor) -> torch.Tensor:
+        """``per_text`` (one row per text) restricted to the active subset: a learner's buffers indexed alike."""
+        return per_text if self._active is None else per_text[self._active]
+
     def prompts(self, ctx: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of every class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W)."""
-        n = len(self.tokens)
-        return torch.cat([self.prefix, ctx.unsqueeze(0).expand(n, -1, -1), self.suffix], dim=1)
+        """Token embeddings of every (active) class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W).
+
+        A subset indexes the fixed parts before the concatenation, so its cost is its own size."""
+        prefix, suffix = self.active_rows(self.prefix), self.active_rows(self.suffix)
+        return torch.cat([prefix, ctx.unsqueeze(0).expand(len(prefix), -1, -1), suffix], dim=1)
 
     def forward(self) -> torch.Tensor:
-        """L2-normalised text features (n_classes, D) for the current context."""
-        return encode_text_embeddings(self.clip, self.prompts(self.ctx), self.tokens)
+        """L2-normalised text features (n_classes, D) for the current context; (len(active), D) in a subset."""
+        return encode_text_embeddings(self.clip, self.prompts(self.ctx), self.active_rows(self.tokens))
 
     # --- the interface the trainer and evaluation use ---------------------------------------------
 

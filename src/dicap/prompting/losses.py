@@ -18,7 +18,12 @@ def counterfactual_contrastive_loss(factual: torch.Tensor, counterfactual: torch
     of the pair, (B,).  The counterfactual shares every non-causal factor with the factual
     image and differs only in class, so this hard negative can only be told apart through
     causal (object) features.  Per pair:
-    ``-log exp(<t_y, f> / tau) / (exp(<t_y, f> / tau) + exp(<t_y, f_cf> / tau))``.
+    ``-log exp(<t_y, f> / tau) / (exp(<t_y, f> / tau) + exp(<t_y, f_cf> / tau))``, averaged.
+
+    No pairs (a batch none of whose images has a counterfactual, the caller having kept only
+    those that do) give exactly 0, still on the graph, instead of the NaN of an empty mean.
     """
+    if len(factual) == 0:
+        return factual.sum()  # an empty sum: 0
     logits = torch.stack([factual, counterfactual], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))

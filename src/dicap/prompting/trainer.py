@@ -51,7 +51,12 @@ def train_context(
     ``features`` holds ``train`` (cached features, or uint8 images for a pixel learner) and
     ``train_labels``, and for DiCap's term ``cf`` and ``cf_labels``, one per training image.
     A text task (VQA) adds ``train_candidates``, (examples x texts) bool: each example's
-    cross-entropy runs over its own candidates only.
+    cross-entropy runs over its own candidates only, and a learner that ``supports_subset``
+    encodes only the batch's candidate texts at each step (see :func:`batch_losses`).
+    An optional ``cf_valid``, one bool per training example, marks the examples that have a
+    counterfactual (a caption naming no object has none): DiCap's hard negative then averages
+    over a batch's valid examples only, and is 0 in a batch without one.  Their ``cf`` rows
+    are placeholders, never read.  It cannot go with ``dicap_pos`` (ValueError).
     With ``checkpoint`` set, a checkpoint there from this very run (same params, method, seed,
     initial tensors and features) is resumed, and one is saved after every
     ``checkpoint_every``-th epoch (0: none).  Deleting it once the result is saved is the
@@ -70,6 +75,9 @@ def train_context(
     candidates = features.get("train_candidates")
     if spec.uses_counterfactuals and (x_cf is None or len(x_cf) != len(x)):
         raise ValueError(f"{method} needs one counterfactual per training image ('cf' in the feature cache)")
+    cf_valid = features.get("cf_valid")
+    if cf_valid is not None:
+        cf_valid = check_cf_valid(cf_valid, spec, len(x))
     learner.prepare(x, y)
     state = learner.trainable_state()
     epochs, batch = params["epochs"], params["batch_size"]
@@ -97,7 +105,8 @@ def train_context(
         for start in range(0, len(x), batch):
             idx = order[start : start + batch]
             terms = batch_losses(learner, spec, x[idx], y[idx], x_cf, y_cf, idx, params, logit_scale,
-                                 None if candidates is None else candidates[idx].bool())
+                                 None if candidates is None else candidates[idx].bool(),
+                                 None if cf_valid is None else cf_valid[idx])
             for name, (_, value) in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
             optimizer_step(opt, sum(weight * value for weight, value in terms.values()), sched)
@@ -110,20 +119,79 @@ def train_context(
     return history
 
 
+def check_cf_valid(cf_valid: torch.Tensor, spec, n: int) -> torch.Tensor:
+    """``cf_valid`` as a (n,) bool tensor, or ValueError: a wrong shape, non-0/1 values, or
+    ``dicap_pos``, whose positive term has no rule for an image without a counterfactual."""
+    if spec.cf_positive:
+        raise ValueError(f"{spec.name} cannot take 'cf_valid': its positive term (dicap_pos) needs a "
+                         "counterfactual for every image; use dicap[_<learner>]")
+    if tuple(cf_valid.shape) != (n,):
+        raise ValueError(f"'cf_valid' must hold one flag per training example, ({n},), got {tuple(cf_valid.shape)}")
+    if cf_valid.dtype != torch.bool:
+        if cf_valid.is_floating_point() or cf_valid.is_complex() or not ((cf_valid == 0) | (cf_valid == 1)).all():
+            raise ValueError(f"'cf_valid' must be bool (or 0/1 integers), got {cf_valid.dtype}")
+        cf_valid = cf_valid.bool()
+    return cf_valid
+
+
 def batch_losses(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor, x_cf: torch.Tensor | None,
                  y_cf: torch.Tensor | None, idx: torch.Tensor, params: dict[str, Any],
-                 logit_scale: float, candidates: torch.Tensor | None = None) -> dict[str, tuple[float, torch.Tensor]]:
+                 logit_scale: float, candidates: torch.Tensor | None = None,
+                 cf_valid: torch.Tensor | None = None) -> dict[str, tuple[float, torch.Tensor]]:
     """Every loss term of one batch by name, as (weight, value): the loss is the weighted sum,
     the history records the values (a learner's own terms come weighted already).
 
-    ``candidates`` (batch x texts) limits each example's cross-entropy to its own texts."""
+    ``candidates`` (batch x texts) limits each example's cross-entropy to its own texts.  A
+    learner that ``supports_subset`` then encodes only the texts the batch needs (its
+    examples' candidates and labels) rather than all of them: the cross-entropy and DiCap's
+    term are the same, only cheaper; KgCoOp's penalty becomes its mean over those texts
+    (see kgcoop.py).  Other learners, and ``dicap_pos`` (whose term scores every text),
+    encode every text as before.
+    ``cf_valid`` (batch,) bool keeps DiCap's hard negative to the examples that have a
+    counterfactual (``None``: all of them)."""
+    if cf_valid is not None and spec.cf_positive:
+        check_cf_valid(cf_valid, spec, len(y))  # raises
+    if candidates is None or not learner.supports_subset or spec.cf_positive:
+        return _batch_terms(learner, spec, x, y, x_cf, y_cf, idx, params, logit_scale, candidates, cf_valid)
+    if candidates.shape != (len(y), len(learner.tokens)):
+        raise ValueError(f"candidates must be (batch, texts) = {(len(y), len(learner.tokens))}, got {tuple(candidates.shape)}")
+    cols, y_cols = batch_texts(candidates, y)
+    with learner.subset(cols):
+        return _batch_terms(learner, spec, x, y_cols, x_cf, y_cf, idx, params, logit_scale, candidates[:, cols], cf_valid)
+
+
+def batch_texts(candidates: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The texts a batch needs, ascending (every example's candidates, and its label even if
+    not a candidate, so no label falls outside), and each label's position among them."""
+    needed = candidates.any(0)
+    needed[y] = True
+    position = needed.long().cumsum(0) - 1  # a needed text's index among the needed ones
+    return needed.nonzero().squeeze(1), position[y]
+
+
+def _batch_terms(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor, x_cf: torch.Tensor | None,
+                 y_cf: torch.Tensor | None, idx: torch.Tensor, params: dict[str, Any],
+                 logit_scale: float, candidates: torch.Tensor | None,
+                 cf_valid: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+    """:func:`batch_losses` on the learner's texts as they stand (all, or the active subset)."""
     image_f = learner.image_features(x)
     text_f = learner.class_features(image_f)
     sims = cosine(image_f, text_f)
     own = learner.own_losses(image_f, text_f, y)
     competing = sims if candidates is None else sims.masked_fill(~candidates, float("-inf"))
     terms = {"ce": (1.0, classification_loss(competing, y, logit_scale)), **{k: (1.0, v) for k, v in own.items()}}
-    if spec.hard_negative:
+    if spec.hard_negative and cf_valid is not None:
+        # Only the examples with a counterfactual: the others' cf rows are never encoded or read.
+        rows = cf_valid.nonzero().squeeze(1)
+        if len(rows) == 0:
+            terms["cf"] = (params["cf_weight"], sims.new_zeros(()))
+        else:
+            cf_f = learner.image_features(x_cf[idx[rows.to(idx.device)]])
+            cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
+            pairs = torch.arange(len(rows), device=y.device)
+            terms["cf"] = (params["cf_weight"], counterfactual_contrastive_loss(
+                sims[rows, y[rows]], cf_sims[pairs, y[rows]], params["cf_temperature"]))
+    elif spec.hard_negative:
         cf_f = learner.image_features(x_cf[idx])
         # A conditional learner's prompt follows its image; CoOp's is the same for both.
         cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
