@@ -23,6 +23,7 @@ from dicap.counterfactual.caption_edits import (
     edit_caption,
     pluralise,
     prompt_table,
+    row_prompts,
     swap_table,
 )
 
@@ -256,3 +257,19 @@ def test_the_latent_generator_runs_on_a_caption_table(tmp_path):
     # each row's prompt embedding is its caption's, its target's the edited caption's
     expected = encoder([table.names[int(y)] for y in table.targets])
     np.testing.assert_allclose(bundle.prompt_embeddings[table.targets].numpy(), expected.numpy(), rtol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["a dog runs", "the grass", "two men walk", "A cat sleeps", "a dog runs",
+                                 "a quiet corner", "three buses stop"]), max_size=12))
+def test_row_prompts_give_every_row_its_own_text_and_an_edit_or_itself(texts):
+    swap = {"dog": "cat", "cat": "dog", "person": "bicycle", "bus": "truck"}
+    swap |= {t: "person" for t in OBJECT_TERMS if t not in swap}
+    rows = row_prompts(texts, swap)
+    assert len(rows.labels) == len(rows.targets) == len(rows.edited) == len(texts)
+    assert len(set(rows.names)) == len(rows.names)
+    for i, text in enumerate(texts):
+        edit = edit_caption(text, swap)
+        assert rows.names[rows.labels[i]] == text
+        assert rows.edited[i] == (edit is not None)
+        assert rows.names[rows.targets[i]] == (edit if edit is not None else text)
