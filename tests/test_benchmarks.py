@@ -104,3 +104,14 @@ def test_clip_encoding_tiny_times_every_mode_and_matches_fp32(single_thread, cap
         assert r["images_per_s"] > 0 and r["speedup_vs_old"] > 0
         assert r["min_cosine_vs_fp32"] >= (1 - 1e-6 if mode in ("old", "fp32") else 0.999)
     assert "16 px  bf16_autocast" in out and "37 px  old" in out
+
+
+def test_text_task_step_tiny_agrees_with_itself_on_the_cpu_and_times_both_paths(single_thread, capsys):
+    """benchmarks/text_task_step.py --tiny: on a CPU the 'device' is the CPU, so the two trainings
+    agree exactly; both paths are timed on the same texts."""
+    import text_task_step
+
+    result = text_task_step.main(["--tiny", "--texts", "64", "--answers", "4", "--batch", "8", "--steps", "1"])
+    assert result["device"] == "cpu" and result["max_context_difference"] == 0 and result["max_loss_difference"] == 0
+    assert result["texts"] == 64 and result["subset_s"] > 0 and result["full_s"] > 0
+    assert "s/step" in capsys.readouterr().out
