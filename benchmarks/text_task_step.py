@@ -8,7 +8,10 @@
    test suite's tiny CLIP, once on the CPU and once on the default device; the learned
    contexts and the loss histories are compared.  This is the path a CPU-only test cannot
    check: the per-batch text subset indexes device tensors with CPU batch indices.
-2. **Cost.** Seconds per training step (forward, backward, SGD) for a batch of ``--batch``
+2. **Every learner on the device** (``learners_on_device``): built around a frozen CLIP already
+   on the device, as evaluation builds them, then scoring a few images; a learner whose
+   tensors stayed on the CPU fails here and nowhere on a CPU-only machine.
+3. **Cost.** Seconds per training step (forward, backward, SGD) for a batch of ``--batch``
    questions with ``--answers`` candidate statements each, the batch's subset encoded (what
    ``train_context`` does), against encoding all ``--texts`` texts every step (what it did
    before): at paper scale, 3 % of VQAv2 val is ~6,400 questions x 21 statements ~ 135k texts,
@@ -76,6 +79,35 @@ def agreement(bundle, dev: torch.device) -> dict[str, float]:
             "context_scale": float(ctx_cpu.abs().max())}
 
 
+def learners_on_device(bundle, dev: torch.device) -> dict[str, str]:
+    """'ok' or the error, per learner: built as ``evaluation.prompts`` builds them, then scored."""
+    from dicap.evaluation.prompts import all_similarities, model_device
+    from dicap.prompting.methods import LEARNERS
+
+    import numpy as np
+
+    model = copy.deepcopy(bundle.model).to(dev)
+    moved = type(bundle)(model, tokenizer=bundle.tokenizer, image_size=bundle.image_size, mean=bundle.mean, std=bundle.std)
+    names = ["banded", "dotted", "striped", "zigzagged"]
+    extra = {"maple": {"n_ctx": 2, "ctx_init": "a photo", "depth": 2}}
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in LEARNERS:
+        try:
+            learner = build_learner(name, model, bundle.tokenizer, names, PARAMS | extra.get(name, {}),
+                                    preprocess=moved.pixels_to_input).to(model_device(moved))
+            learner.eval()
+            if learner.uses_pixels:
+                inputs = rng.integers(0, 256, (3, bundle.image_size, bundle.image_size, 3), dtype=np.uint8)
+            else:
+                inputs = np.asarray(torch.nn.functional.normalize(torch.randn(3, model.text_projection.shape[1]), dim=-1))
+            sims = all_similarities(learner, 3, lambda a, b: inputs[a:b])
+            out[name] = "ok" if sims.shape == (3, len(names)) and bool(torch.isfinite(sims).all()) else f"bad {tuple(sims.shape)}"
+        except Exception as err:  # noqa: BLE001 - a report of every learner, not the first failure
+            out[name] = f"{type(err).__name__}: {err}"[:200]
+    return out
+
+
 def seconds_per_step(learner, features: dict[str, torch.Tensor], batch: int, steps: int, subset: bool) -> float:
     """Mean wall time of ``steps`` optimiser steps (after one warm-up), the GPU synchronised."""
     spec = parse_method(METHOD)
@@ -119,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"device: {name}; {METHOD}, tiny CLIP, CPU vs {dev.type}: context differs by at most "
           f"{agree['max_context_difference']:.2e} (context values up to {agree['context_scale']:.3f}), "
           f"losses by {agree['max_loss_difference']:.2e}")
+    learners = learners_on_device(tiny, dev)
+    print(f"every learner scored on {dev.type}: " + ", ".join(f"{k} {v}" for k, v in learners.items()))
     n_questions = max(a.batch, a.texts // a.answers)  # at least one batch of distinct questions
     texts, features = problem(n_questions, a.answers, big.model.text_projection.shape[1])
     features = {k: v.to(dev) for k, v in features.items()}
@@ -129,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'tiny' if a.tiny else SD15_CLIP_MODEL}: batch {a.batch} x {a.answers} candidates; "
           f"subset {subset:.4f} s/step ({a.batch * a.answers} texts), all {len(texts)} texts {full:.4f} s/step "
           f"(x{full / subset:.1f}); at 135k texts the full path would take ~{per_text * 135_000:.1f} s/step")
-    return {"device": name, **agree, "subset_s": subset, "full_s": full, "texts": len(texts)}
+    return {"device": name, **agree, "learners": learners, "subset_s": subset, "full_s": full, "texts": len(texts)}
 
 
 if __name__ == "__main__":

@@ -114,4 +114,5 @@ def test_text_task_step_tiny_agrees_with_itself_on_the_cpu_and_times_both_paths(
     result = text_task_step.main(["--tiny", "--texts", "64", "--answers", "4", "--batch", "8", "--steps", "1"])
     assert result["device"] == "cpu" and result["max_context_difference"] == 0 and result["max_loss_difference"] == 0
     assert result["texts"] == 64 and result["subset_s"] > 0 and result["full_s"] > 0
+    assert set(result["learners"].values()) == {"ok"}, result["learners"]
     assert "s/step" in capsys.readouterr().out

@@ -50,6 +50,8 @@ def test_test_config_merged_over_main_is_valid(config):
         ("methods", ["coop", "dicap_coop"], "methods.1"),
         ("counterfactual.guide", "clips", "counterfactual.guide"),
         ("clip.template", "a photo of a", "clip.template"),
+        ("tasks.datasets.vqa", ["vqav2"], "tasks.datasets"),  # the embedded suite uses its own datasets
+        ("tasks.datasets.captions", ["flickr30k"], "tasks.datasets.captions"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(config, dotted, value, expected):
@@ -212,6 +214,9 @@ def test_guidance_scale_must_be_a_finite_number_at_least_zero(config, value, sho
         ("report.figure_guidance_scales", [float("inf")], "= inf: must be a finite number >= 0"),
         ("clip.model.embed_dim", float("nan"), "= nan: must be a finite number"),  # free-form block
         ("counterfactual.guide", "clips", "= 'clips': must be one of cfg, classifier, clip"),
+        ("tasks.percent", 0, "= 0: must be a finite number in (0, 100]"),
+        ("tasks.percent", 101, "= 101: must be a finite number in (0, 100]"),
+        ("tasks.vqa_answers", 0, "= 0: must be an integer >= 1"),
     ],
 )
 def test_out_of_range_values_give_one_line_naming_key_value_and_range(config, dotted, value, line):

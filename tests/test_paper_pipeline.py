@@ -68,6 +68,7 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
         "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
                                      "template": "a photo of a {}."}},
         "counterfactual": {"steps": 4, "shards": 2, "batch_size": 8},
+        "tasks": {"datasets": {"retrieval": [], "vqa": []}},  # Tables 2 and 3 have a test of their own (below)
         # every learner, and DiCap's term on CoOp and on MaPLe (which reads the image files itself)
         "methods": ["zeroshot", *LEARNERS, "dicap", "dicap_pos", "dicap_maple"],
         "prompt": {"epochs": 2, "learners": {

@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from dicap.data import statements, text_store
 from dicap.data.store import DatasetStore
-from local_mirror import OBJECT_CAPTIONS, VQA_ITEMS, captioned_flickr, varied_vqa
+from local_mirror import OBJECT_CAPTIONS, VQA_ITEMS, captioned_flickr, coco_images, jpeg, karpathy_json, varied_vqa
 
 FLICKR = {"key": "flickr30k", "task": "retrieval", "image_root": "flickr30k-images",
           "annotations": {"captions": "dataset_flickr30k.json"}}
@@ -53,6 +53,26 @@ def test_retrieval_store_holds_the_pool_and_the_test_images(tmp_path):
     assert store.pixels(store.split("test")).shape == (4, 8, 8, 3)
     test_captions = store.texts[store.texts["split"] == "test"]
     assert len(test_captions) == 4 * 5 and set(test_captions["image_id"]) == set(store.split("test")["image_id"])
+
+
+def test_mscoco_store_keeps_karpathy_train_as_the_pool_and_its_paths(tmp_path):
+    """MSCOCO's entries carry a filepath (train2014/ or val2014/); restval, val and test come
+    from COCO val2014, and only Karpathy train is drawn from (data/retrieval.py)."""
+    images = coco_images(n_train=10, n_restval=3, n_val=2, n_test=4)
+    data = tmp_path / "mscoco"
+    data.mkdir()
+    (data / "dataset_coco.json").write_bytes(karpathy_json("coco", images))
+    for entry in images:
+        (data / entry["filepath"]).mkdir(exist_ok=True)
+        (data / entry["filepath"] / entry["filename"]).write_bytes(jpeg(entry["imgid"]))
+    entry = {"key": "mscoco", "task": "retrieval", "image_root": ".", "annotations": {"captions": "dataset_coco.json"}}
+    text_store.build_text_store(entry, data, 8, {}, tmp_path / "store")
+    store = DatasetStore.open(tmp_path / "store")
+    assert store.table.groupby("split").size().to_dict() == {"pool": 10, "test": 4}
+    assert store.split("pool")["path"].str.startswith("train2014/").all() and store.split("test")["path"].str.startswith("val2014/").all()
+    test_captions = store.texts[store.texts["split"] == "test"]
+    assert test_captions.groupby("image_id").size().tolist() == [5] * 4  # a sixth caption is not a test caption
+    assert len(text_store.few_shot_split(store, 50, 1)) == 5
 
 
 def test_a_missing_image_stops_the_store_naming_it(tmp_path):

@@ -349,3 +349,21 @@ def test_the_checkpoint_fingerprint_covers_cf_valid(clip_model):
         {**features, "cf_valid": torch.tensor([True, False, True, True])},
     )}
     assert len(keys) == 3
+
+
+@pytest.mark.parametrize("kind", ["coop", "kgcoop"])
+@pytest.mark.parametrize("per_call", [1, 3, 64])
+def test_evaluation_encodes_many_texts_in_chunks_with_the_same_features(clip_model, monkeypatch, kind, per_call):
+    """evaluation.prompts.text_features: a test split's texts a few at a time equal them all at
+    once, and the learner keeps token ids only (no per-text embedding buffers)."""
+    from dicap.evaluation import prompts
+
+    learner = _learner(clip_model, kind)
+    assert {name for name, _ in learner.named_buffers(recurse=False)} <= {"tokens", "hand_written"}
+    monkeypatch.setattr(prompts, "TEXTS_PER_CALL", per_call)
+    with torch.no_grad():
+        torch.testing.assert_close(prompts.text_features(learner), learner(), rtol=1e-5, atol=1e-6)
+        x, _ = _batch(5)
+        sims = prompts.all_similarities(learner, 5, lambda a, b: x[a:b].numpy())
+        torch.testing.assert_close(sims, cosine(x, learner()), rtol=1e-5, atol=1e-6)
+    assert learner.active is None

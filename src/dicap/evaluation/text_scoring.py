@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from dicap.data.text_tasks import TextExamples
-from dicap.evaluation.prompts import all_similarities, load_prompt
+from dicap.evaluation.prompts import all_similarities, load_prompt, model_device
 from dicap.evaluation.text_metrics import retrieval_scores, vqa_scores
 from dicap.guards import check_finite
 from dicap.prompting.methods import build_learner
@@ -30,7 +30,7 @@ def score_text_task(bundle: Any, store: Any, features: np.ndarray, labels: np.nd
     halves = {"base": np.isin(labels, store.base_classes), "novel": np.isin(labels, store.novel_classes)} if store.classes else {}
     rows = []
     for method, prompt in prompts.items():
-        learner = build_learner(method, bundle.model, bundle.tokenizer, examples.texts, params[method])
+        learner = build_learner(method, bundle.model, bundle.tokenizer, examples.texts, params[method]).to(model_device(bundle))
         load_prompt(learner, prompt, where)
         learner.eval()
         sims = all_similarities(learner, len(features), lambda a, b: features[a:b])

@@ -41,7 +41,8 @@ class CPL(CoCoOp):
         super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)
         self.cpl_weight, self.mask_weight = cpl_weight, mask_weight
         with torch.no_grad():
-            hand = F.normalize(clip_model.encode_text(tokenizer([template.format(n) for n in class_names])).float(), dim=-1)
+            tokens = tokenizer([template.format(n) for n in class_names]).to(clip_model.token_embedding.weight.device)
+            hand = F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
         similarity = hand @ hand.T
         similarity.fill_diagonal_(-float("inf"))
         self.register_buffer("hand_written", hand, persistent=False)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from dicap.prompting.learner import PromptLearner
 
+HAND_WRITTEN_CHUNK = 1024  # texts per forward pass when encoding the hand-written prompts once
+
 
 class KgCoOp(PromptLearner):
     name = "kgcoop"
@@ -34,7 +36,11 @@ class KgCoOp(PromptLearner):
         super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)
         self.kg_weight = kg_weight
         with torch.no_grad():
-            hand = clip_model.encode_text(tokenizer([template.format(name) for name in class_names]))
+            # in chunks: a paper VQA split has ~135k statements, too many for one forward pass
+            texts = [template.format(name) for name in class_names]
+            device = clip_model.token_embedding.weight.device
+            hand = torch.cat([clip_model.encode_text(tokenizer(texts[i : i + HAND_WRITTEN_CHUNK]).to(device))
+                              for i in range(0, len(texts), HAND_WRITTEN_CHUNK)])
         self.register_buffer("hand_written", F.normalize(hand.float(), dim=-1), persistent=False)
 
     def knowledge_penalty(self, text_f: torch.Tensor) -> torch.Tensor:

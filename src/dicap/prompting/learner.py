@@ -60,12 +60,9 @@ class PromptLearner(nn.Module):
         self.clip = clip_model
         self.n_ctx = n_ctx
         placeholder = " ".join(["X"] * n_ctx)
-        self.register_buffer("tokens", tokenizer([f"{placeholder} {name}." for name in class_names]), persistent=False)
-        with torch.no_grad():
-            embedded = clip_model.token_embedding(self.tokens)
-        # Everything but the context positions is fixed: SOS before, class name and EOT after.
-        self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
-        self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
+        # on the frozen model's device: evaluation builds learners around a model already on the GPU
+        device = clip_model.token_embedding.weight.device
+        self.register_buffer("tokens", tokenizer([f"{placeholder} {name}." for name in class_names]).to(device), persistent=False)
         self.ctx = nn.Parameter(self.initial_context(clip_model, tokenizer, n_ctx, ctx_init))
         self._active: torch.Tensor | None = None  # see subset(); not state: never saved or moved
 
@@ -74,14 +71,14 @@ class PromptLearner(nn.Module):
         """Token embeddings of ``ctx_init`` (e.g. "a photo of a"), else N(0, 0.02^2) as in CoOp."""
         width = clip_model.token_embedding.weight.shape[1]
         if ctx_init:
-            ids = tokenizer([ctx_init])[0]
+            ids = tokenizer([ctx_init])[0].to(clip_model.token_embedding.weight.device)
             n_words = int((ids != 0).sum()) - 2  # minus SOS and EOT
             if n_words != n_ctx:
                 raise ValueError(f"ctx_init {ctx_init!r} has {n_words} tokens but n_ctx is {n_ctx}")
             with torch.no_grad():
                 return clip_model.token_embedding(ids[1 : 1 + n_ctx]).clone()
         generator = torch.Generator().manual_seed(0)
-        return torch.randn(n_ctx, width, generator=generator) * 0.02
+        return (torch.randn(n_ctx, width, generator=generator) * 0.02).to(clip_model.token_embedding.weight.device)
 
     # --- a subset of the texts ------------------------------------------------------------------------
 
@@ -120,11 +117,29 @@ class PromptLearner(nn.Module):
         """``per_text`` (one row per text) restricted to the active subset: a learner's buffers indexed alike."""
         return per_text if self._active is None else per_text[self._active]
 
+    def _fixed_embeddings(self) -> torch.Tensor:
+        """The frozen token embeddings of every (active) text: looked up when needed rather than
+        kept, so a learner over a paper VQA split's ~135k statements holds their token ids
+        (80 MB), not their embeddings (20 GB)."""
+        with torch.no_grad():
+            return self.clip.token_embedding(self.active_rows(self.tokens))
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        """SOS's embedding per (active) text, (C, 1, W): what comes before the context."""
+        return self._fixed_embeddings()[:, :1]
+
+    @property
+    def suffix(self) -> torch.Tensor:
+        """The class name's and EOT's embeddings per (active) text, (C, L - 1 - n_ctx, W)."""
+        return self._fixed_embeddings()[:, 1 + self.n_ctx :]
+
     def prompts(self, ctx: torch.Tensor) -> torch.Tensor:
         """Token embeddings of every (active) class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W).
 
-        A subset indexes the fixed parts before the concatenation, so its cost is its own size."""
-        prefix, suffix = self.active_rows(self.prefix), self.active_rows(self.suffix)
+        A subset looks up only its own texts' embeddings, so its cost is its own size."""
+        fixed = self._fixed_embeddings()
+        prefix, suffix = fixed[:, :1], fixed[:, 1 + self.n_ctx :]
         return torch.cat([prefix, ctx.unsqueeze(0).expand(len(prefix), -1, -1), suffix], dim=1)
 
     def forward(self) -> torch.Tensor:
