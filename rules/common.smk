@@ -224,7 +224,7 @@ def reproduction_inputs(wildcards):
     if not PAPER:
         inputs["audit"] = "results/counterfactual_audit.csv"
         inputs["shortcut"] = "results/shortcut.csv"
-    inputs |= {os.path.basename(t): t for t in TASK_RESULTS if t.endswith(".csv")}
+    inputs |= {os.path.basename(t).removesuffix(".csv"): t for t in TASK_RESULTS if t.endswith(".csv")}  # table2, table3
     if os.path.exists(REFERENCE):
         inputs["reference"] = REFERENCE
     return inputs
