@@ -26,6 +26,9 @@ sys.path.insert(0, str(REPO / "src"))
 import yaml  # noqa: E402
 
 from dicap.io import load_arrays  # noqa: E402
+from dicap.prompting.methods import method_params  # noqa: E402
+
+METHODS = ("zeroshot", "coop", "dicap")
 
 
 def dicap(*args: str, cpu: bool = False) -> float:
@@ -63,26 +66,28 @@ def main() -> None:
                  "--split", str(t / "split.parquet"), "--seed", "1", "--shard", "0", "--shards", "1", "--params", j(config["counterfactual"])]
         times["counterfactual_shard (cuda)"] = dicap(*shard, "--out-images", str(t / "cf.safetensors"), "--out-table", str(t / "cf.parquet"))
         times["counterfactual_shard (cpu)"] = dicap(*shard, "--out-images", str(t / "cf_cpu.safetensors"), "--out-table", str(t / "cf_cpu.parquet"), cpu=True)
+        # the agreement first: a run cut short by its time limit still reports it
+        gpu, cpu = load_arrays(t / "cf.safetensors")["images"], load_arrays(t / "cf_cpu.safetensors")["images"]
+        diff = np.abs(gpu.astype(int) - cpu.astype(int))
+        print(f"cuda vs cpu counterfactuals: {len(gpu)} images, mean |diff| {diff.mean():.3f} (0-255), "
+              f"max {diff.max()}, share of pixels within 2 levels {(diff <= 2).mean():.4f}", flush=True)
         dicap("encode_train_features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--split", str(t / "split.parquet"),
               "--counterfactual-images", str(t / "cf.safetensors"), "--counterfactual-table", str(t / "cf.parquet"), "--variant", "main",
               "--out", str(t / "feat.safetensors"))
         dicap("encode_eval_features", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--out", str(t / "eval.safetensors"))
         prompts = []
-        for method in ("zeroshot", "coop", "dicap"):
+        params = {m: method_params(config["prompt"], m) for m in METHODS}  # what the rules pass (training_params)
+        for method in METHODS:
             out = t / f"{method}.safetensors"
             times[f"train_prompt {method} (cuda)"] = dicap(
                 "train_prompt", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--features", str(t / "feat.safetensors"),
-                "--method", method, "--seed", "1", "--params", j(config["prompt"]), "--out", str(out))
+                "--method", method, "--seed", "1", "--params", j(params[method]), "--out", str(out))
             prompts.append(str(out))
-        dicap("evaluate", "--dataset-dir", str(data), "--clip-dir", str(clip_dir), "--features", str(t / "eval.safetensors"),
-              "--prompts", *prompts, "--methods", "zeroshot", "coop", "dicap", "--seed", "1",
-              "--params", j({k: config["prompt"][k] for k in ("n_ctx", "ctx_init")}), "--out", str(t / "metrics.csv"))
+        times["evaluate (cuda)"] = dicap("evaluate", "--dataset-dir", str(data), "--clip-dir", str(clip_dir),
+                                         "--features", str(t / "eval.safetensors"), "--prompts", *prompts, "--methods", *METHODS,
+                                         "--seed", "1", "--params", j(params), "--out", str(t / "metrics.csv"))
         print((t / "metrics.csv").read_text())
         print("clip report:", json.loads(clip_report.read_text())["zero_shot_accuracy"])
-        gpu, cpu = load_arrays(t / "cf.safetensors")["images"], load_arrays(t / "cf_cpu.safetensors")["images"]
-        diff = np.abs(gpu.astype(int) - cpu.astype(int))
-        print(f"cuda vs cpu counterfactuals: {len(gpu)} images, mean |diff| {diff.mean():.3f} (0-255), "
-              f"max {diff.max()}, share of pixels within 2 levels {(diff <= 2).mean():.4f}")
         for name, seconds in times.items():
             print(f"{name:32s} {seconds:7.1f} s (including ~process start and imports)")
 
