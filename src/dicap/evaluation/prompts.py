@@ -69,17 +69,15 @@ def all_similarities(learner: PromptLearner, n: int, inputs: Callable[[int, int]
     memory does not grow with the number of classes.
     """
     device = next(learner.parameters()).device
-    if not learner.conditional and learner.supports_subset:  # one set of text features for every image
-        with torch.no_grad():
-            text_f = text_features(learner)
-            parts = [cosine(learner.image_features(torch.from_numpy(inputs(i, min(n, i + CHUNK))).to(device)), text_f).cpu()
-                     for i in range(0, n, CHUNK)]
-        return torch.cat(parts) if parts else torch.zeros(0, len(learner.tokens))
     cap = min(PROMPTS_PER_CALL, CPU_PROMPTS_PER_CALL) if device.type == "cpu" else PROMPTS_PER_CALL
     chunk = min(CHUNK, max(1, cap // len(learner.tokens))) if learner.conditional else CHUNK
     with torch.no_grad():
-        parts = [learner.similarities(torch.from_numpy(inputs(i, min(n, i + chunk))).to(device)).cpu()
-                 for i in range(0, n, chunk)]
+        if not learner.conditional and learner.supports_subset:  # one set of text features for every image
+            text_f = text_features(learner)
+            score = lambda x: cosine(learner.image_features(x), text_f)  # noqa: E731
+        else:
+            score = learner.similarities
+        parts = [score(torch.from_numpy(inputs(i, min(n, i + chunk))).to(device)).cpu() for i in range(0, n, chunk)]
     return torch.cat(parts) if parts else torch.zeros(0, len(learner.tokens))
 
 

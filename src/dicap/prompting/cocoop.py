@@ -42,10 +42,11 @@ class CoCoOp(PromptLearner):
         """(B, C, D): every class's prompt with the context shifted by each image's meta-net bias."""
         b, c = len(image_f), len(self.tokens)
         ctx = self.ctx.unsqueeze(0) + self.meta_net(image_f.to(self.ctx.dtype)).unsqueeze(1)  # (B, M, W)
+        prefix, suffix = self.fixed_parts()
         x = torch.cat([
-            self.prefix.unsqueeze(0).expand(b, -1, -1, -1),
+            prefix.unsqueeze(0).expand(b, -1, -1, -1),
             ctx.unsqueeze(1).expand(-1, c, -1, -1),
-            self.suffix.unsqueeze(0).expand(b, -1, -1, -1),
+            suffix.unsqueeze(0).expand(b, -1, -1, -1),
         ], dim=2)
         text = encode_text_embeddings(self.clip, x.flatten(0, 1), self.tokens.repeat(b, 1))
         return text.view(b, c, -1)

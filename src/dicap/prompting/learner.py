@@ -117,29 +117,20 @@ class PromptLearner(nn.Module):
         """``per_text`` (one row per text) restricted to the active subset: a learner's buffers indexed alike."""
         return per_text if self._active is None else per_text[self._active]
 
-    def _fixed_embeddings(self) -> torch.Tensor:
-        """The frozen token embeddings of every (active) text: looked up when needed rather than
-        kept, so a learner over a paper VQA split's ~135k statements holds their token ids
-        (80 MB), not their embeddings (20 GB)."""
+    def fixed_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen parts of every (active) text's prompt: SOS's embedding, (C, 1, W), and the
+        class name's and EOT's, (C, L - 1 - n_ctx, W).
+
+        Looked up once per call rather than kept, so a learner over a paper VQA split's ~135k
+        statements holds their token ids (80 MB), not their embeddings (20 GB); a subset looks
+        up only its own texts."""
         with torch.no_grad():
-            return self.clip.token_embedding(self.active_rows(self.tokens))
-
-    @property
-    def prefix(self) -> torch.Tensor:
-        """SOS's embedding per (active) text, (C, 1, W): what comes before the context."""
-        return self._fixed_embeddings()[:, :1]
-
-    @property
-    def suffix(self) -> torch.Tensor:
-        """The class name's and EOT's embeddings per (active) text, (C, L - 1 - n_ctx, W)."""
-        return self._fixed_embeddings()[:, 1 + self.n_ctx :]
+            fixed = self.clip.token_embedding(self.active_rows(self.tokens))
+        return fixed[:, :1], fixed[:, 1 + self.n_ctx :]
 
     def prompts(self, ctx: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of every (active) class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W).
-
-        A subset looks up only its own texts' embeddings, so its cost is its own size."""
-        fixed = self._fixed_embeddings()
-        prefix, suffix = fixed[:, :1], fixed[:, 1 + self.n_ctx :]
+        """Token embeddings of every (active) class's prompt around ``ctx``: (n_ctx, W) -> (C, L, W)."""
+        prefix, suffix = self.fixed_parts()
         return torch.cat([prefix, ctx.unsqueeze(0).expand(len(prefix), -1, -1), suffix], dim=1)
 
     def forward(self) -> torch.Tensor:

@@ -180,23 +180,18 @@ def _batch_terms(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor,
     own = learner.own_losses(image_f, text_f, y)
     competing = sims if candidates is None else sims.masked_fill(~candidates, float("-inf"))
     terms = {"ce": (1.0, classification_loss(competing, y, logit_scale)), **{k: (1.0, v) for k, v in own.items()}}
-    if spec.hard_negative and cf_valid is not None:
-        # Only the examples with a counterfactual: the others' cf rows are never encoded or read.
-        rows = cf_valid.nonzero().squeeze(1)
+    if spec.hard_negative:
+        # The examples with a counterfactual (all, without cf_valid): the others' cf rows are never read.
+        rows = torch.arange(len(y), device=y.device) if cf_valid is None else cf_valid.nonzero().squeeze(1)
         if len(rows) == 0:
             terms["cf"] = (params["cf_weight"], sims.new_zeros(()))
-        else:
-            cf_f = learner.image_features(x_cf[idx[rows.to(idx.device)]])
-            cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
-            pairs = torch.arange(len(rows), device=y.device)
-            terms["cf"] = (params["cf_weight"], counterfactual_contrastive_loss(
-                sims[rows, y[rows]], cf_sims[pairs, y[rows]], params["cf_temperature"]))
-    elif spec.hard_negative:
-        cf_f = learner.image_features(x_cf[idx])
+            return terms
+        cf_f = learner.image_features(x_cf[idx[rows.to(idx.device)]])
         # A conditional learner's prompt follows its image; CoOp's is the same for both.
         cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
-        rows = torch.arange(len(y), device=y.device)
-        terms["cf"] = (params["cf_weight"], counterfactual_contrastive_loss(sims[rows, y], cf_sims[rows, y], params["cf_temperature"]))
-        if spec.cf_positive:
+        pairs = torch.arange(len(rows), device=y.device)
+        terms["cf"] = (params["cf_weight"], counterfactual_contrastive_loss(
+            sims[rows, y[rows]], cf_sims[pairs, y[rows]], params["cf_temperature"]))
+        if spec.cf_positive:  # never with cf_valid (check_cf_valid): rows are the whole batch
             terms["cf_pos"] = (params["cf_positive_weight"], classification_loss(cf_sims, y_cf[idx].long(), logit_scale))
     return terms
