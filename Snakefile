@@ -6,8 +6,8 @@
 
 All parameters come from config.yaml over the schema's defaults (src/dicap/config.schema.yaml);
 every rule receives its block through ``params:`` so changing a value reruns exactly the
-jobs that depend on it.  Every rule runs the `dicap` job of its own name, found in
-src/dicap/<stage>/jobs.py; src/dicap/layout.py names every path.
+jobs that depend on it.  Every rule of rules/X.smk runs the `dicap` job of its own name, the
+function of that name in src/dicap/jobs/X.py; src/dicap/layout.py names every path.
 """
 
 import os
@@ -16,10 +16,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from dicap import layout, worker
+from dicap.plan import PROMPT_ABLATIONS, Plan, split_key
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
-from dicap.io import params_hash
-from dicap.prompting.methods import PIXEL_LEARNERS, method_params, parse_method
 
 min_version("9.0")
 
@@ -82,6 +81,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/backbones.smk"
 include: "rules/counterfactuals.smk"
+include: "rules/features.smk"
 include: "rules/prompts.smk"
 include: "rules/evaluate.smk"
 include: "rules/tasks.smk"

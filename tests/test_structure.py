@@ -14,29 +14,29 @@ import pytest
 import yaml
 
 from dicap import cli
-from dicap.code_version import ROOT, JOB_FILE, imported_modules, job_file, module_file, module_name
+from dicap.code_version import JOBS, ROOT, imported_modules, job_file, module_file, module_name
 from dicap.config import load_config, schema, with_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Layers, bottom first: a module imports from its own unit or from a lower layer, never higher.
-# A stage's jobs.py sits in its folder (a rule's code is found by its name), but in the import
-# graph it is the top layer with cli.py: it wires the library below together.
+# Layers, bottom first: a module imports from its own unit (a folder, or a top-level file) or
+# from a lower layer, never higher.  The app (jobs/, one module per rule file, and the
+# maintainer's tools) wires the library below together; cli.py only dispatches to it.
 LAYERS = [
     {"config", "io", "runtime", "guards", "layout", "code_version", "worker"},  # config, IO, processes
     {"data", "backbones"},  # backbones and data
     {"counterfactual", "prompting"},  # the method
     {"evaluation", "audit"},  # scoring the method
     {"report"},  # tables and figures
-    {"jobs", "cli"},  # what the rules run
+    {"plan"},  # the study's grid, read by the rules
+    {"jobs", "tools", "cli"},  # the app: what the rules and the maintainer run
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 
 def unit(path: Path) -> str:
-    """A module's place in the graph: ``jobs`` for any <stage>/jobs.py, else its folder (or file)."""
-    rel = path.relative_to(ROOT)
-    return "jobs" if rel.name == JOB_FILE else rel.parts[0].removesuffix(".py")
+    """A module's place in the graph: its folder under the package, or its own name."""
+    return path.relative_to(ROOT).parts[0].removesuffix(".py")
 
 
 def import_edges() -> list[tuple[Path, Path]]:
@@ -64,7 +64,7 @@ def test_imports_only_point_down():
 def test_no_cycle_between_folders():
     graph: dict[str, set[str]] = {}
     for a, b in import_edges():
-        if unit(a) != unit(b) and "jobs" not in (unit(a), unit(b)):
+        if unit(a) != unit(b):
             graph.setdefault(unit(a), set()).add(unit(b))
     state: dict[str, str] = {}
 
@@ -83,7 +83,7 @@ def test_no_cycle_between_folders():
 
 def test_jobs_import_no_other_job_module_and_cli_no_domain_module():
     for a, b in import_edges():
-        assert not (unit(a) == "jobs" and unit(b) == "jobs"), f"{a.relative_to(ROOT)} imports {b.relative_to(ROOT)}"
+        assert not (unit(a) == JOBS and unit(b) == JOBS), f"{a.relative_to(ROOT)} imports {b.relative_to(ROOT)}"
         if a.name == "cli.py":
             assert unit(b) in LAYERS[0], f"cli.py imports {b.relative_to(ROOT)}: it only parses and dispatches"
 
@@ -124,7 +124,43 @@ def test_each_rule_runs_the_job_of_its_name_and_hashes_its_code():
             assert f"{variable}=_{variable}," in block, f"rule {name} does not put _{variable} in its params"
         assert f"code=code_version({name})" in block or f'code=code_version("{job}")' in block, name
         if "{" not in job:
-            assert job in jobs and job_file(job).parent.name != "", job
+            assert job in jobs and job_file(job).parent.name == JOBS, job
+
+
+def rules_by_file() -> dict[str, set[str]]:
+    """rules/X.smk -> the names of the rules it defines that run a job (a loop's names expanded by
+    Snakemake itself would need a run: a loop rule is read from its ``name:`` f-string and the
+    loop's list, ``ablation_{_ablation}`` over ABLATIONS)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        names = set()
+        for block in re.split(r"(?m)^\s*rule\b", path.read_text())[1:]:
+            if "shell:" not in block:
+                continue
+            named = re.match(r"\s*(\w+)\s*:", block)
+            names.add(named.group(1) if named else re.search(r'name:\s*\n\s*f?"([^"]+)"', block).group(1))
+        found[path.stem] = names
+    return found
+
+
+def test_rule_files_and_job_modules_correspond_both_ways():
+    """rules/X.smk: rule r  <=>  src/dicap/jobs/X.py: def r (listed in its __all__)."""
+    from dicap.plan import ABLATION_NAMES
+
+    modules = {p.stem for p in (ROOT / JOBS).glob("*.py") if p.name != "__init__.py"}
+    by_file = rules_by_file()
+    assert set(by_file) - {"common"} == modules
+    for stem, names in by_file.items():
+        if stem == "common":
+            assert not names, f"rules/common.smk defines rules {names}: it holds input functions only"
+            continue
+        names = {n2 for n in names for n2 in ([n.replace("{_ablation}", a) for a in ABLATION_NAMES] if "{_" in n else [n])}
+        tree = ast.parse((ROOT / JOBS / f"{stem}.py").read_text())
+        listed = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                      and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+        assert set(listed) == names, f"rules/{stem}.smk runs {sorted(names)}, jobs/{stem}.py offers {sorted(listed)}"
+        for name in names:
+            assert job_file(name) == ROOT / JOBS / f"{stem}.py", name
 
 
 def test_every_rule_name_is_a_job_found_by_name():
@@ -133,15 +169,14 @@ def test_every_rule_name_is_a_job_found_by_name():
     assert out.returncode == 0, out.stderr[-2000:]
     rules = set(out.stdout.split()) - {"all", "artifacts"}
     assert {"counterfactual_shard", "table1", "figure_table1", "audit_summary", "ablation_true_cf"} <= rules
+    assert rules == {n for names in rules_by_file().values() for n in names if "{" not in n} | {
+        n for n in rules if n.startswith("ablation_")}
     jobs = cli.jobs()
-    for rule in rules:
-        path = job_file(rule)
-        assert path == ROOT / path.parent.name / JOB_FILE and rule in jobs, rule
-    assert set(jobs) - rules == {"record_reference", "readme_results", "validate_config", "serve"}  # maintainer's commands, the warm worker
+    assert set(jobs) - rules == set(cli.TOOLS)  # the maintainer's commands and the warm worker
 
 
-def test_the_cli_knows_every_jobs_file_and_every_job_in_it():
-    assert set(cli.JOB_MODULES) == {module_name(p) for p in ROOT.glob(f"*/{JOB_FILE}")}
+def test_the_cli_knows_every_job_module_and_every_job_in_it():
+    assert set(cli.JOB_MODULES) == {module_name(p) for p in (ROOT / JOBS).glob("*.py") if p.name != "__init__.py"}
     for name in cli.JOB_MODULES:
         tree = ast.parse(module_file(name).read_text())
         public = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
@@ -149,6 +184,14 @@ def test_the_cli_knows_every_jobs_file_and_every_job_in_it():
                       and any(getattr(t, "id", None) == "__all__" for t in n.targets))
         helpers = {"epochs"}  # argparse types, not jobs
         assert sorted(listed) == sorted(set(public) - helpers), name
+
+
+def test_the_library_holds_no_job():
+    """No library folder has a jobs module, and no library module imports the app."""
+    assert not [p for p in ROOT.rglob("jobs.py")]
+    for a, b in import_edges():
+        if unit(a) not in LAYERS[-1]:
+            assert unit(b) not in LAYERS[-1], f"{a.relative_to(ROOT)} imports the app ({b.relative_to(ROOT)})"
 
 
 def test_a_job_name_may_be_written_with_hyphens(capsys):

@@ -1,7 +1,8 @@
 """``dicap <job>``: the console entry point every Snakemake rule calls, under the rule's own name.
 
-A job is the function of that name in its stage's ``jobs.py``: rule ``counterfactual_shard``
-runs ``dicap counterfactual_shard``, which is ``dicap.counterfactual.jobs.counterfactual_shard``.
+A job is the function of that name in the job module of its rule file: rule
+``counterfactual_shard`` of rules/counterfactuals.smk runs ``dicap counterfactual_shard``, which is
+``dicap.jobs.counterfactuals.counterfactual_shard``.
 Its parameters are the command's options (``dataset_dir`` -> ``--dataset-dir``), read from
 the signature and its type hints, so this module only parses arguments and dispatches.  A
 job name may be written with hyphens (``dicap validate-config``).
@@ -24,13 +25,12 @@ from dicap import worker
 
 log = logging.getLogger("dicap")
 
-# Every rule's job, in the order of the workflow's stages (README, "Where the code lives").
-JOB_MODULES = (
-    "dicap.data.jobs", "dicap.backbones.jobs", "dicap.counterfactual.jobs", "dicap.prompting.jobs",
-    "dicap.evaluation.jobs", "dicap.audit.jobs", "dicap.report.jobs",
-)
+# Every rule's job: one module per rule file (docs/architecture.md), in the workflow's order.
+JOB_MODULES = tuple(f"dicap.jobs.{name}" for name in (
+    "data", "backbones", "counterfactuals", "features", "prompts", "evaluate", "tasks", "audit", "report", "ablations"))
 # Commands that are no rule's job: name -> (module, function).
-TOOLS = {"validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve")}
+TOOLS = {"record_reference": ("dicap.tools", "record_reference"), "readme_results": ("dicap.tools", "readme_results"),
+         "validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve")}
 ERRORS = (ValueError, KeyError, FileNotFoundError, OSError)  # one line on stderr and exit status 1
 
 

@@ -2,13 +2,12 @@
 
 Snakemake's ``code`` trigger only sees a rule's own shell line, not the Python modules the
 ``dicap`` job behind it imports.  Each rule therefore passes ``code_version(<rule>)``
-through ``params:``: a hash of the job's function (the function of the rule's name in a
-stage's ``jobs.py``), the functions and module-level names of that file it refers to, and
-every ``dicap`` module reachable from their imports (lazy ones included), plus the data
-files those modules name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the
-hash of ``train_prompt`` and nothing upstream of it; Snakemake reruns prompt training and
-what follows, and leaves data, backbones and counterfactuals alone.  Editing another job of
-the same ``jobs.py`` changes nothing here.
+through ``params:``: a hash of the job module of its rule file (``jobs/<rule file>.py``), and
+every ``dicap`` module reachable from its imports (lazy ones included), plus the data files
+those modules name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the hash of
+the prompt-training rules and nothing upstream of them; Snakemake reruns prompt training
+and what follows, and leaves data, backbones, counterfactuals and feature caches alone.
+The unit is the module, not the function: editing one job reruns the jobs of its rule file.
 
 The closure is found statically (``ast``), so computing it imports nothing heavy: the
 Snakefile calls it for every rule at parse time.  This module imports nothing from the
@@ -30,7 +29,7 @@ from typing import NamedTuple
 
 PACKAGE = "dicap"
 ROOT = Path(__file__).resolve().parent
-JOB_FILE = "jobs.py"  # every stage's jobs live in <stage>/jobs.py, each named after its rule
+JOBS = "jobs"  # the app: rules/X.smk runs the functions of jobs/X.py, each named after its rule
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
 CACHE = ROOT / "__pycache__" / "code_versions.json"  # derived data, where Python keeps its own
 
@@ -127,52 +126,28 @@ def _reach(path: Path) -> frozenset[Path]:
 
 
 def job_file(job: str) -> Path:
-    """The ``jobs.py`` that defines ``job`` (a rule's name) at its top level."""
-    found = [path for path in sorted(ROOT.glob(f"*/{JOB_FILE}"))
+    """The job module (``jobs/<rule file>.py``) that defines ``job`` (a rule's name) at its top level."""
+    found = [path for path in sorted((ROOT / JOBS).glob("*.py"))
              if any(isinstance(n, ast.FunctionDef) and n.name == job for n in _parse(path).body)]
     if len(found) != 1:
-        where = f"defined in {[str(p.relative_to(ROOT)) for p in found]}" if found else f"in no {ROOT.name}/*/{JOB_FILE}"
+        where = f"defined in {[str(p.relative_to(ROOT)) for p in found]}" if found else f"in no {ROOT.name}/{JOBS}/*.py"
         raise KeyError(f"no dicap job named {job!r}: it must be one function of that name, and it is {where}")
     return found[0]
 
 
 class JobSources(NamedTuple):
-    """What one job runs: its ``jobs.py``, the source texts of its part of that file, and the
-    package modules and data files they reach."""
+    """What one job runs: its job module, and the package modules and data files it reaches."""
 
     module: Path
-    texts: list[str]
     files: set[Path]
 
 
-def _defined_names(node: ast.stmt) -> set[str]:
-    """Names a top-level statement binds (a function, a class, an assignment, an import)."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-
-
 def job_sources(job: str) -> JobSources:
-    """The job's function, every top-level statement of its file it refers to (transitively),
-    and the modules those import."""
+    """The job's module with its package ``__init__`` files, and everything they import."""
     path = job_file(job)
-    tree = _parse(path)
-    statements = {name: node for node in tree.body for name in _defined_names(node)}
-    start = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == job)
     parts = module_name(path).split(".")
     packages = {module_file(".".join(parts[:i])) for i in range(1, len(parts))}  # their __init__ runs first
-    todo, done, files = [start], [], {f for f in packages if f is not None}
-    while todo:
-        node = todo.pop()
-        if any(node is d for d in done):
-            continue
-        done.append(node)
-        files |= _imported_files(node, module_name(path))
-        todo += [statements[n.id] for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in statements]
-    return JobSources(path, [ast.unparse(node) for node in done], module_closure(files))
+    return JobSources(path, module_closure({path} | {p for p in packages if p is not None}))
 
 
 @lru_cache(maxsize=None)
@@ -186,11 +161,8 @@ def code_version(job: str) -> str:
 
 
 def _hash_sources(job: str) -> str:
-    sources = job_sources(job)
     digest = hashlib.sha256()
-    for text in sorted(sources.texts):
-        digest.update(text.encode())
-    for path in sorted(sources.files):
+    for path in sorted(job_sources(job).files):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -1,4 +1,4 @@
-"""Edited captions: the counterfactual *text* for image-text retrieval and VQAv2 (issue 15).
+"""Edited captions: the counterfactual *text* for image-text retrieval and VQAv2.
 
 Flickr30k, MSCOCO captions and VQAv2 have no class labels.  A counterfactual there is made
 by inverting an image with its own caption and regenerating it with an *edited* caption
@@ -13,8 +13,8 @@ edits become its "class names" with template ``"{}"``:
     rows = rows.iloc[table.kept].assign(label=table.labels)
     generate(store, rows, table.targets, bundle, guide, params)
 
-The object vocabulary is the 80 MS-COCO categories plus a few common caption words for
-them (:data:`SYNONYMS`).  Matching is purely lexical, on purpose: it is deterministic,
+The object vocabulary (:mod:`dicap.data.vocabulary`) is the 80 MS-COCO categories plus a few
+common caption words for them.  Matching is purely lexical, on purpose: it is deterministic,
 needs no tagger, and is easy to audit.  Its known limits: the *first* mention wins even
 when it is not the head noun (in "an orange cat", "orange" the fruit is what is swapped);
 a word in a hyphenated compound ("cat-like") is not a mention; and nouns whose plural is
@@ -29,34 +29,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from dicap.counterfactual.sampling import nearest_other
-
-# The 80 MS-COCO object categories, singular and lower case, in the dataset's category order
-# ("skis" is written "ski", its singular; "scissors" has none).
-OBJECT_TERMS: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "ski", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
-    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)
-
-# Common caption words for a category (singular; plurals follow from :func:`pluralise`).
-# Captions say "a man" far more often than "a person", so without these most people would
-# go unmatched.  Modest on purpose: each entry is unambiguous in COCO-style captions.
-# ("people" needs no entry: it is the plural of "person" itself.)
-SYNONYMS: dict[str, str] = {
-    "man": "person", "woman": "person", "boy": "person", "girl": "person", "child": "person",
-    "kid": "person", "guy": "person", "lady": "person",
-    "bike": "bicycle", "motorbike": "motorcycle", "plane": "airplane", "jet": "airplane",
-    "puppy": "dog", "kitten": "cat", "sofa": "couch", "television": "tv",
-    "cellphone": "cell phone", "phone": "cell phone", "doughnut": "donut", "fridge": "refrigerator",
-    "hydrant": "fire hydrant", "racket": "tennis racket", "teddy": "teddy bear",
-}
+from dicap.data.vocabulary import OBJECT_TERMS, SYNONYMS
 
 # Plurals the ``s``/``es``/``ies`` rule gets wrong; a word mapped to itself never changes.
 IRREGULAR_PLURALS: dict[str, str] = {

@@ -130,3 +130,11 @@ def score_prompts(
             scores = base_novel(sims[split][torch.from_numpy(index)], labels, base, novel)
             rows.append({"method": method, "seed": seed, "split": name, **scores})
     return pd.DataFrame(rows)
+
+
+def check_prompt_files(methods: list[str], prompts: list[Path], params: dict[str, Any]) -> None:
+    """One prompt file and one parameter set per method, named before any model loads."""
+    if len(methods) != len(prompts):
+        raise ValueError(f"{len(methods)} methods but {len(prompts)} prompt files")
+    if missing := [m for m in methods if m not in params]:
+        raise ValueError(f"--params has no parameters for method(s) {', '.join(missing)}")

@@ -18,10 +18,7 @@ import torch.nn as nn
 from dicap.prompting.learner import PromptLearner, encode_text_embeddings
 
 
-class CoCoOp(PromptLearner):
-    name = "cocoop"
-    conditional = True
-
+class CoCoOp(PromptLearner, learner="cocoop"):
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
                  **recipe: Any):
         super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)

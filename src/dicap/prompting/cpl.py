@@ -34,8 +34,7 @@ from dicap.prompting.cocoop import CoCoOp
 MOMENTUM = 0.999  # CPL's mupdate: the solver's mask dominates the learned one
 
 
-class CPL(CoCoOp):
-    name = "cpl"
+class CPL(CoCoOp, learner="cpl"):
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
                  cpl_weight: float = 1.0, mask_weight: float = 0.07, template: str = "a photo of a {}.", **recipe: Any):
         super().__init__(clip_model, tokenizer, class_names, n_ctx, ctx_init)

@@ -27,8 +27,7 @@ from dicap.prompting.learner import PromptLearner
 HAND_WRITTEN_CHUNK = 1024  # texts per forward pass when encoding the hand-written prompts once
 
 
-class KgCoOp(PromptLearner):
-    name = "kgcoop"
+class KgCoOp(PromptLearner, learner="kgcoop"):
     supports_subset = True  # own_losses indexes the hand-written features like the prompts
 
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,

@@ -37,19 +37,28 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dicap.prompting.registry import LEARNERS, LearnerSpec, learner_spec
+
 
 class PromptLearner(nn.Module):
-    name: ClassVar[str] = "coop"  # the learner's name in method names (prompting.methods)
-    uses_pixels: ClassVar[bool] = False  # True: inputs are images, the learner runs the vision tower
-    conditional: ClassVar[bool] = False  # True: class text features differ per image
+    # The learner's entry in prompting/registry.py, bound by ``class X(PromptLearner, learner="x")``;
+    # name, uses_pixels (inputs are images, the learner runs the vision tower) and conditional
+    # (class text features differ per image) are read from it.
+    spec: ClassVar[LearnerSpec] = LEARNERS["coop"]
+    name: ClassVar[str] = spec.name
+    uses_pixels: ClassVar[bool] = spec.uses_pixels
+    conditional: ClassVar[bool] = spec.conditional
     # True: forward()/class_features()/own_losses() honour ``active`` (a subset of the texts).
     # A subclass overriding one of SUBSET_AWARE gets False unless it sets this itself, so a
     # learner written without subsets in mind refuses one instead of encoding every text.
     supports_subset: ClassVar[bool] = True
     SUBSET_AWARE: ClassVar[tuple[str, ...]] = ("forward", "class_features", "prompts", "own_losses")
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, learner: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if learner is not None:
+            cls.spec = learner_spec(learner)
+            cls.name, cls.uses_pixels, cls.conditional = cls.spec.name, cls.spec.uses_pixels, cls.spec.conditional
         if "supports_subset" not in cls.__dict__ and any(name in cls.__dict__ for name in cls.SUBSET_AWARE):
             cls.supports_subset = False
 

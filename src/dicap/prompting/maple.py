@@ -24,7 +24,7 @@ from dicap.prompting.learner import PromptLearner, add_positions, project_text
 DEEP_PROMPT_SEED = 1  # ctx's own random init uses seed 0: the deep prompts must not repeat it
 
 
-class MaPLe(PromptLearner):
+class MaPLe(PromptLearner, learner="maple"):
     """MaPLe's compound prompts on a frozen open_clip CLIP.
 
     Attributes beyond CoOp's ``ctx`` (the first-layer text context, ``(n_ctx, W_text)``):
@@ -54,10 +54,6 @@ class MaPLe(PromptLearner):
     The frozen CLIP stays in eval mode (BatchNorm on running statistics, no dropout) even when
     the learner is put in training mode.
     """
-
-    name = "maple"
-    uses_pixels = True
-    conditional = False
 
     def __init__(self, clip_model: nn.Module, tokenizer, class_names: list[str], n_ctx: int, ctx_init: str | None,
                  depth: int = 9, preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None, **recipe: Any):

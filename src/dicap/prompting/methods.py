@@ -10,7 +10,9 @@ DiCap's term is a plug-in: it applies on top of any learner.
 
 A learner's hyperparameters are config's ``prompt`` block with its recipe
 (``prompt.learners.<learner>``) laid over it: :func:`method_params` is the one place that
-merge happens, for the rules' ``params:`` and for the jobs alike.
+merge happens, for the rules' ``params:`` and for the jobs alike.  What each learner is and
+costs is in :mod:`dicap.prompting.registry`; a job parses its method once and passes the
+:class:`Method` on.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-LEARNERS = ("coop", "cocoop", "kgcoop", "maple", "cpl")
-PIXEL_LEARNERS = ("maple",)  # run the vision tower with their prompts: no cached image features
+from dicap.prompting.registry import LEARNERS as REGISTRY
+from dicap.prompting.registry import LearnerSpec
+
+LEARNERS = tuple(REGISTRY)
+PIXEL_LEARNERS = tuple(name for name, spec in REGISTRY.items() if spec.uses_pixels)  # read images, not cached features
 ZEROSHOT = "zeroshot"
 DICAP, DICAP_POS = "dicap", "dicap_pos"
 # Every valid name, in the schema's order: a test keeps the two equal.
@@ -27,7 +32,7 @@ METHODS = (ZEROSHOT, *LEARNERS, DICAP, DICAP_POS, *(f"{DICAP}_{x}" for x in LEAR
            *(f"{DICAP_POS}_{x}" for x in LEARNERS[1:]))
 # Learners with one text feature per prompt on cached image features: the text tasks' (a
 # conditional learner would encode every caption per image, thousands per test image).
-TEXT_TASK_LEARNERS = ("coop", "kgcoop")
+TEXT_TASK_LEARNERS = tuple(name for name, spec in REGISTRY.items() if spec.text_tasks)
 NOT_TRAINING = ("checkpoint_every", "learners")  # prompt keys that are not a learner's parameters
 
 
@@ -46,6 +51,11 @@ class Method:
     def uses_counterfactuals(self) -> bool:
         return self.hard_negative
 
+    @property
+    def spec(self) -> LearnerSpec:
+        """The learner's registry entry: pixels or features, conditional, cost."""
+        return REGISTRY[self.learner]
+
 
 def parse_method(name: str) -> Method:
     """A method's name -> its learner and DiCap term; ValueError naming the valid forms."""
@@ -61,33 +71,31 @@ def parse_method(name: str) -> Method:
                      f"{DICAP}[_<learner>] or {DICAP_POS}[_<learner>]")
 
 
-def check_text_task_method(name: str) -> Method:
+def as_method(method: str | Method) -> Method:
+    """A parsed method as it is, a name parsed: jobs parse once and pass the object on."""
+    return method if isinstance(method, Method) else parse_method(method)
+
+
+def check_text_task_method(name: str | Method) -> Method:
     """A method the text tasks (retrieval, VQA) can train: a learner on cached features with
     one prompt per text, and DiCap's hard negative at most (a counterfactual has no caption
     of its own to be a positive of)."""
-    spec = parse_method(name)
-    if spec.learner not in TEXT_TASK_LEARNERS or spec.cf_positive:
-        raise ValueError(f"method {name!r} cannot run a text task: use {ZEROSHOT}, "
+    spec = as_method(name)
+    if not spec.spec.text_tasks or spec.cf_positive:
+        raise ValueError(f"method {spec.name!r} cannot run a text task: use {ZEROSHOT}, "
                          f"{', '.join(TEXT_TASK_LEARNERS)} or {DICAP}[_<one of them>]")
     return spec
 
 
-def method_params(prompt: dict[str, Any], method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def method_params(prompt: dict[str, Any], method: str | Method, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The training parameters of ``method``: shared keys, its learner's recipe, then ``overrides``."""
     shared = {k: v for k, v in prompt.items() if k not in NOT_TRAINING}
-    recipe = prompt.get("learners", {}).get(parse_method(method).learner, {})
+    recipe = prompt.get("learners", {}).get(as_method(method).learner, {})
     return shared | recipe | (overrides or {})
 
 
-def build_learner(method: str, clip_model, tokenizer, class_names: list[str], params: dict[str, Any], **extra: Any):
+def build_learner(method: str | Method, clip_model, tokenizer, class_names: list[str], params: dict[str, Any], **extra: Any):
     """The learner ``method`` trains, built from its parameters (``extra``: e.g. MaPLe's preprocess)."""
-    from dicap.prompting.cocoop import CoCoOp
-    from dicap.prompting.cpl import CPL
-    from dicap.prompting.kgcoop import KgCoOp
-    from dicap.prompting.learner import PromptLearner
-    from dicap.prompting.maple import MaPLe
-
-    classes = {"coop": PromptLearner, "cocoop": CoCoOp, "kgcoop": KgCoOp, "maple": MaPLe, "cpl": CPL}
-    learner = classes[parse_method(method).learner]
+    learner = as_method(method).spec.load()
     recipe = {k: v for k, v in params.items() if k not in ("n_ctx", "ctx_init")}
     return learner(clip_model, tokenizer, class_names, params["n_ctx"], params["ctx_init"], **recipe, **extra)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dicap.prompting.checkpoint import TrainingState, fingerprint, load_checkpoint, save_checkpoint
 from dicap.prompting.learner import PromptLearner, cosine
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
-from dicap.prompting.methods import parse_method
+from dicap.prompting.methods import Method, as_method
 from dicap.runtime import optimizer_step
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def train_context(
     learner: PromptLearner,
-    method: str,
+    method: str | Method,
     features: dict[str, torch.Tensor],
     params: dict[str, Any],
     logit_scale: float,
@@ -62,7 +62,8 @@ def train_context(
     ``checkpoint_every``-th epoch (0: none).  Deleting it once the result is saved is the
     caller's job.  Resumed or not, the result and history come out bit for bit the same.
     """
-    spec = parse_method(method)
+    spec = as_method(method)
+    method = spec.name
     if spec.learner != learner.name:
         raise ValueError(f"{method} trains a {spec.learner} learner, not {learner.name}")
     if checkpoint_every < 0:

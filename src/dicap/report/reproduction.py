@@ -97,6 +97,11 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 
 
+def task_tables(table2: Path | None, table3: Path | None) -> dict[str, Path]:
+    """The task tables a run made, by name (a paper config may score neither task)."""
+    return {name: path for name, path in (("table2", table2), ("table3", table3)) if path is not None}
+
+
 def compare(numbers: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
     """Join the regenerated numbers with the reference; ``within`` says whether each difference is allowed."""
     ref = reference if reference is not None else pd.DataFrame(columns=[*KEY, "value"])

@@ -1,6 +1,7 @@
-"""The counterfactual stage's jobs (rules/counterfactuals.smk): each function is the rule of the same name.
+"""Jobs of rules/counterfactuals.smk: one shard of counterfactuals, and the merge of the shards.
 
-Heavy libraries are imported inside the functions: the merge job should not pay for torch.
+Each function is the rule of the same name.  Heavy libraries are imported inside the
+functions: the merge job should not pay for torch.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def counterfactual_shard(
 def _text_prompts(store, rows, object_features, params: dict[str, Any]):
     """The prompts of a text dataset's shard: swap each text's first object noun for the
     nearest other COCO object term (by clip_backbone's text features of the terms)."""
-    from dicap.counterfactual.caption_edits import OBJECT_TERMS, row_prompts, swap_table
+    from dicap.counterfactual.caption_edits import row_prompts, swap_table
+    from dicap.data.vocabulary import OBJECT_TERMS
 
     if params["guide"] == "classifier":
         raise ValueError(f"counterfactual.guide 'classifier' needs classes; {store.dataset} is a {store.task} dataset "
@@ -105,3 +107,4 @@ def merge_counterfactuals(
     arrays, table = merge(parts, len(pd.read_parquet(split)))
     save_arrays(out_images, arrays)
     write_table(out_table, table)
+

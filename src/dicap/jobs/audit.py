@@ -1,7 +1,7 @@
-"""The audit stage's jobs (rules/audit.smk): each function is the rule of the same name.
+"""Jobs of rules/audit.smk: the independent oracle and the counterfactual audit (embedded suite).
 
-The audit (embedded suite only) judges every generated counterfactual with an independent
-oracle against the true counterfactual the structural causal model renders.
+Each function is the rule of the same name.  The audit judges every generated counterfactual
+with an oracle against the true counterfactual the structural causal model renders.
 """
 
 from __future__ import annotations
@@ -69,3 +69,4 @@ def audit_summary(
     from dicap.io import write_table
 
     write_table(out, summarise(read_audits(audits, datasets), read_oracle_reports(oracle_reports, datasets)))
+

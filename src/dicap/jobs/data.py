@@ -1,8 +1,8 @@
-"""The data stage's jobs (rules/data.smk): each function is the rule of the same name.
+"""Jobs of rules/data.smk: download a paper dataset, prepare a store, draw a few-shot split.
 
-Jobs take explicit paths and a parameter block, so a rule's shell line says everything the
-job reads and writes.  Heavy libraries are imported inside the functions: ``dicap <job>``
-imports this module only to call one of them.
+Each function is the rule of the same name.  Jobs take explicit paths and a parameter block,
+so a rule's shell line says everything the job reads and writes; heavy libraries are imported
+inside the functions, since `dicap <job>` imports this module only to call one of them.
 """
 
 from __future__ import annotations
@@ -58,3 +58,4 @@ def make_split(dataset_dir: Path, seed: int,
         write_table(out, few_shot_split(store, params["percent"], seed))
         return
     write_table(out, training_split(store, params["shots"], seed, params.get("spurious_strength")))
+

@@ -1,8 +1,8 @@
-"""The backbone stage's jobs (rules/backbones.smk): each function is the rule of the same name.
+"""Jobs of rules/backbones.smk: the frozen CLIP, the diffusion model and the guide classifier.
 
-Each backbone writes its model folder and, as separate declared outputs, what later stages
-read from it (a report, CLIP's class text features), so no rule reaches into another's
-folder.  Heavy libraries are imported inside the functions.
+Each function is the rule of the same name.  A backbone writes its model folder and, as
+separate declared outputs, what later stages read from it (a report, CLIP's class text
+features), so no rule reaches into another's folder.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def clip_backbone(
     its zero-shot accuracy on the first test split and its class text features."""
     from dicap import runtime
     from dicap.backbones import clip
-    from dicap.counterfactual.caption_edits import OBJECT_TERMS
     from dicap.data.store import DatasetStore
+    from dicap.data.vocabulary import OBJECT_TERMS
     from dicap.evaluation.metrics import zero_shot_accuracy
     from dicap.guards import check_finite
     from dicap.io import atomic_dir, provenance, write_json
@@ -58,7 +58,7 @@ def clip_backbone(
         test = store.split(split)
         features = bundle.encode_rows(store, test)
         # A retrieval or VQA dataset has no classes: its "classes" are the object terms its
-        # counterfactuals swap (counterfactual/caption_edits.py), and it has no zero-shot accuracy.
+        # counterfactuals swap (data/vocabulary.py), and it has no zero-shot accuracy.
         names = store.classes if not store.is_text_task else list(OBJECT_TERMS)
         text = bundle.encode_texts([params["template"].format(c) for c in names]).numpy()
         check_finite(class_text_features, {"class text features": text, "test image features": features})
@@ -116,3 +116,4 @@ def guide_classifier(
     pre = store.split("pretrain")
     with atomic_dir(out) as tmp:
         train_noisy_classifier(store.pixels(pre), pre["label"].to_numpy(), len(store.classes), params, tmp, params["seed"])
+

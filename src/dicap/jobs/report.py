@@ -1,0 +1,116 @@
+"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, figures, cost, reproduction.
+
+Each function is the rule of the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction"]
+
+
+def table1(
+    suite: str,
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files of the main variant"],
+    config_json: Annotated[dict[str, Any], "the whole config, for the provenance record"],
+    out_csv: Path,
+    out_md: Path,
+    out_metrics: Annotated[Path | None, "the same numbers as nested JSON, for dvc metrics"] = None,
+) -> None:
+    """Aggregate per-seed metrics into Table 1 (mean and std over seeds, average row)."""
+    from dicap.report.table import build_table1, write_table1
+
+    write_table1(build_table1(suite, datasets, metrics), out_csv, out_md, config_json, out_metrics)
+
+
+def figure_table1(table: Path, out: Path) -> None:
+    """Plot base / novel / HM bars per method from Table 1."""
+    from dicap.report.figures import plot_table1
+
+    plot_table1(table, out)
+
+
+def figure_counterfactuals(
+    dataset_dir: Path,
+    split: Path,
+    images: Annotated[list[Path], "merged counterfactuals, main run first, then other guidance scales"],
+    audits: Annotated[list[Path], "their per-image audits, in the same order"],
+    out: Path,
+) -> None:
+    """Plot factual | counterfactuals at several s | true counterfactual, with the oracle's verdicts."""
+    from dicap.report.figures import plot_counterfactual_grid
+
+    if len(images) != len(audits):
+        raise ValueError(f"{len(images)} counterfactual files but {len(audits)} audits")
+    plot_counterfactual_grid(dataset_dir, split, images, audits, out)
+
+
+def backbone_report(
+    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
+) -> None:
+    """Summarise what the backbones and the generator achieved, per dataset."""
+    from dicap.report.table import build_backbone_report
+
+    build_backbone_report(datasets, clip_reports, diffusion_reports, cf_tables, out)
+
+
+def shortcut(
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files: every dataset's main run, then the controls'"],
+    out_csv: Path,
+    out_md: Path,
+    out_png: Path,
+) -> None:
+    """Aligned, conflict, gap, worst-group and novel accuracy per method and control (embedded suite)."""
+    from dicap.report.shortcut import build_shortcut, write_shortcut
+
+    write_shortcut(build_shortcut(metrics, datasets), out_csv, out_md, out_png)
+
+
+def cost_report(
+    suite: str,
+    benchmarks: Annotated[Path, "the folder of the rules' benchmark files"],
+    out: Path,
+    warm: Annotated[bool, "the jobs ran in the warm worker: their benchmark files saw the client, not the job"] = False,
+) -> None:
+    """Summarise the rules' benchmark files: wall time and peak memory per rule.
+
+    A job run by the warm worker (dicap.worker) is a forked child of the worker, which
+    Snakemake's ``benchmark:`` does not see: its memory is left blank rather than reported as
+    the few MB of the client.  ``DICAP_WARM=0`` measures it.
+    """
+    from dicap.io import write_table
+    from dicap.report.cost import cost_table, read_benchmarks
+
+    jobs = read_benchmarks(benchmarks)
+    if warm:
+        jobs["max_rss_mb"] = float("nan")
+        log.info("peak memory not measured: the jobs ran in the warm worker (DICAP_WARM=0 measures it)")
+    write_table(out, cost_table(jobs, suite))
+
+
+def reproduction(
+    table1: Path,
+    out_csv: Path,
+    out_md: Path,
+    backbones: Path | None = None,
+    audit: Annotated[Path | None, "results/counterfactual_audit.csv (embedded suite only)"] = None,
+    shortcut: Annotated[Path | None, "results/shortcut.csv (embedded suite only)"] = None,
+    table2: Annotated[Path | None, "results/table2.csv, retrieval (embedded suite only)"] = None,
+    table3: Annotated[Path | None, "results/table3.csv, VQA (embedded suite only)"] = None,
+    reference: Annotated[Path | None, "results/reference/<suite>.csv, if one exists"] = None,
+) -> None:
+    """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
+    from dicap.report.reproduction import compare, read_reference, regenerated_numbers, task_tables, write_reproduction
+
+    known, info = read_reference(reference) if reference else (None, None)
+    frame = compare(regenerated_numbers(table1, backbones, audit, shortcut, task_tables(table2, table3)), known)
+    write_reproduction(frame, out_csv, out_md, info)
+    log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
+

@@ -1,0 +1,261 @@
+"""The study's plan: what a config asks the workflow to build, as pure functions of it.
+
+Which variants each ablation compares, which methods each variant trains, what a variant
+reuses from another, which datasets the text tasks score, which artifacts DVC shares, and
+what a learner's cluster job asks for: the design of the study, written once and unit-tested
+without Snakemake.  ``rules/common.smk`` only wraps these in its input functions.  Paths come
+from :mod:`dicap.layout` (one owner of the build tree and of the variant names); learner facts
+from :mod:`dicap.prompting.registry`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+from dicap import layout
+from dicap.io import params_hash
+from dicap.prompting.methods import method_params, parse_method
+
+# The ablations by name (``snakemake ablation_<name>``); the prompt ablations change only the
+# prompt training, so they have no audit of their own.
+ABLATION_NAMES = ("guidance_scale", "sampling", "true_cf", "context", "loss")
+PROMPT_ABLATIONS = ("context", "loss")
+# The two shortcut controls: CoOp on unbiased shots (negative), DiCap on the true counterfactuals (positive).
+CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
+SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
+
+
+def split_key(params: dict[str, Any]) -> str:
+    """The short hash naming a few-shot split drawn with ``params``."""
+    return params_hash(params)[:SPLIT_KEY_LENGTH]
+
+
+class Plan:
+    """The grid one validated config asks for.  Every answer is a pure function of the config."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.paper = config["suite"] == "paper"
+        self.datasets: list[str] = config["datasets"]
+        self.seeds: list[int] = config["seeds"]
+        self.methods: list[str] = config["methods"]
+        self.counterfactual: dict[str, Any] = config["counterfactual"]
+        self.build = layout.Build(config["suite"])
+
+    # --- datasets and splits ---------------------------------------------------------------
+
+    @cached_property
+    def task_datasets(self) -> dict[str, list[str]]:
+        """Task -> its datasets: the classification datasets on the embedded suite, datasets of
+        their own (Flickr30k, MSCOCO, VQAv2) on the paper suite."""
+        tasks = self.config["tasks"]["datasets"]
+        return {task: (tasks.get(task, []) if self.paper else list(self.datasets)) for task in layout.TASK_TABLES}
+
+    @cached_property
+    def text_datasets(self) -> list[str]:
+        """The datasets that are stores of their own for retrieval or VQA (none on the embedded suite)."""
+        return sorted({d for ds in self.task_datasets.values() for d in ds} - set(self.datasets))
+
+    @cached_property
+    def controls(self) -> list[str]:
+        """Datasets that run the shortcut controls (the paper suite has no shortcut splits)."""
+        return [] if self.paper else [d for d in self.config["controls"] if d in self.datasets]
+
+    @cached_property
+    def split_params(self) -> dict[str, dict[str, Any]]:
+        """Which parameters draw each kind of few-shot split: ``shots`` (biased on the embedded
+        suite), ``unbiased`` (the negative control's) and ``text`` (a text dataset's share)."""
+        data = self.config["data"]
+        return {
+            "shots": {k: data[k] for k in ("shots", "val_shots" if self.paper else "spurious_strength")},
+            "unbiased": {"shots": data["shots"], "spurious_strength": None},
+            "text": {"percent": self.config["tasks"]["percent"]},
+        }
+
+    @cached_property
+    def split_params_by_key(self) -> dict[str, dict[str, Any]]:
+        return {split_key(p): p for p in self.split_params.values()}
+
+    def split_kind(self, dataset: str, variant: str = layout.MAIN) -> str:
+        """The split a job reads: a text dataset's, the negative control's, or the shots."""
+        if dataset in self.text_datasets:
+            return "text"
+        return "unbiased" if variant == layout.UNBIASED_SHOTS else "shots"
+
+    def split_path(self, dataset: str, seed: int | str, variant: str = layout.MAIN) -> str:
+        key = split_key(self.split_params[self.split_kind(dataset, variant)])
+        return self.build(layout.SPLIT, dataset=dataset, seed=seed, split_key=key)
+
+    def data_params(self, dataset: str) -> dict[str, Any]:
+        """The data block a dataset is prepared with; a VQA store also fixes its test questions."""
+        extra = {"vqa_test_items": self.config["tasks"]["vqa_test_items"]} if dataset in self.text_datasets else {}
+        return self.config["data"] | extra
+
+    def clip_params(self, dataset: str) -> dict[str, Any]:
+        """The clip block one dataset's backbone trains with: its own step count where one is set."""
+        block = {k: v for k, v in self.config["clip"].items() if k != "dataset_steps"}
+        steps = self.config["clip"].get("dataset_steps", {}).get(dataset)
+        return block | {"train": block["train"] | {"steps": steps}} if steps and not self.paper else block
+
+    # --- variants and methods --------------------------------------------------------------
+
+    @cached_property
+    def counterfactual_methods(self) -> list[str]:
+        return [m for m in self.methods if parse_method(m).uses_counterfactuals] or ["dicap"]
+
+    @cached_property
+    def ablations(self) -> dict[str, list[str]]:
+        """Ablation name -> the variants it compares, main included (variants equal to the
+        config's own settings are main)."""
+        ablations, cf, prompt = self.config["ablations"], self.counterfactual, self.config["prompt"]
+        scales = [*ablations["guidance_scales"], cf["guidance_scale"]]
+        losses = [layout.loss_variant("cf_weight", w, prompt) for w in ablations["cf_weights"]]
+        losses += [layout.loss_variant("cf_temperature", t, prompt) for t in ablations["cf_temperatures"]]
+        return {
+            "guidance_scale": _unique(layout.guidance_variant(s, cf) for s in scales),
+            "sampling": _unique(layout.sampling_variant(s, cf) for s in ablations["samplings"]),
+            "true_cf": [layout.MAIN, layout.TRUE_CF],
+            "context": [layout.context_variant(n) for n in ablations["n_ctxs"]],
+            "loss": _unique([layout.MAIN, *losses]),
+        }
+
+    @cached_property
+    def figure_variants(self) -> list[str]:
+        """The counterfactual grids' columns: main, then the other guidance scales they show."""
+        scales = self.config["report"]["figure_guidance_scales"]
+        return _unique([layout.MAIN, *(layout.guidance_variant(s, self.counterfactual) for s in scales)])
+
+    def variant_methods(self, variant: str) -> list[str]:
+        """Methods trained per variant: all of them for main, CoOp on the unbiased shots, the
+        counterfactual methods on the true counterfactuals, CoOp and DiCap for a context length,
+        DiCap with and without the positive term for a loss setting, DiCap alone otherwise."""
+        if variant == layout.MAIN:
+            return list(self.methods)
+        if variant == layout.UNBIASED_SHOTS:
+            return ["coop"]
+        if variant == layout.TRUE_CF:
+            return self.counterfactual_methods
+        prompt = layout.parse_variant(variant).prompt_overrides
+        if "n_ctx" in prompt:
+            return ["coop", "dicap"]
+        return ["dicap", "dicap_pos"] if prompt else ["dicap"]
+
+    def training_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
+        """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
+        return method_params(self.config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
+
+    @staticmethod
+    def features_variant(variant: str) -> str:
+        """Whose cached training features a variant reads: a prompt variant reuses main's (same
+        shots, same counterfactuals)."""
+        return layout.MAIN if layout.parse_variant(variant).prompt else variant
+
+    @staticmethod
+    def counterfactual_variant(variant: str) -> str | None:
+        """Whose counterfactual files a variant trains on: its own, main's (true_cf and the
+        prompt variants), or none (the negative control)."""
+        return None if variant == layout.UNBIASED_SHOTS else layout.generated_variant(variant)
+
+    # --- cluster resources -----------------------------------------------------------------
+
+    def by_suite(self, embedded: Any, paper: Any) -> Any:
+        """A job size per suite: the paper suite's pretrained models and real images are far larger."""
+        return paper if self.paper else embedded
+
+    def learner_memory_mb(self, method: str, embedded_mb: int, paper_mb: int, attempt: int = 1) -> int:
+        """Memory of one prompt-training job, doubling with each retry."""
+        factor = parse_method(method).spec.memory_factor
+        return self.by_suite(embedded_mb, paper_mb * factor) * 2 ** (attempt - 1)
+
+    def learner_minutes(self, method: str) -> int:
+        """Walltime of one prompt-training job on the cluster (the per-image learners take far longer)."""
+        return self.by_suite(30, parse_method(method).spec.cluster_minutes)
+
+    def reads_pixels(self, method: str) -> bool:
+        """Whether ``method``'s learner runs the vision tower itself (its job reads images)."""
+        return parse_method(method).spec.uses_pixels
+
+    # --- targets ---------------------------------------------------------------------------
+
+    @cached_property
+    def task_results(self) -> list[str]:
+        """Tables 2 and 3: both on the embedded suite, those of the tasks with datasets on the paper suite."""
+        return [f"{layout.TASK_TABLES[t]}.{ext}" for t, ds in self.task_datasets.items() if ds for ext in ("csv", "md")]
+
+    @cached_property
+    def audit_results(self) -> list[str]:
+        """The audit and its grids need the true counterfactuals only the embedded suite knows."""
+        if self.paper:
+            return []
+        return ["results/counterfactual_audit.csv", *(f"results/figures/counterfactuals_{d}.png" for d in self.datasets)]
+
+    @cached_property
+    def shortcut_results(self) -> list[str]:
+        return [] if self.paper else ["results/shortcut.csv", "results/shortcut.md", "results/figures/shortcut.png"]
+
+    @property
+    def reference(self) -> str:
+        """The numbers every run is compared with (maintained with ``dicap record_reference``)."""
+        return f"results/reference/{self.config['suite']}.csv"
+
+    def metrics(self, variants: dict[str, list[str]] | list[str]) -> list[str]:
+        """Per-seed metrics files of ``variants`` (one list for every dataset, or one per dataset)."""
+        per = variants if isinstance(variants, dict) else {d: variants for d in self.datasets}
+        return [self.build(layout.METRICS, dataset=d, variant=v, seed=s) for d in self.datasets for v in per[d] for s in self.seeds]
+
+    def shortcut_metrics(self) -> list[str]:
+        """Every dataset's main run, and the control datasets' two controls, for every seed."""
+        return self.metrics({d: [layout.MAIN, *(CONTROL_VARIANTS if d in self.controls else [])] for d in self.datasets})
+
+    def ablation_inputs(self, ablation: str) -> dict[str, list[str]]:
+        """An ablation's metrics, the audits of the variants it generates, and the oracles' reports."""
+        variants = self.ablations[ablation]
+        generated = [] if ablation in PROMPT_ABLATIONS else [v for v in variants if v != layout.TRUE_CF]
+        return {
+            "metrics": self.metrics(variants),
+            "audits": [self.build(layout.AUDIT, dataset=d, variant=v, seed=s)
+                       for d in self.datasets for v in generated for s in self.seeds],
+            "oracle_reports": [self.build(layout.ORACLE_REPORT, dataset=d) for d in self.datasets],
+        }
+
+    def reproduction_inputs(self, reference_exists: bool | None = None) -> dict[str, str]:
+        """Every table the run regenerated, and the suite's reference numbers where there are any."""
+        inputs = {"table1": "results/table1.csv", "backbones": "results/backbones.csv"}
+        if not self.paper:
+            inputs |= {"audit": "results/counterfactual_audit.csv", "shortcut": "results/shortcut.csv"}
+        inputs |= {os.path.basename(t).removesuffix(".csv"): t for t in self.task_results if t.endswith(".csv")}
+        if os.path.exists(self.reference) if reference_exists is None else reference_exists:
+            inputs["reference"] = self.reference
+        return inputs
+
+    def artifact_targets(self) -> list[str]:
+        """The artifacts DVC caches and shares: data, splits, backbones, counterfactuals, features.
+
+        Everything the workflow writes under these folders for the main variant is listed, so
+        a DVC stage that asks Snakemake for exactly these owns the folders whole.
+        """
+        b, every, shards = self.build, [*self.datasets, *self.text_datasets], self.counterfactual["shards"]
+        data = [layout.DATA_TABLE, layout.DATA_CLASSES] + ([] if self.paper else [layout.DATA_IMAGES])
+        models = [layout.CLIP_MODEL, layout.CLIP_REPORT, layout.CLASS_TEXT_FEATURES, layout.DIFFUSION_MODEL,
+                  layout.DIFFUSION_REPORT]
+        models += [layout.GUIDE_CLASSIFIER] if self.counterfactual["guide"] == "classifier" else []
+        models += [] if self.paper else [layout.ORACLE_MODEL, layout.ORACLE_REPORT]
+        per_seed = [layout.CF_IMAGES, layout.CF_TABLE, layout.TRAIN_FEATURES]
+        shard_files = [layout.CF_SHARD_IMAGES, layout.CF_SHARD_TABLE]
+        return [
+            *(b(t, dataset=d) for d in every for t in data),
+            *(self.split_path(d, s) for d in [*self.datasets, *self.text_datasets] for s in self.seeds),
+            *(self.split_path(d, s, layout.UNBIASED_SHOTS) for d in self.controls for s in self.seeds),
+            *(b(t, dataset=d) for d in every for t in models),
+            *(b(t, dataset=d, variant=layout.MAIN, seed=s) for d in every for s in self.seeds for t in per_seed),
+            *(b(t, dataset=d, variant=layout.MAIN, seed=s, shard=k, shards=shards)
+              for d in every for s in self.seeds for k in range(shards) for t in shard_files),
+            *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
+        ]
+
+
+def _unique(values) -> list:
+    """``values`` in order, each once."""
+    return list(dict.fromkeys(values))

@@ -1,0 +1,33 @@
+"""The maintainer's commands that are no rule's job: they move the reference numbers.
+
+``dicap record_reference`` freezes a run's numbers as the reference every later run compares
+with (``results/reference/<suite>.csv``); ``dicap readme_results`` writes the reference tables
+from it.  Like the jobs, they only wire files to library functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+__all__ = ["record_reference", "readme_results"]
+
+
+def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
+                     shortcut: Path | None = None, table2: Path | None = None, table3: Path | None = None) -> None:
+    """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
+    from dicap.report.reproduction import record_reference as record
+    from dicap.report.reproduction import regenerated_numbers, task_tables
+
+    record(regenerated_numbers(table1, backbones, audit, shortcut, task_tables(table2, table3)), out,
+           table1.with_suffix(".provenance.json"))
+
+
+def readme_results(
+    reference: Path, readme: Path, check: Annotated[bool, "fail if the README's results section differs from the reference"] = False
+) -> None:
+    """Write the README's results section from the reference file."""
+    from dicap.report.readme import results_section, update_readme
+
+    if not update_readme(readme, results_section(reference), check=check):
+        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme_results")
