@@ -73,7 +73,7 @@ def run(name: str, override: dict, workdir: Path, dataset: str, seed: int, guida
     rows = []
     for variant, target in zip(variants, targets):
         audit = pd.read_parquet(wd / target)
-        rows.append({"experiment": name, "s": float(audit["s"].iloc[0]), **audit[COLUMNS].mean().round(3).to_dict()})
+        rows.append({"experiment": name, "guidance_scale": float(audit["guidance_scale"].iloc[0]), **audit[COLUMNS].mean().round(3).to_dict()})
     return pd.DataFrame(rows)
 
 

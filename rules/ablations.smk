@@ -47,7 +47,7 @@ for _ablation in PROMPT_ABLATIONS:
             code=code_version(f"ablation_{_ablation}"),
             ablation=_ablation,
             datasets=DATASETS,
-            main=as_json({k: config["prompt"][k] for k in ("n_ctx", "cf_weight", "cf_temperature")}),
+            settings=as_json(PLAN.prompt_ablation_settings(_ablation)),
         threads: 1
         resources:
             mem_mb=1000,
@@ -60,4 +60,4 @@ for _ablation in PROMPT_ABLATIONS:
             ENV
         shell:
             "dicap ablation_{params.ablation} --datasets {params.datasets} --metrics {input.metrics}"
-            " --main {params.main:q} --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"
+            " --settings {params.settings:q} --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

@@ -17,7 +17,7 @@ CONFIG_CF = {"guidance_scale": 3.0, "sampling": "similarity", "guide": "cfg", "s
 def test_build_fills_the_suite_and_leaves_other_wildcards():
     build = layout.Build("embedded")
     assert build(layout.CLIP_MODEL) == "build/embedded/models/{dataset}/clip/model"
-    assert build(layout.METRICS, dataset="shapes", variant="s10", seed=3) == "build/embedded/metrics/shapes/s10/seed3.csv"
+    assert build(layout.METRICS, dataset="shapes", variant="guidance_scale10", seed=3) == "build/embedded/metrics/shapes/guidance_scale10/seed3.csv"
     assert layout.fill(layout.SPLIT, split_key="abc") == "splits/{dataset}/seed{seed}-abc.parquet"
 
 
@@ -68,11 +68,11 @@ def test_config_values_are_the_main_variant():
 
 def test_true_cf_trains_on_mains_files_and_generates_nothing():
     assert layout.parse_variant(layout.TRUE_CF).true_cf
-    assert layout.generated_variant(layout.TRUE_CF) == layout.MAIN and layout.generated_variant("s10") == "s10"
+    assert layout.generated_variant(layout.TRUE_CF) == layout.MAIN and layout.generated_variant("guidance_scale10") == "guidance_scale10"
     assert re.fullmatch(layout.VARIANTS, layout.TRUE_CF) and not re.fullmatch(layout.GENERATED_VARIANTS, layout.TRUE_CF)
     with pytest.raises(ValueError, match="generates no counterfactuals"):
         layout.variant_settings(layout.TRUE_CF, CONFIG_CF)
-    for bad in ("oracle", "s", "sample_", "s1e-07"):
+    for bad in ("oracle", "guidance_scale", "sample_", "guidance_scale1e-07", "s10"):
         with pytest.raises(ValueError, match="unknown variant"):
             layout.parse_variant(bad)
 

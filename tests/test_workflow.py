@@ -218,7 +218,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     # Each ablation runs by its name and reuses the main run where its settings are config's own.
     out = snakemake(*args, "ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    expected = {"guidance_scale": ("s", {0.0, 3.0, 10.0}), "sampling": ("sampling", {"random", "similarity", "centroid"}),
+    expected = {"guidance_scale": ("guidance_scale", {0.0, 3.0, 10.0}), "sampling": ("sampling", {"random", "similarity", "centroid"}),
                 "true_cf": ("counterfactuals", {"generated", "true"})}
     for ablation, (column, values) in expected.items():
         table = pd.read_csv(tmp_path / "results" / "ablations" / f"{ablation}.csv")

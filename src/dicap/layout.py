@@ -75,9 +75,9 @@ _WILDCARD = re.compile(r"\{(\w+)\}")
 MAIN = "main"  # config's own settings: Table 1
 TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (the positive control)
 UNBIASED_SHOTS = "unbiased_shots"  # CoOp on an unbiased draw of the shots: no counterfactuals (the negative control)
-GUIDANCE_PREFIX = "s"  # s<value>: another guidance scale (the paper's s)
+GUIDANCE_PREFIX = "guidance_scale"  # guidance_scale<value>: another guidance scale (the paper's s)
 SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
-GENERATED_VARIANTS = r"main|s\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
+GENERATED_VARIANTS = r"main|guidance_scale\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
 # Prompt variants: main's counterfactuals, one change to the prompt training (ablation_context, ablation_loss).
 CONTEXT_PREFIX = "ctx"  # ctx<n>: n context tokens, initialised at random (N(0, 0.02^2)) for every length
 LOSS_PREFIXES = {"cfw": "cf_weight", "cft": "cf_temperature"}  # cfw<value>, cft<value>: DiCap's loss weight, temperature

@@ -146,6 +146,14 @@ class Plan:
         """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
         return method_params(self.config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
 
+    def prompt_ablation_settings(self, ablation: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Variant -> method -> the values of the ablated keys it trains with, main included: the
+        learner's own recipe counts, so a row's setting is what really trained."""
+        keys = {"context": ("n_ctx",), "loss": ("cf_weight", "cf_temperature")}[ablation]
+        variants = [layout.MAIN, *self.ablations[ablation]]
+        return {v: {m: {k: self.training_params(m, v)[k] for k in keys} for m in self.variant_methods(v)}
+                for v in dict.fromkeys(variants)}
+
     @staticmethod
     def features_variant(variant: str) -> str:
         """Whose cached training features a variant reads: a prompt variant reuses main's (same

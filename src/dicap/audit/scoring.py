@@ -46,7 +46,7 @@ def audit_counterfactuals(
     size = factual.shape[1]
     y_cf = table["y_cf"].to_numpy()
     out = table[["row", "y", "y_cf", "guide", "sampling"]].assign(
-        s=table["guidance_scale"].to_numpy(), reconstruction_mse=table["reconstruction_mse"].to_numpy()
+        guidance_scale=table["guidance_scale"].to_numpy(), reconstruction_mse=table["reconstruction_mse"].to_numpy()
     )
     columns: dict[str, np.ndarray] = {}
     for key, prefix in IMAGE_SETS.items():
@@ -87,12 +87,12 @@ def summarise(audits: list[tuple[str, str, int, pd.DataFrame]], oracle_reports: 
     """
     per_seed = []
     for dataset, variant, seed, frame in audits:
-        numeric = frame.drop(columns=["row", "y", "y_cf", "guide", "sampling", "s"] + [c for c in frame if c.endswith("oracle_label")])
+        numeric = frame.drop(columns=["row", "y", "y_cf", "guide", "sampling", "guidance_scale"] + [c for c in frame if c.endswith("oracle_label")])
         row = {"dataset": dataset, "variant": variant, "guide": frame["guide"].iloc[0], "sampling": frame["sampling"].iloc[0],
-               "s": float(frame["s"].iloc[0]), "seed": seed, "counterfactuals": len(frame)}
+               "guidance_scale": float(frame["guidance_scale"].iloc[0]), "seed": seed, "counterfactuals": len(frame)}
         per_seed.append(row | numeric.astype(float).mean().to_dict())
     seeds = pd.DataFrame(per_seed)
-    keys = ["dataset", "variant", "guide", "sampling", "s"]
+    keys = ["dataset", "variant", "guide", "sampling", "guidance_scale"]
     summary = seeds.groupby(keys, sort=False).agg(
         **{"seeds": ("seed", lambda s: " ".join(map(str, sorted(s)))), "counterfactuals": ("counterfactuals", "sum")},
         **{c: (c, "mean") for c in seeds.columns if c not in [*keys, "seed", "counterfactuals"]},

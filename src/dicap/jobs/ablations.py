@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+SETTINGS = "variant -> method -> the ablated settings it trained with (plan.Plan.prompt_ablation_settings)"
+
 __all__ = ["ablation_guidance_scale", "ablation_sampling", "ablation_true_cf", "ablation_context", "ablation_loss"]
 
 
@@ -26,8 +28,8 @@ def _ablation(x: str, datasets: list[str], metrics: list[Path], audits: list[Pat
 def ablation_guidance_scale(
     datasets: list[str], metrics: list[Path], audits: list[Path], oracle_reports: list[Path], out_csv: Path, out_png: Path
 ) -> None:
-    """Audit scores and DiCap's accuracy against the guidance scale s."""
-    _ablation("s", datasets, metrics, audits, oracle_reports, out_csv, out_png)
+    """Audit scores and DiCap's accuracy against the guidance scale."""
+    _ablation("guidance_scale", datasets, metrics, audits, oracle_reports, out_csv, out_png)
 
 
 def ablation_sampling(
@@ -44,24 +46,24 @@ def ablation_true_cf(
     _ablation("counterfactuals", datasets, metrics, audits, oracle_reports, out_csv, out_png)
 
 
-def _prompt_ablation(ablation: str, datasets: list[str], metrics: list[Path], main: dict[str, Any], out_csv: Path,
+def _prompt_ablation(ablation: str, datasets: list[str], metrics: list[Path], settings: dict[str, Any], out_csv: Path,
                      out_png: Path) -> None:
     from dicap.io import write_table
     from dicap.report.ablations import build_prompt_ablation, plot_prompt_ablation
 
-    table = build_prompt_ablation(metrics, datasets, ablation, main)
+    table = build_prompt_ablation(metrics, datasets, ablation, settings)
     write_table(out_csv, table)
-    plot_prompt_ablation(table, ablation, main, out_png)
+    plot_prompt_ablation(table, ablation, settings, out_png)
 
 
-def ablation_context(datasets: list[str], metrics: list[Path], main: Annotated[dict[str, Any], "config's prompt settings"],
+def ablation_context(datasets: list[str], metrics: list[Path], settings: Annotated[dict[str, Any], SETTINGS],
                      out_csv: Path, out_png: Path) -> None:
     """CoOp's and DiCap's accuracy against the context length (random initial context for every length)."""
-    _prompt_ablation("context", datasets, metrics, main, out_csv, out_png)
+    _prompt_ablation("context", datasets, metrics, settings, out_csv, out_png)
 
 
-def ablation_loss(datasets: list[str], metrics: list[Path], main: Annotated[dict[str, Any], "config's prompt settings"],
+def ablation_loss(datasets: list[str], metrics: list[Path], settings: Annotated[dict[str, Any], SETTINGS],
                   out_csv: Path, out_png: Path) -> None:
     """dicap's and dicap_pos' accuracy against the counterfactual loss weight and temperature."""
-    _prompt_ablation("loss", datasets, metrics, main, out_csv, out_png)
+    _prompt_ablation("loss", datasets, metrics, settings, out_csv, out_png)
 

@@ -1,7 +1,7 @@
 """Ablation tables and figures: counterfactual quality and DiCap accuracy per setting.
 
 One table shape serves every ablation: a row per dataset, variant and method with the
-variant's settings (``s``, ``sampling``, which counterfactuals), its audit scores and the
+variant's settings (``guidance_scale``, ``sampling``, which counterfactuals), its audit scores and the
 method's base / novel / HM (mean and std over seeds).  The ``true_cf`` variant trains on
 the true counterfactuals, so its audit scores are main's ``true_*`` reference columns.
 """
@@ -38,21 +38,22 @@ def audit_by_variant(audit_files: list[Path], datasets: list[str], oracle_report
     for column in AUDIT_COLUMNS:
         truth[column] = truth[f"true_{column}"] if f"true_{column}" in truth else (0.0 if column.startswith("mse") else 1.0)
     truth = truth.assign(variant=layout.TRUE_CF, counterfactuals="true")
-    return pd.concat([generated, truth], ignore_index=True)[["dataset", "variant", "s", "sampling", "counterfactuals", *AUDIT_COLUMNS]]
+    return pd.concat([generated, truth], ignore_index=True)[["dataset", "variant", "guidance_scale", "sampling", "counterfactuals",
+                                                                *AUDIT_COLUMNS]]
 
 
 def build_ablation(metric_files: list[Path], audit_files: list[Path], datasets: list[str], oracle_reports: dict[str, dict]) -> pd.DataFrame:
     accuracy = accuracy_by_variant(read_metrics(metric_files, datasets))
     audit = audit_by_variant(audit_files, datasets, oracle_reports)
     table = accuracy.merge(audit, on=["dataset", "variant"], how="left")
-    front = ["dataset", "variant", "method", "s", "sampling", "counterfactuals"]
+    front = ["dataset", "variant", "method", "guidance_scale", "sampling", "counterfactuals"]
     return table[front + [c for c in table.columns if c not in front]].round(4)
 
 
 def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
     """Per dataset: audit scores against the setting ``x``, then DiCap's accuracy against it.
 
-    A numeric ``x`` (the guidance scale ``s``) is drawn as lines on a symlog axis; a categorical one
+    A numeric ``x`` (``guidance_scale``) is drawn as lines on a symlog axis; a categorical one
     (sampling strategy, which counterfactuals) as grouped bars.  CoOp's HM from the main
     run is a dashed line for reference.
     """
@@ -101,39 +102,42 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
 # --- prompt ablations: one change to the prompt training, main's counterfactuals ---------------
 
 PROMPT_SETTINGS = {"context": ["n_ctx"], "loss": ["cf_weight", "cf_temperature"]}
+Settings = dict[str, dict[str, dict[str, float]]]  # variant -> method -> the setting each trained with
 
 
-def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablation: str, main: dict) -> pd.DataFrame:
-    """Accuracy per setting and method; each row's settings read back from its variant's name.
+def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablation: str, settings: Settings) -> pd.DataFrame:
+    """Accuracy per setting and method; each row's settings are those the method trained with
+    in that variant (the plan's, so a learner's own recipe counts).
 
     Main's metric files score every configured method: only those the ablation's own
     variants train are kept.
     """
     table = accuracy_by_variant(read_metrics(metric_files, datasets))
     table = table[table["method"].isin(set(table.loc[table["variant"] != layout.MAIN, "method"]))]
-    settings = PROMPT_SETTINGS[ablation]
-    for key in settings:
-        table[key] = [layout.parse_variant(v).prompt_overrides.get(key, main[key]) for v in table["variant"]]
-    front = ["dataset", "variant", "method", *settings]
+    keys = PROMPT_SETTINGS[ablation]
+    for key in keys:
+        table[key] = [settings[v][m][key] for v, m in zip(table["variant"], table["method"])]
+    front = ["dataset", "variant", "method", *keys]
     return table[front + [c for c in table.columns if c not in front]].round(4)
 
 
-def plot_prompt_ablation(table: pd.DataFrame, ablation: str, main: dict, out: Path) -> None:
+def plot_prompt_ablation(table: pd.DataFrame, ablation: str, settings: Settings, out: Path) -> None:
     """Per dataset and swept setting: base, novel and HM of each method along the setting (log axis).
 
-    For the loss, each sweep holds the other setting at config's value, so the two panels
-    share main's point.
+    For the loss, each sweep holds the other setting at the method's main value, so the two
+    panels share main's point.
     """
     plt = pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
-    settings = PROMPT_SETTINGS[ablation]
-    fig, axes = plt.subplots(len(datasets), len(settings), figsize=(5 * len(settings), 3.2 * len(datasets)), squeeze=False)
+    keys = PROMPT_SETTINGS[ablation]
+    fig, axes = plt.subplots(len(datasets), len(keys), figsize=(5 * len(keys), 3.2 * len(datasets)), squeeze=False)
     for row, dataset in zip(axes, datasets):
-        for ax, key in zip(row, settings):
+        for ax, key in zip(row, keys):
             rows = table[table["dataset"] == dataset]
-            for other in settings:  # the other settings at config's value
+            for other in keys:  # the other settings at each method's main value
                 if other != key:
-                    rows = rows[rows[other] == main[other]]
+                    main = rows["method"].map(lambda m: settings[layout.MAIN][m][other])
+                    rows = rows[rows[other] == main]
             for method, group in rows.groupby("method", sort=False):
                 group = group.sort_values(key)
                 for column, style in (("hm", "-"), ("novel", ":"), ("base", "--")):

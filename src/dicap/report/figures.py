@@ -72,8 +72,8 @@ def plot_counterfactual_grid(
     pick = np.linspace(0, len(main_audit) - 1, min(n, len(main_audit))).round().astype(int)
     columns = [("factual", store.pixels(split.iloc[main_audit["row"].to_numpy()[pick]]), None)]
     columns.append(("s = 0 (unguided)", main_arrays[UNGUIDED][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
-    for arrays, audit in sorted(runs, key=lambda run: float(run[1]["s"].iloc[0])):
-        columns.append((f"s = {float(audit['s'].iloc[0]):g}", arrays[GENERATED][pick], audit["oracle_label"].to_numpy()[pick]))
+    for arrays, audit in sorted(runs, key=lambda run: float(run[1]["guidance_scale"].iloc[0])):
+        columns.append((f"guidance_scale = {float(audit['guidance_scale'].iloc[0]):g}", arrays[GENERATED][pick], audit["oracle_label"].to_numpy()[pick]))
     columns.append(("true cf", main_arrays[TRUE][pick], main_audit["true_oracle_label"].to_numpy()[pick]))
     fig, axes = plt.subplots(len(pick), len(columns), figsize=(1.05 * len(columns) + 1.2, 1.05 * len(pick)), squeeze=False)
     for r, i in enumerate(pick):

@@ -86,7 +86,7 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
     if backbones is not None:
         parts.append(_long(pd.read_csv(backbones), "backbones", ["dataset"]))
     if audit is not None:
-        parts.append(_long(pd.read_csv(audit), "counterfactual_audit", ["dataset"], skip=("s",)))
+        parts.append(_long(pd.read_csv(audit), "counterfactual_audit", ["dataset"], skip=("guidance_scale",)))
     if shortcut is not None:  # keyed by the variant in the split column: main, unbiased_shots, true_cf
         frame = pd.read_csv(shortcut).rename(columns={"variant": "split"})
         parts.append(_long(frame, "shortcut", ["split", "dataset", "method"], skip=tuple(c for c in frame if c.endswith("_std"))))
