@@ -255,3 +255,13 @@ def test_the_paper_config_holds_only_what_the_paper_suite_changes():
     # alone (with the defaults) it is the config the cluster profile merges over config.yaml
     merged = {**defaults, **{k: {**defaults.get(k, {}), **v} if isinstance(v, dict) else v for k, v in paper.items()}}
     assert load_config(REPO / "config.paper.yaml") == merged
+
+
+def test_no_learner_or_method_name_is_written_in_the_rules():
+    """What a learner is and costs lives in prompting/registry.py; the plan reads it, the rules do not."""
+    from dicap.prompting.methods import METHODS
+
+    for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        named = [m for m in METHODS if re.search(rf"[\"']{m}[\"']", text)]
+        assert not named, f"{path.relative_to(REPO)} names {named}"
