@@ -1,6 +1,6 @@
 """The report stage's jobs (rules/report.smk, rules/ablations.smk): each function is the rule
 of the same name; ``record_reference`` and ``readme_results`` are the maintainer's commands
-that move the reference numbers (README, "Reproduction and tolerance")."""
+that move the reference numbers (docs/reproduction.md)."""
 
 from __future__ import annotations
 
@@ -204,10 +204,11 @@ def _tasks(table2: Path | None, table3: Path | None) -> dict[str, Path]:
 
 
 def readme_results(
-    reference: Path, readme: Path, check: Annotated[bool, "fail if the README's results section differs from the reference"] = False
+    reference: Path = Path("results/reference/embedded.csv"), out: Path = Path("results/reference/embedded.md"),
+    check: Annotated[bool, "fail if the tables differ from the reference instead of writing them"] = False,
 ) -> None:
-    """Write the README's results section from the reference file."""
-    from dicap.report.readme import results_section, update_readme
+    """Write the reference tables (results/reference/embedded.md) from the reference file."""
+    from dicap.report.readme import results_section, write_tables
 
-    if not update_readme(readme, results_section(reference), check=check):
-        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme_results")
+    if not write_tables(out, results_section(reference), check=check):
+        raise ValueError(f"{out} differs from {reference}: run dicap readme_results")
