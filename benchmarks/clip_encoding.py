@@ -8,7 +8,7 @@ Times :meth:`dicap.backbones.clip.ClipBundle.encode_images` - what ``clip_backbo
 own (224 px for ViT-B/16) and 512 px (the paper suite's image size; CLIP resizes it).  Each
 row of the table is one way of running it:
 
-* ``old`` - the path before issue 16, kept here verbatim (:func:`old_encode_images`): uint8
+* ``old`` - the earlier path, kept here verbatim as the baseline (:func:`old_encode_images`): uint8
   images become float32 and are resized and normalised on the CPU, then moved to the model;
 * ``fp32`` - the new path: uint8 moves to the model's device first (pinned, non-blocking on
   CUDA) and the conversion, bicubic resize and normalisation run there;
@@ -46,7 +46,7 @@ MODES = ("old", "fp32", "bf16_autocast", "bf16")
 
 @torch.no_grad()
 def old_encode_images(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """``ClipBundle.encode_images`` as it was before issue 16: preprocessing on the CPU, fp32 only."""
+    """``ClipBundle.encode_images`` as it was first written: preprocessing on the CPU, fp32 only."""
     dev = next(bundle.model.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's GPU figures in one run, on one GPU node, with random weights (nothing downloaded):
+# The GPU figures of docs/cluster.md in one run, on one GPU node, with random weights (nothing downloaded):
 #
 #   bash benchmarks/gpu_cost.sh [LOG_DIR]
 #

@@ -27,7 +27,7 @@ achieves and their share of the device's dense bf16 peak (``--peak-tflops``).
 
 ``--batch-size`` takes several values (one measurement each, on the same loaded models; peak
 GPU memory is reported on CUDA).  ``--compare`` times each batch size twice: with the s = 1
-round trip on every image (the path before issue 16, ``reconstruction_fraction`` 1) and on the
+round trip on every image (``reconstruction_fraction`` 1) and on the
 configured share (``--reconstruction-fraction``, default the paper config's), and prints the
 ratio of the seconds per counterfactual and both UNet evaluation counts.  ``--compile``
 then compiles the UNet as ``diffusion.pretrained.compile`` does (CUDA only, after the FLOPs
@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {"imagenet": 1000, "caltech101": 100, "oxford_pets": 37, "stanford_cars": 196, "oxford_flowers": 102,
            "food101": 101, "fgvc_aircraft": 100, "sun397": 397, "dtd": 47, "eurosat": 10, "ucf101": 101}
 # Dense bf16 tensor-core peak in TFLOP/s, by a substring of the CUDA device name (first match
-# wins).  H200: 790, the figure issue 16 uses; NVIDIA's datasheet gives 989 for H200 SXM (as for
+# wins).  H200: 790, the figure docs/cluster.md uses; NVIDIA's datasheet gives 989 for H200 SXM (as for
 # H100 SXM) and 835 for H200 NVL - pass --peak-tflops to compare against another figure.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 790.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),

@@ -16,7 +16,7 @@ TINY_CONFIGS = (str(REPO / "config.yaml"), str(REPO / "tests" / "config.test.yam
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """One Snakemake call under a hard limit: ``timeout -k`` also stops a hung executor plugin,
-    which ignores SIGTERM (../shared/notes/local-slurm.md)."""
+    which ignores SIGTERM (without slurmdbd it polls sacct forever)."""
     return subprocess.run(
         ["timeout", "-k", "10", str(timeout), SNAKEMAKE, *args], cwd=cwd, env=env or ENV,
         capture_output=True, text=True, timeout=timeout + 30,

@@ -1,9 +1,9 @@
-"""The configuration as users give it to Snakemake: every README command plans (``-n``),
-command-line overrides work, and bad values or YAML stop the run before any job, in one line."""
+"""The configuration as users give it to Snakemake: command-line overrides work, and bad values
+or YAML stop the run before any job, in one line.  (That every command the docs show plans is
+tests/workflow/test_docs.py's.)"""
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -13,40 +13,14 @@ import pytest
 from snakemake_runner import REPO, job_counts, snakemake
 
 
-def readme_snakemake_commands() -> list[str]:
-    """Every ``snakemake ...`` line inside a fenced code block of README.md."""
-    blocks = re.findall(r"```[a-z]*\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("snakemake ")]
-
-
 def plan(command: str, workdir: Path, timeout: int = 120):
-    """A README command as a dry run, from the repository root as users run it, planned in an
+    """A documented command as a dry run, from the repository root as users run it, planned in an
     empty ``workdir`` (given config.yaml, as a fresh clone has) so existing results don't matter."""
     argv = shlex.split(command, comments=True)[1:]
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
     if "--configfile" not in argv and "--profile" not in argv:
         argv = ["--configfile", str(REPO / "config.yaml"), *argv]  # --directory: config.yaml is looked up there
     return snakemake("-n", *argv, "--directory", str(workdir), timeout=timeout)
-
-
-def test_the_readme_documents_snakemake_commands():
-    commands = readme_snakemake_commands()
-    assert len(commands) >= 10
-    assert any("--config seeds=" in c for c in commands) and any("counterfactual={" in c for c in commands)
-
-
-@pytest.mark.parametrize("command", readme_snakemake_commands(), ids=lambda c: c.split("#")[0].strip())
-def test_every_readme_snakemake_command_plans(command, tmp_path):
-    """So an example cannot rot: ``seeds='[1]'`` used to be refused with "'1' is not of type 'integer'"."""
-    out = plan(command, tmp_path)
-    text = out.stdout + out.stderr
-    if "--report" in shlex.split(command, comments=True):
-        # a report is of a finished run: from nothing the workflow loads and plans, then asks for results
-        assert out.returncode == 0 or "marked for report but does not exist" in text, text[-3000:]
-    else:
-        assert out.returncode == 0, text[-3000:]
-        assert "This was a dry-run" in out.stdout
-    assert not (tmp_path / "build").exists()
 
 
 def test_nested_overrides_reach_the_plan(tmp_path):
@@ -93,7 +67,7 @@ def test_a_tab_indented_config_yaml_names_file_line_and_column(tmp_path):
 
 
 def test_validate_config_names_file_line_and_column_of_any_file(tmp_path, capsys, caplog):
-    """What the README offers for a --configfile, which Snakemake loads before the workflow."""
+    """What docs/running.md offers for a --configfile, which Snakemake loads before the workflow."""
     from dicap.cli import main
 
     bad = tmp_path / "over.yaml"

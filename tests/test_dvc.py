@@ -46,7 +46,7 @@ def test_dvc_lock_matches_the_committed_code_and_config():
                 code = {p: s for p, s in change["changed deps"].items() if not p.startswith("build/")}
                 if code:
                     stale[stage] = code
-    assert not stale, f"dvc.lock is stale, run the suite and `dvc commit` (README, 'DVC'): {stale}"
+    assert not stale, f"dvc.lock is stale, run the suite and `dvc commit` (docs/dvc.md): {stale}"
 
 
 def test_artifact_stage_depends_on_all_the_code_it_runs():

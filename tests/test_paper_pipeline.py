@@ -132,7 +132,7 @@ def test_paper_retrieval_and_vqa_from_download_to_tables(server, tmp_path):
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry))
     placed = tmp_path / "data" / "flickr30k" / "downloads"
     placed.mkdir(parents=True)
-    (placed / "flickr30k-images.tar.gz").write_bytes(flickr_tar)  # the manual step the README gives
+    (placed / "flickr30k-images.tar.gz").write_bytes(flickr_tar)  # the manual step docs/cluster.md gives
     sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
     clip = save_tiny_clip(tmp_path / "clip")
     methods = ["zeroshot", "coop", "dicap"]

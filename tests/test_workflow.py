@@ -313,7 +313,8 @@ def test_no_workflow_output_is_tracked_by_git(tmp_path):
     assert len(outputs) > 100
     assert not outputs & tracked, sorted(outputs & tracked)[:5]
     assert {p for p in tracked if p.startswith("results/")} <= {"results/README.md", "results/reference/embedded.csv",
-                                                                  "results/reference/embedded.machine.json"}
+                                                                  "results/reference/embedded.machine.json",
+                                                                  "results/reference/embedded.md"}
 
 
 @pytest.mark.pipeline

@@ -2,7 +2,7 @@
 
 ``dicap record_reference`` freezes a run's numbers as the reference every later run compares
 with (``results/reference/<suite>.csv``); ``dicap readme_results`` writes the reference tables
-from it.  Like the jobs, they only wire files to library functions.
+(``results/reference/embedded.md``) from it (docs/reproduction.md).  Like the jobs, they only wire files to library functions.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ def record_reference(table1: Path, out: Path, backbones: Path | None = None, aud
 
 
 def readme_results(
-    reference: Path, readme: Path, check: Annotated[bool, "fail if the README's results section differs from the reference"] = False
+    reference: Path = Path("results/reference/embedded.csv"), out: Path = Path("results/reference/embedded.md"),
+    check: Annotated[bool, "fail if the tables differ from the reference instead of writing them"] = False,
 ) -> None:
-    """Write the README's results section from the reference file."""
-    from dicap.report.readme import results_section, update_readme
+    """Write the reference tables (results/reference/embedded.md) from the reference file."""
+    from dicap.report.readme import results_section, write_tables
 
-    if not update_readme(readme, results_section(reference), check=check):
-        raise ValueError(f"{readme}'s results section differs from {reference}: run dicap readme_results")
+    if not write_tables(out, results_section(reference), check=check):
+        raise ValueError(f"{out} differs from {reference}: run dicap readme_results")

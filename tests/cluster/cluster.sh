@@ -10,9 +10,8 @@
 # (munged from the system, say) is used and never stopped.  The configs are also linked
 # into /etc/slurm, where every Slurm command finds them: the executor plugin strips
 # SLURM_CONF from a job's environment before its inner srun.  `up` refuses to replace a
-# slurm.conf there that is not one of ours.  Facts behind the choices:
-# ../shared/notes/local-slurm.md - cgroup plugins do not work in sandboxes, and without
-# slurmdbd the executor plugin polls sacct forever.
+# slurm.conf there that is not one of ours.  Facts behind the choices: cgroup plugins do not
+# work in sandboxes, and without slurmdbd the executor plugin polls sacct forever.
 set -euo pipefail
 
 STATE="${DICAP_SLURM_STATE:-/tmp/dicap-slurm}"

@@ -65,7 +65,7 @@ class ClipBundle:
 
         The uint8 images travel to ``device`` first (a quarter of float32's bytes; pinned and
         non-blocking on CUDA), and the conversion, the bicubic resize and the normalisation run
-        there: on the CPU, resizing 512 px images capped a GPU's throughput (issue 16).  With
+        there: on the CPU, resizing 512 px images capped a GPU's throughput (benchmarks/clip_encoding.py).  With
         ``device`` None (or the CPU) every operation is today's, in the same order.
         """
         x = torch.as_tensor(images)

@@ -304,7 +304,7 @@ def load_latent_diffusion(
 def compile_unet(bundle: LatentDiffusionBundle, device: torch.device, backend: str = "inductor", force: bool = False) -> bool:
     """``torch.compile`` the UNet's forward in place on CUDA; a no-op elsewhere (returns whether applied).
 
-    Measured on an H200 (issue 16): SD 1.5's UNet in bf16 at batch 32 ran 45% faster compiled
+    Measured on an H200 (benchmarks/paper_gpu_hours.py --compile): SD 1.5's UNet in bf16 at batch 32 ran 45% faster compiled
     (default mode), after 64 s of compilation - worth it over a shard's thousands of calls, not
     on a CPU, where jobs are small and inductor's C++ build would dominate.  The forward, not
     the module, is compiled, so forward hooks (the benchmark's UNet meter) stay outside the
@@ -336,7 +336,7 @@ def write_pretrained_pointer(spec: dict, out_dir: str | Path) -> None:
         except Exception as err:  # huggingface_hub raises several error types for "not cached"
             raise FileNotFoundError(
                 f"diffusion checkpoint {src!r} is not in the cache {spec.get('cache_dir') or '(default)'} ({type(err).__name__}); "
-                f"on a machine with internet run: huggingface-cli download {src}"
+                f"on a machine with internet run: hf download {src}"
                 + (f" --cache-dir {spec['cache_dir']}" if spec.get("cache_dir") else "")
             ) from None
     write_json(Path(out_dir) / PRETRAINED_FILE, spec)

@@ -1,4 +1,4 @@
-"""Edited captions: the counterfactual *text* for image-text retrieval and VQAv2.
+"""Edited captions: the counterfactual *text* for image-text retrieval and VQAv2 (Tables 2 and 3).
 
 Flickr30k, MSCOCO captions and VQAv2 have no class labels.  A counterfactual there is made
 by inverting an image with its own caption and regenerating it with an *edited* caption

@@ -1,7 +1,7 @@
 """What each rule costs: Snakemake's ``benchmark:`` files summarised per rule.
 
 Cluster users size ``mem_mb`` and ``runtime`` from this table instead of guessing, and
-the README's cluster section quotes it.  ``max_rss`` is the job's peak resident memory.
+docs/cluster.md and docs/benchmarks.md quote it.  ``max_rss`` is the job's peak resident memory.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One Markdown table renderer for every table the pipeline writes as text (Table 1, the
-reproduction report, the README's results section), so they cannot drift apart."""
+reproduction report, the reference tables in results/reference/embedded.md), so they cannot drift apart."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A reproduction pipeline must never reuse its own numbers, so the workflow regene
 table and then compares it with ``results/reference/<suite>.csv``: numbers measured once, on
 a named machine, by ``dicap record_reference``.  The comparison allows for what differs
 between CPU models (float kernels, hence training trajectories), not for what a code change
-does: see :data:`TOLERANCES` for the bounds and the README for the measurements behind them.
+does: see :data:`TOLERANCES` for the bounds and docs/reproduction.md for the measurements behind them.
 """
 
 from __future__ import annotations
