@@ -95,7 +95,7 @@ def test_reference_tables_are_written_whole_and_checked(tmp_path):
 
 
 def test_the_job_writes_the_tables_and_its_check_fails_on_a_stale_file(tmp_path):
-    from dicap.report.jobs import readme_results
+    from dicap.tools import readme_results
 
     out = tmp_path / "embedded.md"
     with pytest.raises(ValueError, match="differs from .*embedded.csv: run dicap readme_results"):
@@ -109,6 +109,8 @@ def test_code_version_follows_the_imports_of_each_command():
     """A loss edit reaches prompt training, not the data or counterfactual jobs."""
     losses = REPO / "src" / "dicap" / "prompting" / "losses.py"
     assert losses in job_sources("train_prompt").files
+    for learner in ("cocoop", "kgcoop", "maple", "cpl"):  # loaded by the registry from "module:Class" strings
+        assert REPO / "src" / "dicap" / "prompting" / f"{learner}.py" in job_sources("train_prompt").files, learner
     for job in ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "counterfactual_shard",
                 "merge_counterfactuals", "encode_train_features", "encode_eval_features", "evaluate"):
         assert losses not in job_sources(job).files, job

@@ -265,3 +265,26 @@ def test_no_learner_or_method_name_is_written_in_the_rules():
         text = path.read_text()
         named = [m for m in METHODS if re.search(rf"[\"']{m}[\"']", text)]
         assert not named, f"{path.relative_to(REPO)} names {named}"
+
+
+def test_the_architecture_table_is_the_code():
+    """docs/architecture.md's rule -> job module -> library table: every rule once, in its rule
+    file and job module, and every library module it names is one the job really imports."""
+    from dicap.code_version import job_sources
+
+    rows = [line.split("|")[1:-1] for line in (REPO / "docs" / "architecture.md").read_text().splitlines()
+            if line.startswith("| `rules/") or line.startswith("| | `")]
+    assert rows
+    seen, rule_file = [], None
+    for cells in rows:
+        rule_file = re.findall(r"`rules/(\w+)\.smk`", cells[0])[0] if cells[0].strip() else rule_file
+        module = re.findall(r"`jobs/(\w+)\.py`", cells[2])[0]
+        assert module == rule_file, cells
+        for rule in re.findall(r"`(\w+)`", cells[1]):
+            seen.append(rule)
+            assert job_file(rule) == ROOT / JOBS / f"{module}.py", rule
+            imported = job_sources(rule).files
+            for named in re.findall(r"`(\w+/\w+\.(?:py|yaml))`", cells[3]):
+                assert ROOT / named in imported, f"{rule}: docs/architecture.md names {named}, which its job does not import"
+    rules = {n for names in rules_by_file().values() for n in names if "{" not in n} | {f"ablation_{a}" for a in __import__("dicap.plan").plan.ABLATION_NAMES}
+    assert sorted(seen) == sorted(rules)

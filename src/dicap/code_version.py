@@ -3,8 +3,9 @@
 Snakemake's ``code`` trigger only sees a rule's own shell line, not the Python modules the
 ``dicap`` job behind it imports.  Each rule therefore passes ``code_version(<rule>)``
 through ``params:``: a hash of the job module of its rule file (``jobs/<rule file>.py``), and
-every ``dicap`` module reachable from its imports (lazy ones included), plus the data files
-those modules name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the hash of
+every ``dicap`` module reachable from its imports (lazy ones included, and modules named as
+``"dicap.x:Attr"`` strings that are imported when called), plus the data files those modules
+name (``registry.yaml``).  Editing ``prompting/losses.py`` changes the hash of
 the prompt-training rules and nothing upstream of them; Snakemake reruns prompt training
 and what follows, and leaves data, backbones, counterfactuals and feature caches alone.
 The unit is the module, not the function: editing one job reruns the jobs of its rule file.
@@ -23,6 +24,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +33,7 @@ PACKAGE = "dicap"
 ROOT = Path(__file__).resolve().parent
 JOBS = "jobs"  # the app: rules/X.smk runs the functions of jobs/X.py, each named after its rule
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
+_ENTRY_POINT = re.compile(rf"{PACKAGE}(\.\w+)+:\w+")  # "dicap.prompting.cocoop:CoCoOp"
 CACHE = ROOT / "__pycache__" / "code_versions.json"  # derived data, where Python keeps its own
 
 
@@ -88,6 +91,18 @@ def _imported_files(node: ast.AST, current: str) -> set[Path]:
     return found
 
 
+def _named_modules(tree: ast.AST) -> set[Path]:
+    """Package modules a module names as ``"dicap.x.y:Attr"`` strings and imports when called
+    (the learner registry loads each class so, to keep torch out of the Snakefile)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _ENTRY_POINT.fullmatch(node.value):
+            path = module_file(node.value.partition(":")[0])
+            if path is not None:
+                found.add(path)
+    return found
+
+
 def _data_files(tree: ast.AST, directory: Path) -> set[Path]:
     """Data files a module names as string constants and keeps beside itself."""
     return {
@@ -122,7 +137,7 @@ def _reach(path: Path) -> frozenset[Path]:
     """What one module imports or keeps beside itself; cached, since the Snakefile asks for
     every rule's closure and the closures share most modules (the no-op rerun's time)."""
     tree = _parse(path)
-    return frozenset(_imported_files(tree, module_name(path)) | _data_files(tree, path.parent))
+    return frozenset(_imported_files(tree, module_name(path)) | _data_files(tree, path.parent) | _named_modules(tree))
 
 
 def job_file(job: str) -> Path:
