@@ -235,7 +235,7 @@ def test_the_latent_generator_runs_on_a_caption_table(tmp_path):
     from dicap.backbones.latent_diffusion import load_latent_diffusion
     from dicap.counterfactual import generate
     from test_latent_diffusion import StandInTextEncoder, TinyStore, _pixels
-    from tiny_models import save_latent_checkpoint
+    from dicap.testing.tiny_models import save_latent_checkpoint
 
     caps = ["A dog on the grass.", "the category of things", "two buses parked by a street", "a hot dog on a plate"]
     swap = swap_table(OBJECT_TERMS, np.random.default_rng(0).normal(size=(len(OBJECT_TERMS), 8)))

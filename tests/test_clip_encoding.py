@@ -1,7 +1,7 @@
 """CLIP's image-encoding path (issue 16): preprocessing on the model's device, bf16 autocast and
 bf16 weights, features always float32 and within a stated cosine of fp32.
 
-Two tiny random open_clip models (CPU): the test suite's own (``tiny_models.py``, timm's
+Two tiny random open_clip models (CPU): the test suite's own (``dicap.testing.tiny_models``, timm's
 test_resnet tower, like config.yaml's) and a tiny ViT, the paper suite's kind of image tower.
 The old path is the copy kept in ``benchmarks/clip_encoding.py`` for its comparison.
 """
@@ -16,7 +16,7 @@ import torch
 
 from dicap.backbones.clip import OPENAI_MEAN, OPENAI_STD, ClipBundle, load_clip
 from snakemake_runner import REPO
-from tiny_models import save_tiny_clip
+from dicap.testing.tiny_models import save_tiny_clip
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 

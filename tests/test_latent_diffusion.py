@@ -21,7 +21,7 @@ from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule
 from dicap.backbones.guides import ClassifierFreeGuide, ClipPosterior, ClipPosteriorGuide, make_guide
 from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion, resolve_dtype
 from dicap.counterfactual import ddim, generate
-from tiny_models import SCHEDULER_CONFIG, T, TOKENS, WIDTH, save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
+from dicap.testing.tiny_models import SCHEDULER_CONFIG, T, TOKENS, WIDTH, save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

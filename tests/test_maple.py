@@ -9,7 +9,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from dicap.prompting.maple import MaPLe  # noqa: E402
 from helpers import CONTEXT, NAMES, tokenize, with_key  # noqa: E402
-from tiny_models import CLIP_CONFIG  # noqa: E402
+from dicap.testing.tiny_models import CLIP_CONFIG  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -126,7 +126,7 @@ def test_gpu_hours_benchmark_measures_the_shard_code_path(tmp_path, capsys):
     """benchmarks/paper_gpu_hours.py times generate() on a real checkpoint layout (tiny here)."""
     import sys
 
-    from tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
+    from dicap.testing.tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import paper_gpu_hours

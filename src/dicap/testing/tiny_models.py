@@ -1,7 +1,8 @@
 """Tiny random stand-ins for the paper suite's pretrained models, written in their real
 on-disk layouts: a Stable-Diffusion-style diffusers folder (UNet, VAE, DDIM scheduler and,
 optionally, a CLIP text encoder with its tokenizer) and an open_clip checkpoint.  Shared by
-the latent diffusion tests and the paper suite's end-to-end test."""
+the latent diffusion tests, the paper suite's end-to-end test and the benchmarks' ``--tiny``
+runs (``benchmarks/random_weights.py``, ``benchmarks/clip_encoding.py``)."""
 
 from __future__ import annotations
 
