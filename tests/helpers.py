@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout: config.yaml, README.md, rules/, benchmarks/
 
 # The smallest rendered dataset the jobs accept: one pool of 3 images per class.
 SIZES = {"image_size": 16, "pretrain_per_class": 2, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 1}
@@ -45,3 +48,35 @@ def with_key(config: dict, dotted: str, value) -> dict:
         node = node[p]
     node[last] = value
     return out
+
+
+# The tiny open_clip CLIP that prompt_workspace saves (a 16-wide ViT: one layer per tower).
+WORKSPACE_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1, "mlp_ratio": 2.0},
+}
+
+
+def prompt_workspace(root: Path) -> Path:
+    """``root`` laid out as the workflow's working directory for ``train_prompt``, no job run: the
+    rendered shapes dataset (SIZES), a tiny CLIP, and main's seed-1 feature cache (5 base classes
+    x 4 images, 16-wide features), all at their ``dicap.layout`` paths."""
+    import open_clip
+
+    from dicap import layout
+    from dicap.backbones.clip import save_local_dir
+    from dicap.data import embedded
+    from dicap.io import save_arrays
+
+    build = layout.Build("embedded")
+    embedded.build("shapes", SIZES, 0, root / build(layout.DATA, dataset="shapes"))
+    torch.manual_seed(0)
+    save_local_dir(open_clip.CLIP(**WORKSPACE_CLIP), WORKSPACE_CLIP, root / build(layout.CLIP_MODEL, dataset="shapes"))
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(4)
+    feats = {"train": torch.randn(20, 16, generator=gen), "train_labels": labels,
+             "cf": torch.randn(20, 16, generator=gen), "cf_labels": (labels + 1) % 5}
+    save_arrays(root / build(layout.TRAIN_FEATURES, dataset="shapes", variant="main", seed=1),
+                {k: F.normalize(v, dim=-1).numpy() if v.is_floating_point() else v.numpy() for k, v in feats.items()})
+    return root

@@ -21,9 +21,9 @@ import yaml
 from PIL import Image
 
 from dicap.prompting.methods import LEARNERS
-from snakemake_runner import ENV, REPO, job_counts, snakemake
-from local_mirror import captioned_flickr, local_registry, tar_bytes, varied_vqa, zip_bytes
 from dicap.testing.tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
+from local_mirror import captioned_flickr, local_registry, tar_bytes, varied_vqa, zip_bytes
+from snakemake_runner import ENV, REPO, job_counts, snakemake
 
 CLASSES = ["banded", "dotted", "striped", "zigzagged"]  # two base, two novel
 PER_SPLIT = {"train": 3, "val": 1, "test": 2}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,8 @@ pytestmark = pytest.mark.slurm
 
 CLUSTER = REPO / "tests" / "cluster" / "cluster.sh"
 GPU_RULES = {"counterfactual_shard", "train_prompt"}
+
+
 # The real profile (slurm/config.yaml) with the test cluster's few overrides on top.
 PROFILE = ("--profile", "slurm", "--workflow-profile", str(REPO / "tests" / "cluster" / "profile"))
 

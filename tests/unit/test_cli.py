@@ -9,10 +9,9 @@ import shutil
 import pytest
 import torch
 
-from dicap.audit.oracle import OracleNet, load_oracle
 from dicap.cli import main
 from dicap.data import embedded
-from dicap.io import save_arrays, save_state_dict, write_json
+from dicap.io import save_arrays, write_json
 from helpers import SIZES
 
 
@@ -63,20 +62,6 @@ def test_truncated_image_file(store, tmp_path, caplog):
     assert not out.exists()
 
 
-def test_a_checkpoint_that_is_not_safetensors(tmp_path):
-    (tmp_path / "oracle.json").write_text(json.dumps({"n_classes": 10, "width": 8, "image_size": 16}))
-    (tmp_path / "oracle.safetensors").write_bytes(b"\x80\x04 a pickle, not safetensors")
-    with pytest.raises(ValueError, match="oracle.safetensors is not a readable safetensors file"):
-        load_oracle(tmp_path)
-
-
-def test_a_checkpoint_with_wrong_shapes(tmp_path):
-    save_state_dict(tmp_path / "oracle.safetensors", OracleNet(5, 16, 8))  # five classes, not ten
-    (tmp_path / "oracle.json").write_text(json.dumps({"n_classes": 10, "width": 8, "image_size": 16}))
-    with pytest.raises(ValueError, match=r"oracle.safetensors does not fit OracleNet: .*shape \(5,"):
-        load_oracle(tmp_path)
-
-
 def test_a_prompt_context_with_wrong_shape(store, tmp_path, caplog):
     from dicap.backbones.clip import train_tiny_clip
     from dicap.data.store import DatasetStore
@@ -98,3 +83,13 @@ def test_a_prompt_context_with_wrong_shape(store, tmp_path, caplog):
             "--prompts", str(prompt), "--methods", "coop", "--out", str(out)]
     _fails(argv, caplog, str(prompt), "(3, 16)", "(4, 16)")
     assert not out.exists()
+
+
+def test_validate_config_names_file_line_and_column_of_any_file(tmp_path, capsys, caplog):
+    """What the README offers for a --configfile, which Snakemake loads before the workflow."""
+    from dicap.cli import main
+
+    bad = tmp_path / "over.yaml"
+    bad.write_text("counterfactual:\n\tguidance_scale: 3\n")
+    assert main(["validate-config", str(bad)]) == 1
+    assert f"{bad}:2:1: not valid YAML" in caplog.text

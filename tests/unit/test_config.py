@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
+import logging
+import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from dicap.config import ConfigError, load_config, validate_config
-from dicap.io import atomic_output, read_json, write_json, write_table
+from dicap.config import ConfigError, coerce_config, load_config, validate_config
+from helpers import REPO
 from helpers import with_key as _with
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -31,7 +35,7 @@ def test_config_yaml_loads(config):
 
 
 def test_test_config_merged_over_main_is_valid(config):
-    merged = _deep_merge(config, yaml.safe_load((ROOT / "tests" / "config.test.yaml").read_text()))
+    merged = _deep_merge(config, yaml.safe_load((REPO / "tests" / "config.test.yaml").read_text()))
     assert validate_config(merged) is merged
 
 
@@ -85,103 +89,6 @@ def test_load_config_errors_name_the_file(tmp_path, config):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
-
-
-# --- atomic output ------------------------------------------------------------------------------------
-
-
-def test_atomic_output_writes_on_success(tmp_path):
-    target = tmp_path / "sub" / "out.json"
-    write_json(target, {"a": 1})
-    assert read_json(target) == {"a": 1}
-    assert os.listdir(target.parent) == ["out.json"]
-
-
-def test_atomic_output_keeps_old_content_when_body_raises(tmp_path):
-    target = tmp_path / "result.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_output(target) as tmp:
-            tmp.write_text("half-written new")
-            raise RuntimeError("boom")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["result.txt"]
-
-
-def test_atomic_output_leaves_no_file_when_body_raises(tmp_path):
-    target = tmp_path / "never.csv"
-    with pytest.raises(KeyError):
-        with atomic_output(target) as tmp:
-            tmp.write_text("x")
-            raise KeyError("missing")
-    assert os.listdir(tmp_path) == []
-
-
-def test_write_error_names_the_path(tmp_path):
-    target = tmp_path / "taken"
-    target.mkdir()  # a directory where the file should go: the final rename fails
-    with pytest.raises(OSError) as info:
-        write_json(target, {"a": 1})
-    assert str(target) in str(info.value)
-    assert os.listdir(tmp_path) == ["taken"] and os.listdir(target) == []
-
-
-def test_os_error_in_body_names_the_path(tmp_path):
-    import pandas as pd
-
-    target = tmp_path / "table.parquet"
-
-    class Unwritable(pd.DataFrame):
-        def to_parquet(self, *args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-    with pytest.raises(OSError) as info:
-        write_table(target, Unwritable({"a": [1]}))
-    assert str(target) in str(info.value)
-    assert not target.exists() and os.listdir(tmp_path) == []
-
-
-def test_write_json_is_canonical(tmp_path):
-    target = tmp_path / "x.json"
-    write_json(target, {"b": 1, "a": [1, 2]})
-    assert target.read_text() == json.dumps({"a": [1, 2], "b": 1}, indent=2, sort_keys=True) + "\n"
-
-
-def test_disk_full_keeps_the_old_output_and_names_the_path(tmp_path, monkeypatch):
-    import errno
-
-    import numpy as np
-    import safetensors.numpy
-
-    from dicap.io import load_arrays, save_arrays
-
-    target = tmp_path / "features.safetensors"
-    save_arrays(target, {"x": np.ones(3, np.float32)})
-
-    def full_disk(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
-            handle.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
-    with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
-        save_arrays(target, {"x": np.zeros(3, np.float32)})
-    assert np.array_equal(load_arrays(target)["x"], np.ones(3, np.float32))
-    assert os.listdir(tmp_path) == ["features.safetensors"]
-
-
-def test_a_failed_model_directory_keeps_the_old_one(tmp_path):
-    from dicap.io import atomic_dir
-
-    model = tmp_path / "clip"
-    model.mkdir()
-    (model / "weights").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(model) as tmp:
-            (tmp / "weights").write_text("half")
-            raise RuntimeError("killed while training")
-    assert (model / "weights").read_text() == "old"
-    assert os.listdir(tmp_path) == ["clip"]
 
 
 # --- finite, ranged numbers; one line per mistake ----------------------------------------------------
@@ -295,7 +202,7 @@ def test_a_tab_indented_block_names_file_line_and_column(tmp_path):
     from dicap.config import check_yaml_syntax
 
     bad = tmp_path / "config.yaml"
-    bad.write_text((ROOT / "config.yaml").read_text().replace("\n  shots: 16", "\n\tshots: 16"))
+    bad.write_text((REPO / "config.yaml").read_text().replace("\n  shots: 16", "\n\tshots: 16"))
     line = 1 + bad.read_text().split("\n").index("\tshots: 16")
     expected = f"{bad}:{line}:1: not valid YAML: found character '\\t' that cannot start any token"
     for check in (check_yaml_syntax, load_config):
@@ -306,3 +213,204 @@ def test_a_tab_indented_block_names_file_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=rf"^{bad}:2:1: not valid YAML: expected ',' or '\]'"):
         check_yaml_syntax(bad)
     check_yaml_syntax(tmp_path / "absent.yaml")  # a missing file is Snakemake's to report
+
+
+CONFIG = load_config(REPO / "config.yaml")
+
+
+def _leaves(node, path=()):
+    """Dotted paths of every scalar in config.yaml (list items by index)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path
+
+
+# `suite` is left out: switching suites legitimately asks for other keys (data.root ...), more than one line
+KEYS = [path for path in _leaves(CONFIG) if path != ("suite",)]
+
+
+def _with_leaf(path: tuple, value) -> dict:
+    """A copy of config.yaml with the leaf at ``path`` set to ``value``."""
+    out = copy.deepcopy(CONFIG)
+    node = out
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return out
+
+
+def _numbers(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _numbers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _numbers(v)
+    elif isinstance(node, float):
+        yield node
+
+
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40), st.booleans(), st.none(),
+    st.text(max_size=6), st.sampled_from([0, 1, -1, 0.5, 1.5, 0.95, 2**32, 1e-300]),
+)
+
+
+# what Snakemake hands over for a value inside a --config map: a string
+TEXTS = st.one_of(
+    st.text(max_size=6), VALUES.map(str),
+    st.sampled_from([".nan", ".inf", "-.inf", "1e400", "2e-3", "0x10", "true", "null", "~", "[1]", "{a: 1}", "!!float nan", "["]),
+)
+
+
+def _check(config: dict, path: tuple) -> None:
+    key = ".".join(map(str, path))
+    owners = {key, ".".join(map(str, path[:-1]))} if isinstance(path[-1], int) else {key}  # a list item, or the list
+    try:
+        accepted = validate_config(coerce_config(config))
+    except ConfigError as err:
+        lines = str(err).splitlines()
+        assert len(lines) == 1, lines
+        assert any(f"'{k}'" in lines[0] for k in owners), lines[0]
+        return
+    assert all(math.isfinite(x) for x in _numbers(accepted)), key
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(KEYS), value=VALUES)
+def test_any_value_of_any_key_is_refused_in_one_line_or_finite(path, value):
+    _check(_with_leaf(path, value), path)
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(KEYS), text=TEXTS)
+def test_any_command_line_string_is_refused_in_one_line_or_finite(path, text):
+    _check(_with_leaf(path, text), path)
+
+
+# --- the first stages of the tiny pipeline --------------------------------------------------------------
+
+BAD_COUNT = st.sampled_from([0, -1, float("nan"), float("inf"), 2.5, "x"])
+
+
+# key -> (valid values, invalid values); small sizes keep a stage run under a second
+DATA_KEYS = {
+    "image_size": (st.integers(8, 20), st.sampled_from([7, -1, float("nan"), float("inf"), 16.5])),
+    "pretrain_per_class": (st.integers(1, 3), BAD_COUNT),
+    "pool_per_class": (st.integers(1, 6), BAD_COUNT),
+    "val_per_class": (st.integers(1, 2), BAD_COUNT),
+    "test_per_class": (st.integers(1, 2), BAD_COUNT),
+    "shots": (st.integers(1, 4), BAD_COUNT),
+    "spurious_strength": (st.floats(0, 1), st.sampled_from([-0.5, 1.5, float("nan"), float("inf")])),
+    "render_seed": (st.integers(0, 3), st.sampled_from([-1, 2**40])),
+}
+
+
+@st.composite
+def DATA(draw) -> dict:
+    """Data sizes with none, one or two keys made invalid, so that many draws reach the stages."""
+    bad = draw(st.sets(st.sampled_from(sorted(DATA_KEYS)), max_size=2))
+    return {k: draw(invalid if k in bad else valid) for k, (valid, invalid) in DATA_KEYS.items()}
+
+
+@pytest.mark.filterwarnings("ignore")
+@settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=DATA())
+@example(data={"image_size": 8, "pretrain_per_class": 1, "pool_per_class": 1, "val_per_class": 1, "test_per_class": 1,
+               "shots": 3, "spurious_strength": 0.5, "render_seed": 0})  # more shots than the pool: refused at make-split
+@example(data={**{k: 1 for k in DATA_KEYS}, "image_size": 8, "spurious_strength": float("nan")})
+def test_random_data_sizes_are_refused_naming_the_key_or_stages_write_finite_outputs(data, tmp_path_factory, caplog):
+    from dicap.cli import main
+    from dicap.config import as_json
+
+    config = copy.deepcopy(CONFIG)
+    config["data"].update(data)
+    try:
+        validate_config(coerce_config(config))
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            assert line.startswith("config: key 'data.") and ": must be " in line, line
+        return
+    work = tmp_path_factory.mktemp("stages")
+    split_params = {k: config["data"][k] for k in ("shots", "spurious_strength")}  # rules/common.smk SPLIT_PARAMS
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="dicap"):
+        codes = [main(["prepare_dataset", "--dataset", "shapes", "--params", as_json(config["data"]), "--out", str(work / "data")])]
+        if codes[0] == 0:
+            codes.append(main(["make_split", "--dataset-dir", str(work / "data"), "--seed", "1",
+                               "--params", json.dumps(split_params), "--out", str(work / "split.parquet")]))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if codes[-1] != 0:  # refused at run time: one line that names the key to change
+        assert len(errors) == 1 and "\n" not in errors[0] and "'data." in errors[0], errors
+        assert not (work / "split.parquet").exists()
+        return
+    from dicap.io import load_arrays
+
+    for name, images in load_arrays(work / "data" / "images.safetensors").items():
+        assert images.dtype == np.uint8 and images.shape[1:] == (data["image_size"], data["image_size"], 3), name
+    for table in (pd.read_parquet(work / "data" / "factors.parquet"), pd.read_parquet(work / "split.parquet")):
+        floats = table.select_dtypes("number").to_numpy(dtype=float)
+        assert np.isfinite(floats).all()
+    assert len(pd.read_parquet(work / "split.parquet")) == data["shots"] * 5  # one draw per base class
+
+
+PAPER_DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture(scope="module")
+def paper_config() -> dict:
+    load = lambda name: yaml.safe_load((REPO / name).read_text())  # noqa: E731
+    return _merge(load("config.yaml"), load("config.paper.yaml"))
+
+
+def test_paper_config_is_valid_and_complete(paper_config):
+    assert validate_config(paper_config) is paper_config
+    assert paper_config["datasets"] == PAPER_DATASETS
+    assert paper_config["seeds"] == [1, 2, 3]
+    assert paper_config["clip"]["pretrained"]["model"] == "ViT-B-16-quickgelu"
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda c: c.update(datasets=["shapes"]), "datasets.0"),           # an embedded dataset in the paper suite
+        (lambda c: c["clip"].update(pretrained=None), "clip.pretrained"),  # the paper suite needs pretrained CLIP
+        (lambda c: c["data"].pop("root"), "data"),
+    ],
+)
+def test_paper_config_errors_name_the_key(paper_config, change, key):
+    bad = copy.deepcopy(paper_config)
+    change(bad)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(bad)
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [-1, "5", 2.5, None])
+def test_config_rejects_a_bad_interval_naming_the_key(config, value):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(config, "prompt.checkpoint_every", value))
+    assert "'prompt.checkpoint_every'" in str(info.value)
+
+
+def test_config_interval_is_required_and_zero_allowed(config):
+    assert config["prompt"]["checkpoint_every"] >= 0
+    validate_config(_with(config, "prompt.checkpoint_every", 0))
+    broken = {**config, "prompt": {k: v for k, v in config["prompt"].items() if k != "checkpoint_every"}}
+    with pytest.raises(ConfigError, match=r"'prompt'.*'checkpoint_every'"):
+        validate_config(broken)

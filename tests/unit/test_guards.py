@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from dicap.cli import main
+from dicap.counterfactual import generate
 from dicap.guards import check_finite, check_not_constant, check_table_finite
 from dicap.io import load_arrays, save_arrays
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZES = {"image_size": 16, "pretrain_per_class": 2, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 1, "render_seed": 0}
 CLIP_PARAMS = {
@@ -95,7 +98,6 @@ def test_more_shards_than_images_completes_and_merges(tiny, tmp_path, caplog):
 
 def test_all_black_counterfactuals_are_refused_and_nothing_is_written(tiny, tmp_path, caplog, monkeypatch):
     """What a NaN guidance scale produced: every image one value, a NaN confidence column."""
-    from dicap.counterfactual import generate
 
     real = generate.generate
 
@@ -212,3 +214,16 @@ def test_check_not_constant_accepts_empty_and_varied_images():
     check_not_constant("c", "images", np.arange(48, dtype=np.uint8).reshape(1, 4, 4, 3))
     with pytest.raises(ValueError, match="all 2 images are one constant value"):
         check_not_constant("c", "images", np.full((2, 4, 4, 3), 255, np.uint8))
+
+
+def test_unmeasured_round_trips_pass_the_guard_but_infinity_does_not():
+    from dicap.guards import check_table_finite
+
+    table = pd.DataFrame({"guide_confidence": [0.5, 0.2], "reconstruction_mse": [0.01, np.nan]})
+    check_table_finite("t.parquet", table, not_measured=("reconstruction_mse",))
+    with pytest.raises(ValueError, match="1 NaN"):
+        check_table_finite("t.parquet", table)
+    with pytest.raises(ValueError, match="infinite"):
+        check_table_finite("t.parquet", table.assign(reconstruction_mse=[np.inf, np.nan]), not_measured=("reconstruction_mse",))
+    with pytest.raises(ValueError, match="NaN"):
+        check_table_finite("t.parquet", table.assign(guide_confidence=[np.nan, 0.1]), not_measured=("reconstruction_mse",))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dicap import layout
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG_CF = {"guidance_scale": 3.0, "sampling": "similarity", "guide": "cfg", "steps": 20}
 
 
@@ -99,3 +99,12 @@ def test_rules_and_benchmarks_spell_no_build_path_or_private_file():
     for path in sorted((REPO / "benchmarks").glob("*.py")):  # their scratch files in temporary folders are their own
         found = _spelled(path, ("build/", "report.json", "true_images", "seed{"))
         assert not found, f"{path.relative_to(REPO)}: {found[0]}"
+
+
+def test_control_variants_read_back():
+    assert layout.parse_variant(layout.UNBIASED_SHOTS).counterfactuals == "none"
+    assert layout.parse_variant(layout.TRUE_CF).counterfactuals == "true"
+    assert layout.parse_variant(layout.MAIN).counterfactuals == "generated"
+    for name in (layout.UNBIASED_SHOTS, layout.TRUE_CF):
+        with pytest.raises(ValueError, match="generates no counterfactuals"):
+            layout.variant_settings(name, {"guidance_scale": 3.0, "sampling": "similarity"})

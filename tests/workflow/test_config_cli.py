@@ -90,13 +90,3 @@ def test_a_tab_indented_config_yaml_names_file_line_and_column(tmp_path):
     assert out.returncode != 0
     assert f"config.yaml:{line}:1: not valid YAML: found character '\\t'" in out.stdout + out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "build").exists()
-
-
-def test_validate_config_names_file_line_and_column_of_any_file(tmp_path, capsys, caplog):
-    """What the README offers for a --configfile, which Snakemake loads before the workflow."""
-    from dicap.cli import main
-
-    bad = tmp_path / "over.yaml"
-    bad.write_text("counterfactual:\n\tguidance_scale: 3\n")
-    assert main(["validate-config", str(bad)]) == 1
-    assert f"{bad}:2:1: not valid YAML" in caplog.text

@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicap.audit.oracle import train_oracle, load_oracle
+from dicap.audit.oracle import load_oracle, train_oracle
 from dicap.audit.scoring import audit_counterfactuals, summarise
 from dicap.counterfactual.generate import true_counterfactuals
 from dicap.data import embedded
 from dicap.data.store import DatasetStore
-from dicap.report.ablations import build_ablation, plot_ablation
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -65,35 +64,3 @@ def test_summary_averages_over_seeds(world):
     assert row["seeds"] == "1 2" and row["counterfactuals"] == 2 * len(audit)
     assert row["valid"] == pytest.approx(0.5)  # each image is valid in exactly one of the two seeds
     assert row["oracle_heldout_class_accuracy"] == 0.5
-
-
-def _metrics(path, methods, hm):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"method": m, "seed": 1, "split": split, "base": hm + 1, "novel": hm - 1, "hm": hm}
-            for m in methods for split in ("test_unbiased", "test_conflict")]
-    pd.DataFrame(rows).to_csv(path, index=False)
-
-
-def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path):
-    audit = audit_counterfactuals(*world)
-    for variant, s in (("main", 3.0), ("s10", 10.0)):
-        path = tmp_path / "audit" / "shapes" / variant / "seed1.parquet"
-        path.parent.mkdir(parents=True)
-        audit.assign(s=s, valid=audit["valid"] & (s == 3.0)).to_parquet(path)
-    _metrics(tmp_path / "metrics" / "shapes" / "main" / "seed1.csv", ["zeroshot", "coop", "dicap"], 70.0)
-    _metrics(tmp_path / "metrics" / "shapes" / "s10" / "seed1.csv", ["dicap"], 60.0)
-    _metrics(tmp_path / "metrics" / "shapes" / "true_cf" / "seed1.csv", ["dicap"], 80.0)
-    table = build_ablation(
-        sorted((tmp_path / "metrics").rglob("*.csv")), sorted((tmp_path / "audit").rglob("*.parquet")), ["shapes"],
-        {"shapes": {"class_accuracy": 0.9}},
-    )
-    dicap = table[table["method"] == "dicap"].set_index("variant")
-    assert dicap.loc["s10", "s"] == 10.0 and dicap.loc["s10", "hm"] == 60.0 and dicap.loc["s10", "valid"] == 0
-    assert dicap.loc["main", "valid"] == pytest.approx(audit["valid"].mean(), abs=1e-4)
-    assert dicap.loc["true_cf", "counterfactuals"] == "true" and dicap.loc["true_cf", "hm"] == 80.0
-    assert dicap.loc["true_cf", "valid"] == pytest.approx(audit["true_valid"].mean(), abs=1e-4)
-    assert dicap.loc["true_cf", "mse_to_true"] == 0
-    assert set(table[table["variant"] == "main"]["method"]) == {"zeroshot", "coop", "dicap"}
-    for x in ("s", "counterfactuals"):
-        plot_ablation(table, x, tmp_path / f"{x}.png")
-        assert (tmp_path / f"{x}.png").read_bytes()[:4] == b"\x89PNG"

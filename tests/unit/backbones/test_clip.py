@@ -8,21 +8,19 @@ The old path is the copy kept in ``benchmarks/clip_encoding.py`` for its compari
 
 from __future__ import annotations
 
-import sys
+import copy
 
 import numpy as np
 import pytest
 import torch
+from clip_encoding import old_encode_images
 
 from dicap.backbones.clip import OPENAI_MEAN, OPENAI_STD, ClipBundle, load_clip
-from snakemake_runner import REPO
+from dicap.io import write_json
 from dicap.testing.tiny_models import save_tiny_clip
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from clip_encoding import old_encode_images  # noqa: E402
-
 pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 # Least cosine similarity of bf16 (autocast or weights) features to fp32 ones.  Measured on
 # these random tiny models (24 images at twice the model's size; 3 prompts): 0.99997-0.99998
@@ -97,7 +95,6 @@ def test_bf16_features_are_float32_and_within_the_cosine_tolerance_of_fp32(bundl
 
 def test_the_old_path_fails_on_bf16_weights_and_the_new_one_casts_the_input(bundle):
     """The failure issue 16 reports on CUDA ("Input type ... and weight type ... should be the same")."""
-    import copy
 
     low = copy.deepcopy(bundle.model).to(torch.bfloat16)
     images = _images(2, bundle.image_size)
@@ -124,3 +121,30 @@ def test_load_clip_takes_the_precision_on_cuda_only_and_casts_bf16_weights(tmp_p
     assert low.precision == "bf16" and next(low.model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown CLIP precision"):
         load_clip(spec, precision="fp8")
+
+
+def test_vit_b16_quickgelu_loads_a_checkpoint_the_test_wrote(tmp_path):
+    """The paper suite's CLIP path: a ViT-B-16-quickgelu named in pretrained.json, weights
+    from a local file (here random ones the test saved), through create_model_and_transforms."""
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    from dicap.backbones.clip import PRETRAINED_FILE, load_clip
+
+    torch.manual_seed(0)
+    reference = open_clip.create_model("ViT-B-16-quickgelu")
+    weights = tmp_path / "vit_b16.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    write_json(tmp_path / "clip" / PRETRAINED_FILE, {"model": "ViT-B-16-quickgelu", "tag": str(weights), "cache_dir": None})
+
+    bundle = load_clip({"path": str(tmp_path / "clip")})
+    assert bundle.image_size == 224
+    loaded = bundle.model.state_dict()
+    assert set(loaded) == set(reference.state_dict())
+    assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
+    assert type(bundle.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 80, 3), dtype=np.uint8)  # resized to 224 on the way in
+    features = bundle.encode_images(image)
+    text = bundle.encode_texts(["a photo of a dog."])
+    assert features.shape == (1, 512) and text.shape == (1, 512)
+    assert torch.allclose(features.norm(dim=1), torch.ones(1), atol=1e-5)

@@ -5,33 +5,29 @@ the right texts; and the latent generator accepts such a table."""
 
 from __future__ import annotations
 
-import tempfile
-
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from dicap.counterfactual.caption_edits import (
     OBJECT_TERMS,
     SURFACES,
     SYNONYMS,
+    edit_caption,
     find_mention,
     find_object,
-    edit_caption,
     pluralise,
     prompt_table,
     row_prompts,
     swap_table,
 )
 
-# Hypothesis keeps a cache (.hypothesis/) in the working directory: not in the shared checkout.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="dicap-hypothesis-"))
-
 ADJECTIVES = ["small", "large", "red", "old", "young", "happy", "wet", "shiny", "brown", "empty"]
 VERBS = ["sitting on", "standing near", "lying in", "next to", "parked by", "resting beside"]
+
+
 # places and words that contain a term as a mere substring ("category" holds "cat")
 PLACES = ["the grass", "a street", "the beach", "a category of things", "the carpet", "a cartoon scene",
           "the scattered leaves", "a busy corner", "a dogmatic crowd", "the bedroom", "a cupboard",
@@ -234,8 +230,9 @@ def test_the_latent_generator_runs_on_a_caption_table(tmp_path):
     from dicap.backbones.guides import make_guide
     from dicap.backbones.latent_diffusion import load_latent_diffusion
     from dicap.counterfactual import generate
-    from test_latent_diffusion import StandInTextEncoder, TinyStore, _pixels
     from dicap.testing.tiny_models import save_latent_checkpoint
+    from latent_stand_ins import StandInTextEncoder, TinyStore
+    from latent_stand_ins import pixels as _pixels
 
     caps = ["A dog on the grass.", "the category of things", "two buses parked by a street", "a hot dog on a plate"]
     swap = swap_table(OBJECT_TERMS, np.random.default_rng(0).normal(size=(len(OBJECT_TERMS), 8)))

@@ -9,31 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
+import torch.nn.functional as F
 
-open_clip = pytest.importorskip("open_clip")
-
-from helpers import NAMES, PARAMS, SIZES, tokenize  # noqa: E402
-from helpers import prompt_features as _features  # noqa: E402
-from helpers import with_key as _with  # noqa: E402
-
-from dicap import layout  # noqa: E402
-from dicap.config import ConfigError, validate_config  # noqa: E402
-from dicap.prompting import trainer  # noqa: E402
-from dicap.prompting.checkpoint import checkpoint_path  # noqa: E402
-from dicap.prompting.methods import build_learner  # noqa: E402
-from dicap.runtime import optimizer_step  # noqa: E402
+from dicap import layout
+from dicap.prompting import trainer
+from dicap.prompting.checkpoint import checkpoint_path, fingerprint
+from dicap.prompting.kgcoop import KgCoOp
+from dicap.prompting.learner import PromptLearner
+from dicap.prompting.methods import build_learner
+from dicap.runtime import optimizer_step
+from helpers import NAMES, PARAMS, prompt_workspace, tokenize
+from helpers import prompt_features as _features
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 BUILD = layout.Build("embedded")
 STEPS_PER_EPOCH = 3  # PARAMS' batch of 8 over _features()' 24 images
 EVERY = 4  # checkpoints after epochs 4, 8 and 12 of PARAMS' 15
@@ -177,31 +170,8 @@ def test_negative_interval_is_rejected(clip_model, tmp_path):
         _train(clip_model, checkpoint=tmp_path / "c.safetensors", every=-1)
 
 
-# --- configuration ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", [-1, "5", 2.5, None])
-def test_config_rejects_a_bad_interval_naming_the_key(config, value):
-    with pytest.raises(ConfigError) as info:
-        validate_config(_with(config, "prompt.checkpoint_every", value))
-    assert "'prompt.checkpoint_every'" in str(info.value)
-
-
-def test_config_interval_is_required_and_zero_allowed(config):
-    assert config["prompt"]["checkpoint_every"] >= 0
-    validate_config(_with(config, "prompt.checkpoint_every", 0))
-    broken = {**config, "prompt": {k: v for k, v in config["prompt"].items() if k != "checkpoint_every"}}
-    with pytest.raises(ConfigError, match=r"'prompt'.*'checkpoint_every'"):
-        validate_config(broken)
-
-
 # --- the command and the rule ----------------------------------------------------------------------
 
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 16, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1, "mlp_ratio": 2.0},
-}
 CLI_PARAMS = {**PARAMS, "n_ctx": 4, "ctx_init": "a photo of a", "epochs": 6, "cf_positive_weight": 0.5}
 CLI_STEPS_PER_EPOCH = 3  # 5 base classes x 4 images, batches of 8
 
@@ -209,21 +179,7 @@ CLI_STEPS_PER_EPOCH = 3  # 5 base classes x 4 images, batches of 8
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A working directory laid out as the workflow's: dataset, CLIP and one feature cache, no jobs run."""
-    from dicap.backbones.clip import save_local_dir
-    from dicap.data import embedded
-    from dicap.io import save_arrays
-
-    root = tmp_path_factory.mktemp("resume")
-    embedded.build("shapes", SIZES, 0, root / BUILD(layout.DATA, dataset="shapes"))
-    torch.manual_seed(0)
-    save_local_dir(open_clip.CLIP(**TINY_CLIP), TINY_CLIP, root / BUILD(layout.CLIP_MODEL, dataset="shapes"))
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.arange(5).repeat_interleave(4)
-    feats = {"train": torch.randn(20, 16, generator=gen), "train_labels": labels,
-             "cf": torch.randn(20, 16, generator=gen), "cf_labels": (labels + 1) % 5}
-    save_arrays(root / BUILD(layout.TRAIN_FEATURES, dataset="shapes", variant="main", seed=1),
-                {k: torch.nn.functional.normalize(v, dim=-1).numpy() if v.is_floating_point() else v.numpy() for k, v in feats.items()})
-    return root
+    return prompt_workspace(tmp_path_factory.mktemp("resume"))
 
 
 @pytest.fixture
@@ -277,36 +233,39 @@ def test_train_prompt_command_rejects_a_negative_interval(workspace, tmp_path, c
     assert "--checkpoint-every" in capsys.readouterr().err
 
 
-def test_changing_the_interval_does_not_rerun_training(workspace, tmp_path):
-    """The rule keeps the interval out of params: Snakemake sees no change, while a real parameter reruns."""
-    target = BUILD(layout.PROMPT, dataset="shapes", variant="main", method="coop", seed=1)
-
-    def snakemake(*args: str, **prompt) -> subprocess.CompletedProcess:
-        override = tmp_path / "override.yaml"
-        override.write_text(yaml.safe_dump({"datasets": ["shapes"], "prompt": {"epochs": 2, "batch_size": 8, **prompt}}))
-        return subprocess.run(
-            [str(BIN / "snakemake"), target, *args, "--configfile", str(REPO / "config.yaml"), str(override),
-             "--directory", str(workspace), "--allowed-rules", "train_prompt"],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        )
-
-    run = snakemake("--cores", "1", "-p", checkpoint_every=1)
-    printed = run.stdout + run.stderr
-    assert run.returncode == 0, printed[-3000:]
-    shell_line = next(line for line in printed.splitlines() if "dicap train_prompt" in line)
-    assert "--checkpoint-every 1 " in shell_line
-    assert "checkpoint_every" not in shell_line.split("--params", 1)[1].split("--checkpoint-every")[0]
-    prompt = workspace / target
-    assert prompt.exists() and not checkpoint_path(prompt).exists()
-    assert "checkpoint_every" not in json.loads(prompt.with_suffix(".json").read_text())["params"]
-
-    same = snakemake("-n", checkpoint_every=3)
-    assert same.returncode == 0 and "Nothing to be done" in same.stdout + same.stderr, same.stdout[-2000:]
-    changed = snakemake("-n", checkpoint_every=3, lr=0.001)  # the control: a training parameter does rerun
-    assert changed.returncode == 0 and "rule train_prompt:" in changed.stdout, changed.stdout[-2000:]
-    assert "Params have changed" in changed.stdout
-
-
 def test_checkpoint_sits_beside_the_output():
     assert checkpoint_path(Path("prompts/coop/seed3.safetensors")) == Path("prompts/coop/seed3.checkpoint.safetensors")
+
+
+INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
+TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
+SCALE, KG_WEIGHT = 20.0, 8.0
+TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: the term's value is not ~0
+
+
+def _learner(clip_model, kind: str) -> PromptLearner:
+    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
+    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
+        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
+    with torch.no_grad():
+        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
+    return learner
+
+
+def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random unit image features and their counterfactuals'."""
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
+
+
+def test_the_checkpoint_fingerprint_covers_cf_valid(clip_model):
+    learner = _learner(clip_model, "coop")
+    x, x_cf = _batch(4)
+    features = {"train": x, "train_labels": torch.tensor([0, 1, 2, 0]), "cf": x_cf}
+    state = learner.trainable_state()
+    keys = {fingerprint("dicap", 0, TRAIN, SCALE, state, f) for f in (
+        features,
+        {**features, "cf_valid": torch.ones(4, dtype=torch.bool)},
+        {**features, "cf_valid": torch.tensor([True, False, True, True])},
+    )}
+    assert len(keys) == 3

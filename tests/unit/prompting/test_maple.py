@@ -1,15 +1,14 @@
 """MaPLe on tiny random CLIPs of both vision tower kinds: its prompts must reach the image side."""
 
+
+import open_clip
 import pytest
+import torch
+import torch.nn.functional as F
 
-open_clip = pytest.importorskip("open_clip")
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dicap.prompting.maple import MaPLe  # noqa: E402
-from helpers import CONTEXT, NAMES, tokenize, with_key  # noqa: E402
-from dicap.testing.tiny_models import CLIP_CONFIG  # noqa: E402
+from dicap.prompting.maple import MaPLe
+from dicap.testing.tiny_models import CLIP_CONFIG
+from helpers import CONTEXT, NAMES, tokenize, with_key
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,0 +1,68 @@
+"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
+DiCap's term as a plug-in on any learner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dicap.prompting.cocoop import CoCoOp
+from dicap.prompting.kgcoop import KgCoOp
+from dicap.prompting.learner import PromptLearner, cosine
+from helpers import NAMES, prompt_features, tokenize
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
+
+
+def test_scoring_a_conditional_learner_in_chunks_gives_the_same_similarities(clip_model, monkeypatch):
+    """Chunks sized by prompts per call (a thousand classes: a few images) change nothing but memory."""
+    from dicap.evaluation import prompts
+
+    learner = CoCoOp(clip_model, tokenize, NAMES, **INIT)
+    images = prompt_features()["train"].numpy()
+    whole = prompts.all_similarities(learner, len(images), lambda a, b: images[a:b])
+    monkeypatch.setattr(prompts, "PROMPTS_PER_CALL", 2 * len(NAMES))  # two images per call
+    calls = []
+    chunked = prompts.all_similarities(learner, len(images), lambda a, b: calls.append(b - a) or images[a:b])
+    assert max(calls) == 2 and sum(calls) == len(images)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
+SCALE, KG_WEIGHT = 20.0, 8.0
+
+
+def _learner(clip_model, kind: str) -> PromptLearner:
+    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
+    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
+        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
+    with torch.no_grad():
+        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
+    return learner
+
+
+def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random unit image features and their counterfactuals'."""
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
+
+
+@pytest.mark.parametrize("kind", ["coop", "kgcoop"])
+@pytest.mark.parametrize("per_call", [1, 3, 64])
+def test_evaluation_encodes_many_texts_in_chunks_with_the_same_features(clip_model, monkeypatch, kind, per_call):
+    """evaluation.prompts.text_features: a test split's texts a few at a time equal them all at
+    once, and the learner keeps token ids only (no per-text embedding buffers)."""
+    from dicap.evaluation import prompts
+
+    learner = _learner(clip_model, kind)
+    assert {name for name, _ in learner.named_buffers(recurse=False)} <= {"tokens", "hand_written"}
+    monkeypatch.setattr(prompts, "TEXTS_PER_CALL", per_call)
+    with torch.no_grad():
+        torch.testing.assert_close(prompts.text_features(learner), learner(), rtol=1e-5, atol=1e-6)
+        x, _ = _batch(5)
+        sims = prompts.all_similarities(learner, 5, lambda a, b: x[a:b].numpy())
+        torch.testing.assert_close(sims, cosine(x, learner()), rtol=1e-5, atol=1e-6)
+    assert learner.active is None
