@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from snakemake_runner import BIN, ENV, REPO, TINY_CONFIGS, job_counts
@@ -40,7 +39,6 @@ def _tiny_checkout(dest: Path) -> None:
     (dest / "dvc.lock").unlink(missing_ok=True)
 
 
-@pytest.mark.pipeline
 def test_cluster_to_laptop_round_trip(tmp_path):
     """Build and push on one checkout; clone, pull, and nothing expensive is planned again."""
     origin, clone, remote = tmp_path / "origin", tmp_path / "clone", tmp_path / "remote"

@@ -16,7 +16,6 @@ import json
 import os
 
 import pandas as pd
-import pytest
 import yaml
 from PIL import Image
 
@@ -53,7 +52,6 @@ def _dtd() -> tuple[bytes, bytes]:
     return tar_bytes(files), json.dumps(split).encode()
 
 
-@pytest.mark.pipeline
 def test_paper_suite_from_download_to_table(server, tmp_path):
     archive, split_file = _dtd()
     registry = local_registry(server, ["dtd"], {"dtd-r1.0.1.tar.gz": archive, "split_zhou_DescribableTextures.json": split_file})
@@ -117,7 +115,6 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
     assert not os.environ.get("DICAP_REGISTRY")  # the test's registry never leaks into other tests
 
 
-@pytest.mark.pipeline
 def test_paper_retrieval_and_vqa_from_download_to_tables(server, tmp_path):
     """Tables 2 and 3 on a Flickr30k and a VQAv2 in their real layouts: download (Flickr30k's
     licence-gated images placed by hand), CPL's splits, text-conditioned counterfactual

@@ -1,8 +1,8 @@
 """The cluster path for real: the tiny embedded suite through ``--profile slurm`` on a live
 single-node SLURM cluster (tests/cluster/cluster.sh), every job submitted with sbatch.
 
-Select with ``-m slurm``, skip with ``-m "not slurm"``.  Needs root (or the Debian packages
-slurm-wlm munge slurmdbd mariadb-server already installed) on Linux.
+The ``slurm`` tier: ``bash scripts/test.sh`` runs it with the others, ``-m slurm`` alone.  Needs
+root (or the Debian packages slurm-wlm munge slurmdbd mariadb-server already installed) on Linux.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import subprocess
 import pytest
 
 from snakemake_runner import ENV, REPO, job_counts, snakemake, tiny_args
-
-pytestmark = pytest.mark.slurm
 
 CLUSTER = REPO / "tests" / "cluster" / "cluster.sh"
 GPU_RULES = {"counterfactual_shard", "train_prompt"}
