@@ -1,4 +1,4 @@
-"""DVC over the workflow: a lock that matches the code, and the cluster-to-laptop round trip."""
+"""DVC over the workflow: the cluster-to-laptop round trip on a tiny checkout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Bad input stops a job with one clear line naming the culprit, and writes nothing."""
+"""The command line (cli.py): bad input stops a job with one clear line naming the culprit, and
+writes nothing; validate-config names file, line and column."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The reproduction report, the reference file, and the README section written from it."""
+"""Code versions (code_version.py): each command's hash follows its imports and only its own
+part of its file; versions saved on disk are used under the same source stamp only."""
 
 from __future__ import annotations
 

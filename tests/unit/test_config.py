@@ -1,4 +1,6 @@
-"""Config validation against the schema, and atomic file output."""
+"""The config (config.py): validation against the schema naming the key, finite ranged numbers
+in one line per mistake, command-line strings read by the schema's types, YAML errors by file,
+line and column; the paper suite's config; and property-based tests over any key and value."""
 
 from __future__ import annotations
 
@@ -215,6 +217,8 @@ def test_a_tab_indented_block_names_file_line_and_column(tmp_path):
     check_yaml_syntax(tmp_path / "absent.yaml")  # a missing file is Snakemake's to report
 
 
+# --- property-based: any value of any key ---------------------------------------------------------
+
 CONFIG = load_config(REPO / "config.yaml")
 
 
@@ -359,21 +363,16 @@ def test_random_data_sizes_are_refused_naming_the_key_or_stages_write_finite_out
     assert len(pd.read_parquet(work / "split.parquet")) == data["shots"] * 5  # one draw per base class
 
 
+# --- the paper suite's config -----------------------------------------------------------------------
+
 PAPER_DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @pytest.fixture(scope="module")
 def paper_config() -> dict:
     load = lambda name: yaml.safe_load((REPO / name).read_text())  # noqa: E731
-    return _merge(load("config.yaml"), load("config.paper.yaml"))
+    return _deep_merge(load("config.yaml"), load("config.paper.yaml"))
 
 
 def test_paper_config_is_valid_and_complete(paper_config):
@@ -398,7 +397,7 @@ def test_paper_config_errors_name_the_key(paper_config, change, key):
         validate_config(bad)
 
 
-# --- configuration ---------------------------------------------------------------------------------
+# --- prompt.checkpoint_every ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [-1, "5", 2.5, None])

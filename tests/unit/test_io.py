@@ -1,4 +1,5 @@
-"""Config validation against the schema, and atomic file output."""
+"""Atomic file output (io.py): nothing half-written, old content kept on failure, errors naming
+the path, and outputs that follow the umask."""
 
 from __future__ import annotations
 

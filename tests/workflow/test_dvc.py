@@ -1,4 +1,5 @@
-"""DVC over the workflow: a lock that matches the code, and the cluster-to-laptop round trip."""
+"""DVC over the workflow: a lock that matches the code and config.  The cluster-to-laptop round
+trip is tests/pipeline/test_dvc_round_trip.py."""
 
 from __future__ import annotations
 

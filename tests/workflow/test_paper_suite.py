@@ -1,5 +1,4 @@
-"""The paper suite without internet or GPU: its config, its whole DAG planned through the
-cluster profile, the pretrained ViT-B/16 loading path, and real-layout image files."""
+"""The paper suite without internet or GPU: its whole DAG planned through the cluster profile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The workflow as users drive it: dry runs, lint, config errors, and a tiny real run."""
+"""The workflow as users drive it: dry runs, lint, config errors, resources.  The tiny real run is
+tests/pipeline/test_tiny_pipeline.py."""
 
 from __future__ import annotations
 

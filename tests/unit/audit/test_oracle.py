@@ -1,4 +1,6 @@
-"""The audit oracle and the image similarity metrics."""
+"""The audit oracle (audit/oracle.py): factor agreement within pixel tolerances, a briefly
+trained oracle that learns class and background, its saved checkpoint read back, and checkpoints
+that are not safetensors or do not fit refused by path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The audit's scoring and the ablation tables, on a tiny rendered dataset."""
+"""The audit's scoring (audit/scoring.py) on a tiny rendered dataset: counterfactuals that are
+the truth score like the truth, and the per-seed audits average into a summary."""
 
 from __future__ import annotations
 

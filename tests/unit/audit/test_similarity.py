@@ -1,4 +1,5 @@
-"""The audit oracle and the image similarity metrics."""
+"""The image similarity metrics (audit/similarity.py): SSIM against a per-window reference
+straight from the paper, and MSE in model units."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DDIM inversion / regeneration on a tiny random UNet, the guides, and shard bookkeeping."""
+"""The pixel diffusion backbone (backbones/diffusion.py): the noise schedule."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from dicap.backbones.diffusion import make_schedule
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 T = 1000
-
-
-# --- schedule and path ---------------------------------------------------------------------------
 
 
 def test_schedule_is_decreasing_in_unit_interval():

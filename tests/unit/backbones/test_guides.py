@@ -1,4 +1,5 @@
-"""DDIM inversion / regeneration on a tiny random UNet, the guides, and shard bookkeeping."""
+"""The guides (backbones/guides.py): classifier-free guidance and its shortcuts, the noise-aware
+classifier, and the CLIP posterior guide on the latent model; on tiny random UNets (CPU)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmarks' own arithmetic, on CPU at tiny size: what they report must be what they measured."""
+"""benchmarks/clip_encoding.py --tiny: what it reports must be what it measured."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmarks' own arithmetic, on CPU at tiny size: what they report must be what they measured."""
+"""benchmarks/paper_gpu_hours.py on CPU at tiny size: what it reports must be what it measured."""
 
 from __future__ import annotations
 

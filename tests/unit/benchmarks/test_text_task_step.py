@@ -1,4 +1,4 @@
-"""The benchmarks' own arithmetic, on CPU at tiny size: what they report must be what they measured."""
+"""benchmarks/text_task_step.py --tiny: what it reports must be what it measured."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DDIM inversion / regeneration on a tiny random UNet, the guides, and shard bookkeeping."""
+"""DDIM inversion and regeneration (counterfactual/ddim.py) on a tiny random UNet: the timestep
+path, one move, the round trip, guided and unguided regeneration."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def test_invert_depends_on_label(diffusion, images):
     assert _rmse(invert(diffusion, x0, y, path), invert(diffusion, x0, (y + 1) % 3, path)) > 1e-4
 
 
-# --- guides ---------------------------------------------------------------------------------------
+# --- guided regeneration --------------------------------------------------------------------------
 
 
 def test_cfg_scale_zero_regenerates_with_null_label(diffusion, images):

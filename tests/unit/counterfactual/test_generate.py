@@ -1,10 +1,5 @@
-"""The paper suite's latent diffusion path on tiny random diffusers components (CPU, no hub).
-
-A tiny ``UNet2DConditionModel``, ``AutoencoderKL`` and DDIM scheduler are saved in the
-diffusers folder layout (safetensors) and loaded back through ``load_latent_diffusion``;
-prompts are encoded by a small stand-in text encoder (``transformers`` is not a project
-dependency; the ``CLIPTextModel`` path runs only where it is installed).
-"""
+"""generate() (counterfactual/generate.py) end to end on the latent model and the pixel model,
+and the share of rows that get the reconstruction round trip."""
 
 from __future__ import annotations
 

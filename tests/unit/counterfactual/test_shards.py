@@ -1,4 +1,4 @@
-"""DDIM inversion / regeneration on a tiny random UNet, the guides, and shard bookkeeping."""
+"""Shard bookkeeping (counterfactual/shards.py): every row in one shard, merged back in order."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def images() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     return torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1, torch.tensor([0, 1, 2])
-
-
-# --- shards ---------------------------------------------------------------------------------------
 
 
 def _split(n: int) -> pd.DataFrame:

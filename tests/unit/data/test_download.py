@@ -1,7 +1,5 @@
-"""The paper suite's download half, without internet: a Range-aware HTTP server on 127.0.0.1
-serves small archives built here with the real layout of three datasets (OxfordPets, DTD,
-EuroSAT) at the real URLs' paths, and the registry's own entries are used with the
-checksums of those small archives."""
+"""The paper suite's downloads (data/download.py), without internet: a Range-aware HTTP server on
+127.0.0.1 (local_mirror.py) serves small files; fetch verifies, resumes, retries and refuses."""
 
 from __future__ import annotations
 

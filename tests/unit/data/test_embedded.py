@@ -1,4 +1,6 @@
-"""The structural causal model, the rendered datasets and the few-shot split."""
+"""The rendered datasets (data/embedded.py): the factors decouple in the unbiased splits, the
+background grid and each seed's aligned and conflict rows, and stored factors that re-render the
+stored pixels."""
 
 from __future__ import annotations
 

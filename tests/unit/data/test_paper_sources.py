@@ -1,5 +1,7 @@
-"""A dataset placed by hand (folder tree, split file, registry entry) cannot make a job read
-outside its root: a path or link that resolves elsewhere is refused, naming the path."""
+"""The paper suite's dataset registry and preparation (data/paper_sources.py), without internet:
+the registry's own entries, downloaded from a local server (local_mirror.py) with the real
+layouts and the checksums of those small archives, extracted and marked READY; the registry's
+checksums sourced and checked; a file name that leaves the downloads folder refused."""
 
 from __future__ import annotations
 
@@ -170,7 +172,7 @@ def test_registry_torchvision_md5s_match_installed_source():
     assert checked == 12
 
 
-# --- the registry ---------------------------------------------------------------------------
+# --- the text tasks' datasets (Flickr30k, MSCOCO, VQAv2): registry entries ------------------------
 
 
 def test_registry_lists_the_task_datasets_with_sourced_checksums():
@@ -212,7 +214,7 @@ def test_check_registry_catches_task_problems(change, problem):
     assert len(problems) == 1 and problems[0].startswith("mscoco: ") and problem in problems[0], problems
 
 
-# --- download, extract, READY ---------------------------------------------------------------
+# --- the text tasks' datasets: download, extract, READY -------------------------------------------
 
 
 @pytest.mark.parametrize("key", sorted(TASK_LAYOUTS))

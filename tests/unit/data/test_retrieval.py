@@ -1,8 +1,5 @@
-"""The paper suite's retrieval (Flickr30k, MSCOCO) and VQA (VQAv2) data layer, without internet:
-the registry's own entries are downloaded from the local server (local_mirror.TASK_LAYOUTS:
-Karpathy JSON in a caption_datasets.zip, VQAv2 question and annotation zips, COCO image zips),
-extracted, parsed and split by CPL's protocol; plus the rule-based statements and the
-official VQA accuracy on hand-computed cases."""
+"""The paper suite's retrieval data (data/retrieval.py), without internet: Karpathy tables and
+CPL's few-shot splits, from what the local server's archives hold (local_mirror.TASK_LAYOUTS)."""
 
 from __future__ import annotations
 

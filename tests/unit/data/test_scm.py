@@ -1,4 +1,5 @@
-"""The structural causal model, the rendered datasets and the few-shot split."""
+"""The structural causal model (data/scm.py): the background pairing, deterministic renders, and
+the true counterfactual (the same non-causal factors, another class)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The structural causal model, the rendered datasets and the few-shot split."""
+"""The few-shot split (data/splits.py): counts, the spurious share, seeds, and refusals."""
 
 from __future__ import annotations
 

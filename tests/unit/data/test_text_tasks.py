@@ -1,5 +1,5 @@
-"""The text tasks (retrieval, VQA): the SCM's captions and questions, their scoring, the masked
-loss, the tables and the guards on methods."""
+"""The embedded text tasks (data/text_tasks.py): the SCM's captions and questions, and the
+training and evaluation examples built from them."""
 
 from __future__ import annotations
 

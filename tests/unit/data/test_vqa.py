@@ -1,8 +1,5 @@
-"""The paper suite's retrieval (Flickr30k, MSCOCO) and VQA (VQAv2) data layer, without internet:
-the registry's own entries are downloaded from the local server (local_mirror.TASK_LAYOUTS:
-Karpathy JSON in a caption_datasets.zip, VQAv2 question and annotation zips, COCO image zips),
-extracted, parsed and split by CPL's protocol; plus the rule-based statements and the
-official VQA accuracy on hand-computed cases."""
+"""The paper suite's VQA data (data/vqa.py): the VQAv2 table with its ten answers, CPL's split,
+and bad files refused in one line."""
 
 from __future__ import annotations
 
@@ -15,8 +12,6 @@ import pytest
 
 from dicap.data.vqa import read_vqa, vqa_split
 from local_mirror import vqa_files
-
-# --- retrieval: Karpathy tables and CPL's splits ----------------------------------------------
 
 
 def _write(tmp_path: Path, name: str, obj) -> Path:

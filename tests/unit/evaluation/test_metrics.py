@@ -1,4 +1,5 @@
-"""Base-to-novel metrics and Table 1 aggregation."""
+"""Base-to-novel metrics (evaluation/metrics.py): harmonic mean, zero-shot and within-class
+accuracy, base/novel, the worst class."""
 
 from __future__ import annotations
 

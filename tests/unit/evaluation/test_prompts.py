@@ -1,5 +1,5 @@
-"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
-DiCap's term as a plug-in on any learner."""
+"""Scoring with a learned prompt (evaluation/prompts.py): chunked encodings give the same
+similarities as one call."""
 
 from __future__ import annotations
 

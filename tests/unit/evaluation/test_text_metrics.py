@@ -1,5 +1,5 @@
-"""The text tasks (retrieval, VQA): the SCM's captions and questions, their scoring, the masked
-loss, the tables and the guards on methods."""
+"""The text tasks' scores (evaluation/text_metrics.py): recall@k both ways, and VQA among each
+question's candidates."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Interrupted prompt training resumes from its last checkpoint and ends with the bytes of an uninterrupted run.
+"""Checkpoints (prompting/checkpoint.py): interrupted prompt training resumes from its last
+checkpoint and ends with the bytes of an uninterrupted run; a checkpoint of other inputs is
+ignored.
 
 An interruption is simulated by making the loop's ``optimizer_step`` raise part-way through
-an epoch, the way a scheduler's kill lands at an arbitrary step.
-"""
+an epoch, the way a scheduler's kill lands at an arbitrary step."""
 
 from __future__ import annotations
 

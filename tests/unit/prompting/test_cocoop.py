@@ -1,5 +1,5 @@
-"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
-DiCap's term as a plug-in on any learner."""
+"""CoCoOp (prompting/cocoop.py): the meta-net's per-image bias, batched prompts, and the
+similarities it trains on."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from helpers import NAMES, prompt_features, tokenize
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-
-
-# --- CoCoOp ---------------------------------------------------------------------------------------
 
 
 def test_cocoop_meta_net_bias_varies_with_the_image(clip_model):

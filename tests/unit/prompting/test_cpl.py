@@ -1,5 +1,4 @@
-"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
-DiCap's term as a plug-in on any learner."""
+"""CPL (prompting/cpl.py): the mask between an image and its negative, and the greedy edit."""
 
 from __future__ import annotations
 
@@ -13,9 +12,6 @@ from helpers import NAMES, prompt_features, tokenize
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-
-
-# --- CPL ------------------------------------------------------------------------------------------
 
 
 def test_cpl_mask_interpolates_between_the_image_and_its_negative(clip_model):

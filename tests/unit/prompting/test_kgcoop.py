@@ -1,5 +1,4 @@
-"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
-DiCap's term as a plug-in on any learner."""
+"""KgCoOp (prompting/kgcoop.py): the penalty that keeps the context near the hand-written prompts."""
 
 from __future__ import annotations
 
@@ -14,9 +13,6 @@ from helpers import NAMES, PARAMS, prompt_features, tokenize
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-
-
-# --- KgCoOp ---------------------------------------------------------------------------------------
 
 
 def test_kgcoop_penalty_is_zero_at_initialisation_and_grows_with_drift(clip_model):

@@ -1,4 +1,6 @@
-"""Prompt learner on a tiny open_clip CLIP, the two losses, and the training loop."""
+"""The prompt learner (prompting/learner.py) on a tiny open_clip CLIP: its prompts equal
+encode_text, its context is the only new parameter, and a text task's batch encodes only its
+own candidate texts (a subset, restored afterwards)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Prompt learner on a tiny open_clip CLIP, the two losses, and the training loop."""
+"""The two losses (prompting/losses.py): classification, and DiCap's counterfactual contrastive
+term, by hand and on the valid rows only (``cf_valid``)."""
 
 from __future__ import annotations
 

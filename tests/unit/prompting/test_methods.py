@@ -1,5 +1,5 @@
-"""The learners beside CoOp (CoCoOp, KgCoOp, CPL; MaPLe in test_maple.py), method names, and
-DiCap's term as a plug-in on any learner."""
+"""Method names and learners (prompting/methods.py): names parse to a learner and DiCap's term,
+every learner trains alone and with it, and the text tasks take only one-prompt-per-text learners."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Prompt learner on a tiny open_clip CLIP, the two losses, and the training loop."""
+"""The training loop (prompting/trainer.py) on a tiny open_clip CLIP: CoOp and DiCap training,
+determinism per seed, the loss weights; paper-scale text tasks, where a batch encodes only its
+own candidate texts (the same losses as all of them), and DiCap's term skips the examples that
+have no counterfactual (``cf_valid``)."""
 
 from __future__ import annotations
 

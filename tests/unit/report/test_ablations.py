@@ -1,4 +1,4 @@
-"""The audit's scoring and the ablation tables, on a tiny rendered dataset."""
+"""The ablation tables (report/ablations.py): settings, audits and accuracy joined, and plotted."""
 
 from __future__ import annotations
 

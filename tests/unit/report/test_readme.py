@@ -1,4 +1,4 @@
-"""The reproduction report, the reference file, and the README section written from it."""
+"""The README's results section (report/readme.py): written from the reference, and rewritten alone."""
 
 from __future__ import annotations
 

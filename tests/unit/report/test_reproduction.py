@@ -1,4 +1,5 @@
-"""The reproduction report, the reference file, and the README section written from it."""
+"""The reproduction report (report/reproduction.py): every number compared with the reference
+within its tolerance, and the reference file itself."""
 
 from __future__ import annotations
 

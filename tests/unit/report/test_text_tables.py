@@ -1,5 +1,4 @@
-"""The text tasks (retrieval, VQA): the SCM's captions and questions, their scoring, the masked
-loss, the tables and the guards on methods."""
+"""Tables 2 and 3 (report/text_tables.py): mean and std over seeds, and markdown."""
 
 from __future__ import annotations
 
