@@ -125,23 +125,25 @@ def test_load_clip_takes_the_precision_on_cuda_only_and_casts_bf16_weights(tmp_p
 
 def test_vit_b16_quickgelu_loads_a_checkpoint_the_test_wrote(tmp_path):
     """The paper suite's CLIP path: a ViT-B-16-quickgelu named in pretrained.json, weights
-    from a local file (here random ones the test saved), through create_model_and_transforms."""
+    from a local file (here ones the test wrote), through create_model_and_transforms."""
     open_clip = pytest.importorskip("open_clip")
     from safetensors.torch import save_file
 
     from dicap.backbones.clip import PRETRAINED_FILE, load_clip
 
-    torch.manual_seed(0)
-    reference = open_clip.create_model("ViT-B-16-quickgelu")
+    with torch.device("meta"):  # the architecture's tensors, without the seconds of a random init
+        shapes = open_clip.create_model("ViT-B-16-quickgelu", device="meta").state_dict()
+    # weights the loader cannot have made itself: each tensor filled with a small value of its own
+    reference = {k: torch.full(v.shape, 0.01 * (1 + i % 13), dtype=v.dtype) for i, (k, v) in enumerate(shapes.items())}
     weights = tmp_path / "vit_b16.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    save_file(reference, str(weights))
     write_json(tmp_path / "clip" / PRETRAINED_FILE, {"model": "ViT-B-16-quickgelu", "tag": str(weights), "cache_dir": None})
 
     bundle = load_clip({"path": str(tmp_path / "clip")})
     assert bundle.image_size == 224
     loaded = bundle.model.state_dict()
-    assert set(loaded) == set(reference.state_dict())
-    assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
+    assert set(loaded) == set(reference)
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
     assert type(bundle.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 80, 3), dtype=np.uint8)  # resized to 224 on the way in
     features = bundle.encode_images(image)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import chi2_contingency
 
 from dicap.data import embedded, scm
 from dicap.data.store import DatasetStore
 
 DATASETS = ["shapes", "digits"]
-PARAMS = {"image_size": 8, "pretrain_per_class": 200, "pool_per_class": 60, "val_per_class": 4, "test_per_class": 40,
+# Large enough for the independence checks below (about 180 unbiased draws per class), small enough
+# to render both datasets in a couple of seconds.
+PARAMS = {"image_size": 8, "pretrain_per_class": 100, "pool_per_class": 60, "val_per_class": 4, "test_per_class": 20,
           "pretrain_spurious_strength": 0.0}
 UNBIASED = ["pretrain", "train", "val", "test_unbiased"]
 
@@ -34,8 +35,10 @@ def _factors(row) -> scm.Factors:
 
 def test_store_layout(store):
     n_classes = len(store.classes)
-    for split, per_class in [("pretrain", 200), ("train", 60), ("val", 4), ("test_unbiased", 40),
-                             ("test_backgrounds", 40 * len(scm.BACKGROUNDS))]:
+    test = PARAMS["test_per_class"]
+    for split, per_class in [("pretrain", PARAMS["pretrain_per_class"]), ("train", PARAMS["pool_per_class"]),
+                             ("val", PARAMS["val_per_class"]), ("test_unbiased", test),
+                             ("test_backgrounds", test * len(scm.BACKGROUNDS))]:
         rows = store.split(split)
         assert len(rows) == n_classes * per_class
         assert store.images[split].shape == (n_classes * per_class, 8, 8, 3)
@@ -52,6 +55,8 @@ def test_unbiased_splits_factors_independent(store, pair):
         len(store.classes) if pair[0] == "label" else len(scm.BACKGROUNDS),
         len(scm.OBJECTS) if pair[1] == "fg" else len(scm.BACKGROUNDS),
     )
+    from scipy.stats import chi2_contingency
+
     expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.values.sum()
     assert np.abs(table.values - expected).max() < 5 * np.sqrt(expected.max())
     assert chi2_contingency(table.values).pvalue > 1e-3
@@ -68,7 +73,7 @@ def test_unbiased_continuous_factors_independent_of_class(store):
     means = rows.groupby("label")[list(ranges)].mean()
     for col, (lo, hi) in ranges.items():
         assert rows[col].between(lo, hi).all()
-        # a uniform's mean over ~300 draws has sd (hi - lo) / sqrt(12 * 300) ~ 0.017 (hi - lo)
+        # a uniform's mean over ~180 draws has sd (hi - lo) / sqrt(12 * 180) ~ 0.022 (hi - lo)
         assert (means[col] - (lo + hi) / 2).abs().max() < 0.08 * (hi - lo), col
 
 
@@ -77,7 +82,7 @@ def test_background_grid_renders_every_object_on_every_background(store):
     conflict rows score the very same objects: their gap is the background's effect alone."""
     grid = store.split("test_backgrounds")
     n_bg = len(scm.BACKGROUNDS)
-    assert len(grid) == len(store.classes) * 40 * n_bg
+    assert len(grid) == len(store.classes) * PARAMS["test_per_class"] * n_bg
     objects = grid.groupby(np.arange(len(grid)) // n_bg)
     for _, rows in list(objects)[:: 23]:
         assert sorted(rows["bg"]) == list(range(n_bg))
@@ -103,12 +108,21 @@ def test_each_seeds_aligned_and_conflict_rows(store, seed):
         assert set(rows["bg"]) <= {pairing[c] for c in half}
 
 
+SPURIOUS_PARAMS = {**PARAMS, "pretrain_per_class": 80, "pool_per_class": 12, "test_per_class": 8}
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> DatasetStore:
+    """The shapes world without a pretraining correlation, at the sizes of the test below."""
+    out = tmp_path_factory.mktemp("zero")
+    embedded.build("shapes", SPURIOUS_PARAMS, seed=0, out_dir=out)
+    return DatasetStore.open(out)
+
+
 @pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
-def test_pretrain_spurious_strength_pairs_pretraining_only(tmp_path, strength):
-    params = {**PARAMS, "pretrain_per_class": 80, "pool_per_class": 12, "test_per_class": 8}
-    embedded.build("shapes", {**params, "pretrain_spurious_strength": strength}, seed=0, out_dir=tmp_path / "s")
-    embedded.build("shapes", params, seed=0, out_dir=tmp_path / "zero")
-    biased, plain = DatasetStore.open(tmp_path / "s"), DatasetStore.open(tmp_path / "zero")
+def test_pretrain_spurious_strength_pairs_pretraining_only(tmp_path, plain, strength):
+    embedded.build("shapes", {**SPURIOUS_PARAMS, "pretrain_spurious_strength": strength}, seed=0, out_dir=tmp_path / "s")
+    biased = DatasetStore.open(tmp_path / "s")
     pre = biased.split("pretrain")
     world = scm.draw_pairing(0, [biased.base_classes, biased.novel_classes])
     share = (pre["bg"] == pre["label"].map(lambda c: world[c])).mean()

@@ -90,10 +90,16 @@ def test_an_annotation_path_outside_the_dataset_is_refused(tmp_path):
         text_store.build_text_store(entry, tmp_path / "flickr30k", 8, {}, tmp_path / "again")
 
 
+@pytest.fixture(scope="module")
+def flickr(tmp_path_factory) -> DatasetStore:
+    """One Flickr store for the tests that only read it."""
+    return _flickr(tmp_path_factory.mktemp("flickr"))
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), percent=st.sampled_from([5, 10, 25, 50]))
-def test_retrieval_split_draws_one_own_caption_per_image(tmp_path_factory, seed, percent):
-    store = _flickr(tmp_path_factory.mktemp("flickr"))
+def test_retrieval_split_draws_one_own_caption_per_image(flickr, seed, percent):
+    store = flickr
     rows = text_store.few_shot_split(store, percent, seed)
     assert len(rows) == round(20 * percent / 100 + 1e-9) and rows["image_id"].is_unique
     assert set(rows["split"]) == {"pool"} and rows["index"].tolist() == sorted(rows["index"])

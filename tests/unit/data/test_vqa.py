@@ -24,10 +24,21 @@ def _write(tmp_path: Path, name: str, obj) -> Path:
 
 
 def _vqa_table(tmp_path: Path, n_images: int = 300, per_image: int = 4) -> pd.DataFrame:
-    q, a = vqa_files(n_images, per_image)
-    (tmp_path / "q.json").write_bytes(q)
-    (tmp_path / "a.json").write_bytes(a)
-    return read_vqa(tmp_path / "q.json", tmp_path / "a.json")
+    """The VQAv2 table of ``n_images`` x ``per_image`` questions (local_mirror.vqa_files), as read_vqa reads it."""
+    return _read_vqa_table(tmp_path, n_images, per_image).copy()
+
+
+_TABLES: dict[tuple[int, int], pd.DataFrame] = {}
+
+
+def _read_vqa_table(tmp_path: Path, n_images: int, per_image: int) -> pd.DataFrame:
+    """Each size is written and read once per session: the property tests below reuse a size."""
+    if (n_images, per_image) not in _TABLES:
+        q, a = vqa_files(n_images, per_image)
+        (tmp_path / "q.json").write_bytes(q)
+        (tmp_path / "a.json").write_bytes(a)
+        _TABLES[n_images, per_image] = read_vqa(tmp_path / "q.json", tmp_path / "a.json")
+    return _TABLES[n_images, per_image]
 
 
 def test_vqa_table_keeps_ten_answers(tmp_path):
