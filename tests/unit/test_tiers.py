@@ -1,7 +1,6 @@
 """The test suite's own shape (tests/README.md): every test file lives in a tier folder, and the
-unit tier mirrors the code, so a module's tests are found by its name: the tests of
-src/dicap/<package>/<module>.py are tests/unit/<package>/test_<module>.py, those of
-benchmarks/<script>.py are tests/unit/benchmarks/test_<script>.py."""
+unit tier mirrors the package, so a module's tests are found by its name: the tests of
+src/dicap/<package>/<module>.py are tests/unit/<package>/test_<module>.py."""
 
 from __future__ import annotations
 
@@ -20,19 +19,16 @@ NOT_A_MODULE = {
 
 
 def mirrored(test: Path) -> Path:
-    """The file a unit test file tests: tests/unit/a/test_b.py -> src/dicap/a/b.py (benchmarks/b.py)."""
+    """The module a unit test file tests: tests/unit/a/test_b.py -> src/dicap/a/b.py."""
     rel = test.relative_to(TESTS / "unit")
-    name = rel.name.removeprefix("test_")
-    if rel.parts[0] == "benchmarks":
-        return REPO / "benchmarks" / Path(*rel.parts[1:-1], name)
-    return SRC / rel.parent / name
+    return SRC / rel.parent / rel.name.removeprefix("test_")
 
 
 def test_every_unit_test_file_is_named_after_the_module_it_tests():
     files = sorted((TESTS / "unit").rglob("test_*.py"))
     assert len(files) > 40
     orphans = [str(f.relative_to(TESTS)) for f in files if f.name not in NOT_A_MODULE and not mirrored(f).is_file()]
-    assert not orphans, f"unit test files without a module of their name (src/dicap/ or benchmarks/): {orphans}"
+    assert not orphans, f"unit test files without a module of their name in src/dicap/: {orphans}"
     assert all((TESTS / "unit" / name).is_file() for name in NOT_A_MODULE), "an exception names no file: drop it"
 
 

@@ -1,4 +1,8 @@
-"""benchmarks/paper_gpu_hours.py on CPU at tiny size: what it reports must be what it measured."""
+"""The benchmarks' own arithmetic, on CPU at tiny size: what they report must be what they measured.
+
+The benchmarks are scripts users run (benchmarks/, the README's figures), not modules of the
+package, so their smoke runs sit in the workflow tier: each runs a script's ``main`` in process,
+end to end on tiny models (dicap.testing.tiny_models)."""
 
 from __future__ import annotations
 
@@ -99,3 +103,30 @@ def test_gpu_hours_benchmark_measures_the_shard_code_path(tmp_path, capsys):
     assert result["counterfactuals"] == 16 * 1098 * 3  # one per few-shot image of a base class, 3 seeds
     assert result["seconds_per_image"] > 0 and result["gpu_hours"] == pytest.approx(result["counterfactuals"] * result["seconds_per_image"] / 3600)
     assert "counterfactual stage: 52704 counterfactuals" in capsys.readouterr().out
+
+
+def test_clip_encoding_tiny_times_every_mode_and_matches_fp32(single_thread, capsys):
+    """benchmarks/clip_encoding.py --tiny: the old path and the new one in fp32 give the same
+    features (cosine 1 to the new fp32 path), the bf16 modes stay close, every rate is positive."""
+    import clip_encoding
+
+    result = clip_encoding.main(["--tiny", "--images", "12", "--batch-size", "8", "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = {(r["mode"], r["source_size"]): r for r in result["results"]}
+    assert set(rows) == {(m, s) for m in clip_encoding.MODES for s in (16, 37)}
+    for (mode, _), r in rows.items():
+        assert r["images_per_s"] > 0 and r["speedup_vs_old"] > 0
+        assert r["min_cosine_vs_fp32"] >= (1 - 1e-6 if mode in ("old", "fp32") else 0.999)
+    assert "16 px  bf16_autocast" in out and "37 px  old" in out
+
+
+def test_text_task_step_tiny_agrees_with_itself_on_the_cpu_and_times_both_paths(single_thread, capsys):
+    """benchmarks/text_task_step.py --tiny: on a CPU the 'device' is the CPU, so the two trainings
+    agree exactly; both paths are timed on the same texts."""
+    import text_task_step
+
+    result = text_task_step.main(["--tiny", "--texts", "64", "--answers", "4", "--batch", "8", "--steps", "1"])
+    assert result["device"] == "cpu" and result["max_context_difference"] == 0 and result["max_loss_difference"] == 0
+    assert result["texts"] == 64 and result["subset_s"] > 0 and result["full_s"] > 0
+    assert set(result["learners"].values()) == {"ok"}, result["learners"]
+    assert "s/step" in capsys.readouterr().out
