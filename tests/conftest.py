@@ -8,7 +8,7 @@ below marks each test with its folder's tier, so ``-m unit`` and friends select 
 refuses a test outside those folders or marked with another folder's tier.
 """
 
-import tempfile
+import os
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -30,8 +30,9 @@ TIER_EXCEPTIONS = {
     "tests/unit/test_structure.py::test_every_rule_name_is_a_job_found_by_name": "workflow",
 }
 
-# Hypothesis keeps a cache (.hypothesis/) in the working directory: not in the shared checkout.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="dicap-hypothesis-"))
+# Hypothesis keeps its data (.hypothesis/) in the working directory: not in the shared checkout, but
+# in one place kept between runs, as its character tables take seconds to build in a fresh one.
+set_hypothesis_home_dir(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dicap-hypothesis")
 
 
 def tier_of(item: pytest.Item) -> str | None:
