@@ -80,3 +80,53 @@ def prompt_workspace(root: Path) -> Path:
     save_arrays(root / build(layout.TRAIN_FEATURES, dataset="shapes", variant="main", seed=1),
                 {k: F.normalize(v, dim=-1).numpy() if v.is_floating_point() else v.numpy() for k, v in feats.items()})
     return root
+
+
+# --- paper-scale text tasks: a batch's candidate texts (tests/unit/prompting/, evaluation/) -----------
+
+INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
+TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
+SCALE, KG_WEIGHT = 20.0, 8.0
+TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: DiCap's term is not ~0
+
+
+def text_learner(clip_model, kind: str):
+    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
+    from dicap.prompting.kgcoop import KgCoOp
+    from dicap.prompting.learner import PromptLearner
+
+    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
+        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
+    with torch.no_grad():
+        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
+    return learner
+
+
+def feature_batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random unit image features and their counterfactuals'."""
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
+
+
+def cf_term(learner, x, x_cf, y, cf_valid):
+    """DiCap's term (and every term) of one batch, trained as ``dicap`` with TRAIN, rows ``cf_valid``."""
+    from dicap.prompting.methods import parse_method
+    from dicap.prompting.trainer import batch_losses
+
+    terms = batch_losses(learner, parse_method("dicap"), x, y, x_cf, None, torch.arange(len(y)), TRAIN, SCALE,
+                         cf_valid=cf_valid)
+    return terms["cf"][1], terms
+
+
+class TransformerCalls:
+    """How many sequences each call of the text transformer encodes: the cost of a step."""
+
+    def __init__(self, learner):
+        self.sizes: list[int] = []
+        self.handle = learner.clip.transformer.register_forward_hook(lambda _m, args, _o: self.sizes.append(len(args[0])))
+
+    def __enter__(self) -> TransformerCalls:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dicap.prompting.cocoop import CoCoOp
-from dicap.prompting.kgcoop import KgCoOp
-from dicap.prompting.learner import PromptLearner, cosine
-from helpers import NAMES, prompt_features, tokenize
+from dicap.prompting.learner import cosine
+from helpers import INIT, NAMES, prompt_features, tokenize
+from helpers import feature_batch as _batch
+from helpers import text_learner as _learner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
 
 
 def test_scoring_a_conditional_learner_in_chunks_gives_the_same_similarities(clip_model, monkeypatch):
@@ -29,25 +27,6 @@ def test_scoring_a_conditional_learner_in_chunks_gives_the_same_similarities(cli
     chunked = prompts.all_similarities(learner, len(images), lambda a, b: calls.append(b - a) or images[a:b])
     assert max(calls) == 2 and sum(calls) == len(images)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
-
-
-TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
-SCALE, KG_WEIGHT = 20.0, 8.0
-
-
-def _learner(clip_model, kind: str) -> PromptLearner:
-    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
-    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
-        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
-    with torch.no_grad():
-        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
-    return learner
-
-
-def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random unit image features and their counterfactuals'."""
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
 
 
 @pytest.mark.parametrize("kind", ["coop", "kgcoop"])

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dicap import layout
 from dicap.prompting import trainer
 from dicap.prompting.checkpoint import checkpoint_path, fingerprint
-from dicap.prompting.kgcoop import KgCoOp
-from dicap.prompting.learner import PromptLearner
 from dicap.prompting.methods import build_learner
 from dicap.runtime import optimizer_step
-from helpers import NAMES, PARAMS, prompt_workspace, tokenize
+from helpers import NAMES, PARAMS, SCALE, TRAIN, prompt_workspace, tokenize
+from helpers import feature_batch as _batch
 from helpers import prompt_features as _features
+from helpers import text_learner as _learner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -236,27 +235,6 @@ def test_train_prompt_command_rejects_a_negative_interval(workspace, tmp_path, c
 
 def test_checkpoint_sits_beside_the_output():
     assert checkpoint_path(Path("prompts/coop/seed3.safetensors")) == Path("prompts/coop/seed3.checkpoint.safetensors")
-
-
-INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
-SCALE, KG_WEIGHT = 20.0, 8.0
-TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: the term's value is not ~0
-
-
-def _learner(clip_model, kind: str) -> PromptLearner:
-    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
-    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
-        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
-    with torch.no_grad():
-        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
-    return learner
-
-
-def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random unit image features and their counterfactuals'."""
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
 
 
 def test_the_checkpoint_fingerprint_covers_cf_valid(clip_model):

@@ -16,7 +16,9 @@ from dicap.prompting.losses import classification_loss
 from dicap.prompting.maple import MaPLe
 from dicap.prompting.methods import parse_method
 from dicap.prompting.trainer import batch_losses
-from helpers import NAMES, PARAMS, tokenize
+from helpers import INIT, KG_WEIGHT, NAMES, SCALE, TEXTS, TRAIN, TransformerCalls, tokenize
+from helpers import feature_batch as _batch
+from helpers import text_learner as _learner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -68,41 +70,6 @@ def test_learner_ctx_is_the_only_new_parameter_and_gets_gradient(clip_model):
 def test_ctx_init_with_wrong_token_count_raises(clip_model, ctx_init):
     with pytest.raises(ValueError, match="n_ctx"):
         PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init=ctx_init)
-
-
-INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
-SCALE, KG_WEIGHT = 20.0, 8.0
-TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: the term's value is not ~0
-
-
-def _learner(clip_model, kind: str) -> PromptLearner:
-    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
-    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
-        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
-    with torch.no_grad():
-        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
-    return learner
-
-
-def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random unit image features and their counterfactuals'."""
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
-
-
-class TransformerCalls:
-    """How many sequences each call of the text transformer encodes: the cost of a step."""
-
-    def __init__(self, learner: PromptLearner):
-        self.sizes: list[int] = []
-        self.handle = learner.clip.transformer.register_forward_hook(lambda _m, args, _o: self.sizes.append(len(args[0])))
-
-    def __enter__(self) -> TransformerCalls:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
 
 
 # --- the subset itself -----------------------------------------------------------------------------

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dicap.prompting.kgcoop import KgCoOp
-from dicap.prompting.learner import PromptLearner, cosine
+from dicap.prompting.learner import cosine
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
-from dicap.prompting.methods import parse_method
-from dicap.prompting.trainer import batch_losses
-from helpers import NAMES, PARAMS, tokenize
+from helpers import TRAIN
+from helpers import cf_term as _cf_term
+from helpers import feature_batch as _batch
+from helpers import text_learner as _learner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,34 +82,7 @@ def test_classification_loss_matches_cross_entropy():
     assert not torch.allclose(classification_loss(img @ text.T, labels, 1.0), expected)
 
 
-INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
-SCALE, KG_WEIGHT = 20.0, 8.0
-TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: the term's value is not ~0
-
-
-def _learner(clip_model, kind: str) -> PromptLearner:
-    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
-    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
-        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
-    with torch.no_grad():
-        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
-    return learner
-
-
-def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random unit image features and their counterfactuals'."""
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
-
-
 # --- cf_valid: DiCap's term over the examples that have a counterfactual ------------------------------
-
-
-def _cf_term(learner, x, x_cf, y, cf_valid):
-    terms = batch_losses(learner, parse_method("dicap"), x, y, x_cf, None, torch.arange(len(y)), TRAIN, SCALE,
-                         cf_valid=cf_valid)
-    return terms["cf"][1], terms
 
 
 def test_cf_valid_keeps_the_term_to_the_valid_rows(clip_model):

@@ -16,8 +16,11 @@ from dicap.prompting.learner import PromptLearner, cosine
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
 from dicap.prompting.methods import parse_method
 from dicap.prompting.trainer import batch_losses, batch_texts, train_context
-from helpers import NAMES, PARAMS, tokenize
+from helpers import KG_WEIGHT, NAMES, PARAMS, SCALE, TEXTS, TRAIN, TransformerCalls, tokenize
+from helpers import cf_term as _cf_term
+from helpers import feature_batch as _batch
 from helpers import prompt_features as _features
+from helpers import text_learner as _learner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -123,27 +126,6 @@ def test_dicap_without_counterfactuals_raises(clip_model):
         train_context(learner, "dicap_cocoop", feats, PARAMS, logit_scale=20.0, seed=0)
 
 
-INIT = {"n_ctx": 4, "ctx_init": "a photo of a"}
-TEXTS = [*NAMES, "ring", "bar", "star", "cross", "arrow"]  # a text task's candidate texts
-SCALE, KG_WEIGHT = 20.0, 8.0
-TRAIN = {**PARAMS, "cf_temperature": 0.5}  # a softer pair softmax: the term's value is not ~0
-
-
-def _learner(clip_model, kind: str) -> PromptLearner:
-    """CoOp or KgCoOp over TEXTS, its context moved off the template so KgCoOp's penalty is not ~0."""
-    learner = KgCoOp(clip_model, tokenize, TEXTS, **INIT, kg_weight=KG_WEIGHT) if kind == "kgcoop" \
-        else PromptLearner(clip_model, tokenize, TEXTS, **INIT)
-    with torch.no_grad():
-        learner.ctx.add_(0.3 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(1)))
-    return learner
-
-
-def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random unit image features and their counterfactuals'."""
-    gen = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, 32, generator=gen), dim=-1), F.normalize(torch.randn(n, 32, generator=gen), dim=-1)
-
-
 def _reference(learner: PromptLearner, x, x_cf, y, candidates, kg_rows=None) -> dict[str, torch.Tensor]:
     """The losses by full encoding: every text's feature, then the candidate mask; KgCoOp's
     penalty on ``kg_rows`` of the full features."""
@@ -157,20 +139,6 @@ def _reference(learner: PromptLearner, x, x_cf, y, candidates, kg_rows=None) -> 
         hand = learner.hand_written[keep]
         out["kg"] = KG_WEIGHT * (1 - F.cosine_similarity(text_f[keep], hand, dim=-1).mean())
     return out
-
-
-class TransformerCalls:
-    """How many sequences each call of the text transformer encodes: the cost of a step."""
-
-    def __init__(self, learner: PromptLearner):
-        self.sizes: list[int] = []
-        self.handle = learner.clip.transformer.register_forward_hook(lambda _m, args, _o: self.sizes.append(len(args[0])))
-
-    def __enter__(self) -> TransformerCalls:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
 
 
 def test_batch_losses_resets_the_subset_after_the_batch_and_on_error(clip_model, monkeypatch):
@@ -272,12 +240,6 @@ def test_candidates_of_the_wrong_width_are_refused(clip_model):
 
 
 # --- cf_valid: DiCap's term over the examples that have a counterfactual ------------------------------
-
-
-def _cf_term(learner, x, x_cf, y, cf_valid):
-    terms = batch_losses(learner, parse_method("dicap"), x, y, x_cf, None, torch.arange(len(y)), TRAIN, SCALE,
-                         cf_valid=cf_valid)
-    return terms["cf"][1], terms
 
 
 def test_cf_valid_all_true_equals_no_mask(clip_model):
