@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from dicap.counterfactual import shards
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture
-def images() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1, torch.tensor([0, 1, 2])
 
 
 def _split(n: int) -> pd.DataFrame:

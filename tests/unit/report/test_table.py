@@ -8,17 +8,8 @@ import pandas as pd
 import pytest
 
 from dicap.report.table import build_table1, to_markdown
-from dicap.testing.tiny_models import save_tiny_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """A tiny random open_clip CLIP, saved and loaded as a local-dir checkpoint."""
-    from dicap.backbones.clip import load_clip
-
-    return load_clip({"path": str(save_tiny_clip(tmp_path_factory.mktemp("clip")))})
 
 
 def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
