@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (if needed) and run the test suite: by default all four tiers (tests/README.md), each test
-# once: unit (in-process, under a minute), workflow (dry runs, lint, README commands), pipeline (the
+# once: unit (in-process, about a minute), workflow (dry runs, lint, README commands), pipeline (the
 # tiny suite end to end) and slurm (a live single-node SLURM cluster).  Bare `pytest` runs the unit
 # tier only (pyproject.toml).  Arguments go to pytest, after ours, so they win:
 #   bash scripts/test.sh -m unit        # one tier;  -m "unit or workflow": two
