@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dicap.backbones.clip import ClipBundle, load_clip  # noqa: E402
 from dicap.runtime import device  # noqa: E402
-from random_weights import ROOT, SD15_CLIP_MODEL  # noqa: E402
+from random_weights import SD15_CLIP_MODEL  # noqa: E402
 
 MODES = ("old", "fp32", "bf16_autocast", "bf16")
 
@@ -56,10 +56,8 @@ def old_encode_images(bundle: ClipBundle, images: np.ndarray, batch_size: int = 
 
 
 def tiny_clip(root: Path) -> Path:
-    """The test suite's tiny open_clip model (``tests/tiny_models.py``), saved under ``root``."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_models import save_tiny_clip
+    """The test suite's tiny open_clip model (``dicap.testing.tiny_models``), saved under ``root``."""
+    from dicap.testing.tiny_models import save_tiny_clip
 
     return save_tiny_clip(root)
 

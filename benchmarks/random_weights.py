@@ -14,20 +14,17 @@ Two sets of shapes:
   77-token tokenizer) and open_clip's ViT-B-16-quickgelu: the paper suite's models.  The
   configs below are SD 1.5's published ones (``unet/``, ``vae/``, ``text_encoder/`` of
   stable-diffusion-v1-5), written out as data;
-* ``tiny`` - the test suite's stand-ins (``tests/tiny_models.py``, one definition shared with
+* ``tiny`` - the test suite's stand-ins (``dicap.testing.tiny_models``, one definition shared with
   the tests), for a CPU smoke run in seconds.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SD15_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -111,9 +108,7 @@ def write_sd15(root: Path, dtype: torch.dtype) -> RandomModels:
 
 def write_tiny(root: Path, dtype: torch.dtype) -> RandomModels:
     """The test suite's tiny stand-ins (same architectures, a few thousand parameters each)."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_models import UNET_CONFIG, VAE_CONFIG, save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
+    from dicap.testing.tiny_models import UNET_CONFIG, VAE_CONFIG, save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
 
     del dtype  # tiny weights are float32; the loader casts them
     checkpoint = save_clip_text_encoder(save_latent_checkpoint(root / "diffusion"))

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Install (if needed) and run the whole test suite: the fast unit tests, the tiny end-to-end
-# pipeline runs (-m pipeline) and the live SLURM cluster (-m slurm).  Bare `pytest` runs the
-# fast tests only (pyproject.toml); the -m below selects every test, and a -m given to this
-# script comes later and wins.  Fails on any failure, including pytest's exit code 5 ("no
-# tests collected").
+# Install (if needed) and run the test suite: by default all four tiers (tests/README.md), each test
+# once: unit (in-process, about a minute), workflow (dry runs, lint, README commands), pipeline (the
+# tiny suite end to end) and slurm (a live single-node SLURM cluster).  Bare `pytest` runs the unit
+# tier only (pyproject.toml).  Arguments go to pytest, after ours, so they win:
+#   bash scripts/test.sh -m unit        # one tier;  -m "unit or workflow": two
+# Fails on any failure, including pytest's exit code 5 ("no tests collected") and a test outside
+# the tier folders (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 venv=$(realpath -m "${DICAP_VENV:-.venv}")
 export PATH="$venv/bin:$PATH" DVC_NO_ANALYTICS=1
-"$venv/bin/python" -m pytest -q -m "pipeline or slurm or not (pipeline or slurm)" "$@"
+"$venv/bin/python" -m pytest -q -m "unit or workflow or pipeline or slurm" "$@"

@@ -1,16 +1,61 @@
-"""Shared fixtures; shared helpers that are not fixtures live in helpers.py and local_mirror.py."""
+"""Shared fixtures, and the test tiers; helpers that are not fixtures live in helpers.py,
+local_mirror.py and snakemake_runner.py (importable from every test: ``pythonpath`` in pyproject.toml).
 
+A test's tier is the folder it lives in (tests/README.md): ``unit/`` (in-process, no subprocess; a
+bare ``pytest`` runs only these), ``workflow/`` (dry runs, lint, commands in their own processes),
+``pipeline/`` (the tiny suite end to end) and ``slurm/`` (a live single-node cluster).  The hook
+below marks each test with its folder's tier, so ``-m unit`` and friends select by folder, and
+refuses a test outside those folders or marked with another folder's tier.
+"""
+
+import os
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from dicap import runtime  # noqa: F401  (first: it puts the process offline, HF_HUB_OFFLINE, as every job is)
 from dicap.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "workflow", "pipeline", "slurm")  # the folders under tests/, and the markers they give
+# Tests whose tier is not their folder's, each with its reason: keep this short (tests/README.md).
+TIER_EXCEPTIONS: dict[str, str] = {}
+
+# Hypothesis keeps its data (.hypothesis/) in the working directory: not in the shared checkout, but
+# in one place kept between runs, as its character tables take seconds to build in a fresh one.
+set_hypothesis_home_dir(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dicap-hypothesis")
+
+
+def tier_of(item: pytest.Item) -> str | None:
+    """The tier of a test: its exception, else the first folder of its path under tests/."""
+    exception = TIER_EXCEPTIONS.get(item.nodeid.split("[", 1)[0])
+    path = Path(item.path).resolve()
+    if exception is not None or not path.is_relative_to(TESTS):
+        return exception
+    first = path.relative_to(TESTS).parts[0]
+    return first if first in TIERS else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: selection sees the tier markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = []
+    for item in items:
+        tier = tier_of(item)
+        if tier is None:
+            problems.append(f"{item.nodeid}: not under tests/{{{','.join(TIERS)}}}/, so in no tier")
+            continue
+        marked = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if marked - {tier}:
+            problems.append(f"{item.nodeid}: marked {sorted(marked)} but lives in tests/{tier}/: move it")
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+    if problems:
+        raise pytest.UsageError("tests in the wrong place (tests/README.md, 'Tiers'):\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +69,8 @@ def single_thread():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The embedded suite at test size, run locally once (``all``): the pipeline test goes on
-    from it, and the SLURM test compares its table with this one."""
+    """The embedded suite at test size, run locally once (``all``): the pipeline tests read it or
+    go on from a copy of it (tests/pipeline/), and the SLURM test compares its table with this one."""
     from snakemake_runner import snakemake, tiny_args
 
     workdir = tmp_path_factory.mktemp("tiny")

@@ -1,0 +1,82 @@
+"""DVC over the workflow: the cluster-to-laptop round trip on a tiny checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from snakemake_runner import BIN, ENV, REPO, TINY_CONFIGS, job_counts
+
+DVC = str(BIN / "dvc")
+DVC_ENV = {**ENV, "DVC_NO_ANALYTICS": "1", "DICAP_VENV": str(BIN.parent)}
+EXPENSIVE = ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle",
+             "counterfactual_shard", "merge_counterfactuals", "encode_train_features", "encode_eval_features")
+
+
+def run(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    out = subprocess.run(list(args), cwd=cwd, env=DVC_ENV, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{args} failed:\n{(out.stdout + out.stderr)[-4000:]}"
+    return out
+
+
+def _tiny_checkout(dest: Path) -> None:
+    """This checkout's files (as git would commit them), with the tiny config as config.yaml."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    config = yaml.safe_load(Path(TINY_CONFIGS[0]).read_text())
+    for key, value in yaml.safe_load(Path(TINY_CONFIGS[1]).read_text()).items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)
+
+
+def test_cluster_to_laptop_round_trip(tmp_path):
+    """Build and push on one checkout; clone, pull, and nothing expensive is planned again."""
+    origin, clone, remote = tmp_path / "origin", tmp_path / "clone", tmp_path / "remote"
+    origin.mkdir()
+    _tiny_checkout(origin)
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    run("git", "init", "-q", cwd=origin)
+    run(DVC, "remote", "modify", "--local", "local", "url", str(remote), cwd=origin)
+    run(*git, "add", "-A", cwd=origin)
+    run(*git, "commit", "-qm", "tiny", cwd=origin)
+
+    run(DVC, "repro", cwd=origin, timeout=1800)  # every stage of dvc.yaml, ablations included
+    assert run(DVC, "status", "dvc.yaml", cwd=origin).stdout.strip() == "Data and pipelines are up to date."
+    run(DVC, "push", cwd=origin)
+    run(*git, "add", "-A", cwd=origin)
+    run(*git, "commit", "-qm", "results", cwd=origin)
+    table = (origin / "results" / "table1.csv").read_bytes()
+
+    run("git", "clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    run(DVC, "remote", "modify", "--local", "local", "url", str(remote), cwd=clone)
+    run("bash", "scripts/pull.sh", cwd=clone)
+    assert run(DVC, "status", "dvc.yaml", cwd=clone).stdout.strip() == "Data and pipelines are up to date."
+    for name in ("table1.csv", "table1.md", "table1.provenance.json", "table1.metrics.json"):
+        (clone / "results" / name).unlink()
+    plan = run(str(BIN / "snakemake"), "-n", "results/table1.csv", cwd=clone)
+    counts = job_counts(plan.stdout)
+    assert counts.get("train_prompt") and not {r: counts[r] for r in EXPENSIVE if r in counts}, counts
+    run(str(BIN / "snakemake"), "--cores", "2", "results/table1.csv", cwd=clone, timeout=600)
+    assert (clone / "results" / "table1.csv").read_bytes() == table
+
+    # A prompt setting changes only the results stage; `dvc metrics diff` compares the two commits.
+    config = yaml.safe_load((origin / "config.yaml").read_text())
+    config["prompt"]["epochs"] += 2
+    (origin / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    repro = run(DVC, "repro", "results", cwd=origin, timeout=900)
+    assert "'artifacts' didn't change" in repro.stdout, repro.stdout[-2000:]
+    run(*git, "commit", "-qam", "longer prompt training", cwd=origin)
+    diff = run(DVC, "metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=origin).stdout
+    changed = json.loads(diff)["results/table1.metrics.json"]
+    assert any(key.endswith(".hm") for key in changed), sorted(changed)[:5]
+    assert os.path.getsize(origin / "results" / "reproduction.md") > 0

@@ -1,0 +1,95 @@
+"""A dataset placed by hand (folder tree, split file, registry entry) cannot make a job read
+outside its root: a path or link that resolves elsewhere is refused, naming the path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicap.data.coop import build_store
+from dicap.data.store import DatasetStore
+
+
+def _jpeg(path: Path, value: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def tree(tmp_path) -> tuple[Path, Path]:
+    """``<root>/dtd/images/<class>/*.jpg`` and a file outside the dataset a link could reach."""
+    dataset = tmp_path / "root" / "dtd"
+    for c in ("banded", "woven"):
+        for i in range(3):
+            _jpeg(dataset / "images" / c / f"{i}.jpg", 40 * i)
+    secret = tmp_path / "elsewhere" / "secret.jpg"
+    _jpeg(secret, 255)
+    return dataset, secret
+
+
+ENTRY = {"key": "dtd", "image_root": "images", "split_file": None}
+
+
+def test_a_clean_folder_tree_builds(tree, tmp_path):
+    dataset, _ = tree
+    table = build_store(ENTRY, dataset, 8, tmp_path / "store")
+    assert len(table) == 6
+    store = DatasetStore.open(tmp_path / "store")
+    assert store.pixels(store.table).shape == (6, 8, 8, 3)
+
+
+def test_a_linked_image_outside_the_root_is_refused(tree, tmp_path):
+    dataset, secret = tree
+    (dataset / "images" / "woven" / "3.jpg").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"'woven/3.jpg' resolves to .*secret\.jpg, outside the dataset root .*images"):
+        build_store(ENTRY, dataset, 8, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_linked_class_folder_outside_the_root_is_refused(tree, tmp_path):
+    dataset, secret = tree
+    (dataset / "images" / "stolen").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"'stolen/secret.jpg' resolves to .*elsewhere/secret\.jpg, outside"):
+        build_store(ENTRY, dataset, 8, tmp_path / "store")
+
+
+def test_an_image_root_that_is_a_link_outside_is_refused(tree, tmp_path):
+    dataset, secret = tree
+    (dataset / "linked").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"registry entry dtd: image_root 'linked' resolves to .*elsewhere, outside"):
+        build_store({**ENTRY, "image_root": "linked"}, dataset, 8, tmp_path / "store")
+
+
+@pytest.mark.parametrize("bad", ["../../elsewhere/secret.jpg", "ABSOLUTE"])
+def test_a_split_file_naming_a_path_outside_is_refused(tree, tmp_path, bad):
+    dataset, secret = tree
+    bad = str(secret) if bad == "ABSOLUTE" else bad
+    split = {"train": [["banded/0.jpg", 0, "banded"], [bad, 1, "woven"]], "val": [["banded/1.jpg", 0, "banded"]],
+             "test": [["woven/0.jpg", 1, "woven"]]}
+    (dataset / "downloads").mkdir()
+    (dataset / "downloads" / "split.json").write_text(json.dumps(split))
+    with pytest.raises(ValueError, match=rf"image named by the split of dtd {re.escape(repr(bad))} resolves to .*secret\.jpg, outside"):
+        build_store({**ENTRY, "split_file": "split.json"}, dataset, 8, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_registry_split_file_outside_downloads_is_refused(tree, tmp_path):
+    dataset, _ = tree
+    with pytest.raises(ValueError, match=r"registry entry dtd: split_file '\.\./\.\./x\.json' resolves to .*, outside"):
+        build_store({**ENTRY, "split_file": "../../x.json"}, dataset, 8, tmp_path / "store")
+
+
+def test_a_hand_edited_store_table_cannot_read_outside(tree, tmp_path):
+    dataset, secret = tree
+    build_store(ENTRY, dataset, 8, tmp_path / "store")
+    store = DatasetStore.open(tmp_path / "store")
+    rows = store.table.head(1).assign(path=os.path.relpath(secret, dataset / "images"))
+    with pytest.raises(ValueError, match=r"image of dataset store .* resolves to .*secret\.jpg, outside"):
+        store.pixels(rows)

@@ -1,0 +1,253 @@
+"""The paper suite's dataset registry and preparation (data/paper_sources.py), without internet:
+the registry's own entries, downloaded from a local server (local_mirror.py) with the real
+layouts and the checksums of those small archives, extracted and marked READY; the registry's
+checksums sourced and checked; a file name that leaves the downloads folder refused."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+from dicap.data.paper_sources import check_registry, dataset_keys, load_registry, prepare_paper_dataset
+from dicap.io import read_json
+from local_mirror import LAYOUTS, SPLIT, TASK_LAYOUTS, local_registry, serve, sha256, zip_bytes
+
+
+def test_a_registry_file_name_that_leaves_downloads_is_refused(tmp_path):
+    entry = {"name": "Evil", "image_root": "images", "split_file": None, "extract": [],
+             "files": [{"filename": "../../outside.zip", "url": "https://example.org/x.zip", "algorithm": "sha256",
+                        "checksum": "0" * 64, "checksum_source": "test"}]}
+    with pytest.raises(ValueError, match=r"registry entry evil: file name '\.\./\.\./outside\.zip' is not a plain file name"):
+        prepare_paper_dataset("evil", tmp_path, {"datasets": {"evil": entry}}, progress=False)
+    assert not (tmp_path / "outside.zip").exists()
+    problems = check_registry({"datasets": {"evil": {**entry, "image_root": "../up",
+                                                     "extract": [{"archive": "/abs.zip", "into": "."}]}}})
+    assert any("not a plain name" in p for p in problems)
+    assert any("image_root '../up' leaves the dataset folder" in p for p in problems)
+    assert any("extract[0].archive '/abs.zip' leaves the dataset folder" in p for p in problems)
+
+
+# --- prepare: download, verify, extract, READY -----------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(LAYOUTS))
+def test_prepare_gives_real_layout_and_rerun_makes_no_request(server, tmp_path, caplog, key):
+    reg = local_registry(server, [key])
+    with caplog.at_level(logging.WARNING, logger="dicap"):
+        record = prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False)
+    dataset = tmp_path / key
+    for rel in LAYOUTS[key][1]:
+        assert (dataset / rel).is_file(), rel
+        if rel.endswith(".jpg"):
+            assert Image.open(dataset / rel).size == (4, 4)
+    assert (dataset / reg["datasets"][key]["image_root"]).is_dir()
+    ready = read_json(dataset / "READY.json")
+    assert ready == record and ready["key"] == key
+    split = reg["datasets"][key]["split_file"]
+    assert ready["split_file"] == split and (dataset / ready["split_path"]).read_bytes() == SPLIT
+    # every file is listed with the hash it was verified by; the split (no published checksum) is flagged
+    by_name = {f["filename"]: f for f in ready["files"]}
+    for name, data in LAYOUTS[key][0].items():
+        assert by_name[name]["sha256"] == sha256(data)
+        assert by_name[name]["verified"] is (name != split)
+    assert ready["unverified"] == [split]
+    assert (dataset / "downloads" / f"{split}.sha256").read_text().split()[0] == sha256(SPLIT)
+    assert any("UNVERIFIED" in r.getMessage() and split in r.getMessage() for r in caplog.records)
+    assert not list(dataset.glob("downloads/*.part")) and not list(tmp_path.glob(".*"))
+
+    n_requests = len(server.requests)
+    assert n_requests == len(LAYOUTS[key][0])
+    image, ready_file = dataset / LAYOUTS[key][1][0], dataset / "READY.json"
+    before = (image.stat().st_ino, ready_file.stat().st_ino, ready_file.stat().st_mtime_ns)
+    again = prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False)
+    assert again == record
+    assert len(server.requests) == n_requests, "a rerun after success must not touch the network"
+    assert (image.stat().st_ino, ready_file.stat().st_ino, ready_file.stat().st_mtime_ns) == before, \
+        "a rerun after success must not extract or rewrite anything"
+
+
+# --- manual datasets (ImageNet) --------------------------------------------------------------
+
+
+def test_manual_dataset_needs_placed_files_with_the_right_checksum(server, tmp_path):
+    real = load_registry()
+    entry = copy.deepcopy(real["datasets"]["imagenet"])
+    placed = {f["filename"]: f"fake {f['filename']}".encode() for f in entry["files"] if f.get("manual")}
+    for f in entry["files"]:
+        if f.get("manual"):
+            f["checksum"] = hashlib.new(f["algorithm"], placed[f["filename"]]).hexdigest()
+            f.pop("cross_checks", None)
+        else:
+            serve(server, f["url"], b"n01440764 tench\n")
+    reg = {"version": 1, "datasets": {"imagenet": entry}}
+    downloads = tmp_path / "imagenet" / "downloads"
+    expected = real["datasets"]["imagenet"]["instructions"].format(downloads=downloads, dataset=tmp_path / "imagenet")
+
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_paper_dataset("imagenet", tmp_path, reg, base_url=server.base, progress=False)
+    assert str(err.value) == expected
+    assert "ILSVRC2012_img_train.tar" in str(err.value) and str(downloads) in str(err.value)
+    assert server.requests == []  # refused before downloading anything
+
+    downloads.mkdir(parents=True)
+    for name, data in placed.items():
+        (downloads / name).write_bytes(data)
+    (downloads / "ILSVRC2012_img_val.tar").write_bytes(b"a different file")
+    with pytest.raises(ValueError, match=r"ILSVRC2012_img_val\.tar is not the expected file"):
+        prepare_paper_dataset("imagenet", tmp_path, reg, base_url=server.base, progress=False)
+    assert (downloads / "ILSVRC2012_img_val.tar").read_bytes() == b"a different file"  # the user's copy is kept
+    assert not (tmp_path / "imagenet" / "READY.json").exists()
+
+    (downloads / "ILSVRC2012_img_val.tar").write_bytes(placed["ILSVRC2012_img_val.tar"])
+    with pytest.raises(FileNotFoundError, match="images does not exist"):  # archives fine, layout not done yet
+        prepare_paper_dataset("imagenet", tmp_path, reg, base_url=server.base, progress=False)
+    (tmp_path / "imagenet" / "images" / "train" / "n01440764").mkdir(parents=True)
+    ready = prepare_paper_dataset("imagenet", tmp_path, reg, base_url=server.base, progress=False)
+    assert ready["unverified"] == ["classnames.txt"]
+    assert all(f["verified"] for f in ready["files"] if f["manual"])
+
+
+# --- the registry itself ---------------------------------------------------------------------
+
+BENCHMARK = {"imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+             "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"}
+SPLITS = {"caltech101": "split_zhou_Caltech101.json", "oxford_pets": "split_zhou_OxfordPets.json",
+          "stanford_cars": "split_zhou_StanfordCars.json", "oxford_flowers": "split_zhou_OxfordFlowers.json",
+          "food101": "split_zhou_Food101.json", "sun397": "split_zhou_SUN397.json",
+          "dtd": "split_zhou_DescribableTextures.json", "eurosat": "split_zhou_EuroSAT.json",
+          "ucf101": "split_zhou_UCF101.json", "imagenet": None, "fgvc_aircraft": None}
+
+
+def test_registry_lists_the_benchmark_with_sourced_checksums():
+    reg = load_registry()
+    assert set(dataset_keys(reg, "classification")) == BENCHMARK  # retrieval and VQA: test_paper_tasks.py
+    assert check_registry(reg) == []
+    for key in BENCHMARK:
+        entry = reg["datasets"][key]
+        assert entry["split_file"] == SPLITS[key]
+        for f in entry["files"]:
+            assert urlsplit(f["url"]).scheme in ("http", "https") and urlsplit(f["url"]).netloc
+            assert (f["checksum"] and f["checksum_source"]) or (f["checksum"] is None and f["checksum_note"])
+    assert reg["datasets"]["imagenet"]["manual"] and reg["datasets"]["stanford_cars"]["manual"]
+
+
+def test_check_registry_catches_an_unsourced_or_malformed_checksum():
+    reg = copy.deepcopy(load_registry())
+    del reg["datasets"]["dtd"]["files"][0]["checksum_source"]
+    reg["datasets"]["eurosat"]["files"][1].pop("checksum_note")
+    reg["datasets"]["food101"]["files"][0]["checksum"] = "85eeb15f"
+    problems = check_registry(reg)
+    assert len(problems) == 3 and {p.split("/")[0] for p in problems} == {"dtd", "eurosat", "food101"}
+
+
+def test_registry_refuses_duplicate_keys(tmp_path):
+    path = tmp_path / "reg.yaml"
+    path.write_text("datasets:\n  dtd: {files: []}\n  dtd: {files: []}\n")
+    with pytest.raises(ValueError, match="duplicate key 'dtd'"):
+        load_registry(path)
+
+
+def test_registry_torchvision_md5s_match_installed_source():
+    """Every checksum credited to torchvision must literally appear in the cited file of the
+    installed torchvision (the pinned 0.29.1): a typo or an invented value fails here."""
+    from importlib import metadata
+
+    assert metadata.version("torchvision") == "0.29.1"
+    site = Path(importlib.util.find_spec("torchvision").origin).parent.parent
+    checked = 0
+    for entry in load_registry()["datasets"].values():
+        for f in entry["files"]:
+            source = f.get("checksum_source") or ""
+            if source.startswith("torchvision 0.29.1 "):
+                cited = site / source.split()[2]
+                assert f["checksum"] in cited.read_text(), (f["filename"], cited)
+                checked += 1
+    assert checked == 12
+
+
+# --- the text tasks' datasets (Flickr30k, MSCOCO, VQAv2): registry entries ------------------------
+
+
+def test_registry_lists_the_task_datasets_with_sourced_checksums():
+    reg = load_registry()
+    assert check_registry(reg) == []
+    assert dataset_keys(reg, "retrieval") == ["flickr30k", "mscoco"] and dataset_keys(reg, "vqa") == ["vqav2"]
+    assert not {"flickr30k", "mscoco", "vqav2"} & set(dataset_keys(reg, "classification"))
+    entries = reg["datasets"]
+    assert entries["flickr30k"]["manual"] and "{downloads}" in entries["flickr30k"]["instructions"]
+    assert [f["filename"] for f in entries["flickr30k"]["files"] if f.get("manual")] == ["flickr30k-images.tar.gz"]
+    assert entries["flickr30k"]["annotations"] == {"captions": "dataset_flickr30k.json"}
+    assert entries["mscoco"]["annotations"] == {"captions": "dataset_coco.json"}
+    assert set(entries["vqav2"]["annotations"]) == {"questions", "answers"}
+    for key in ("flickr30k", "mscoco", "vqav2"):
+        for f in entries[key]["files"]:
+            if f["checksum"] is not None:  # only TFDS' recorded values, cited with the commit
+                assert f["checksum_source"].startswith("tensorflow/datasets@") and f["algorithm"] == "sha256"
+            else:
+                assert f["checksum_note"]
+    # one URL, one published value: the shared files carry the same checksum in every entry
+    by_url: dict[str, set] = {}
+    for entry in entries.values():
+        for f in entry["files"]:
+            by_url.setdefault(f["url"], set()).add(f["checksum"])
+    assert all(len(values) == 1 for url, values in by_url.items() if "image-net.org" not in url and "illinois" not in url)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda e: e.update(task="captioning"), "task 'captioning' not in"),
+    (lambda e: e["annotations"].pop("captions"), "task retrieval needs annotations.captions"),
+    (lambda e: e["annotations"].update(questions="q.json"), "annotations.questions is not used by task retrieval"),
+    (lambda e: e["annotations"].update(captions="../../etc/x.json"), "annotations.captions '../../etc/x.json' leaves"),
+    (lambda e: e.update(extract=[]), "annotations listed but nothing is extracted"),
+])
+def test_check_registry_catches_task_problems(change, problem):
+    reg = copy.deepcopy(load_registry())
+    change(reg["datasets"]["mscoco"])
+    problems = check_registry(reg)
+    assert len(problems) == 1 and problems[0].startswith("mscoco: ") and problem in problems[0], problems
+
+
+# --- the text tasks' datasets: download, extract, READY -------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(TASK_LAYOUTS))
+def test_prepare_task_dataset_from_the_local_server(server, tmp_path, key):
+    reg = local_registry(server, [key])
+    entry = reg["datasets"][key]
+    downloads = tmp_path / key / "downloads"
+    if key == "flickr30k":  # licence-gated images: the instructions, before any download
+        with pytest.raises(FileNotFoundError) as err:
+            prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False)
+        assert str(downloads) in str(err.value) and "flickr30k-images.tar.gz" in str(err.value)
+        assert server.requests == []
+        downloads.mkdir(parents=True)
+        (downloads / "flickr30k-images.tar.gz").write_bytes(TASK_LAYOUTS[key][0]["flickr30k-images.tar.gz"])
+    record = prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False)
+    dataset = tmp_path / key
+    for rel in TASK_LAYOUTS[key][1]:
+        assert (dataset / rel).is_file(), rel
+    assert record == read_json(dataset / "READY.json")
+    assert record["task"] == entry["task"] and record["annotations"] == entry["annotations"]
+    assert all((dataset / rel).is_file() for rel in record["annotations"].values())
+    auto = [f["filename"] for f in entry["files"] if not f.get("manual")]
+    assert sorted(p for p, _, status in server.requests) == sorted(
+        p for p, _, status in server.requests if status == 200) and len(server.requests) == len(auto)
+    assert record["unverified"] == [f["filename"] for f in entry["files"] if f["checksum"] is None]
+    n = len(server.requests)
+    assert prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False) == record
+    assert len(server.requests) == n, "a rerun after success must not touch the network"
+
+
+def test_prepare_refuses_an_archive_without_the_annotation_file(server, tmp_path):
+    wrong = zip_bytes({"dataset_flickr8k.json": b'{"images": []}'})
+    reg = local_registry(server, ["mscoco"], {"caption_datasets.zip": wrong})
+    with pytest.raises(FileNotFoundError, match=r"dataset_coco\.json \(captions\) does not exist after preparing mscoco"):
+        prepare_paper_dataset("mscoco", tmp_path, reg, base_url=server.base, progress=False)
+    assert not (tmp_path / "mscoco" / "READY.json").exists()

@@ -1,0 +1,85 @@
+"""The structural causal model (data/scm.py): the background pairing, deterministic renders, and
+the true counterfactual (the same non-causal factors, another class)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from dicap.data import scm
+
+DATASETS = ["shapes", "digits"]
+SIZE = 16
+
+
+def _some_factors(n: int, seed: int = 0) -> list[scm.Factors]:
+    return scm.sample_factors(np.random.default_rng(seed), n)
+
+
+@pytest.mark.parametrize("seed", range(0, 200, 7))
+def test_pairing_is_distinct_within_each_half_and_drawn_per_seed(seed):
+    groups = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    pairing = scm.draw_pairing(seed, groups)
+    assert pairing == scm.draw_pairing(seed, groups)
+    for group in groups:
+        assert len({pairing[c] for c in group}) == len(group)
+        assert all(0 <= pairing[c] < len(scm.BACKGROUNDS) for c in group)
+    for label in (0, 7):  # over seeds, a class is paired with many colours, not a fixed one
+        assert len({scm.draw_pairing(s, groups)[label] for s in range(seed, seed + 40)}) >= 6
+
+
+def test_pairing_refuses_more_classes_than_backgrounds():
+    with pytest.raises(ValueError, match="backgrounds"):
+        scm.draw_pairing(0, [list(range(len(scm.BACKGROUNDS) + 1))])
+
+
+# --- the true counterfactual ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_render_is_deterministic(dataset):
+    for f in _some_factors(5):
+        a = scm.render(dataset, 3, f, SIZE)
+        b = scm.render(dataset, 3, scm.Factors(**f.__dict__), SIZE)
+        assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_is_render_with_other_class(dataset):
+    for f, y_cf in zip(_some_factors(6, seed=1), [0, 2, 4, 6, 8, 9]):
+        np.testing.assert_array_equal(scm.render_counterfactual(dataset, y_cf, f, SIZE), scm.render(dataset, y_cf, f, SIZE))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_keeps_background_pixels(dataset):
+    for f in _some_factors(4, seed=2):
+        for y, y_cf in [(0, 1), (3, 7), (9, 2)]:
+            fact = scm.render(dataset, y, f, SIZE)
+            cf = scm.render_counterfactual(dataset, y_cf, f, SIZE)
+            free = (scm._coverage(dataset, y, f, SIZE) == 0) & (scm._coverage(dataset, y_cf, f, SIZE) == 0)
+            assert free.sum() > SIZE  # there is a background to compare
+            np.testing.assert_array_equal(fact[free], cf[free])
+            # the background is the sampled background colour (up to pixel noise)
+            bg = np.asarray(scm.BACKGROUNDS[scm.BACKGROUND_NAMES[f.bg]], float)
+            assert np.abs(fact[free].astype(float).mean(0) - bg).max() < 3
+            assert not np.array_equal(fact, cf)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_counterfactual_differs_for_every_other_class(dataset):
+    n = len(scm.class_names(dataset))
+    for f in _some_factors(3, seed=3):
+        imgs = [scm.render(dataset, y, f, SIZE) for y in range(n)]
+        for y, y_cf in itertools.permutations(range(n), 2):
+            assert not np.array_equal(imgs[y], imgs[y_cf]), (y, y_cf)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_changing_a_non_causal_factor_changes_the_image(dataset):
+    f = _some_factors(1, seed=4)[0]
+    base = scm.render(dataset, 1, f, SIZE)
+    for change in [{"bg": (f.bg + 1) % 8}, {"fg": (f.fg + 1) % 8}, {"noise_seed": f.noise_seed + 1}]:
+        assert not np.array_equal(base, scm.render(dataset, 1, scm.Factors(**{**f.__dict__, **change}), SIZE)), change

@@ -1,0 +1,47 @@
+"""Scoring with a learned prompt (evaluation/prompts.py): chunked encodings give the same
+similarities as one call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dicap.prompting.cocoop import CoCoOp
+from dicap.prompting.learner import cosine
+from helpers import INIT, NAMES, prompt_features, tokenize
+from helpers import feature_batch as _batch
+from helpers import text_learner as _learner
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_scoring_a_conditional_learner_in_chunks_gives_the_same_similarities(clip_model, monkeypatch):
+    """Chunks sized by prompts per call (a thousand classes: a few images) change nothing but memory."""
+    from dicap.evaluation import prompts
+
+    learner = CoCoOp(clip_model, tokenize, NAMES, **INIT)
+    images = prompt_features()["train"].numpy()
+    whole = prompts.all_similarities(learner, len(images), lambda a, b: images[a:b])
+    monkeypatch.setattr(prompts, "PROMPTS_PER_CALL", 2 * len(NAMES))  # two images per call
+    calls = []
+    chunked = prompts.all_similarities(learner, len(images), lambda a, b: calls.append(b - a) or images[a:b])
+    assert max(calls) == 2 and sum(calls) == len(images)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["coop", "kgcoop"])
+@pytest.mark.parametrize("per_call", [1, 3, 64])
+def test_evaluation_encodes_many_texts_in_chunks_with_the_same_features(clip_model, monkeypatch, kind, per_call):
+    """evaluation.prompts.text_features: a test split's texts a few at a time equal them all at
+    once, and the learner keeps token ids only (no per-text embedding buffers)."""
+    from dicap.evaluation import prompts
+
+    learner = _learner(clip_model, kind)
+    assert {name for name, _ in learner.named_buffers(recurse=False)} <= {"tokens", "hand_written"}
+    monkeypatch.setattr(prompts, "TEXTS_PER_CALL", per_call)
+    with torch.no_grad():
+        torch.testing.assert_close(prompts.text_features(learner), learner(), rtol=1e-5, atol=1e-6)
+        x, _ = _batch(5)
+        sims = prompts.all_similarities(learner, 5, lambda a, b: x[a:b].numpy())
+        torch.testing.assert_close(sims, cosine(x, learner()), rtol=1e-5, atol=1e-6)
+    assert learner.active is None

@@ -1,0 +1,148 @@
+"""The prompt learner (prompting/learner.py) on a tiny open_clip CLIP: its prompts equal
+encode_text, its context is the only new parameter, and a text task's batch encodes only its
+own candidate texts (a subset, restored afterwards)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dicap.prompting.cocoop import CoCoOp
+from dicap.prompting.cpl import CPL
+from dicap.prompting.kgcoop import KgCoOp
+from dicap.prompting.learner import PromptLearner, cosine
+from dicap.prompting.losses import classification_loss
+from dicap.prompting.maple import MaPLe
+from dicap.prompting.methods import parse_method
+from dicap.prompting.trainer import batch_losses
+from helpers import INIT, KG_WEIGHT, NAMES, SCALE, TEXTS, TRAIN, TransformerCalls, tokenize
+from helpers import feature_batch as _batch
+from helpers import text_learner as _learner
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+# --- prompt learner -------------------------------------------------------------------------------
+
+
+def test_learner_with_template_context_equals_encode_text(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        got = learner()
+        want = clip_model.encode_text(tokenize([f"a photo of a {n}." for n in NAMES]), normalize=True)
+    assert got.shape == (len(NAMES), 32)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # the comparison is sensitive: the classes, or one changed context word, are far apart
+    assert (got @ got.T - torch.eye(len(NAMES))).max() < 0.99
+    with torch.no_grad():
+        other = clip_model.encode_text(tokenize([f"a photo of the {n}." for n in NAMES]), normalize=True)
+    assert (got - other).abs().max() > 1e-2
+
+
+def test_learner_with_multi_token_class_name_equals_encode_text(clip_model):
+    names = ["semicircle", "four", "dark red tee"]
+    learner = PromptLearner(clip_model, tokenize, names, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        want = clip_model.encode_text(tokenize([f"a photo of a {n}." for n in names]), normalize=True)
+        torch.testing.assert_close(learner(), want, atol=1e-5, rtol=0)
+
+
+def test_learner_depends_on_context(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    with torch.no_grad():
+        before = learner().clone()
+        learner.ctx.add_(0.5 * torch.randn_like(learner.ctx))
+        assert (learner() - before).abs().max() > 1e-3
+
+
+def test_learner_ctx_is_the_only_new_parameter_and_gets_gradient(clip_model):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init=None)
+    assert learner.ctx.shape == (4, 32) and learner.ctx.requires_grad
+    assert 0 < learner.ctx.std().item() < 0.05  # CoOp's N(0, 0.02^2)
+    trainable = [n for n, p in learner.named_parameters() if p.requires_grad]
+    assert trainable == ["ctx"]
+    learner().sum().backward()
+    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ctx_init", ["a photo of", "a photo of a small"])
+def test_ctx_init_with_wrong_token_count_raises(clip_model, ctx_init):
+    with pytest.raises(ValueError, match="n_ctx"):
+        PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init=ctx_init)
+
+
+# --- the subset itself -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["coop", "kgcoop"])
+def test_subset_encoding_equals_indexing_the_full_encoding(clip_model, kind):
+    learner = _learner(clip_model, kind)
+    rows = torch.tensor([6, 0, 3, 3, 7])  # any order, repeats allowed
+    with torch.no_grad():
+        full = learner()
+        with TransformerCalls(learner) as calls, learner.subset(rows):
+            part, by_image = learner(), learner.class_features(torch.zeros(2, 32))
+            prompts = learner.prompts(learner.ctx)
+    assert calls.sizes == [len(rows), len(rows)]  # only the subset's prompts are encoded
+    torch.testing.assert_close(part, full[rows], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(by_image, full[rows], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prompts, learner.prompts(learner.ctx)[rows])
+    assert learner.active is None
+    if kind == "kgcoop":
+        with torch.no_grad(), learner.subset(rows):
+            penalty = learner.own_losses(torch.zeros(2, 32), learner(), torch.zeros(2, dtype=torch.long))["kg"]
+        expected = KG_WEIGHT * (1 - F.cosine_similarity(full[rows], learner.hand_written[rows], dim=-1).mean())
+        torch.testing.assert_close(penalty, expected, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="inside the same subset"), learner.subset(rows):
+            learner.knowledge_penalty(full)  # all texts' features against the subset's anchors
+
+
+def test_the_subset_is_restored_on_exit_even_after_an_error(clip_model):
+    learner = _learner(clip_model, "coop")
+    with pytest.raises(RuntimeError, match="boom"), learner.subset(torch.tensor([1, 2])):
+        assert learner.active.tolist() == [1, 2]
+        raise RuntimeError("boom")
+    assert learner.active is None
+    with learner.subset(torch.tensor([4])):
+        with learner.subset(torch.tensor([0, 1])):
+            assert len(learner()) == 2
+        assert learner.active.tolist() == [4]  # nested: the outer subset comes back
+        with learner.subset(None):
+            assert len(learner()) == len(TEXTS)
+    assert learner.active is None
+
+
+def test_bad_subsets_are_refused(clip_model):
+    learner = _learner(clip_model, "coop")
+    for rows in (torch.ones(len(TEXTS), dtype=torch.bool), torch.tensor([[0, 1]]), torch.tensor([0.0, 1.0])):
+        with pytest.raises(ValueError, match="1-D tensor of text indices"), learner.subset(rows):
+            pass
+    assert learner.active is None
+
+
+def test_learners_that_build_their_own_prompts_refuse_a_subset(clip_model):
+    assert PromptLearner.supports_subset and KgCoOp.supports_subset
+    assert not CoCoOp.supports_subset and not CPL.supports_subset and not MaPLe.supports_subset
+
+    class OwnForward(PromptLearner):
+        def forward(self) -> torch.Tensor:
+            return super().forward()
+
+    class SaysItCan(OwnForward):
+        supports_subset = True
+
+    assert not OwnForward.supports_subset and SaysItCan.supports_subset
+    cocoop = CoCoOp(clip_model, tokenize, TEXTS, **INIT)
+    with pytest.raises(TypeError, match="CoCoOp cannot encode a subset"), cocoop.subset(torch.tensor([0])):
+        pass
+    with pytest.raises(TypeError, match="cannot encode a subset"):
+        cocoop.active = torch.tensor([0])
+    # with candidates it still trains: every text encoded, the others masked, as before
+    x, _ = _batch(4)
+    candidates = torch.zeros(4, len(TEXTS), dtype=torch.bool)
+    candidates[:, 2:6] = True
+    y = torch.tensor([2, 3, 4, 5])
+    terms = batch_losses(cocoop, parse_method("cocoop"), x, y, None, None, torch.arange(4), TRAIN, SCALE, candidates)
+    sims = cosine(x, cocoop.class_features(x))
+    torch.testing.assert_close(terms["ce"][1], classification_loss(sims.masked_fill(~candidates, float("-inf")), y, SCALE))

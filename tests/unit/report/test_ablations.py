@@ -1,0 +1,85 @@
+"""The ablation tables (report/ablations.py): settings, audits and accuracy joined, and plotted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dicap.audit.oracle import load_oracle, train_oracle
+from dicap.audit.scoring import audit_counterfactuals
+from dicap.counterfactual.generate import true_counterfactuals
+from dicap.data import embedded
+from dicap.data.store import DatasetStore
+from dicap.report.ablations import build_ablation, plot_ablation
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SIZES = {"image_size": 16, "pretrain_per_class": 12, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 2}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A rendered store, a briefly trained oracle, and 'counterfactuals' that are the truth."""
+    root = tmp_path_factory.mktemp("audit")
+    embedded.build("shapes", SIZES, 0, root / "data")
+    store = DatasetStore.open(root / "data")
+    pre = store.split("pretrain")
+    params = {"steps": 30, "batch_size": 32, "lr": 0.003, "width": 8, "noise_std": 0.05}
+    train_oracle(store.pixels(pre), pre, len(store.classes), params, root / "oracle", seed=0)
+    split = store.split("train")
+    table = pd.DataFrame({
+        "row": np.arange(len(split)), "y": split["label"], "y_cf": (split["label"] + 1) % 10,
+        "guidance_scale": 3.0, "guide": "cfg", "sampling": "random", "reconstruction_mse": 0.01,
+    })
+    truth = true_counterfactuals(store, split, table["y_cf"].to_numpy())
+    arrays = {"images": truth, "true_images": truth, "unguided_images": store.pixels(split)}
+    return store, split, arrays, table, load_oracle(root / "oracle")
+
+
+def _metrics(path, methods, hm):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"method": m, "seed": 1, "split": split, "base": hm + 1, "novel": hm - 1, "hm": hm}
+            for m in methods for split in ("test_unbiased", "test_conflict")]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path):
+    audit = audit_counterfactuals(*world)
+    for variant, scale in (("main", 3.0), ("guidance_scale10", 10.0)):
+        path = tmp_path / "audit" / "shapes" / variant / "seed1.parquet"
+        path.parent.mkdir(parents=True)
+        audit.assign(guidance_scale=scale, valid=audit["valid"] & (scale == 3.0)).to_parquet(path)
+    _metrics(tmp_path / "metrics" / "shapes" / "main" / "seed1.csv", ["zeroshot", "coop", "dicap"], 70.0)
+    _metrics(tmp_path / "metrics" / "shapes" / "guidance_scale10" / "seed1.csv", ["dicap"], 60.0)
+    _metrics(tmp_path / "metrics" / "shapes" / "true_cf" / "seed1.csv", ["dicap"], 80.0)
+    table = build_ablation(
+        sorted((tmp_path / "metrics").rglob("*.csv")), sorted((tmp_path / "audit").rglob("*.parquet")), ["shapes"],
+        {"shapes": {"class_accuracy": 0.9}},
+    )
+    dicap = table[table["method"] == "dicap"].set_index("variant")
+    scaled = dicap.loc["guidance_scale10"]
+    assert scaled["guidance_scale"] == 10.0 and scaled["hm"] == 60.0 and scaled["valid"] == 0
+    assert dicap.loc["main", "valid"] == pytest.approx(audit["valid"].mean(), abs=1e-4)
+    assert dicap.loc["true_cf", "counterfactuals"] == "true" and dicap.loc["true_cf", "hm"] == 80.0
+    assert dicap.loc["true_cf", "valid"] == pytest.approx(audit["true_valid"].mean(), abs=1e-4)
+    assert dicap.loc["true_cf", "mse_to_true"] == 0
+    assert set(table[table["variant"] == "main"]["method"]) == {"zeroshot", "coop", "dicap"}
+    for x in ("guidance_scale", "counterfactuals"):
+        plot_ablation(table, x, tmp_path / f"{x}.png")
+        assert (tmp_path / f"{x}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prompt_ablation_rows_carry_the_settings_each_method_trained_with(tmp_path):
+    """A learner's own recipe counts: a row's setting is the plan's, not one read from the variant name."""
+    from dicap.report.ablations import build_prompt_ablation, plot_prompt_ablation
+
+    for variant in ("main", "cfw0.5"):
+        _metrics(tmp_path / "metrics" / "shapes" / variant / "seed1.csv", ["dicap", "dicap_pos"], 60.0)
+    settings = {"main": {"dicap": {"cf_weight": 1.0, "cf_temperature": 0.07}, "dicap_pos": {"cf_weight": 2.0, "cf_temperature": 0.07}},
+                "cfw0.5": {"dicap": {"cf_weight": 0.5, "cf_temperature": 0.07}, "dicap_pos": {"cf_weight": 0.5, "cf_temperature": 0.07}}}
+    table = build_prompt_ablation(sorted((tmp_path / "metrics").rglob("*.csv")), ["shapes"], "loss", settings)
+    by = table.set_index(["variant", "method"])["cf_weight"]
+    assert by[("main", "dicap_pos")] == 2.0 and by[("main", "dicap")] == 1.0 and by[("cfw0.5", "dicap")] == 0.5
+    plot_prompt_ablation(table, "loss", settings, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 0

@@ -1,0 +1,121 @@
+"""Table 1 and the backbone report (report/table.py): means and stds over seeds, the average row,
+order and markdown, and the sampled round trips averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dicap.report.table import build_table1, to_markdown
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
+    """Rows whose round trip was not sampled (NaN) leave the report's mean to the measured ones."""
+    from dicap import layout
+    from dicap.io import write_json
+    from dicap.report.table import build_backbone_report
+
+    paths = {"clip": tmp_path / layout.CLIP_REPORT.format(dataset="caltech101"),
+             "diffusion": tmp_path / layout.DIFFUSION_REPORT.format(dataset="caltech101")}
+    write_json(paths["clip"], {"zero_shot_accuracy": 0.5})
+    write_json(paths["diffusion"], {"final_loss": None})
+    cf = tmp_path / layout.CF_TABLE.format(dataset="caltech101", variant=layout.MAIN, seed=1)
+    cf.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"y_cf": [1, 2, 0], "guide_prediction": [1, 0, 0], "guide_confidence": [0.5, 0.5, 0.5],
+                  "reconstruction_mse": [0.02, np.nan, 0.04]}).to_parquet(cf)
+    out = tmp_path / "backbones.csv"
+    build_backbone_report(["caltech101"], [paths["clip"]], [paths["diffusion"]], [cf], out)
+    assert pd.read_csv(out)["inversion_reconstruction_mse"].tolist() == [0.03]
+
+
+# --- Table 1 ----------------------------------------------------------------------------------------
+
+# (dataset, seed) -> method -> split -> (base, novel)
+RESULTS = {
+    ("shapes", 1): {"coop": {"test_unbiased": (90, 30), "test_conflict": (60, 20)}, "dicap": {"test_unbiased": (88, 50), "test_conflict": (70, 40)}},
+    ("shapes", 2): {"coop": {"test_unbiased": (80, 40), "test_conflict": (50, 30)}, "dicap": {"test_unbiased": (86, 54), "test_conflict": (72, 44)}},
+    ("digits", 1): {"coop": {"test_unbiased": (70, 90), "test_conflict": (40, 80)}, "dicap": {"test_unbiased": (60, 60), "test_conflict": (50, 50)}},
+    ("digits", 2): {"coop": {"test_unbiased": (74, 96), "test_conflict": (44, 70)}, "dicap": {"test_unbiased": (64, 70), "test_conflict": (52, 58)}},
+}
+
+
+def _hm(b: float, n: float) -> float:
+    return 2 * b * n / (b + n)
+
+
+@pytest.fixture
+def metric_files(tmp_path):
+    files = []
+    for (dataset, seed), methods in RESULTS.items():
+        rows = [
+            {"method": m, "seed": seed, "split": s, "base": b, "novel": n, "hm": _hm(b, n)}
+            for m, splits in methods.items() for s, (b, n) in splits.items()
+        ]
+        path = tmp_path / "metrics" / dataset / "main" / f"seed{seed}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+        files.append(path)
+    return files
+
+
+def _row(table: pd.DataFrame, split: str, dataset: str, method: str) -> pd.Series:
+    hit = table[(table["split"] == split) & (table["dataset"] == dataset) & (table["method"] == method)]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+def test_table1_means_and_std_over_seeds(metric_files):
+    table = build_table1("embedded", ["shapes", "digits"], metric_files)
+    for dataset in ("shapes", "digits"):
+        for method in ("coop", "dicap"):
+            for split in ("test_unbiased", "test_conflict"):
+                per_seed = [RESULTS[(dataset, s)][method][split] for s in (1, 2)]
+                row = _row(table, split, dataset, method)
+                bases, novels = [b for b, _ in per_seed], [n for _, n in per_seed]
+                hms = [_hm(b, n) for b, n in per_seed]
+                assert row["base"] == pytest.approx(np.mean(bases), abs=1e-4)
+                assert row["novel"] == pytest.approx(np.mean(novels), abs=1e-4)
+                assert row["hm"] == pytest.approx(np.mean(hms), abs=1e-4)
+                assert row["base_std"] == pytest.approx(np.std(bases, ddof=1), abs=1e-4)
+                assert row["novel_std"] == pytest.approx(np.std(novels, ddof=1), abs=1e-4)
+                assert row["hm_std"] == pytest.approx(np.std(hms, ddof=1), abs=1e-4)
+                assert row["seeds"] == "1 2"
+                assert row["suite"] == "embedded"
+
+
+def test_table1_average_row_is_hm_of_averages(metric_files):
+    table = build_table1("embedded", ["shapes", "digits"], metric_files)
+    for method in ("coop", "dicap"):
+        for split in ("test_unbiased", "test_conflict"):
+            per_dataset = {
+                d: [RESULTS[(d, s)][method][split] for s in (1, 2)] for d in ("shapes", "digits")
+            }
+            base = np.mean([np.mean([b for b, _ in v]) for v in per_dataset.values()])
+            novel = np.mean([np.mean([n for _, n in v]) for v in per_dataset.values()])
+            mean_of_hms = np.mean([np.mean([_hm(b, n) for b, n in v]) for v in per_dataset.values()])
+            row = _row(table, split, "average", method)
+            assert row["base"] == pytest.approx(base, abs=1e-4)
+            assert row["novel"] == pytest.approx(novel, abs=1e-4)
+            assert row["hm"] == pytest.approx(_hm(base, novel), abs=1e-4)
+            assert abs(_hm(base, novel) - mean_of_hms) > 1.0  # the data tell the two conventions apart
+            assert np.isnan(row["hm_std"]) and np.isnan(row["base_std"])
+
+
+def test_table1_order_and_markdown(metric_files):
+    # files in a scrambled order: the table order comes from the datasets argument and split order
+    table = build_table1("embedded", ["shapes", "digits"], metric_files[::-1])
+    assert len(table) == 2 * 3 * 2
+    assert table["split"].tolist() == ["test_unbiased"] * 6 + ["test_conflict"] * 6
+    assert table["dataset"].tolist()[:6] == ["shapes", "shapes", "digits", "digits", "average", "average"]
+    md = to_markdown(table)
+    assert "### test_unbiased" in md and "### test_conflict" in md
+    assert md.index("### test_unbiased") < md.index("### test_conflict")
+    assert "| average | coop |" in md and "±" in md
+
+
+def test_table1_rejects_file_of_unknown_dataset(metric_files, tmp_path):
+    with pytest.raises(ValueError, match="dataset"):
+        build_table1("embedded", ["shapes"], metric_files)

@@ -1,0 +1,125 @@
+"""Atomic file output (io.py): nothing half-written, old content kept on failure, errors naming
+the path, and outputs that follow the umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from dicap.io import atomic_dir, atomic_output, read_json, save_arrays, write_json, write_table
+
+# --- atomic output ------------------------------------------------------------------------------------
+
+
+def test_atomic_output_writes_on_success(tmp_path):
+    target = tmp_path / "sub" / "out.json"
+    write_json(target, {"a": 1})
+    assert read_json(target) == {"a": 1}
+    assert os.listdir(target.parent) == ["out.json"]
+
+
+def test_atomic_output_keeps_old_content_when_body_raises(tmp_path):
+    target = tmp_path / "result.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half-written new")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["result.txt"]
+
+
+def test_atomic_output_leaves_no_file_when_body_raises(tmp_path):
+    target = tmp_path / "never.csv"
+    with pytest.raises(KeyError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("x")
+            raise KeyError("missing")
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_error_names_the_path(tmp_path):
+    target = tmp_path / "taken"
+    target.mkdir()  # a directory where the file should go: the final rename fails
+    with pytest.raises(OSError) as info:
+        write_json(target, {"a": 1})
+    assert str(target) in str(info.value)
+    assert os.listdir(tmp_path) == ["taken"] and os.listdir(target) == []
+
+
+def test_os_error_in_body_names_the_path(tmp_path):
+    import pandas as pd
+
+    target = tmp_path / "table.parquet"
+
+    class Unwritable(pd.DataFrame):
+        def to_parquet(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(OSError) as info:
+        write_table(target, Unwritable({"a": [1]}))
+    assert str(target) in str(info.value)
+    assert not target.exists() and os.listdir(tmp_path) == []
+
+
+def test_write_json_is_canonical(tmp_path):
+    target = tmp_path / "x.json"
+    write_json(target, {"b": 1, "a": [1, 2]})
+    assert target.read_text() == json.dumps({"a": [1, 2], "b": 1}, indent=2, sort_keys=True) + "\n"
+
+
+def test_disk_full_keeps_the_old_output_and_names_the_path(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+    import safetensors.numpy
+
+    from dicap.io import load_arrays, save_arrays
+
+    target = tmp_path / "features.safetensors"
+    save_arrays(target, {"x": np.ones(3, np.float32)})
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
+        save_arrays(target, {"x": np.zeros(3, np.float32)})
+    assert np.array_equal(load_arrays(target)["x"], np.ones(3, np.float32))
+    assert os.listdir(tmp_path) == ["features.safetensors"]
+
+
+def test_a_failed_model_directory_keeps_the_old_one(tmp_path):
+    from dicap.io import atomic_dir
+
+    model = tmp_path / "clip"
+    model.mkdir()
+    (model / "weights").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(model) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed while training")
+    assert (model / "weights").read_text() == "old"
+    assert os.listdir(tmp_path) == ["clip"]
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o027, 0o077])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        save_arrays(tmp_path / "b.safetensors", {"x": np.zeros(3, np.float32)})
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "w.txt").write_text("w")
+    finally:
+        os.umask(before)
+    for name in ("a.json", "b.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~umask
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left behind"

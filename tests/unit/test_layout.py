@@ -1,0 +1,110 @@
+"""The build tree's one owner (src/dicap/layout.py): paths made and read back, variant names
+made and read back, and the rules, jobs and benchmarks using it rather than spelling paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dicap import layout
+from helpers import REPO
+
+CONFIG_CF = {"guidance_scale": 3.0, "sampling": "similarity", "guide": "cfg", "steps": 20}
+
+
+def test_build_fills_the_suite_and_leaves_other_wildcards():
+    build = layout.Build("embedded")
+    assert build(layout.CLIP_MODEL) == "build/embedded/models/{dataset}/clip/model"
+    assert build(layout.METRICS, dataset="shapes", variant="guidance_scale10", seed=3) == "build/embedded/metrics/shapes/guidance_scale10/seed3.csv"
+    assert layout.fill(layout.SPLIT, split_key="abc") == "splits/{dataset}/seed{seed}-abc.parquet"
+
+
+@pytest.mark.parametrize("template", [layout.METRICS, layout.AUDIT, layout.TRAIN_FEATURES, layout.CF_IMAGES, layout.PROMPT])
+def test_every_per_seed_path_reads_back_what_made_it(template, tmp_path):
+    wildcards = {"dataset": "digits", "variant": "sample_random", "seed": 12, "method": "coop"}
+    path = tmp_path / layout.Build("embedded")(template, **wildcards)
+    assert layout.seed_key(template, path, ["shapes", "digits"]) == ("digits", "sample_random", 12)
+
+
+def test_a_path_of_another_shape_or_dataset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="does not follow"):
+        layout.seed_key(layout.METRICS, tmp_path / "metrics" / "shapes" / "seed3.csv")
+    with pytest.raises(ValueError, match="does not follow"):
+        layout.seed_key(layout.METRICS, tmp_path / "audit" / "shapes" / "main" / "seed3.csv")
+    with pytest.raises(ValueError, match="'shapes' is not one of"):
+        layout.seed_key(layout.METRICS, tmp_path / "metrics" / "shapes" / "main" / "seed3.csv", ["digits"])
+
+
+def test_reports_are_found_by_the_dataset_their_path_names(tmp_path):
+    build = layout.Build("embedded")
+    paths = [tmp_path / build(layout.ORACLE_REPORT, dataset=d) for d in ("digits", "shapes")]
+    assert layout.by_dataset(layout.ORACLE_REPORT, paths, ["shapes"]) == {"digits": paths[0], "shapes": paths[1]}
+    with pytest.raises(ValueError, match=r"for datasets \['dtd'\]"):
+        layout.by_dataset(layout.ORACLE_REPORT, paths, ["dtd"])
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 1, 2.25, 10, 50, 123.5])
+def test_a_guidance_scale_survives_the_trip_through_its_folder_name(value):
+    name = layout.guidance_variant(value, CONFIG_CF)
+    assert re.fullmatch(layout.GENERATED_VARIANTS, name) and re.fullmatch(layout.VARIANTS, name)
+    assert layout.parse_variant(name).guidance_scale == float(value)
+    assert layout.variant_settings(name, CONFIG_CF) == {**CONFIG_CF, "guidance_scale": float(value)}
+
+
+@pytest.mark.parametrize("value", [1e-7, 3.1234567, 1e7])
+def test_a_guidance_scale_without_a_faithful_name_is_refused(value):
+    with pytest.raises(ValueError, match="reads back as the same number"):
+        layout.guidance_variant(value, CONFIG_CF)
+
+
+def test_config_values_are_the_main_variant():
+    assert layout.guidance_variant(3, CONFIG_CF) == layout.MAIN == layout.sampling_variant("similarity", CONFIG_CF)
+    assert layout.variant_settings(layout.MAIN, CONFIG_CF) == CONFIG_CF
+    assert layout.sampling_variant("centroid", CONFIG_CF) == "sample_centroid"
+    assert layout.variant_settings("sample_centroid", CONFIG_CF) == {**CONFIG_CF, "sampling": "centroid"}
+
+
+def test_true_cf_trains_on_mains_files_and_generates_nothing():
+    assert layout.parse_variant(layout.TRUE_CF).true_cf
+    assert layout.generated_variant(layout.TRUE_CF) == layout.MAIN and layout.generated_variant("guidance_scale10") == "guidance_scale10"
+    assert re.fullmatch(layout.VARIANTS, layout.TRUE_CF) and not re.fullmatch(layout.GENERATED_VARIANTS, layout.TRUE_CF)
+    with pytest.raises(ValueError, match="generates no counterfactuals"):
+        layout.variant_settings(layout.TRUE_CF, CONFIG_CF)
+    for bad in ("oracle", "guidance_scale", "sample_", "guidance_scale1e-07", "s10"):
+        with pytest.raises(ValueError, match="unknown variant"):
+            layout.parse_variant(bad)
+
+
+def test_benchmark_files_name_their_rule(tmp_path):
+    template = layout.benchmark_path("train_prompt", "dataset", "variant", "method", "seed")
+    assert template == "logs/benchmarks/train_prompt/{dataset}/{variant}/{method}/seed{seed}.tsv"
+    path = tmp_path / layout.fill(template, dataset="shapes", variant="main", method="coop", seed=1)
+    assert layout.benchmark_rule(path, tmp_path / layout.BENCHMARKS) == "train_prompt"
+    assert layout.log_path("table1") == "logs/table1.log"
+    assert layout.log_path("counterfactual_shard", "dataset", "shard") == "logs/counterfactual_shard/{dataset}/shard{shard}-of-{shards}.log"
+
+
+def _spelled(path: Path, needles: tuple[str, ...]) -> list[str]:
+    return [f"{needle!r} in {line.strip()}" for line in path.read_text().splitlines() for needle in needles
+            if needle in line and not line.lstrip().startswith("#")]
+
+
+def test_rules_and_benchmarks_spell_no_build_path_or_private_file():
+    """Every build path and file name comes from layout.py; no rule names a file inside another's output."""
+    for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        found = _spelled(path, ("build/", "report.json", "class_text_features.", "true_images", "seed{", ".safetensors", ".parquet"))
+        assert not found, f"{path.relative_to(REPO)}: {found[0]}"
+    for path in sorted((REPO / "benchmarks").glob("*.py")):  # their scratch files in temporary folders are their own
+        found = _spelled(path, ("build/", "report.json", "true_images", "seed{"))
+        assert not found, f"{path.relative_to(REPO)}: {found[0]}"
+
+
+def test_control_variants_read_back():
+    assert layout.parse_variant(layout.UNBIASED_SHOTS).counterfactuals == "none"
+    assert layout.parse_variant(layout.TRUE_CF).counterfactuals == "true"
+    assert layout.parse_variant(layout.MAIN).counterfactuals == "generated"
+    for name in (layout.UNBIASED_SHOTS, layout.TRUE_CF):
+        with pytest.raises(ValueError, match="generates no counterfactuals"):
+            layout.variant_settings(name, {"guidance_scale": 3.0, "sampling": "similarity"})
