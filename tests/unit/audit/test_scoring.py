@@ -4,37 +4,11 @@ the truth score like the truth, and the per-seed audits average into a summary."
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from dicap.audit.oracle import load_oracle, train_oracle
 from dicap.audit.scoring import audit_counterfactuals, summarise
-from dicap.counterfactual.generate import true_counterfactuals
-from dicap.data import embedded
-from dicap.data.store import DatasetStore
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-SIZES = {"image_size": 16, "pretrain_per_class": 12, "pool_per_class": 3, "val_per_class": 1, "test_per_class": 2}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A rendered store, a briefly trained oracle, and 'counterfactuals' that are the truth."""
-    root = tmp_path_factory.mktemp("audit")
-    embedded.build("shapes", SIZES, 0, root / "data")
-    store = DatasetStore.open(root / "data")
-    pre = store.split("pretrain")
-    params = {"steps": 30, "batch_size": 32, "lr": 0.003, "width": 8, "noise_std": 0.05}
-    train_oracle(store.pixels(pre), pre, len(store.classes), params, root / "oracle", seed=0)
-    split = store.split("train")
-    table = pd.DataFrame({
-        "row": np.arange(len(split)), "y": split["label"], "y_cf": (split["label"] + 1) % 10,
-        "guidance_scale": 3.0, "guide": "cfg", "sampling": "random", "reconstruction_mse": 0.01,
-    })
-    truth = true_counterfactuals(store, split, table["y_cf"].to_numpy())
-    arrays = {"images": truth, "true_images": truth, "unguided_images": store.pixels(split)}
-    return store, split, arrays, table, load_oracle(root / "oracle")
 
 
 def test_a_perfect_generator_scores_like_the_truth(world):

@@ -18,29 +18,14 @@ from dicap.backbones.guides import (
     NoisyClassifierGuide,
     make_guide,
 )
-from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion
 from dicap.counterfactual import ddim
 from dicap.counterfactual.ddim import ddim_move
-from dicap.testing.tiny_models import T, save_latent_checkpoint, save_tiny_clip
-from latent_stand_ins import CLASSES, TEMPLATE, StandInTextEncoder
+from dicap.testing.tiny_models import T
+from latent_stand_ins import CLASSES, TEMPLATE
 from latent_stand_ins import pixels as _pixels
 from latent_stand_ins import rmse as _rmse
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def diffusion() -> DiffusionBundle:
-    torch.manual_seed(0)
-    unet = build_unet(image_size=8, n_classes=3, model_cfg={"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4})
-    unet.requires_grad_(False)
-    return DiffusionBundle(unet.eval(), make_schedule(T), 3)
-
-
-@pytest.fixture
-def images() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1, torch.tensor([0, 1, 2])
 
 
 def test_cfg_guided_eps_is_linear_in_scale(diffusion, images):
@@ -116,30 +101,6 @@ def test_cfg_shortcuts_at_scale_zero_and_one_equal_the_full_formula(diffusion, i
     assert torch.allclose(guide.guided_eps(x, 300, y, 1.0), eps_cond, atol=1e-6)
     full = eps_marginal + 2.5 * (eps_cond - eps_marginal)
     assert torch.allclose(guide.guided_eps(x, 300, y, 2.5), full, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random latent diffusion checkpoint in the diffusers folder layout."""
-    return save_latent_checkpoint(tmp_path_factory.mktemp("latent_ckpt"))
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return StandInTextEncoder()
-
-
-@pytest.fixture(scope="module")
-def bundle(checkpoint, text_encoder) -> LatentDiffusionBundle:
-    return load_latent_diffusion(checkpoint, CLASSES, TEMPLATE, device="cpu", text_encoder=text_encoder, text_batch_size=2)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """A tiny random open_clip CLIP, saved and loaded as a local-dir checkpoint."""
-    from dicap.backbones.clip import load_clip
-
-    return load_clip({"path": str(save_tiny_clip(tmp_path_factory.mktemp("clip")))})
 
 
 # --- the CLIP guide -------------------------------------------------------------------------------------

@@ -17,28 +17,12 @@ import torch
 from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule, model_to_pixels, pixels_to_model
 from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion, resolve_dtype
 from dicap.counterfactual import ddim
-from dicap.testing.tiny_models import SCHEDULER_CONFIG, TOKENS, WIDTH, T, save_clip_text_encoder, save_latent_checkpoint
-from latent_stand_ins import CLASSES, TEMPLATE, StandInTextEncoder
+from dicap.testing.tiny_models import SCHEDULER_CONFIG, TOKENS, WIDTH, T, save_clip_text_encoder
+from latent_stand_ins import CLASSES, TEMPLATE
 from latent_stand_ins import pixels as _pixels
 from latent_stand_ins import rmse as _rmse
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random latent diffusion checkpoint in the diffusers folder layout."""
-    return save_latent_checkpoint(tmp_path_factory.mktemp("latent_ckpt"))
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return StandInTextEncoder()
-
-
-@pytest.fixture(scope="module")
-def bundle(checkpoint, text_encoder) -> LatentDiffusionBundle:
-    return load_latent_diffusion(checkpoint, CLASSES, TEMPLATE, device="cpu", text_encoder=text_encoder, text_batch_size=2)
 
 
 # --- loading ----------------------------------------------------------------------------------------

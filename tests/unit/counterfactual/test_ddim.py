@@ -7,27 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule, model_to_pixels, pixels_to_model
+from dicap.backbones.diffusion import model_to_pixels, pixels_to_model
 from dicap.backbones.guides import ClassifierFreeGuide
 from dicap.counterfactual.ddim import ddim_move, invert, reconstruct, regenerate, timestep_path
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 T = 1000
-
-
-@pytest.fixture(scope="module")
-def diffusion() -> DiffusionBundle:
-    torch.manual_seed(0)
-    unet = build_unet(image_size=8, n_classes=3, model_cfg={"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4})
-    unet.requires_grad_(False)
-    return DiffusionBundle(unet.eval(), make_schedule(T), 3)
-
-
-@pytest.fixture
-def images() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1, torch.tensor([0, 1, 2])
 
 
 def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,37 +10,12 @@ import torch
 
 from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule, model_to_pixels, pixels_to_model
 from dicap.backbones.guides import ClassifierFreeGuide, make_guide
-from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion
 from dicap.counterfactual import ddim, generate
-from dicap.testing.tiny_models import T, save_latent_checkpoint, save_tiny_clip
-from latent_stand_ins import CLASSES, TEMPLATE, StandInTextEncoder, TinyStore
+from dicap.testing.tiny_models import T
+from latent_stand_ins import CLASSES, TEMPLATE, TinyStore
 from latent_stand_ins import pixels as _pixels
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random latent diffusion checkpoint in the diffusers folder layout."""
-    return save_latent_checkpoint(tmp_path_factory.mktemp("latent_ckpt"))
-
-
-@pytest.fixture(scope="module")
-def text_encoder():
-    return StandInTextEncoder()
-
-
-@pytest.fixture(scope="module")
-def bundle(checkpoint, text_encoder) -> LatentDiffusionBundle:
-    return load_latent_diffusion(checkpoint, CLASSES, TEMPLATE, device="cpu", text_encoder=text_encoder, text_batch_size=2)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """A tiny random open_clip CLIP, saved and loaded as a local-dir checkpoint."""
-    from dicap.backbones.clip import load_clip
-
-    return load_clip({"path": str(save_tiny_clip(tmp_path_factory.mktemp("clip")))})
 
 
 # --- generate() end to end ------------------------------------------------------------------------------
