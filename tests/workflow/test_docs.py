@@ -282,3 +282,17 @@ def test_the_cpu_only_override_asks_for_no_gpu(plans):
         assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
         asking = [line for line in out.stdout.splitlines() if "resources:" in line and re.search(r"\bgpu=[1-9]", line)]
         assert not asking, f"{len(asking)} jobs still ask for a GPU with `{command}`"
+
+
+REPO_PATH = re.compile(r"`((?:src|tests|benchmarks|scripts|rules|docs|results|slurm|envs|paper)/[\w./-]+\.(?:py|md|yaml|sh|smk|csv|json|rst))`")
+
+
+@pytest.mark.parametrize("doc", LINKED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_file_the_docs_name_exists(doc):
+    """A quoted path (`tests/unit/...py`, `src/dicap/...`) names a file of this checkout, or one the run writes."""
+    produced = ("results/", "build/", "logs/")
+    text = doc.read_text()
+    missing = sorted({p for p in REPO_PATH.findall(text)
+                      if not (REPO / p).exists() and not (REPO / "src" / "dicap" / p).exists() and not p.startswith(produced)
+                      and "<" not in p and "*" not in p})
+    assert not missing, f"{doc.relative_to(REPO)} names files that do not exist: {missing}"
