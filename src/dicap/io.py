@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -102,6 +103,25 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta:
 
     with atomic_output(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(meta or {}))
+        canonical_safetensors_header(tmp)
+
+
+def canonical_safetensors_header(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, so that equal tensors and
+    metadata give equal bytes.
+
+    safetensors serialises the header from a Rust hash map, whose order differs from process
+    to process: the same tensors were written in different bytes by two runs, which DVC and a
+    byte-for-byte comparison read as a change.  The data section and its offsets are untouched.
+    """
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data = f.read()
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -139,6 +159,7 @@ def save_state_dict(path: str | os.PathLike, module: Any) -> None:
 
     with atomic_output(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+        canonical_safetensors_header(tmp)
 
 
 def write_table(path: str | os.PathLike, frame: "Any") -> None:

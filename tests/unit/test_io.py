@@ -123,3 +123,28 @@ def test_outputs_follow_the_umask(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~umask
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("meta", [None, {"method": "cocoop", "learner": "cocoop", "seed": "1"}, {"z": "1", "a": "2", "m": ""}])
+def test_safetensors_headers_are_canonical_so_equal_content_is_equal_bytes(tmp_path, meta):
+    """The header's keys are sorted (safetensors writes them in a per-process hash order)."""
+    import json
+    import struct
+
+    import numpy as np
+
+    from dicap.io import load_arrays, save_arrays
+
+    arrays = {name: np.arange(n, dtype=dtype) for n, (name, dtype) in enumerate(
+        [("b", np.float32), ("a", np.int64), ("ctx", np.float32), ("c", np.uint8)], start=1)}
+    save_arrays(tmp_path / "x.safetensors", arrays, meta)
+    raw = (tmp_path / "x.safetensors").read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    assert size % 8 == 0
+    header = raw[8:8 + size].decode().rstrip(" ")
+    assert header == json.dumps(json.loads(header), sort_keys=True, separators=(",", ":"))
+    assert {k: v.tolist() for k, v in load_arrays(tmp_path / "x.safetensors").items()} == {k: v.tolist() for k, v in arrays.items()}
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "x.safetensors"), "np") as f:
+        assert f.metadata() == (meta or {}) or (meta is None and f.metadata() in (None, {}))
