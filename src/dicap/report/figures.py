@@ -57,10 +57,10 @@ def plot_table1(table_csv: Path, out: Path) -> None:
 def plot_counterfactual_grid(
     dataset_dir: Path, split_file: Path, images: list[Path], audits: list[Path], out: Path, n: int = 8
 ) -> None:
-    """One row per example: factual | s = 0 | generated at each s | true counterfactual.
+    """One row per example: factual | guidance_scale = 0 | generated at each guidance scale | true counterfactual.
 
     ``images`` and ``audits`` are merged counterfactual files and their per-image audits,
-    one pair per guidance scale, the first being the main run (which also holds the unguided s = 0
+    one pair per guidance scale, the first being the main run (which also holds the unguided guidance_scale = 0
     regeneration and the true counterfactual).  Each cell's caption is the independent
     oracle's verdict: a tick when it sees ``y_cf``, else the class it sees.
     """
@@ -71,7 +71,7 @@ def plot_counterfactual_grid(
     main_arrays, main_audit = runs[0]
     pick = np.linspace(0, len(main_audit) - 1, min(n, len(main_audit))).round().astype(int)
     columns = [("factual", store.pixels(split.iloc[main_audit["row"].to_numpy()[pick]]), None)]
-    columns.append(("s = 0 (unguided)", main_arrays[UNGUIDED][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
+    columns.append(("guidance_scale = 0 (unguided)", main_arrays[UNGUIDED][pick], main_audit["unguided_oracle_label"].to_numpy()[pick]))
     for arrays, audit in sorted(runs, key=lambda run: float(run[1]["guidance_scale"].iloc[0])):
         columns.append((f"guidance_scale = {float(audit['guidance_scale'].iloc[0]):g}", arrays[GENERATED][pick], audit["oracle_label"].to_numpy()[pick]))
     columns.append(("true cf", main_arrays[TRUE][pick], main_audit["true_oracle_label"].to_numpy()[pick]))
