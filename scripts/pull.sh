@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the shared artifacts (data, splits, backbones, counterfactuals, CLIP features) from the
-# DVC remote, then tell Snakemake they are current.
+# Fetch the shared artifacts (data, splits, backbones, counterfactuals, CLIP features; the paper
+# suite's download markers too) from the DVC remote, then tell Snakemake they are current.
 #   bash scripts/pull.sh            # the embedded suite (dvc.yaml)
 #   bash scripts/pull.sh paper      # the paper suite (paper/dvc.yaml), pushed from a cluster
 # Further arguments go to `dvc pull` (for example `-r myremote`).
@@ -15,11 +15,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH" DVC_NO_ANALYTICS=1
 
-pipeline=dvc.yaml configs=(--configfile config.yaml)
+# Only the stages that hold the shared artifacts: a stage nobody recorded (an ablation, the
+# tables) has nothing on the remote, and pulling the whole pipeline would fail on it.
+stages=(dvc.yaml:artifacts) configs=(--configfile config.yaml)
 if [[ ${1:-} == paper ]]; then
   shift
-  pipeline=paper/dvc.yaml configs=(--configfile config.yaml config.paper.yaml)
+  stages=(paper/dvc.yaml:source paper/dvc.yaml:artifacts) configs=(--configfile config.yaml config.paper.yaml)
 fi
-dvc pull "$@" "$pipeline"
+dvc pull "$@" "${stages[@]}"
 snakemake artifacts --cores 1 --touch "${configs[@]}" > /dev/null  # targets first: --configfile takes all that follows
 echo "pull.sh: artifacts pulled and marked current; snakemake -n now plans only what they do not cover" >&2
