@@ -16,9 +16,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from dicap import layout, worker
-from dicap.plan import PROMPT_ABLATIONS, Plan, split_key
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
+from dicap.plan import PROMPT_ABLATIONS, Plan
 
 min_version("9.0")
 

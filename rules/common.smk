@@ -10,14 +10,14 @@
 # Counterfactual-dependent artifacts carry a {variant} of the counterfactual settings
 # (layout.py makes and reads the names):
 #   main           - config.yaml's counterfactual block as it is (Table 1 uses it)
-#   s<value>       - the same with guidance scale s = <value> (ablation_guidance_scale, figures)
+#   guidance_scale<value> - the same with another guidance scale (ablation_guidance_scale, figures)
 #   sample_<name>  - the same with another y_cf sampling strategy (ablation_sampling)
 #   true_cf        - main's targets, but the *true* counterfactuals (the positive control; ablation_true_cf)
 #   unbiased_shots - CoOp on an unbiased draw of the shots, no counterfactuals (the negative control)
 #   ctx<n>         - main's counterfactuals, n context tokens initialised at random (ablation_context)
 #   cfw<w>, cft<t> - main's counterfactuals, DiCap's loss weight or temperature changed (ablation_loss)
 
-PLAN = Plan(config)  # the study's grid (src/dicap/plan.py): every decision below is its
+PLAN = Plan(config)  # the study's grid (src/dicap/plan.py): the names below only read it
 B = PLAN.build
 log_path, bench_path = layout.log_path, layout.benchmark_path
 COUNTERFACTUAL = config["counterfactual"]
@@ -28,7 +28,7 @@ DATA_FILES = [B(layout.DATA_TABLE), B(layout.DATA_CLASSES)] + ([] if PAPER else 
 # The few-shot file is keyed by a hash of the parameters that draw it (CoOp keys its cache by
 # shots and seed only, and silently reuses a stale one): other shots are another file.
 SPLIT_PARAMS_BY_KEY = PLAN.split_params_by_key
-SPLIT = B(layout.SPLIT, split_key=split_key(PLAN.split_params["shots"]))
+SPLIT = B(layout.SPLIT, split_key=PLAN.split_keys["shots"])
 # Retrieval and VQA (Tables 2, 3): the embedded suite scores them on its classification
 # datasets (their shots, features and counterfactuals); the paper suite on datasets of their
 # own (Flickr30k, MSCOCO, VQAv2), each drawing `tasks.percent` % of its pool for training.

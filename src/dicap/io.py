@@ -99,29 +99,25 @@ def _json_default(obj: Any) -> Any:
 
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str] | None = None) -> None:
     """Save numpy arrays as safetensors (no torch needed, no pickle)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
+    blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=dict(meta or {}))
     with atomic_output(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(meta or {}))
-        canonical_safetensors_header(tmp)
+        tmp.write_bytes(canonical_safetensors(blob))
 
 
-def canonical_safetensors_header(path: str | os.PathLike) -> None:
-    """Rewrite a safetensors file's JSON header with sorted keys, so that equal tensors and
+def canonical_safetensors(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its JSON header's keys sorted, so that equal tensors and
     metadata give equal bytes.
 
     safetensors serialises the header from a Rust hash map, whose order differs from process
     to process: the same tensors were written in different bytes by two runs, which DVC and a
     byte-for-byte comparison read as a change.  The data section and its offsets are untouched.
     """
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        data = f.read()
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    (size,) = struct.unpack("<Q", blob[:8])
+    text = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + data)
+    return struct.pack("<Q", len(text)) + text + blob[8 + size :]
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -155,11 +151,11 @@ def load_state_dict(path: str | os.PathLike, module: Any) -> Any:
 
 def save_state_dict(path: str | os.PathLike, module: Any) -> None:
     """Save a torch module's weights as safetensors (CPU copies, so CUDA-trained ones load anywhere)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    blob = save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     with atomic_output(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
-        canonical_safetensors_header(tmp)
+        tmp.write_bytes(canonical_safetensors(blob))
 
 
 def write_table(path: str | os.PathLike, frame: "Any") -> None:

@@ -21,7 +21,9 @@ from dicap.prompting.methods import method_params, parse_method
 # The ablations by name (``snakemake ablation_<name>``); the prompt ablations change only the
 # prompt training, so they have no audit of their own.
 ABLATION_NAMES = ("guidance_scale", "sampling", "true_cf", "context", "loss")
-PROMPT_ABLATIONS = ("context", "loss")
+# Each prompt ablation, with the prompt keys it sweeps (its rows carry these settings).
+PROMPT_ABLATION_KEYS = {"context": ("n_ctx",), "loss": ("cf_weight", "cf_temperature")}
+PROMPT_ABLATIONS = tuple(PROMPT_ABLATION_KEYS)
 # The two shortcut controls: CoOp on unbiased shots (negative), DiCap on the true counterfactuals (positive).
 CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
 SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
@@ -76,7 +78,12 @@ class Plan:
 
     @cached_property
     def split_params_by_key(self) -> dict[str, dict[str, Any]]:
-        return {split_key(p): p for p in self.split_params.values()}
+        return {self.split_keys[kind]: p for kind, p in self.split_params.items()}
+
+    @cached_property
+    def split_keys(self) -> dict[str, str]:
+        """Each kind of split's file key, hashed once (every job's input function asks for it)."""
+        return {kind: split_key(p) for kind, p in self.split_params.items()}
 
     def split_kind(self, dataset: str, variant: str = layout.MAIN) -> str:
         """The split a job reads: a text dataset's, the negative control's, or the shots."""
@@ -85,7 +92,7 @@ class Plan:
         return "unbiased" if variant == layout.UNBIASED_SHOTS else "shots"
 
     def split_path(self, dataset: str, seed: int | str, variant: str = layout.MAIN) -> str:
-        key = split_key(self.split_params[self.split_kind(dataset, variant)])
+        key = self.split_keys[self.split_kind(dataset, variant)]
         return self.build(layout.SPLIT, dataset=dataset, seed=seed, split_key=key)
 
     def data_params(self, dataset: str) -> dict[str, Any]:
@@ -149,7 +156,7 @@ class Plan:
     def prompt_ablation_settings(self, ablation: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Variant -> method -> the values of the ablated keys it trains with, main included: the
         learner's own recipe counts, so a row's setting is what really trained."""
-        keys = {"context": ("n_ctx",), "loss": ("cf_weight", "cf_temperature")}[ablation]
+        keys = PROMPT_ABLATION_KEYS[ablation]
         variants = [layout.MAIN, *self.ablations[ablation]]
         return {v: {m: {k: self.training_params(m, v)[k] for k in keys} for m in self.variant_methods(v)}
                 for v in dict.fromkeys(variants)}

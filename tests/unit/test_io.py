@@ -74,21 +74,21 @@ def test_write_json_is_canonical(tmp_path):
 
 def test_disk_full_keeps_the_old_output_and_names_the_path(tmp_path, monkeypatch):
     import errno
+    from pathlib import Path
 
     import numpy as np
-    import safetensors.numpy
 
     from dicap.io import load_arrays, save_arrays
 
     target = tmp_path / "features.safetensors"
     save_arrays(target, {"x": np.ones(3, np.float32)})
 
-    def full_disk(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
-            handle.write(b"partial")
+    def full_disk(path, data):  # the file is written whole, once: fail half-way through
+        with open(path, "wb") as handle:
+            handle.write(data[:7])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
         save_arrays(target, {"x": np.zeros(3, np.float32)})
     assert np.array_equal(load_arrays(target)["x"], np.ones(3, np.float32))

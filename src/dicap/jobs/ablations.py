@@ -46,24 +46,23 @@ def ablation_true_cf(
     _ablation("counterfactuals", datasets, metrics, audits, oracle_reports, out_csv, out_png)
 
 
-def _prompt_ablation(ablation: str, datasets: list[str], metrics: list[Path], settings: dict[str, Any], out_csv: Path,
-                     out_png: Path) -> None:
+def _prompt_ablation(datasets: list[str], metrics: list[Path], settings: dict[str, Any], out_csv: Path, out_png: Path) -> None:
     from dicap.io import write_table
     from dicap.report.ablations import build_prompt_ablation, plot_prompt_ablation
 
-    table = build_prompt_ablation(metrics, datasets, ablation, settings)
+    table = build_prompt_ablation(metrics, datasets, settings)
     write_table(out_csv, table)
-    plot_prompt_ablation(table, ablation, settings, out_png)
+    plot_prompt_ablation(table, settings, out_png)
 
 
 def ablation_context(datasets: list[str], metrics: list[Path], settings: Annotated[dict[str, Any], SETTINGS],
                      out_csv: Path, out_png: Path) -> None:
     """CoOp's and DiCap's accuracy against the context length (random initial context for every length)."""
-    _prompt_ablation("context", datasets, metrics, settings, out_csv, out_png)
+    _prompt_ablation(datasets, metrics, settings, out_csv, out_png)
 
 
 def ablation_loss(datasets: list[str], metrics: list[Path], settings: Annotated[dict[str, Any], SETTINGS],
                   out_csv: Path, out_png: Path) -> None:
     """dicap's and dicap_pos' accuracy against the counterfactual loss weight and temperature."""
-    _prompt_ablation("loss", datasets, metrics, settings, out_csv, out_png)
+    _prompt_ablation(datasets, metrics, settings, out_csv, out_png)
 

@@ -101,11 +101,15 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
 
 # --- prompt ablations: one change to the prompt training, main's counterfactuals ---------------
 
-PROMPT_SETTINGS = {"context": ["n_ctx"], "loss": ["cf_weight", "cf_temperature"]}
-Settings = dict[str, dict[str, dict[str, float]]]  # variant -> method -> the setting each trained with
+Settings = dict[str, dict[str, dict[str, float]]]  # variant -> method -> the swept settings it trained with
 
 
-def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablation: str, settings: Settings) -> pd.DataFrame:
+def swept_keys(settings: Settings) -> list[str]:
+    """The prompt keys an ablation sweeps: those its settings give (plan.PROMPT_ABLATION_KEYS)."""
+    return list(next(iter(settings[layout.MAIN].values())))
+
+
+def build_prompt_ablation(metric_files: list[Path], datasets: list[str], settings: Settings) -> pd.DataFrame:
     """Accuracy per setting and method; each row's settings are those the method trained with
     in that variant (the plan's, so a learner's own recipe counts).
 
@@ -114,14 +118,14 @@ def build_prompt_ablation(metric_files: list[Path], datasets: list[str], ablatio
     """
     table = accuracy_by_variant(read_metrics(metric_files, datasets))
     table = table[table["method"].isin(set(table.loc[table["variant"] != layout.MAIN, "method"]))]
-    keys = PROMPT_SETTINGS[ablation]
+    keys = swept_keys(settings)
     for key in keys:
         table[key] = [settings[v][m][key] for v, m in zip(table["variant"], table["method"])]
     front = ["dataset", "variant", "method", *keys]
     return table[front + [c for c in table.columns if c not in front]].round(4)
 
 
-def plot_prompt_ablation(table: pd.DataFrame, ablation: str, settings: Settings, out: Path) -> None:
+def plot_prompt_ablation(table: pd.DataFrame, settings: Settings, out: Path) -> None:
     """Per dataset and swept setting: base, novel and HM of each method along the setting (log axis).
 
     For the loss, each sweep holds the other setting at the method's main value, so the two
@@ -129,7 +133,7 @@ def plot_prompt_ablation(table: pd.DataFrame, ablation: str, settings: Settings,
     """
     plt = pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
-    keys = PROMPT_SETTINGS[ablation]
+    keys = swept_keys(settings)
     fig, axes = plt.subplots(len(datasets), len(keys), figsize=(5 * len(keys), 3.2 * len(datasets)), squeeze=False)
     for row, dataset in zip(axes, datasets):
         for ax, key in zip(row, keys):

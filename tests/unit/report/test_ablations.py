@@ -52,8 +52,8 @@ def test_prompt_ablation_rows_carry_the_settings_each_method_trained_with(tmp_pa
         _metrics(tmp_path / "metrics" / "shapes" / variant / "seed1.csv", ["dicap", "dicap_pos"], 60.0)
     settings = {"main": {"dicap": {"cf_weight": 1.0, "cf_temperature": 0.07}, "dicap_pos": {"cf_weight": 2.0, "cf_temperature": 0.07}},
                 "cfw0.5": {"dicap": {"cf_weight": 0.5, "cf_temperature": 0.07}, "dicap_pos": {"cf_weight": 0.5, "cf_temperature": 0.07}}}
-    table = build_prompt_ablation(sorted((tmp_path / "metrics").rglob("*.csv")), ["shapes"], "loss", settings)
+    table = build_prompt_ablation(sorted((tmp_path / "metrics").rglob("*.csv")), ["shapes"], settings)
     by = table.set_index(["variant", "method"])["cf_weight"]
     assert by[("main", "dicap_pos")] == 2.0 and by[("main", "dicap")] == 1.0 and by[("cfw0.5", "dicap")] == 0.5
-    plot_prompt_ablation(table, "loss", settings, tmp_path / "loss.png")
+    plot_prompt_ablation(table, settings, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
