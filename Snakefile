@@ -11,9 +11,17 @@ function of that name in src/dicap/jobs/X.py; src/dicap/layout.py names every pa
 """
 
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+
+# A checkout whose package is not installed (`snakemake -n` before `bash scripts/run.sh`) plans
+# with its own src/; an installed one (or PYTHONPATH) wins, so a copy of the code can be tried.
+try:
+    import dicap  # noqa: F401
+except ModuleNotFoundError:
+    sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from dicap import layout, worker
 from dicap.code_version import code_version
