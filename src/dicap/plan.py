@@ -167,11 +167,17 @@ class Plan:
         shots, same counterfactuals)."""
         return layout.MAIN if layout.parse_variant(variant).prompt else variant
 
-    @staticmethod
-    def counterfactual_variant(variant: str) -> str | None:
+    def counterfactual_variant(self, variant: str) -> str | None:
         """Whose counterfactual files a variant trains on: its own, main's (true_cf and the
-        prompt variants), or none (the negative control)."""
-        return None if variant == layout.UNBIASED_SHOTS else layout.generated_variant(variant)
+        prompt variants), or none: the negative control, and any variant none of whose methods
+        (main: nor the text tasks') uses counterfactuals, so that a baseline-only study never
+        trains a diffusion model."""
+        if variant == layout.UNBIASED_SHOTS:
+            return None
+        methods = self.variant_methods(variant) + (list(self.config["tasks"]["methods"]) if variant == layout.MAIN else [])
+        if not any(parse_method(m).uses_counterfactuals for m in methods):
+            return None
+        return layout.generated_variant(variant)
 
     # --- cluster resources -----------------------------------------------------------------
 

@@ -28,12 +28,15 @@ def training_set(
     the vision tower itself (MaPLe).
     """
     wanted = layout.parse_variant(variant).counterfactuals
-    if (wanted == "none") != (counterfactual_images is None or counterfactual_table is None):
+    given = counterfactual_images is not None and counterfactual_table is not None
+    if (counterfactual_images is None) != (counterfactual_table is None) or (wanted == "none" and given):
         raise ValueError(f"variant {variant!r} trains on {wanted!r} counterfactuals: give --counterfactual-images and "
-                         "--counterfactual-table exactly when it trains on some")
+                         "--counterfactual-table together, and only to a variant that trains on some")
     rows = pd.read_parquet(split)
     out = {"train": rows, "train_labels": rows["label"].to_numpy()}
-    if wanted != "none":
+    # None given to a variant that could train on some: the plan found no method of it that
+    # does (Plan.counterfactual_variant), and the trainer refuses a DiCap method without them.
+    if wanted != "none" and given:
         key = TRUE if wanted == "true" else GENERATED
         arrays = load_arrays(counterfactual_images)
         if key not in arrays:

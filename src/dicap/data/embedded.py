@@ -33,6 +33,17 @@ def _split_plan(params: dict[str, Any]) -> dict[str, tuple[int, tuple[float, flo
     }
 
 
+CAPTION_NOISE_KEYS = ("template_variety", "synonym_share", "unnamed_share", "label_noise")
+
+
+def _styled(split: str, f: scm.Factors, params: dict[str, Any], style_draw: np.random.Generator) -> scm.Factors:
+    """The downstream splits in the downstream style; a ``pretrain_style_share`` of pretraining too."""
+    style = scm.STYLES.index(params.get("downstream_style", "photo"))
+    if split == "pretrain":
+        style = style if style_draw.random() < params.get("pretrain_style_share", 0.0) else 0
+    return scm.Factors(**{**f.__dict__, "style": style})
+
+
 def _renders(split: str, label: int, f: scm.Factors, world: list[int], paired_draw: np.random.Generator,
              strength: float) -> list[scm.Factors]:
     """The factor settings one drawn object is rendered with in ``split``.
@@ -62,6 +73,8 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) 
     strength = params.get("pretrain_spurious_strength", 0.0)
     world = scm.draw_pairing(seed, list(base_novel_split(len(classes))))
     paired_draw = np.random.default_rng([seed, 7])
+    style_draw = np.random.default_rng([seed, 11])
+    noise = {k: params.get(k, 0.0) for k in CAPTION_NOISE_KEYS}
     images: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     for split, (per_class, glyph_range) in _split_plan(params).items():
@@ -69,11 +82,12 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) 
         factors = scm.sample_factors(rng, len(labels), glyph_range)
         pixels = []
         for label, drawn in tqdm(list(zip(labels, factors)), desc=f"{dataset}/{split}", mininterval=2):
+            drawn = _styled(split, drawn, params, style_draw)
             for f in _renders(split, int(label), drawn, world, paired_draw, strength):
                 pixels.append(scm.render(dataset, int(label), f, size))
                 rows.append({
                     "split": split, "index": len(pixels) - 1, "label": int(label), "class_name": classes[label],
-                    **f.__dict__, "caption": scm.caption(dataset, int(label), f),
+                    **f.__dict__, "caption": scm.web_caption(dataset, int(label), f, noise) if split == "pretrain" else scm.caption(dataset, int(label), f),
                 })
         images[split] = np.stack(pixels)
     out = Path(out_dir)

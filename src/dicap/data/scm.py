@@ -57,7 +57,15 @@ SUPERSAMPLE = 4
 # corresponding sample of any other class (the digits' share of u).
 GLYPH_CODES = 10_000
 
-FACTOR_COLUMNS = ["bg", "fg", "cx", "cy", "scale", "texture", "noise_seed", "glyph"]
+FACTOR_COLUMNS = ["bg", "fg", "cx", "cy", "scale", "texture", "noise_seed", "glyph", "style"]
+
+# Render styles: ``photo`` is what pretraining mostly shows; the downstream datasets are rendered
+# in one of the others (data.downstream_style), which pretraining shows rarely
+# (data.pretrain_style_share), always captioned with its own words.  That is the gap between
+# web pretraining and a downstream dataset (satellite images, sketches, textures) that a
+# learned context closes and a hand-written "a photo of a" does not.
+STYLES = ("photo", "negative", "outline", "faded")
+STYLE_PHRASES = {"negative": "a negative photo of a", "outline": "an outline drawing of a", "faded": "a faded print of a"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Factors:
     texture: float
     noise_seed: int
     glyph: int = 0  # which handwriting sample, as a quantile code in [0, GLYPH_CODES): part of u
+    style: int = 0  # index into STYLES: how the scene is drawn (a dataset-level, non-causal factor)
 
 
 def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -157,8 +166,17 @@ def render(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
     stripes = np.sin(np.arange(size) * 2.1 + rng.uniform(0, 2 * np.pi))[None, :, None]
     obj = np.asarray(OBJECTS[OBJECT_NAMES[f.fg]], np.float32) * (1 - f.texture * (0.5 + 0.5 * stripes))
     bg = np.asarray(BACKGROUNDS[BACKGROUND_NAMES[f.bg]], np.float32)
+    style = STYLES[f.style]
+    if style == "outline":  # the object's rim only: coverage minus its 4-neighbour erosion
+        padded = np.pad(cover[..., 0], 1, mode="edge")
+        inner = np.minimum.reduce([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:], cover[..., 0]])
+        cover = np.clip(cover - inner[..., None] * 0.85, 0, 1)
     img = bg * (1 - cover) + obj * cover
+    if style == "faded":  # low contrast, washed towards grey
+        img = 0.45 * img + 0.55 * 150.0
     img = img + rng.normal(0, PIXEL_NOISE_STD, size=img.shape)
+    if style == "negative":
+        img = 255.0 - img
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -192,6 +210,56 @@ def sample_factors(
             )
         )
     return out
+
+
+# Words the web uses for each class besides the name the dataset's prompts use.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "circle": ("disc", "round shape"), "square": ("box", "block"), "triangle": ("wedge", "three-sided shape"),
+    "plus": ("plus sign", "upright cross"), "cross": ("x", "saltire"), "ring": ("hoop", "donut"),
+    "diamond": ("rhombus", "lozenge"), "bar": ("stripe", "strip"), "tee": ("t shape", "letter t"),
+    "semicircle": ("half circle", "dome"),
+    **{name: (str(i), f"number {i}") for i, name in enumerate(DIGIT_CLASSES)},
+}
+# Web alt-text wordings around the class; the zero-shot template's own is one of them.
+WEB_TEMPLATES = (
+    "a photo of a {}.", "a picture of a {}.", "an image of the {}.", "{}.", "a {} on a plain background.",
+    "there is a {} here.", "a drawing of a {}.", "the {} seen up close.", "my {}.", "a rendering of a {}.",
+)
+
+
+def web_caption(dataset: str, label: int, f: Factors, noise: dict[str, float]) -> str:
+    """A pretraining caption as the web writes them, not as the downstream prompt does.
+
+    Varied wordings (:data:`WEB_TEMPLATES`), the class named by a synonym
+    (``synonym_share``), not at all (``unnamed_share``: "a red object on navy.") or wrongly
+    (``label_noise``: another class of the dataset), plus a random subset of the factors; a
+    styled image names its style.  Every choice comes from the image's own noise seed, so the
+    captions are reproducible.  With every share 0 it is :func:`caption`.
+    """
+    rng = np.random.default_rng([f.noise_seed, 0xCA9])
+    names = class_names(dataset)
+    if rng.random() < noise.get("label_noise", 0.0):
+        label = int(rng.choice([k for k in range(len(names)) if k != label]))
+    name = names[label]
+    if rng.random() < noise.get("synonym_share", 0.0):
+        name = str(rng.choice(SYNONYMS[name]))
+    if rng.random() < noise.get("unnamed_share", 0.0):
+        name = "object"
+    if not any(noise.get(k, 0.0) for k in ("label_noise", "synonym_share", "unnamed_share", "template_variety")) and not f.style:
+        return caption(dataset, label, f)
+    template = WEB_TEMPLATES[0]
+    if rng.random() < noise.get("template_variety", 0.0):
+        template = str(rng.choice(WEB_TEMPLATES))
+    if f.style:
+        template = STYLE_PHRASES[STYLES[f.style]] + " {}."
+    keep = rng.random(4) < 0.5
+    words = [size_word(f) if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", name]
+    text = template.format(" ".join(w for w in words if w)).rstrip(".")
+    if keep[2]:
+        text += f" on {BACKGROUND_NAMES[f.bg]}"
+    if keep[3]:
+        text += f", {horizontal_word(f)}"
+    return text + "."
 
 
 def class_names(dataset: str) -> list[str]:

@@ -84,7 +84,7 @@ def questions(dataset: str, label: int, f: scm.Factors) -> list[Question]:
     return out
 
 
-_INTEGER_FACTORS = ("bg", "fg", "noise_seed", "glyph")
+_INTEGER_FACTORS = ("bg", "fg", "noise_seed", "glyph", "style")
 
 
 def _factors(row: pd.Series) -> scm.Factors:

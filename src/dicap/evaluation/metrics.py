@@ -58,6 +58,21 @@ def base_novel(similarities: torch.Tensor, labels: torch.Tensor, base: list[int]
             "base_worst": 100 * scores["base_worst"], "novel_worst": 100 * scores["novel_worst"]}
 
 
+def linear_probe_accuracy(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray,
+                          seed: int = 0) -> float:
+    """Accuracy of a logistic-regression probe on frozen image features (CLIP's linear probe).
+
+    It says whether the features carry the class at all, whatever the text tower makes of
+    it: the calibration's check that the frozen image encoder is not what limits prompt
+    learning (real CLIP's probes read these datasets' classes).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    probe.fit(np.asarray(train_f, np.float64), np.asarray(train_y))
+    return float((probe.predict(np.asarray(test_f, np.float64)) == np.asarray(test_y)).mean())
+
+
 def zero_shot_accuracy(image_f: np.ndarray, labels: np.ndarray, text_f: np.ndarray) -> float:
     """Accuracy when every class competes (the backbone report's zero-shot number).
 

@@ -37,7 +37,7 @@ def clip_backbone(
     from dicap.backbones import clip
     from dicap.data.store import DatasetStore
     from dicap.data.vocabulary import OBJECT_TERMS
-    from dicap.evaluation.metrics import zero_shot_accuracy
+    from dicap.evaluation.metrics import linear_probe_accuracy, zero_shot_accuracy
     from dicap.guards import check_finite
     from dicap.io import atomic_dir, provenance, write_json
 
@@ -63,11 +63,17 @@ def clip_backbone(
         text = bundle.encode_texts([params["template"].format(c) for c in names]).numpy()
         check_finite(class_text_features, {"class text features": text, "test image features": features})
         accuracy = None if store.is_text_task else zero_shot_accuracy(features, test["label"].to_numpy(), text)
+        probe = None
+        if not pretrained and not store.is_text_task:  # the tiny CLIP: its features must carry the class
+            pool = store.split("train")
+            probe = linear_probe_accuracy(bundle.encode_rows(store, pool), pool["label"].to_numpy(), features,
+                                          test["label"].to_numpy())
         clip.save_class_text_features(class_text_features, text)
         write_json(report, {
-            "zero_shot_accuracy": accuracy, "zero_shot_split": split, "final_loss": _final_loss(losses),
+            "zero_shot_accuracy": accuracy, "zero_shot_split": split, "linear_probe_accuracy": probe, "final_loss": _final_loss(losses),
             **provenance(params, seed),
         })
+    log.info("linear probe on %s: %s", split, probe)
     log.info("zero-shot accuracy on %s: %s", split, "none (no classes)" if accuracy is None else f"{accuracy:.3f}")
 
 

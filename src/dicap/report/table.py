@@ -118,6 +118,7 @@ def build_backbone_report(
         rows.append({
             "dataset": dataset,
             "clip_zero_shot_accuracy": read_json(clip[dataset])["zero_shot_accuracy"],
+            "clip_linear_probe": read_json(clip[dataset]).get("linear_probe_accuracy"),
             "diffusion_final_loss": read_json(diffusion[dataset])["final_loss"],
             # NaN rows were not sampled (counterfactual.reconstruction_fraction): the mean of the measured ones
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(skipna=True),
