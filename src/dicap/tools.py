@@ -15,7 +15,11 @@ __all__ = ["record_reference", "readme_results"]
 
 def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
                      shortcut: Path | None = None, table2: Path | None = None, table3: Path | None = None) -> None:
-    """Freeze this run's numbers (and this machine) as the reference later runs compare with."""
+    """Freeze this run's numbers (and this machine) as the reference later runs compare with.
+
+    Each number is recorded with its seed std and seed count (``std``, ``n``), which size its
+    tolerance in later runs, and the machine record names the CPU down to its SIMD flags.
+    """
     from dicap.report.reproduction import record_reference as record
     from dicap.report.reproduction import regenerated_numbers, task_tables
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
-from dicap.tools import readme_results
+from dicap.io import read_json
+from dicap.tools import readme_results, record_reference
 from helpers import REPO
 
 REFERENCE = REPO / "results" / "reference" / "embedded.csv"
@@ -17,3 +19,16 @@ def test_the_job_writes_the_tables_and_its_check_fails_on_a_stale_file(tmp_path)
     readme_results(REFERENCE, out)
     readme_results(REFERENCE, out, check=True)
     assert out.read_text() == (REPO / "results" / "reference" / "embedded.md").read_text()
+
+
+def test_the_recorded_reference_carries_each_numbers_seed_spread_and_the_cpu(tmp_path):
+    pd.DataFrame({"suite": "embedded", "split": "test_unbiased", "dataset": ["digits"] * 2, "method": ["coop", "average"],
+                  "base": [70.0, 71.0], "base_std": [2.5, None], "novel": [50.0, 51.0], "novel_std": [1.5, None],
+                  "hm": [58.3, 59.3], "hm_std": [1.0, None], "seeds": "1 2 3"}).to_csv(tmp_path / "table1.csv", index=False)
+    (tmp_path / "table1.provenance.json").write_text('{"config_hash": "abc"}')
+    record_reference(tmp_path / "table1.csv", tmp_path / "embedded.csv")
+    reference = pd.read_csv(tmp_path / "embedded.csv").set_index(["method", "metric"])
+    assert reference.loc[("coop", "base"), ["value", "std", "n"]].tolist() == [70.0, 2.5, 3]
+    assert reference.loc[("average", "hm"), ["std", "n"]].isna().all()  # the average row has no seed spread
+    machine = read_json(tmp_path / "embedded.machine.json")
+    assert machine["config_hash"] == "abc" and {"vendor", "family", "model", "model_name", "simd"} <= set(machine["cpu"])

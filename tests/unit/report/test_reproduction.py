@@ -1,21 +1,108 @@
 """The reproduction report (report/reproduction.py): every number compared with the reference
-within its tolerance, and the reference file itself."""
+within a tolerance sized by its seed spread (or a fixed bound), the machine record, the verdict,
+and the reference file itself."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import pandas as pd
 import pytest
 
+from dicap.report import reproduction
 from dicap.report.reproduction import (
     ACCURACY,
+    ACCURACY_FLOOR,
+    CPU_SE,
     EXACT,
+    KEY,
     RATE,
+    SEED_K,
     compare,
+    cpu,
+    cpu_from_cpuinfo,
+    describe_cpu,
+    describe_machine,
     read_reference,
     record_reference,
     regenerated_numbers,
+    same_cpu,
+    to_markdown,
     tolerance,
+    verdict,
 )
+
+# The first processor of /proc/cpuinfo on three machines (flags shortened to what matters).
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+stepping\t: 1
+flags\t\t: fpu sse sse2 avx fma avx2 bmi2 sha_ni vaes
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: not the first processor
+"""
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: avx fma avx2 avx512f avx512dq avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+"""
+NEOVERSE = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x1
+CPU part\t: 0xd0c
+"""
+
+
+def test_the_cpu_is_read_from_cpuinfo():
+    zen3 = cpu_from_cpuinfo(ZEN3)
+    assert (zen3["vendor"], zen3["family"], zen3["model"], zen3["model_name"]) == ("AuthenticAMD", 25, 1, "AMD EPYC")
+    assert {f for f, present in zen3["simd"].items() if present} == {"avx2", "fma"}
+    spr = cpu_from_cpuinfo(SAPPHIRE_RAPIDS)
+    assert (spr["vendor"], spr["family"], spr["model"]) == ("GenuineIntel", 6, 143)
+    assert all(spr["simd"].values()) and set(spr["simd"]) == set(reproduction.SIMD_FLAGS)
+    arm = cpu_from_cpuinfo(NEOVERSE)
+    assert (arm["vendor"], arm["family"], arm["model"], arm["model_name"]) == ("0x41", 8, 0xD0C, None)
+    assert not any(arm["simd"].values())
+    assert cpu_from_cpuinfo("") == {"vendor": None, "family": None, "model": None, "model_name": None, "simd": {}}
+
+
+def test_without_cpuinfo_the_name_comes_from_platform(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduction.platform, "processor", lambda: "arm")
+    assert cpu(tmp_path / "absent")["model_name"] == "arm" and same_cpu({"cpu": cpu(tmp_path / "absent")}, {"cpu": cpu(tmp_path / "absent")}) is None
+    (tmp_path / "cpuinfo").write_text(SAPPHIRE_RAPIDS)
+    assert cpu(tmp_path / "cpuinfo") == cpu_from_cpuinfo(SAPPHIRE_RAPIDS)
+
+
+def test_the_cpu_is_described_precisely_and_an_old_record_as_it_was():
+    assert describe_cpu(cpu_from_cpuinfo(ZEN3)) == (
+        "AMD EPYC (AuthenticAMD family 25 model 1; avx2 fma; no avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16)")
+    record = json.loads(json.dumps({"cpu": cpu_from_cpuinfo(ZEN3)}, sort_keys=True))  # as written to and read from JSON
+    assert describe_cpu(record["cpu"]) == describe_cpu(cpu_from_cpuinfo(ZEN3))
+    old = {"cpu": "AMD EPYC", "cores": 2, "versions": {"torch": "2.14.1"}, "recorded": "2026-11-30"}
+    assert describe_machine(old) == "AMD EPYC, 2 cores, torch 2.14.1, 2026-11-30"  # results/reference/embedded.md
+
+
+@pytest.mark.parametrize(("other", "same"), [
+    (ZEN3, True),
+    (ZEN3.replace("model\t\t: 1", "model\t\t: 17"), False),  # Zen 4
+    (ZEN3.replace("AuthenticAMD", "HygonGenuine", 1), False),
+    (ZEN3.replace(" avx2", "", 1), False),  # a hypervisor that hides AVX2
+    (ZEN3.replace("AMD EPYC", "AMD EPYC 7B13", 1), True),  # the name alone changes no kernel
+    (SAPPHIRE_RAPIDS, False),
+])
+def test_same_cpu_is_vendor_family_model_and_flags(other, same):
+    assert same_cpu({"cpu": cpu_from_cpuinfo(ZEN3)}, {"cpu": cpu_from_cpuinfo(other)}) is same
+    assert same_cpu({"cpu": "AMD EPYC"}, {"cpu": cpu_from_cpuinfo(other)}) is None  # a record from before
 
 
 @pytest.fixture
@@ -33,35 +120,89 @@ def tables(tmp_path):
     return tmp_path
 
 
-def test_every_number_is_compared_and_stds_are_not(tables):
+def test_every_number_is_compared_with_its_seed_spread_beside_it(tables):
     numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
     assert len(numbers) == 2 * 3 + 3  # base/novel/hm per method, three backbone numbers
-    assert not numbers["metric"].str.endswith("_std").any()
+    assert not numbers["metric"].str.endswith("_std").any() and "seeds" not in set(numbers["metric"])
+    t1 = numbers[numbers["table"] == "table1"].set_index(["method", "metric"])
+    assert t1.loc[("coop", "novel"), "std"] == 2.0 and (t1["n"] == 2).all()
+    assert numbers.loc[numbers["table"] == "backbones", ["std", "n"]].isna().all().all()  # no per-seed values
 
 
-@pytest.mark.parametrize(("shift", "inside"), [(0.0, True), (5.9, True), (-5.9, True), (6.1, False), (-20.0, False)])
-def test_accuracy_outside_tolerance_is_flagged(tables, shift, inside):
+def test_one_seed_is_no_number(tables):
+    t1 = pd.read_csv(tables / "table1.csv").assign(seeds=1)  # read back as an integer column
+    t1.to_csv(tables / "table1.csv", index=False)
+    numbers = regenerated_numbers(tables / "table1.csv")
+    assert set(numbers["metric"]) == {"base", "novel", "hm"} and (numbers["n"] == 1).all()
+    assert (compare(numbers, numbers)["rule"] == "fixed").all()  # one seed has no spread
+
+
+def test_the_reference_records_each_numbers_spread_and_machine(tables):
     numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
-    reference = numbers.copy()
-    record_reference(reference, tables / "reference.csv", tables / "table1.provenance.json")
+    record_reference(numbers, tables / "reference.csv", tables / "table1.provenance.json")
+    assert (tables / "reference.csv").read_text().splitlines()[:2] == [
+        "table,split,dataset,method,metric,value,std,n", "table1,test_unbiased,shapes,coop,base,90.0,1.0,2"]
     ref, machine = read_reference(tables / "reference.csv")
-    assert machine["config_hash"] == "abc" and machine["cpu"]
-    moved = numbers.copy()
-    moved.loc[moved["metric"] == "hm", "value"] += shift
-    result = compare(moved, ref)
-    hm = result[result["metric"] == "hm"]
-    assert (hm["within"] == ("yes" if inside else "NO")).all()
-    assert (result[result["metric"] != "hm"]["within"] == "yes").all()
+    assert machine["config_hash"] == "abc" and {"vendor", "family", "model", "model_name", "simd"} <= set(machine["cpu"])
+    assert ref["n"].tolist()[:6] == [2] * 6 and ref["n"].isna().sum() == 3
+
+
+@pytest.mark.parametrize("std", [0.5, 1.0, 2.5])
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_a_mean_may_move_by_k_seed_standard_errors_plus_the_floor(tables, std, n):
+    t1 = pd.read_csv(tables / "table1.csv").assign(hm_std=std, seeds=" ".join(map(str, range(1, n + 1))))
+    t1.to_csv(tables / "table1.csv", index=False)
+    numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
+    bound = SEED_K * math.sqrt(2 * std**2 / n) + ACCURACY_FLOOR
+    for shift, within in ((0.0, "yes"), (0.99 * bound, "yes"), (-0.99 * bound, "yes"), (1.01 * bound, "NO"), (-20.0, "NO")):
+        moved = numbers.copy()
+        moved.loc[moved["metric"] == "hm", "value"] += shift
+        result = compare(moved, numbers)
+        hm = result[result["metric"] == "hm"]
+        assert (hm["within"] == within).all() and (hm["rule"] == "seeds").all(), (shift, hm)
+        assert hm["tolerance"].tolist() == pytest.approx([bound] * 2, abs=1e-4)
+        assert (result[result["metric"] != "hm"]["within"] == "yes").all()
+
+
+def test_the_seed_bound_in_numbers():
+    """Three seed standard errors plus half a point: std 1 over 3 seeds on both sides is 3 x 0.816 + 0.5."""
+    reference = pd.DataFrame([{"table": "table1", "split": "s", "dataset": "d", "method": "m", "metric": "hm",
+                               "value": 60.0, "std": 1.0, "n": 3}])
+    result = compare(reference.assign(value=62.9), reference).iloc[0]
+    assert (result["se"], result["tolerance"], result["distance"]) == pytest.approx((0.8165, 2.9495, 3.5517), abs=2e-4)
+    assert result["within"] == "yes" and compare(reference.assign(value=63.0), reference).iloc[0]["within"] == "NO"
+
+
+def test_numbers_without_a_seed_spread_keep_their_fixed_bound(tables):
+    numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
+    numbers.loc[numbers["metric"] == "base", "std"] = 0.0  # every seed gave the same number: no spread to scale by
+    result = compare(numbers, numbers).set_index(["method", "metric"])
+    assert set(result.loc[(slice(None), "base"), "rule"]) == {"fixed"}
+    assert result.loc[("coop", "base"), "tolerance"] == ACCURACY.absolute
+    assert result.loc[("", "counterfactuals"), "tolerance"] == 0 and result.loc[("", "counterfactuals"), "rule"] == "fixed"
+
+
+def test_an_old_reference_falls_back_to_the_fixed_bounds_and_says_so(tables):
+    numbers = regenerated_numbers(tables / "table1.csv", tables / "backbones.csv")
+    numbers[[*KEY, "value"]].to_csv(tables / "old.csv", index=False)  # recorded before std and n
+    old, _ = read_reference(tables / "old.csv")
+    moved = numbers.assign(value=numbers["value"] + (numbers["metric"] == "hm") * 5.9)
+    result = compare(moved, old)
+    assert (result["rule"] == "fixed").all() and (result["within"] == "yes").all()
+    assert "The reference records no seed spread" in to_markdown(result, {"cpu": "AMD EPYC"}, {"cpu": cpu_from_cpuinfo(ZEN3)})
+    assert "records no seed spread" not in to_markdown(compare(moved, numbers), None, {"cpu": cpu_from_cpuinfo(ZEN3)})
 
 
 def test_without_a_reference_nothing_claims_to_match(tables):
     result = compare(regenerated_numbers(tables / "table1.csv"), None)
     assert (result["within"] == "no reference").all()
+    assert verdict(result, None, {"cpu": cpu_from_cpuinfo(ZEN3)})[-1] == "No reference to compare with: nothing here is judged."
 
 
 def test_tolerance_families():
     assert tolerance("hm") is ACCURACY and tolerance("valid") is RATE and tolerance("counterfactuals") is EXACT
     assert tolerance("inversion_reconstruction_mse").bound(0.002) == pytest.approx(0.001)
+    assert tolerance("inversion_reconstruction_mse").floor is None and EXACT.floor is None  # never scaled by seeds
     # Tables 2 and 3 are percentages; the backbones' and the audit's accuracies are shares of 1
     for metric in ("i2t_r1", "novel_i2t_r10", "t2i_r5", "vqa_accuracy", "top1", "colour_accuracy"):
         assert tolerance(metric, "table2" if "_r" in metric else "table3") is ACCURACY
@@ -73,3 +214,65 @@ def test_a_file_without_the_columns_is_not_a_reference(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="x.csv is not a reference file"):
         read_reference(tmp_path / "x.csv")
+
+
+# --- the verdict: three cases, from the rows --------------------------------------------------
+
+STD, N = 3.0, 3
+SE = math.sqrt(2 * STD**2 / N)  # the seed standard error of a difference of two 3-seed means
+ZEN3_RUN, ZEN3_REF, XEON = ({"cpu": cpu_from_cpuinfo(t)} for t in (ZEN3, ZEN3, SAPPHIRE_RAPIDS))
+
+
+def _judged(distances: list[float], fixed_shift: float = 0.0) -> pd.DataFrame:
+    """Accuracy means (std 3 over 3 seeds) moved by ``distances`` seed standard errors, and one count."""
+    rows = [{"table": "table1", "split": "test_unbiased", "dataset": "digits", "method": f"m{i}", "metric": "hm",
+             "value": 60.0, "std": STD, "n": N} for i in range(len(distances) + 2)]
+    rows.append({"table": "backbones", "split": "", "dataset": "digits", "method": "", "metric": "counterfactuals",
+                 "value": 240.0, "std": float("nan"), "n": float("nan")})
+    reference = pd.DataFrame(rows)
+    run = reference.copy()
+    run.loc[: len(distances) - 1, "value"] += [d * SE for d in distances]
+    run.loc[len(run) - 1, "value"] += fixed_shift
+    return compare(run, reference)
+
+
+@pytest.mark.parametrize("distances", [[3.5], [4.5, -3.4], [4.9, 0.5]])
+def test_on_the_same_cpu_anything_outside_is_a_change(distances):
+    lines = verdict(_judged(distances), ZEN3_REF, ZEN3_RUN)
+    outside = sum(abs(d) * SE > SEED_K * SE + ACCURACY_FLOOR for d in distances)
+    assert lines[2] == f"{len(distances) + 3} numbers compared, {outside} outside their tolerance."
+    assert lines[-1].startswith("**Unexpected: a code or data change, not hardware**")
+    assert f"{abs(distances[0]):.1f} seed standard errors" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("distances", [[3.5], [4.5, -3.4], [4.9, 0.5], [-CPU_SE + 0.01]])
+def test_on_another_cpu_a_few_standard_errors_are_expected(distances):
+    lines = verdict(_judged(distances), ZEN3_REF, XEON)
+    assert lines[-1].startswith("**Expected on a different CPU** (reference on AMD EPYC (AuthenticAMD family 25 model 1;")
+    assert "this run on Intel(R) Xeon(R) Platinum 8480+ (GenuineIntel family 6 model 143;" in lines[-1]
+
+
+@pytest.mark.parametrize(("distances", "fixed_shift", "beyond"),
+                         [([5.5], 0.0, 1), ([8.0, 4.0], 0.0, 1), ([30.0, -6.0, 4.0], 0.0, 2), ([4.0], 1.0, 1)])
+def test_beyond_five_standard_errors_or_a_fixed_bound_is_more_than_a_cpu(distances, fixed_shift, beyond):
+    frame = _judged(distances, fixed_shift)
+    lines = verdict(frame, ZEN3_REF, XEON)
+    outside = int((frame["within"] == "NO").sum())
+    assert lines[-1].startswith(f"**Larger than CPU differences explain** (reference on AMD EPYC")
+    assert f": {beyond} of the {outside} numbers outside are beyond 5 seed standard errors" in lines[-1]
+    if fixed_shift:
+        assert "- `backbones digits counterfactuals`: 241 against 240 (difference +1), outside its fixed bound of 0 (no seed spread to size it by)" in lines
+
+
+def test_a_reference_that_names_no_cpu_is_taken_as_another_and_a_clean_run_is_reproduced():
+    lines = verdict(_judged([4.0]), {"cpu": "AMD EPYC"}, ZEN3_RUN)
+    assert any("does not name its CPU precisely" in line for line in lines)
+    assert lines[-1].startswith("**Expected on a different CPU** (reference on AMD EPYC; this run on AMD EPYC (")
+    clean = verdict(_judged([1.0, -2.0]), ZEN3_REF, ZEN3_RUN)
+    assert clean[-1].startswith("**Reproduced**: every number is within its tolerance (this run on the reference's CPU")
+
+
+def test_the_report_ends_with_the_verdict(tables):
+    text = to_markdown(_judged([5.5]), ZEN3_REF, XEON)
+    assert text.rstrip().splitlines()[-1].startswith("**Larger than CPU differences explain**")
+    assert "## Verdict" in text and "This run: Intel(R) Xeon(R) Platinum 8480+ (GenuineIntel family 6 model 143" in text
