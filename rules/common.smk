@@ -15,7 +15,7 @@
 #   true_cf        - main's targets, but the *true* counterfactuals (the positive control; ablation_true_cf)
 #   unbiased_shots - CoOp on an unbiased draw of the shots, no counterfactuals (the negative control)
 #   ctx<n>         - main's counterfactuals, n context tokens initialised at random (ablation_context)
-#   cfw<w>, cft<t> - main's counterfactuals, DiCap's loss weight or temperature changed (ablation_loss)
+#   cfw<w>, cft<t>, cfp<w> - main's counterfactuals, one DiCap loss weight or temperature changed (ablation_loss)
 
 PLAN = Plan(config)  # the study's grid (src/dicap/plan.py): the names below only read it
 B = PLAN.build

@@ -80,8 +80,9 @@ SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
 GENERATED_VARIANTS = r"main|guidance_scale\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
 # Prompt variants: main's counterfactuals, one change to the prompt training (ablation_context, ablation_loss).
 CONTEXT_PREFIX = "ctx"  # ctx<n>: n context tokens, initialised at random (N(0, 0.02^2)) for every length
-LOSS_PREFIXES = {"cfw": "cf_weight", "cft": "cf_temperature"}  # cfw<value>, cft<value>: DiCap's loss weight, temperature
-PROMPT_VARIANTS = r"ctx\d+|cf[wt]\d+(\.\d+)?"
+# cfw<value>, cft<value>, cfp<value>: the hard negative's weight and temperature, the labelled counterfactual's weight
+LOSS_PREFIXES = {"cfw": "cf_weight", "cft": "cf_temperature", "cfp": "cf_positive_weight"}
+PROMPT_VARIANTS = r"ctx\d+|cf[wtp]\d+(\.\d+)?"
 VARIANTS = rf"{TRUE_CF}|{UNBIASED_SHOTS}|{GENERATED_VARIANTS}|{PROMPT_VARIANTS}"
 
 
@@ -204,7 +205,7 @@ def parse_variant(name: str) -> Variant:
             return Variant(prompt=((key, float(name.removeprefix(prefix))),))
     raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {GUIDANCE_PREFIX}<guidance scale>, "
                      f"{SAMPLING_PREFIX}<strategy>, {CONTEXT_PREFIX}<context length> or "
-                     f"{'/'.join(LOSS_PREFIXES)}<counterfactual loss weight/temperature>")
+                     f"{'/'.join(LOSS_PREFIXES)}<counterfactual loss weight/temperature/positive weight>")
 
 
 def guidance_variant(guidance_scale: float, counterfactual: dict[str, Any]) -> str:
@@ -223,7 +224,8 @@ def context_variant(n_ctx: int) -> str:
 
 
 def loss_variant(key: str, value: float, prompt: dict[str, Any]) -> str:
-    """The variant training DiCap's term with ``key`` (cf_weight or cf_temperature) = ``value`` (``main`` for config's own)."""
+    """The variant training DiCap's terms with ``key`` (cf_weight, cf_temperature or cf_positive_weight) = ``value``
+    (``main`` for config's own)."""
     prefix = {k: p for p, k in LOSS_PREFIXES.items()}[key]
     value = float(value)
     if value == float(prompt[key]):

@@ -16,14 +16,19 @@ from typing import Any
 
 from dicap import layout
 from dicap.io import params_hash
-from dicap.prompting.methods import method_params, parse_method
+from dicap.prompting.methods import READINGS, method_params, parse_method
 
 # The ablations by name (``snakemake ablation_<name>``); the prompt ablations change only the
 # prompt training, so they have no audit of their own.
 ABLATION_NAMES = ("guidance_scale", "sampling", "true_cf", "context", "loss")
 # Each prompt ablation, with the prompt keys it sweeps (its rows carry these settings).
-PROMPT_ABLATION_KEYS = {"context": ("n_ctx",), "loss": ("cf_weight", "cf_temperature")}
+PROMPT_ABLATION_KEYS = {"context": ("n_ctx",), "loss": ("cf_weight", "cf_temperature", "cf_positive_weight")}
+# The loss ablation's config lists, by the prompt key each sweeps.
+LOSS_SWEEPS = {"cf_weight": "cf_weights", "cf_temperature": "cf_temperatures", "cf_positive_weight": "cf_positive_weights"}
 PROMPT_ABLATIONS = tuple(PROMPT_ABLATION_KEYS)
+# DiCap's three readings on CoOp (the paper's hard negative, both, the labelled counterfactual alone): what
+# every ablation that is not main trains, so no reading is left out of a table (docs/method.md).
+ABLATION_READINGS = tuple(READINGS)
 # The two shortcut controls: CoOp on unbiased shots (negative), DiCap on the true counterfactuals (positive).
 CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
 SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
@@ -110,6 +115,8 @@ class Plan:
 
     @cached_property
     def counterfactual_methods(self) -> list[str]:
+        """The configured methods that train on counterfactuals, every reading and learner (the
+        true_cf control trains these); CoOp's hard negative when none is configured."""
         return [m for m in self.methods if parse_method(m).uses_counterfactuals] or ["dicap"]
 
     @cached_property
@@ -118,8 +125,7 @@ class Plan:
         config's own settings are main)."""
         ablations, cf, prompt = self.config["ablations"], self.counterfactual, self.config["prompt"]
         scales = [*ablations["guidance_scales"], cf["guidance_scale"]]
-        losses = [layout.loss_variant("cf_weight", w, prompt) for w in ablations["cf_weights"]]
-        losses += [layout.loss_variant("cf_temperature", t, prompt) for t in ablations["cf_temperatures"]]
+        losses = [layout.loss_variant(key, v, prompt) for key, values in LOSS_SWEEPS.items() for v in ablations[values]]
         return {
             "guidance_scale": _unique(layout.guidance_variant(s, cf) for s in scales),
             "sampling": _unique(layout.sampling_variant(s, cf) for s in ablations["samplings"]),
@@ -136,8 +142,9 @@ class Plan:
 
     def variant_methods(self, variant: str) -> list[str]:
         """Methods trained per variant: all of them for main, CoOp on the unbiased shots, the
-        counterfactual methods on the true counterfactuals, CoOp and DiCap for a context length,
-        DiCap with and without the positive term for a loss setting, DiCap alone otherwise."""
+        configured counterfactual methods on the true counterfactuals, CoOp and DiCap's three
+        readings for a context length, the readings whose loss reads the changed key for a loss
+        setting (dicap_label has no hard negative to weigh), the three readings otherwise."""
         if variant == layout.MAIN:
             return list(self.methods)
         if variant == layout.UNBIASED_SHOTS:
@@ -146,8 +153,10 @@ class Plan:
             return self.counterfactual_methods
         prompt = layout.parse_variant(variant).prompt_overrides
         if "n_ctx" in prompt:
-            return ["coop", "dicap"]
-        return ["dicap", "dicap_pos"] if prompt else ["dicap"]
+            return ["coop", *ABLATION_READINGS]
+        if prompt:
+            return [r for r in ABLATION_READINGS if set(prompt) & set(parse_method(r).loss_keys)]
+        return list(ABLATION_READINGS)
 
     def training_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
         """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
@@ -155,11 +164,13 @@ class Plan:
 
     def prompt_ablation_settings(self, ablation: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Variant -> method -> the values of the ablated keys it trains with, main included: the
-        learner's own recipe counts, so a row's setting is what really trained."""
+        learner's own recipe counts, so a row's setting is what really trained.  Main also lists
+        every method the other variants train, at its config settings: the report holds a sweep's
+        other keys at these values (a method main does not train has no main point, only these)."""
         keys = PROMPT_ABLATION_KEYS[ablation]
-        variants = [layout.MAIN, *self.ablations[ablation]]
-        return {v: {m: {k: self.training_params(m, v)[k] for k in keys} for m in self.variant_methods(v)}
-                for v in dict.fromkeys(variants)}
+        methods = {v: self.variant_methods(v) for v in _unique([layout.MAIN, *self.ablations[ablation]])}
+        methods[layout.MAIN] = _unique(m for ms in methods.values() for m in ms)
+        return {v: {m: {k: self.training_params(m, v)[k] for k in keys} for m in ms} for v, ms in methods.items()}
 
     @staticmethod
     def features_variant(variant: str) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dicap import layout
 from dicap.io import load_arrays
+from dicap.prompting.methods import READINGS
 from snakemake_runner import ENV, REPO, SNAKEMAKE, job_counts, snakemake, tiny_args
 
 BUILD = layout.Build("embedded")
@@ -242,14 +243,16 @@ def test_counterfactual_ablations_run_by_name_over_the_main_run(run_copy):
 
 
 def test_prompt_ablations_train_what_they_say(run_copy, tiny_config):
-    """config.test.yaml: n_ctxs [1, 4], cf_weights [0.25], cf_temperatures [0.5]."""
+    """config.test.yaml: n_ctxs [1, 4], cf_weights [0.25], cf_temperatures [0.5], cf_positive_weights [0.25]; each
+    loss setting trains the readings whose loss reads it, and main has dicap and dicap_pos (not dicap_label)."""
     out = snakemake(*run_args(run_copy), "ablation_context", "ablation_loss", timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     context = pd.read_csv(run_copy / RESULTS / "ablations" / "context.csv")
-    assert set(zip(context["method"], context["n_ctx"])) == {(m, n) for m in ("coop", "dicap") for n in (1, 4)}
+    assert set(zip(context["method"], context["n_ctx"])) == {(m, n) for m in ("coop", *READINGS) for n in (1, 4)}
     loss = pd.read_csv(run_copy / RESULTS / "ablations" / "loss.csv")
-    assert set(zip(loss["method"], loss["cf_weight"], loss["cf_temperature"])) == {
-        (m, w, t) for m in ("dicap", "dicap_pos") for w, t in ((1.0, 0.07), (0.25, 0.07), (1.0, 0.5))}
+    assert set(zip(loss["method"], loss["cf_weight"], loss["cf_temperature"], loss["cf_positive_weight"])) == {
+        *((m, w, t, 1.0) for m in ("dicap", "dicap_pos") for w, t in ((1.0, 0.07), (0.25, 0.07), (1.0, 0.5))),
+        *((m, 1.0, 0.07, 0.25) for m in ("dicap_pos", "dicap_label"))}
     for table in (context, loss):
         assert table[["base", "novel", "hm", "hm_std"]].notna().all().all()
         assert (table["seeds"] == len(tiny_config["seeds"])).all()

@@ -66,6 +66,19 @@ def test_config_values_are_the_main_variant():
     assert layout.variant_settings("sample_centroid", CONFIG_CF) == {**CONFIG_CF, "sampling": "centroid"}
 
 
+@pytest.mark.parametrize("key", list(layout.LOSS_PREFIXES.values()))
+@pytest.mark.parametrize("value", [0.25, 4.0, 0.125])
+def test_each_loss_key_has_variants_that_read_back(key, value):
+    """cf_weight, cf_temperature (the hard negative) and cf_positive_weight (the labelled counterfactual)."""
+    prompt = {"cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 1.0}
+    name = layout.loss_variant(key, value, prompt)
+    assert re.fullmatch(layout.VARIANTS, name) and not re.fullmatch(layout.GENERATED_VARIANTS, name)
+    assert layout.parse_variant(name).prompt_overrides == {key: value}
+    assert layout.generated_variant(name) == layout.MAIN  # main's counterfactuals
+    assert layout.loss_variant(key, prompt[key], prompt) == layout.MAIN
+    assert len({layout.loss_variant(k, value, prompt) for k in layout.LOSS_PREFIXES.values()}) == len(layout.LOSS_PREFIXES)
+
+
 def test_true_cf_trains_on_mains_files_and_generates_nothing():
     assert layout.parse_variant(layout.TRUE_CF).true_cf
     assert layout.generated_variant(layout.TRUE_CF) == layout.MAIN and layout.generated_variant("guidance_scale10") == "guidance_scale10"

@@ -7,8 +7,13 @@ import copy
 import pytest
 
 from dicap import layout
-from dicap.plan import ABLATION_NAMES, PROMPT_ABLATIONS, Plan, split_key
+from dicap.config import validate_config
+from dicap.plan import ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, Plan, split_key
+from dicap.prompting.methods import READINGS, parse_method, reading_name
 from dicap.prompting.registry import LEARNERS
+
+# DiCap's three readings on each of the five learners: 15 method names.
+READING_METHODS = [reading_name(r, learner) for r in READINGS for learner in LEARNERS]
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +54,89 @@ def test_methods_per_variant(plan, config):
     assert plan.variant_methods(layout.UNBIASED_SHOTS) == ["coop"]
     assert plan.variant_methods(layout.TRUE_CF) == plan.counterfactual_methods
     assert all(m.startswith("dicap") for m in plan.counterfactual_methods)
-    assert plan.variant_methods(layout.context_variant(8)) == ["coop", "dicap"]
-    assert plan.variant_methods(layout.loss_variant("cf_weight", 0.25, config["prompt"])) == ["dicap", "dicap_pos"]
-    assert plan.variant_methods(layout.guidance_variant(9.0, config["counterfactual"])) == ["dicap"]
+    assert plan.variant_methods(layout.context_variant(8)) == ["coop", "dicap", "dicap_pos", "dicap_label"]
+    assert plan.variant_methods(layout.guidance_variant(9.0, config["counterfactual"])) == ["dicap", "dicap_pos", "dicap_label"]
+    assert plan.variant_methods(layout.sampling_variant("random", config["counterfactual"])) == list(ABLATION_READINGS)
+
+
+@pytest.mark.parametrize(("key", "value", "methods"), [
+    ("cf_weight", 0.25, ["dicap", "dicap_pos"]), ("cf_weight", 4, ["dicap", "dicap_pos"]),
+    ("cf_temperature", 0.5, ["dicap", "dicap_pos"]),
+    ("cf_positive_weight", 0.25, ["dicap_pos", "dicap_label"]), ("cf_positive_weight", 4, ["dicap_pos", "dicap_label"]),
+])
+def test_a_loss_setting_trains_the_readings_whose_loss_reads_it(plan, config, key, value, methods):
+    """dicap_label has no hard negative (its result cannot depend on cf_weight), dicap no labelled counterfactual."""
+    variant = layout.loss_variant(key, value, config["prompt"])
+    assert variant in plan.ablations["loss"] and plan.variant_methods(variant) == methods
+    assert all(plan.training_params(m, variant)[key] == value for m in methods)
+    assert plan.counterfactual_variant(variant) == plan.features_variant(variant) == layout.MAIN
+
+
+def test_the_loss_ablation_sweeps_every_readings_keys(plan, config):
+    swept = {k for v in plan.ablations["loss"] for k in layout.parse_variant(v).prompt_overrides}
+    assert swept == set(PROMPT_ABLATION_KEYS["loss"]) == {k for r in READINGS for k in parse_method(r).loss_keys}
+    trained = {m for v in plan.ablations["loss"] if v != layout.MAIN for m in plan.variant_methods(v)}
+    assert trained == set(READINGS)
+    # config's own values are main's point, never a variant of their own
+    assert not any(layout.parse_variant(v).prompt_overrides.get(k) == config["prompt"][k]
+                   for v in plan.ablations["loss"] for k in PROMPT_ABLATION_KEYS["loss"])
+
+
+@pytest.mark.parametrize("ablation", PROMPT_ABLATIONS)
+def test_prompt_ablation_settings_give_main_every_method_the_ablation_trains(plan, ablation):
+    """The report holds a sweep's other keys at main's values, so main lists every method the
+    ablation trains (dicap_label too, which config's methods lack), at its config settings."""
+    settings = plan.prompt_ablation_settings(ablation)
+    for variant in plan.ablations[ablation]:
+        if variant != layout.MAIN:
+            assert list(settings[variant]) == plan.variant_methods(variant)
+    main = settings[layout.MAIN]
+    assert list(main)[: len(plan.methods)] == plan.methods
+    assert set(main) == set(plan.methods) | {m for methods in settings.values() for m in methods} and set(READINGS) <= set(main)
+    for method, values in main.items():
+        assert values == {k: plan.training_params(method)[k] for k in PROMPT_ABLATION_KEYS[ablation]}
+
+
+def test_every_ablation_variant_trains_readings_on_its_own_counterfactuals(plan):
+    """Outside main, every method but CoOp is one of DiCap's readings, and it reads the variant's
+    counterfactual files: its own, or main's for true_cf and the prompt variants."""
+    for name, variants in plan.ablations.items():
+        for variant in variants:
+            if variant == layout.MAIN:
+                continue
+            assert all(m == "coop" or parse_method(m).uses_counterfactuals for m in plan.variant_methods(variant)), variant
+            assert plan.counterfactual_variant(variant) in (layout.MAIN, variant)
+
+
+@pytest.mark.parametrize("method", READING_METHODS)
+def test_every_reading_on_every_learner_is_planned_like_the_others(config, method):
+    """All 15 names: parsed, given their learner's recipe and the loss keys, read counterfactual files
+    (main's for true_cf), sized by their learner, and trained by the true_cf control when configured."""
+    parsed = parse_method(method)
+    assert parsed.uses_counterfactuals and parsed.reading in READINGS and parsed.learner in LEARNERS
+    planned = _with(config, methods=["zeroshot", "coop", method])
+    validate_config(planned.config)
+    params = planned.training_params(method)
+    recipe = config["prompt"]["learners"][parsed.learner]
+    assert all(params[k] == v for k, v in recipe.items())
+    assert all(k in params for k in ("cf_weight", "cf_temperature", "cf_positive_weight"))
+    assert planned.counterfactual_methods == [method]
+    assert planned.variant_methods(layout.TRUE_CF) == [method] and planned.variant_methods(layout.MAIN)[-1] == method
+    assert planned.counterfactual_variant(layout.TRUE_CF) == layout.MAIN
+    assert planned.counterfactual_variant(layout.MAIN) == layout.MAIN
+    assert planned.reads_pixels(method) == LEARNERS[parsed.learner].uses_pixels
+    paper = Plan({**planned.config, "suite": "paper"})
+    assert paper.learner_memory_mb(method, 2000, 16000) == 16000 * LEARNERS[parsed.learner].memory_factor
+    assert paper.learner_minutes(method) == LEARNERS[parsed.learner].cluster_minutes
+
+
+def test_the_controls_run_every_configured_reading(config):
+    methods = ["zeroshot", "coop", "dicap", "dicap_pos", "dicap_label", "dicap_label_maple", "cocoop"]
+    planned = _with(config, methods=methods)
+    assert planned.variant_methods(layout.TRUE_CF) == ["dicap", "dicap_pos", "dicap_label", "dicap_label_maple"]
+    assert planned.variant_methods(layout.UNBIASED_SHOTS) == ["coop"]
+    metrics = planned.shortcut_metrics()
+    assert any(f"/{layout.TRUE_CF}/" in m for m in metrics) and any(f"/{layout.UNBIASED_SHOTS}/" in m for m in metrics)
 
 
 def test_what_a_variant_reuses(plan, config):

@@ -63,6 +63,7 @@ def ablation_context(datasets: list[str], metrics: list[Path], settings: Annotat
 
 def ablation_loss(datasets: list[str], metrics: list[Path], settings: Annotated[dict[str, Any], SETTINGS],
                   out_csv: Path, out_png: Path) -> None:
-    """dicap's and dicap_pos' accuracy against the counterfactual loss weight and temperature."""
+    """The readings' accuracy against the hard negative's weight and temperature (dicap, dicap_pos) and the
+    labelled counterfactual's weight (dicap_pos, dicap_label)."""
     _prompt_ablation(datasets, metrics, settings, out_csv, out_png)
 

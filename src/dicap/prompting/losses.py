@@ -19,6 +19,9 @@ def counterfactual_contrastive_loss(factual: torch.Tensor, counterfactual: torch
     image and differs only in class, so this hard negative can only be told apart through
     causal (object) features.  Per pair:
     ``-log exp(<t_y, f> / tau) / (exp(<t_y, f> / tau) + exp(<t_y, f_cf> / tau))``, averaged.
+    Its gradient on the prompt's feature ``t_y`` is ``-(1 - p) / tau (f - f_cf)``: the shared
+    background cancels, so this term can neither learn nor unlearn a background (docs/method.md;
+    tests/unit/prompting/test_losses.py holds it to that).
 
     No pairs (a batch none of whose images has a counterfactual, the caller having kept only
     those that do) give exactly 0, still on the graph, instead of the NaN of an empty mean.

@@ -1,12 +1,22 @@
 """Method names -> what trains: a prompt learner, plus DiCap's counterfactual term or not.
 
-DiCap's term is a plug-in: it applies on top of any learner.
+DiCap's term is a plug-in: it applies on top of any learner, in one of three readings of
+how a counterfactual enters the loss (:data:`READINGS`; ``<reading>`` alone means CoOp):
 
 - ``zeroshot``: the hand-written template, nothing trained (CoOp's initial context);
 - ``<learner>``: the learner alone (``coop``, ``cocoop``, ``kgcoop``, ``maple``, ``cpl``);
-- ``dicap_<learner>``: the learner plus DiCap's hard negative; ``dicap`` is ``dicap_coop``;
-- ``dicap_pos_<learner>``: plus each counterfactual as a labelled example of ``y_cf`` too;
-  ``dicap_pos`` is ``dicap_pos_coop``.
+- ``dicap_<learner>``, **the paper's**: the learner plus DiCap's hard negative (the source
+  class's prompt must prefer the factual image to its counterfactual); ``dicap`` is ``dicap_coop``;
+- ``dicap_pos_<learner>``: the hard negative, and each counterfactual also a labelled example
+  of its target class ``y_cf``; ``dicap_pos`` is ``dicap_pos_coop``;
+- ``dicap_label_<learner>``: the counterfactual only as a labelled example of ``y_cf``, no hard
+  negative; ``dicap_label`` is ``dicap_label_coop``.
+
+Why three: the counterfactual keeps its source image's background, so in the hard negative
+the background cancels from the gradient and cannot be unlearned; as an example of ``y_cf``
+the same background appears under another class (docs/method.md, "Why a hard negative that
+keeps the background cannot remove a background shortcut").  The paper's reading stays the
+default ``dicap``; the other two are reported beside it, never in its place.
 
 A learner's hyperparameters are config's ``prompt`` block with its recipe
 (``prompt.learners.<learner>``) laid over it: :func:`method_params` is the one place that
@@ -26,10 +36,20 @@ from dicap.prompting.registry import LearnerSpec
 LEARNERS = tuple(REGISTRY)
 PIXEL_LEARNERS = tuple(name for name, spec in REGISTRY.items() if spec.uses_pixels)  # read images, not cached features
 ZEROSHOT = "zeroshot"
-DICAP, DICAP_POS = "dicap", "dicap_pos"
+DICAP, DICAP_POS, DICAP_LABEL = "dicap", "dicap_pos", "dicap_label"
+# DiCap's readings -> (hard negative, counterfactual a labelled example of y_cf).
+READINGS = {DICAP: (True, False), DICAP_POS: (True, True), DICAP_LABEL: (False, True)}
+# The prompt keys each counterfactual term reads: what a loss ablation can change for a reading.
+HARD_NEGATIVE_KEYS, CF_POSITIVE_KEYS = ("cf_weight", "cf_temperature"), ("cf_positive_weight",)
+
+
+def reading_name(reading: str, learner: str = "coop") -> str:
+    """A reading on a learner: ``dicap_label`` on CoOp, ``dicap_label_maple`` on MaPLe."""
+    return reading if learner == "coop" else f"{reading}_{learner}"
+
+
 # Every valid name, in the schema's order: a test keeps the two equal.
-METHODS = (ZEROSHOT, *LEARNERS, DICAP, DICAP_POS, *(f"{DICAP}_{x}" for x in LEARNERS[1:]),
-           *(f"{DICAP_POS}_{x}" for x in LEARNERS[1:]))
+METHODS = (ZEROSHOT, *LEARNERS, *READINGS, *(reading_name(r, x) for r in READINGS for x in LEARNERS[1:]))
 # Learners with one text feature per prompt on cached image features: the text tasks' (a
 # conditional learner would encode every caption per image, thousands per test image).
 TEXT_TASK_LEARNERS = tuple(name for name, spec in REGISTRY.items() if spec.text_tasks)
@@ -40,8 +60,8 @@ NOT_TRAINING = ("checkpoint_every", "learners")  # prompt keys that are not a le
 class Method:
     name: str
     learner: str  # zeroshot scores CoOp's learner untrained
-    hard_negative: bool = False  # DiCap's counterfactual term
-    cf_positive: bool = False  # the counterfactual also a labelled example of y_cf
+    hard_negative: bool = False  # DiCap's term: the counterfactual a hard negative of its source class
+    cf_positive: bool = False  # the counterfactual a labelled example of y_cf
 
     @property
     def trains(self) -> bool:
@@ -49,7 +69,19 @@ class Method:
 
     @property
     def uses_counterfactuals(self) -> bool:
-        return self.hard_negative
+        """Whether training reads counterfactual files: any of DiCap's readings."""
+        return self.hard_negative or self.cf_positive
+
+    @property
+    def reading(self) -> str | None:
+        """Which of DiCap's readings (``dicap``, ``dicap_pos``, ``dicap_label``), None for none."""
+        flags = (self.hard_negative, self.cf_positive)
+        return next((r for r, f in READINGS.items() if f == flags), None)
+
+    @property
+    def loss_keys(self) -> tuple[str, ...]:
+        """The prompt keys its counterfactual terms read (none without one)."""
+        return (HARD_NEGATIVE_KEYS if self.hard_negative else ()) + (CF_POSITIVE_KEYS if self.cf_positive else ())
 
     @property
     def spec(self) -> LearnerSpec:
@@ -63,12 +95,14 @@ def parse_method(name: str) -> Method:
         return Method(name, "coop")
     if name in LEARNERS:
         return Method(name, name)
-    for prefix, positive in ((DICAP_POS, True), (DICAP, False)):
+    # the longer prefixes first: dicap_label_cocoop is the label reading on CoCoOp, not dicap on "label_cocoop"
+    for prefix in sorted(READINGS, key=len, reverse=True):
         learner = "coop" if name == prefix else name.removeprefix(prefix + "_") if name.startswith(prefix + "_") else None
         if learner in LEARNERS:
-            return Method(name, learner, hard_negative=True, cf_positive=positive)
+            hard_negative, cf_positive = READINGS[prefix]
+            return Method(name, learner, hard_negative=hard_negative, cf_positive=cf_positive)
     raise ValueError(f"unknown method {name!r}: expected {ZEROSHOT}, a learner ({', '.join(LEARNERS)}), "
-                     f"{DICAP}[_<learner>] or {DICAP_POS}[_<learner>]")
+                     f"or {', '.join(f'{r}[_<learner>]' for r in READINGS)}")
 
 
 def as_method(method: str | Method) -> Method:
@@ -79,7 +113,7 @@ def as_method(method: str | Method) -> Method:
 def check_text_task_method(name: str | Method) -> Method:
     """A method the text tasks (retrieval, VQA) can train: a learner on cached features with
     one prompt per text, and DiCap's hard negative at most (a counterfactual has no caption
-    of its own to be a positive of)."""
+    of its own to be a labelled example of: dicap_pos and dicap_label are refused)."""
     spec = as_method(name)
     if not spec.spec.text_tasks or spec.cf_positive:
         raise ValueError(f"method {spec.name!r} cannot run a text task: use {ZEROSHOT}, "

@@ -5,12 +5,14 @@ Every method shares this loop and differs only in its learner and its loss
 
 - cross-entropy of the shots over the base classes' prompts, for every learner;
 - the learner's own terms (KgCoOp's penalty, CPL's feature-space counterfactual);
-- with DiCap's term, ``cf_weight`` x the paper's counterfactual hard negative: the source
-  class's prompt must prefer the factual image to its counterfactual;
-- with ``dicap_pos``, also ``cf_positive_weight`` x the cross-entropy of each counterfactual
-  as a labelled example of its target class ``y_cf``.  Our reading, not the paper's text:
-  the hard negative alone cannot remove a background shortcut, because the counterfactual
-  shares the background and it cancels in the gradient.
+- with DiCap's hard negative (``dicap``, ``dicap_pos``), ``cf_weight`` x the paper's
+  counterfactual term: the source class's prompt must prefer the factual image to its
+  counterfactual;
+- with the counterfactual as a labelled example (``dicap_pos``, ``dicap_label``),
+  ``cf_positive_weight`` x the cross-entropy of each counterfactual as an example of its
+  target class ``y_cf``.  Our readings, not the paper's text: the hard negative alone cannot
+  remove a background shortcut, because the counterfactual shares the background and it
+  cancels in the gradient (docs/method.md).  ``dicap_label`` has this term alone.
 
 The optimiser is SGD with momentum 0.9 and a cosine schedule, as in CoOp, CoCoOp, KgCoOp,
 CPL and MaPLe.  Given a checkpoint path, training resumes from a matching checkpoint there
@@ -56,7 +58,8 @@ def train_context(
     An optional ``cf_valid``, one bool per training example, marks the examples that have a
     counterfactual (a caption naming no object has none): DiCap's hard negative then averages
     over a batch's valid examples only, and is 0 in a batch without one.  Their ``cf`` rows
-    are placeholders, never read.  It cannot go with ``dicap_pos`` (ValueError).
+    are placeholders, never read.  It cannot go with a reading whose counterfactual is a
+    labelled example (``dicap_pos``, ``dicap_label``: ValueError).
     With ``checkpoint`` set, a checkpoint there from this very run (same params, method, seed,
     initial tensors and features) is resumed, and one is saved after every
     ``checkpoint_every``-th epoch (0: none).  Deleting it once the result is saved is the
@@ -76,6 +79,8 @@ def train_context(
     candidates = features.get("train_candidates")
     if spec.uses_counterfactuals and (x_cf is None or len(x_cf) != len(x)):
         raise ValueError(f"{method} needs one counterfactual per training image ('cf' in the feature cache)")
+    if spec.cf_positive and (y_cf is None or len(y_cf) != len(x)):
+        raise ValueError(f"{method} needs each counterfactual's target class ('cf_labels' in the feature cache)")
     cf_valid = features.get("cf_valid")
     if cf_valid is not None:
         cf_valid = check_cf_valid(cf_valid, spec, len(x))
@@ -122,10 +127,11 @@ def train_context(
 
 def check_cf_valid(cf_valid: torch.Tensor, spec, n: int) -> torch.Tensor:
     """``cf_valid`` as a (n,) bool tensor, or ValueError: a wrong shape, non-0/1 values, or
-    ``dicap_pos``, whose positive term has no rule for an image without a counterfactual."""
+    a reading whose counterfactual is a labelled example (``dicap_pos``, ``dicap_label``): that
+    term has no rule for an image without a counterfactual."""
     if spec.cf_positive:
-        raise ValueError(f"{spec.name} cannot take 'cf_valid': its positive term (dicap_pos) needs a "
-                         "counterfactual for every image; use dicap[_<learner>]")
+        raise ValueError(f"{spec.name} cannot take 'cf_valid': its counterfactual-as-example term "
+                         "(dicap_pos, dicap_label) needs a counterfactual for every image; use dicap[_<learner>]")
     if tuple(cf_valid.shape) != (n,):
         raise ValueError(f"'cf_valid' must hold one flag per training example, ({n},), got {tuple(cf_valid.shape)}")
     if cf_valid.dtype != torch.bool:
@@ -146,8 +152,8 @@ def batch_losses(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor,
     learner that ``supports_subset`` then encodes only the texts the batch needs (its
     examples' candidates and labels) rather than all of them: the cross-entropy and DiCap's
     term are the same, only cheaper; KgCoOp's penalty becomes its mean over those texts
-    (see kgcoop.py).  Other learners, and ``dicap_pos`` (whose term scores every text),
-    encode every text as before.
+    (see kgcoop.py).  Other learners, and ``dicap_pos`` and ``dicap_label`` (whose term scores
+    every text), encode every text as before.
     ``cf_valid`` (batch,) bool keeps DiCap's hard negative to the examples that have a
     counterfactual (``None``: all of them)."""
     if cf_valid is not None and spec.cf_positive:
@@ -181,18 +187,22 @@ def _batch_terms(learner: PromptLearner, spec, x: torch.Tensor, y: torch.Tensor,
     own = learner.own_losses(image_f, text_f, y)
     competing = sims if candidates is None else sims.masked_fill(~candidates, float("-inf"))
     terms = {"ce": (1.0, classification_loss(competing, y, logit_scale)), **{k: (1.0, v) for k, v in own.items()}}
+    if not spec.uses_counterfactuals:
+        return terms
+    # The examples with a counterfactual (all, without cf_valid): the others' cf rows are never read.
+    rows = torch.arange(len(y), device=y.device) if cf_valid is None else cf_valid.nonzero().squeeze(1)
+    if len(rows) == 0:  # only with cf_valid, so only the hard negative (check_cf_valid)
+        terms["cf"] = (params["cf_weight"], sims.new_zeros(()))
+        return terms
+    # Every learner scores its counterfactuals as it scores its images: through its own image
+    # encoder (MaPLe's prompted tower), and a conditional learner with each image's own prompt;
+    # CoOp's prompt is the same for both.
+    cf_f = learner.image_features(x_cf[idx[rows.to(idx.device)]])
+    cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
     if spec.hard_negative:
-        # The examples with a counterfactual (all, without cf_valid): the others' cf rows are never read.
-        rows = torch.arange(len(y), device=y.device) if cf_valid is None else cf_valid.nonzero().squeeze(1)
-        if len(rows) == 0:
-            terms["cf"] = (params["cf_weight"], sims.new_zeros(()))
-            return terms
-        cf_f = learner.image_features(x_cf[idx[rows.to(idx.device)]])
-        # A conditional learner's prompt follows its image; CoOp's is the same for both.
-        cf_sims = cosine(cf_f, learner.class_features(cf_f) if learner.conditional else text_f)
         pairs = torch.arange(len(rows), device=y.device)
         terms["cf"] = (params["cf_weight"], counterfactual_contrastive_loss(
             sims[rows, y[rows]], cf_sims[pairs, y[rows]], params["cf_temperature"]))
-        if spec.cf_positive:  # never with cf_valid (check_cf_valid): rows are the whole batch
-            terms["cf_pos"] = (params["cf_positive_weight"], classification_loss(cf_sims, y_cf[idx].long(), logit_scale))
+    if spec.cf_positive:  # never with cf_valid (check_cf_valid): rows are the whole batch
+        terms["cf_pos"] = (params["cf_positive_weight"], classification_loss(cf_sims, y_cf[idx].long(), logit_scale))
     return terms

@@ -4,6 +4,8 @@ One table shape serves every ablation: a row per dataset, variant and method wit
 variant's settings (``guidance_scale``, ``sampling``, which counterfactuals), its audit scores and the
 method's base / novel / HM (mean and std over seeds).  The ``true_cf`` variant trains on
 the true counterfactuals, so its audit scores are main's ``true_*`` reference columns.
+Every ablation trains DiCap's three readings on CoOp (``dicap``, the paper's hard negative;
+``dicap_pos``; ``dicap_label``: prompting/methods.py), and the figures draw each one present.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 from dicap import layout
 from dicap.audit.scoring import FACTORS, read_audits, summarise
+from dicap.prompting.methods import READINGS
 from dicap.report.figures import pyplot, save_figure
 from dicap.report.table import read_metrics
 
@@ -51,11 +54,13 @@ def build_ablation(metric_files: list[Path], audit_files: list[Path], datasets: 
 
 
 def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
-    """Per dataset: audit scores against the setting ``x``, then DiCap's accuracy against it.
+    """Per dataset: audit scores against the setting ``x``, then each DiCap reading's HM on the
+    unbiased and on the conflict split against it.
 
     A numeric ``x`` (``guidance_scale``) is drawn as lines on a symlog axis; a categorical one
-    (sampling strategy, which counterfactuals) as grouped bars.  CoOp's HM from the main
-    run is a dashed line for reference.
+    (sampling strategy, which counterfactuals) as grouped bars.  The audit scores are the
+    variant's, the same for every reading.  CoOp's HM from the main run is a dashed line for
+    reference.
     """
     plt = pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -63,21 +68,28 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
     numeric = pd.api.types.is_numeric_dtype(table[x])
     for row, dataset in zip(axes, datasets):
         rows = table[table["dataset"] == dataset]
-        dicap = rows[rows["method"] == "dicap"].sort_values(x) if numeric else rows[rows["method"] == "dicap"]
+        readings = rows[rows["method"].isin(list(READINGS))]
+        readings = readings.sort_values(x, kind="stable") if numeric else readings
+        # the audit once per variant (every reading shares it), the accuracy once per reading
+        audit = readings.drop_duplicates("variant")
+        accuracy = [(f"{m} {c}", readings[readings["method"] == m], c) for m in READINGS if m in set(readings["method"])
+                    for c in ("hm", "conflict_hm") if readings[c].notna().any()]
         series = [
-            (row[0], ["valid", *(f"kept_{f}" for f in FACTORS), "faithful"], "share of counterfactuals", (0, 1.02)),
-            (row[1], ["base", "novel", "hm"], "DiCap accuracy (%)", None),
+            (row[0], [(c, audit, c) for c in ["valid", *(f"kept_{f}" for f in FACTORS), "faithful"]],
+             "share of counterfactuals", (0, 1.02)),
+            (row[1], accuracy, "DiCap HM (%): unbiased, conflict", None),
         ]
         for ax, columns, ylabel, ylim in series:
-            labels = dicap[x].astype(str).tolist()
+            labels = audit[x].astype(str).tolist()
             positions = np.arange(len(labels))
-            for i, column in enumerate(columns):
-                err = dicap[f"{column}_std"].fillna(0) if f"{column}_std" in dicap else None
+            for i, (name, frame, column) in enumerate(columns):
+                err = frame[f"{column}_std"].fillna(0) if f"{column}_std" in frame else None
                 if numeric:
-                    ax.errorbar(dicap[x], dicap[column], yerr=err, marker="o", capsize=2, label=column)
+                    ax.errorbar(frame[x], frame[column], yerr=err, marker="o", capsize=2, label=name)
                 else:
                     width = 0.8 / len(columns)
-                    ax.bar(positions + (i - (len(columns) - 1) / 2) * width, dicap[column], width, yerr=err, capsize=2, label=column)
+                    at = positions[[labels.index(v) for v in frame[x].astype(str)]]
+                    ax.bar(at + (i - (len(columns) - 1) / 2) * width, frame[column], width, yerr=err, capsize=2, label=name)
             if numeric:
                 ax.set_xscale("symlog", linthresh=1)
                 ax.set_xlabel(x)
@@ -85,8 +97,9 @@ def plot_ablation(table: pd.DataFrame, x: str, out: Path) -> None:
                 ax.set_xticks(positions, labels)
             if ylim:
                 ax.set_ylim(*ylim)
-            elif not numeric:  # bars from zero would hide differences of a point or two
-                ax.set_ylim(max(0.0, float(dicap[columns].min().min()) - 5), float(dicap[columns].max().max()) + 2)
+            elif not numeric and columns:  # bars from zero would hide differences of a point or two
+                values = pd.concat([frame[column] for _, frame, column in columns])
+                ax.set_ylim(max(0.0, float(values.min()) - 5), float(values.max()) + 2)
             ax.set_ylabel(ylabel)
             ax.set_title(dataset, fontsize=9)
         coop = rows[(rows["method"] == "coop") & (rows["variant"] == layout.MAIN)]
@@ -128,8 +141,10 @@ def build_prompt_ablation(metric_files: list[Path], datasets: list[str], setting
 def plot_prompt_ablation(table: pd.DataFrame, settings: Settings, out: Path) -> None:
     """Per dataset and swept setting: base, novel and HM of each method along the setting (log axis).
 
-    For the loss, each sweep holds the other setting at the method's main value, so the two
-    panels share main's point.
+    For the loss, each sweep holds the other settings at the method's main value, so the
+    panels share main's point; a method the ablation does not train along a setting (the
+    hard negative's weight for ``dicap_label``, the labelled counterfactual's for ``dicap``)
+    is left out of that setting's panel.
     """
     plt = pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -143,6 +158,8 @@ def plot_prompt_ablation(table: pd.DataFrame, settings: Settings, out: Path) -> 
                     main = rows["method"].map(lambda m: settings[layout.MAIN][m][other])
                     rows = rows[rows[other] == main]
             for method, group in rows.groupby("method", sort=False):
+                if not any(key in layout.parse_variant(v).prompt_overrides for v in group["variant"]):
+                    continue  # only main's point: this method is not swept along key
                 group = group.sort_values(key)
                 for column, style in (("hm", "-"), ("novel", ":"), ("base", "--")):
                     ax.errorbar(group[key], group[column], yerr=group[f"{column}_std"].fillna(0), marker="o", capsize=2,
@@ -151,7 +168,8 @@ def plot_prompt_ablation(table: pd.DataFrame, settings: Settings, out: Path) -> 
             ax.set_xlabel(key)
             ax.set_ylabel("accuracy (%)")
             ax.set_title(dataset, fontsize=9)
-            ax.legend(fontsize=6, loc="lower right")
+            if ax.get_legend_handles_labels()[0]:  # a panel no method is swept along stays empty
+                ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)

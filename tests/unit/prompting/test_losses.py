@@ -111,3 +111,124 @@ def test_cf_valid_all_false_gives_zero_not_nan(clip_model):
     empty = torch.zeros(0, requires_grad=True)
     loss = counterfactual_contrastive_loss(empty, empty, 0.07)
     assert loss.item() == 0.0 and loss.requires_grad
+
+
+# --- why the hard negative cannot unlearn a background (docs/method.md) -------------------------------
+#
+# A frozen image encoder's feature is f = (c_y + b) / sqrt(2): a class part and a background part, in
+# orthogonal subspaces.  The few-shot images are biased (9 of 10 shots of class y on y's paired
+# background b_y); the counterfactual keeps the background and changes the class, f_cf = (c_y' + b) / sqrt(2).
+
+K = 4  # classes (and backgrounds, one paired with each class)
+# A logit scale at which the initial prompts are unsure (mean probability of the right class 0.5-0.7),
+# as the tiny CLIP's are: a saturated softmax has no gradient left to compare.
+UNSURE = 3.0
+
+
+class _Geometry:
+    """Class directions c_k and background directions b_k (an orthonormal set in general position), the
+    biased shots, their counterfactuals, and text features near the class directions (the initial context)."""
+
+    def __init__(self, seed: int, dim: int = 12, shots: int = 10) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+        self.c, self.b = basis[:, :K].T, basis[:, K : 2 * K].T  # (K, D) each
+        self.y = torch.arange(K).repeat_interleave(shots)
+        background = self.y.clone()
+        background[::shots] = (self.y[::shots] + 2) % K  # one shot in ten on another class's background
+        self.background = background
+        self.y_cf = (self.y + 1) % K
+        self.f = (self.c[self.y] + self.b[background]) / 2**0.5
+        self.f_cf = (self.c[self.y_cf] + self.b[background]) / 2**0.5
+        noise = torch.randn(K, dim, generator=gen, dtype=torch.float64)
+        self.text = F.normalize(self.c + 0.3 * noise, dim=-1).requires_grad_(True)
+
+    def grad(self, loss: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad(loss, self.text, retain_graph=True)  # a batch's terms share a graph
+        return g
+
+    def hard_negative(self, tau: float, rows: slice = slice(None)) -> torch.Tensor:
+        pairs = torch.arange(len(self.y))[rows]
+        return counterfactual_contrastive_loss((self.f @ self.text.T)[pairs, self.y[pairs]],
+                                               (self.f_cf @ self.text.T)[pairs, self.y[pairs]], tau)
+
+    def background_share(self, g: torch.Tensor) -> torch.Tensor:
+        """(K, K): the descent direction -g[k]'s component along each background b_j, over |g[k]|."""
+        return -(g @ self.b.T) / g.norm(dim=1, keepdim=True)
+
+
+class _FreeText(torch.nn.Module):
+    """A stand-in learner for the trainer's terms: cached features in, the text features as they stand."""
+
+    conditional, supports_subset = False, False
+
+    def __init__(self, text: torch.Tensor) -> None:
+        super().__init__()
+        self.text = text
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def class_features(self, image_f: torch.Tensor) -> torch.Tensor:
+        return self.text
+
+    def own_losses(self, image_f, text_f, labels) -> dict:
+        return {}
+
+
+SEEDS_AND_TEMPERATURES = [(seed, tau) for seed in (0, 1, 2) for tau in (0.07, 0.5)]
+
+
+@pytest.mark.parametrize(("seed", "tau"), SEEDS_AND_TEMPERATURES)
+def test_the_hard_negatives_gradient_is_along_f_minus_f_cf_and_blind_to_the_background(seed, tau):
+    """One pair: d loss / d t_y = -(1 - p) / tau x (f - f_cf), exactly, and f - f_cf = (c_y - c_y') / sqrt(2)
+    has no background in it.  A batch: no class's prompt gets any background component.  A loss that let the
+    factual's or the counterfactual's own background into the gradient (anything but their difference)
+    fails here."""
+    world = _Geometry(seed)
+    i = 1
+    g = world.grad(world.hard_negative(tau, slice(i, i + 1)))
+    source = int(world.y[i])
+    assert g[torch.arange(K) != source].abs().max() == 0  # only the source class's prompt
+    direction = world.f[i] - world.f_cf[i]
+    assert F.cosine_similarity(-g[source], direction, dim=0) > 1 - 1e-9
+    p = torch.softmax(torch.stack([world.f[i] @ world.text[source], world.f_cf[i] @ world.text[source]]) / tau, 0)[0]
+    torch.testing.assert_close(g[source], -(1 - p.detach()) / tau * direction)
+    batch = world.grad(world.hard_negative(tau))
+    assert batch.norm(dim=1).min() > 0
+    assert world.background_share(batch).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize(("seed", "tau"), SEEDS_AND_TEMPERATURES)
+def test_cross_entropy_on_biased_shots_learns_the_background_and_the_labelled_counterfactual_unlearns_it(seed, tau):
+    """Cross-entropy's descent moves each class's prompt towards its paired background.  The counterfactual
+    as a labelled example of y_cf moves the source prompt away from that background and y_cf's towards
+    it: the background gets opposite signs under two classes, so it can be told apart from the class."""
+    world = _Geometry(seed)
+    ce = world.background_share(world.grad(classification_loss(world.f @ world.text.T, world.y, UNSURE)))
+    labelled = world.background_share(world.grad(classification_loss(world.f_cf @ world.text.T, world.y_cf, UNSURE)))
+    hard = world.background_share(world.grad(world.hard_negative(tau)))
+    for k in range(K):
+        assert ce[k, k] > 0.25  # cross-entropy: a quarter or more of the step along the paired background
+        assert labelled[k, k] < 0 < labelled[(k + 1) % K, k]  # source away from b_k, its y_cf towards it
+        assert abs(hard[k, k]) < 1e-9 < ce[k, k]
+
+
+@pytest.mark.parametrize("method", ["dicap", "dicap_pos", "dicap_label"])
+def test_each_readings_terms_in_the_trainer_keep_the_gradient_property(method):
+    """The same property through the trainer's terms: the hard negative ("cf") never moves a prompt along a
+    background; the labelled counterfactual ("cf_pos") moves source and target in opposite directions."""
+    from dicap.prompting.methods import parse_method
+    from dicap.prompting.trainer import batch_losses
+
+    world = _Geometry(0)
+    parsed = parse_method(method)
+    params = {"cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 1.0}
+    terms = batch_losses(_FreeText(world.text), parsed, world.f, world.y, world.f_cf, world.y_cf,
+                         torch.arange(len(world.y)), params, UNSURE)
+    assert ("cf" in terms) == parsed.hard_negative and ("cf_pos" in terms) == parsed.cf_positive
+    if parsed.hard_negative:
+        assert world.background_share(world.grad(terms["cf"][1])).abs().max() < 1e-9
+    if parsed.cf_positive:
+        share = world.background_share(world.grad(terms["cf_pos"][1]))
+        assert all(share[k, k] < 0 < share[(k + 1) % K, k] for k in range(K))

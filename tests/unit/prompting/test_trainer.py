@@ -98,7 +98,24 @@ def test_loss_weights_are_independent_keys(clip_model, cf_weight):
         torch.testing.assert_close(_trained(clip_model, "dicap", cf_weight=0.0), _trained(clip_model, "coop"), atol=0, rtol=0)
 
 
-def test_dicap_pos_trains_the_counterfactual_as_its_target_class(clip_model):
+@pytest.mark.parametrize("cf_positive_weight", [0.5, 2.0])
+def test_dicap_label_is_dicap_pos_without_the_hard_negative(clip_model, cf_positive_weight):
+    """dicap_label reads cf_positive_weight only: the hard negative's weight and temperature change
+    nothing, it equals dicap_pos with cf_weight 0, and with its own weight 0 it is plain CoOp."""
+    label = _trained(clip_model, "dicap_label", cf_positive_weight=cf_positive_weight)
+    for other in ({"cf_weight": 0.0}, {"cf_weight": 3.0, "cf_temperature": 0.5}):
+        torch.testing.assert_close(_trained(clip_model, "dicap_label", cf_positive_weight=cf_positive_weight, **other),
+                                   label, atol=0, rtol=0)
+    torch.testing.assert_close(_trained(clip_model, "dicap_pos", cf_weight=0.0, cf_positive_weight=cf_positive_weight),
+                               label, atol=0, rtol=0)
+    assert not torch.equal(label, _trained(clip_model, "dicap_pos", cf_weight=1.0, cf_positive_weight=cf_positive_weight))
+    assert not torch.equal(label, _trained(clip_model, "coop"))
+    torch.testing.assert_close(_trained(clip_model, "dicap_label", cf_positive_weight=0.0), _trained(clip_model, "coop"),
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dicap_pos", "dicap_label"])
+def test_the_labelled_readings_train_the_counterfactual_as_its_target_class(clip_model, method):
     learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
     feats = _features()
 
@@ -107,9 +124,10 @@ def test_dicap_pos_trains_the_counterfactual_as_its_target_class(clip_model):
             return classification_loss(feats["cf"] @ learner().T, feats["cf_labels"].long(), 20.0).item()
 
     before = cf_loss()
-    history = train_context(learner, "dicap_pos", feats, PARAMS, logit_scale=20.0, seed=0)
+    history = train_context(learner, method, feats, {**PARAMS, "cf_positive_weight": 1.0}, logit_scale=20.0, seed=0)
     assert all(h["cf_pos"] > 0 for h in history) and history[-1]["cf_pos"] < history[0]["cf_pos"]
     assert cf_loss() < before
+    assert all(("cf" in h) == (method == "dicap_pos") for h in history)  # dicap_label: no hard negative
 
 
 def test_dicap_without_counterfactuals_raises(clip_model):
@@ -124,6 +142,17 @@ def test_dicap_without_counterfactuals_raises(clip_model):
         train_context(learner, "cocoop_pos", feats, PARAMS, logit_scale=20.0, seed=0)
     with pytest.raises(ValueError, match="trains a cocoop learner, not coop"):
         train_context(learner, "dicap_cocoop", feats, PARAMS, logit_scale=20.0, seed=0)
+
+
+@pytest.mark.parametrize("method", ["dicap_label", "dicap_pos"])
+def test_the_labelled_readings_need_the_counterfactuals_and_their_targets(clip_model, method):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    feats = _features()
+    with pytest.raises(ValueError, match=f"{method} needs one counterfactual per training image"):
+        train_context(learner, method, {k: v for k, v in feats.items() if k != "cf"}, PARAMS, logit_scale=20.0, seed=0)
+    for broken in ({k: v for k, v in feats.items() if k != "cf_labels"}, {**feats, "cf_labels": feats["cf_labels"][:-1]}):
+        with pytest.raises(ValueError, match=f"{method} needs each counterfactual's target class"):
+            train_context(learner, method, broken, PARAMS, logit_scale=20.0, seed=0)
 
 
 def _reference(learner: PromptLearner, x, x_cf, y, candidates, kg_rows=None) -> dict[str, torch.Tensor]:
@@ -269,16 +298,17 @@ def test_training_with_candidates_and_cf_valid_runs(clip_model):
     assert learner.active is None
 
 
-def test_cf_valid_is_refused_with_dicap_pos_and_checked(clip_model):
+@pytest.mark.parametrize("method", ["dicap_pos", "dicap_label"])
+def test_cf_valid_is_refused_with_the_labelled_readings_and_checked(clip_model, method):
     learner = _learner(clip_model, "coop")
     x, x_cf = _batch(4)
     y = torch.tensor([0, 1, 2, 0])
     features = {"train": x, "train_labels": y, "cf": x_cf, "cf_labels": (y + 1) % 3, "cf_valid": torch.ones(4, dtype=torch.bool)}
     params = {**TRAIN, "epochs": 1, "cf_positive_weight": 1.0}
-    with pytest.raises(ValueError, match="dicap_pos cannot take 'cf_valid'"):
-        train_context(learner, "dicap_pos", features, params, SCALE, seed=0)
+    with pytest.raises(ValueError, match=f"{method} cannot take 'cf_valid'"):
+        train_context(learner, method, features, params, SCALE, seed=0)
     with pytest.raises(ValueError, match="cannot take 'cf_valid'"):
-        batch_losses(learner, parse_method("dicap_pos"), x, y, x_cf, (y + 1) % 3, torch.arange(4), params, SCALE,
+        batch_losses(learner, parse_method(method), x, y, x_cf, (y + 1) % 3, torch.arange(4), params, SCALE,
                      cf_valid=torch.ones(4, dtype=torch.bool))
     for bad, match in ((torch.ones(3, dtype=torch.bool), r"one flag per training example"),
                        (torch.full((4,), 0.5), "must be bool")):
