@@ -9,6 +9,7 @@ rule table1:
         md="results/table1.md",
         provenance="results/table1.provenance.json",
         metrics="results/table1.metrics.json",
+        paired="results/table1_paired.csv",
     params:
         code=code_version("table1"),
         suite=config["suite"],
@@ -27,12 +28,12 @@ rule table1:
     shell:
         "dicap table1 --suite {params.suite} --datasets {params.datasets} --metrics {input}"
         " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md}"
-        " --out-metrics {output.metrics} > {log} 2>&1"
+        " --out-metrics {output.metrics} --out-paired {output.paired} > {log} 2>&1"
 
 
 rule figure_table1:
     input:
-        "results/table1.csv",
+        "results/table1_paired.csv",
     output:
         report("results/figures/table1_bars.png", caption="captions/table1_bars.rst", category="Table 1"),
     params:
@@ -46,7 +47,7 @@ rule figure_table1:
     conda:
         ENV
     shell:
-        "dicap figure_table1 --table {input} --out {output} > {log} 2>&1"
+        "dicap figure_table1 --paired {input} --out {output} > {log} 2>&1"
 
 
 rule figure_counterfactuals:
