@@ -126,6 +126,31 @@ rule shortcut:
         " --out-csv {output.csv} --out-md {output.md} --out-png {output.png} > {log} 2>&1"
 
 
+rule calibration:
+    input:
+        metrics=shortcut_metrics(),
+        backbones="results/backbones.csv",
+    output:
+        csv=report("results/calibration.csv", caption="captions/calibration.rst", category="Calibration"),
+        md="results/calibration.md",
+    params:
+        code=code_version("calibration"),
+        datasets=DATASETS,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("calibration"),
+    benchmark:
+        bench_path("calibration")
+    conda:
+        ENV
+    shell:
+        "dicap calibration --datasets {params.datasets} --metrics {input.metrics} --backbones {input.backbones}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
 rule cost_report:
     input:
         # everything else `all` builds, so that their benchmark files are written first
@@ -133,6 +158,7 @@ rule cost_report:
         "results/backbones.csv",
         AUDIT_RESULTS,
         SHORTCUT_RESULTS,
+        CALIBRATION_RESULTS,
     output:
         report("results/cost.csv", caption="captions/cost.rst", category="Cost"),
     params:

@@ -1,4 +1,5 @@
-"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, figures, cost, reproduction.
+"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, the calibration, figures,
+cost, reproduction.
 
 Each function is the rule of the same name.
 """
@@ -11,7 +12,8 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction"]
+__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "calibration", "cost_report",
+           "reproduction"]
 
 
 def table1(
@@ -75,6 +77,21 @@ def shortcut(
 
     seeds = read_seeds(metrics, datasets)
     write_shortcut(summarise(seeds, datasets), build_paired(seeds, datasets), out_csv, out_md, out_png)
+
+
+def calibration(
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files: every dataset's main run, then the controls'"],
+    out_csv: Path,
+    out_md: Path,
+    backbones: Annotated[Path | None, "results/backbones.csv, for the linear probe where it was measured"] = None,
+) -> None:
+    """Check the embedded suite against the real benchmark's known behaviour: results/calibration.{csv,md}."""
+    from dicap.report.calibration import build_calibration, write_calibration
+
+    checks, dicap = build_calibration(metrics, datasets, backbones)
+    write_calibration(checks, dicap, out_csv, out_md)
+    log.info("%d of %d judged checks pass", (checks["verdict"] == "pass").sum(), checks["verdict"].isin(["pass", "fail"]).sum())
 
 
 def cost_report(
