@@ -112,6 +112,7 @@ rule all:
         "results/figures/table1_bars.png",
         AUDIT_RESULTS,
         SHORTCUT_RESULTS,
+        CALIBRATION_RESULTS,
         "results/reproduction.csv",
         "results/reproduction.md",
     default_target: True

@@ -55,6 +55,7 @@ TASK_PROMPT = B(layout.TASK_PROMPT)
 TASK_METRICS = B(layout.TASK_METRICS)
 TASK_METHODS = config["tasks"]["methods"]
 AUDIT_RESULTS, SHORTCUT_RESULTS, TASK_RESULTS = PLAN.audit_results, PLAN.shortcut_results, PLAN.task_results
+CALIBRATION_RESULTS = PLAN.calibration_results
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 ABLATIONS = PLAN.ablations  # the ablations by name (`snakemake ablation_<name>`): the variants each compares
 

@@ -9,6 +9,7 @@ rule table1:
         md="results/table1.md",
         provenance="results/table1.provenance.json",
         metrics="results/table1.metrics.json",
+        paired="results/table1_paired.csv",
     params:
         code=code_version("table1"),
         suite=config["suite"],
@@ -27,12 +28,12 @@ rule table1:
     shell:
         "dicap table1 --suite {params.suite} --datasets {params.datasets} --metrics {input}"
         " --config-json {params.config:q} --out-csv {output.csv} --out-md {output.md}"
-        " --out-metrics {output.metrics} > {log} 2>&1"
+        " --out-metrics {output.metrics} --out-paired {output.paired} > {log} 2>&1"
 
 
 rule figure_table1:
     input:
-        "results/table1.csv",
+        "results/table1_paired.csv",
     output:
         report("results/figures/table1_bars.png", caption="captions/table1_bars.rst", category="Table 1"),
     params:
@@ -46,7 +47,7 @@ rule figure_table1:
     conda:
         ENV
     shell:
-        "dicap figure_table1 --table {input} --out {output} > {log} 2>&1"
+        "dicap figure_table1 --paired {input} --out {output} > {log} 2>&1"
 
 
 rule figure_counterfactuals:
@@ -125,6 +126,31 @@ rule shortcut:
         " --out-csv {output.csv} --out-md {output.md} --out-png {output.png} > {log} 2>&1"
 
 
+rule calibration:
+    input:
+        metrics=shortcut_metrics(),
+        backbones="results/backbones.csv",
+    output:
+        csv=report("results/calibration.csv", caption="captions/calibration.rst", category="Calibration"),
+        md="results/calibration.md",
+    params:
+        code=code_version("calibration"),
+        datasets=DATASETS,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("calibration"),
+    benchmark:
+        bench_path("calibration")
+    conda:
+        ENV
+    shell:
+        "dicap calibration --datasets {params.datasets} --metrics {input.metrics} --backbones {input.backbones}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
 rule cost_report:
     input:
         # everything else `all` builds, so that their benchmark files are written first
@@ -132,6 +158,7 @@ rule cost_report:
         "results/backbones.csv",
         AUDIT_RESULTS,
         SHORTCUT_RESULTS,
+        CALIBRATION_RESULTS,
     output:
         report("results/cost.csv", caption="captions/cost.rst", category="Cost"),
     params:

@@ -227,6 +227,12 @@ class Plan:
     def shortcut_results(self) -> list[str]:
         return [] if self.paper else ["results/shortcut.csv", "results/shortcut.md", "results/figures/shortcut.png"]
 
+    @cached_property
+    def calibration_results(self) -> list[str]:
+        """The calibration report: the toy's learners against the real benchmark's known behaviour
+        (embedded suite only: the paper suite is the real benchmark, and has no shortcut splits)."""
+        return [] if self.paper else ["results/calibration.csv", "results/calibration.md"]
+
     @property
     def reference(self) -> str:
         """The numbers every run is compared with (maintained with ``dicap record_reference``)."""

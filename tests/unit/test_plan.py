@@ -170,9 +170,10 @@ def test_learner_resources_come_from_the_registry(config):
 
 def test_the_suites_targets(plan, config):
     assert plan.audit_results and plan.shortcut_results and len(plan.task_results) == 4
+    assert plan.calibration_results == ["results/calibration.csv", "results/calibration.md"]
     assert set(plan.reproduction_inputs(reference_exists=False)) == {"table1", "backbones", "audit", "shortcut", "table2", "table3"}
     paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
-    assert paper.audit_results == paper.shortcut_results == paper.controls == []
+    assert paper.audit_results == paper.shortcut_results == paper.calibration_results == paper.controls == []
     assert paper.text_datasets == ["vqav2"] and paper.task_results == ["results/table3.csv", "results/table3.md"]
     assert "reference" in paper.reproduction_inputs(reference_exists=True)
 

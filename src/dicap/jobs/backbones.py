@@ -70,7 +70,7 @@ def clip_backbone(
                                           test["label"].to_numpy())
         clip.save_class_text_features(class_text_features, text)
         write_json(report, {
-            "zero_shot_accuracy": accuracy, "zero_shot_split": split, "linear_probe_accuracy": probe, "final_loss": _final_loss(losses),
+            "zero_shot_accuracy": accuracy, "zero_shot_split": split, "linear_probe": probe, "final_loss": _final_loss(losses),
             **provenance(params, seed),
         })
     log.info("linear probe on %s: %s", split, probe)

@@ -1,4 +1,5 @@
-"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, figures, cost, reproduction.
+"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, the calibration, figures,
+cost, reproduction.
 
 Each function is the rule of the same name.
 """
@@ -11,7 +12,8 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "cost_report", "reproduction"]
+__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "calibration", "cost_report",
+           "reproduction"]
 
 
 def table1(
@@ -22,18 +24,20 @@ def table1(
     out_csv: Path,
     out_md: Path,
     out_metrics: Annotated[Path | None, "the same numbers as nested JSON, for dvc metrics"] = None,
+    out_paired: Annotated[Path | None, "DiCap against its own learner and the learners against zero-shot, paired by seed"] = None,
 ) -> None:
-    """Aggregate per-seed metrics into Table 1 (mean and std over seeds, average row)."""
-    from dicap.report.table import build_table1, write_table1
+    """Aggregate per-seed metrics into Table 1 (mean, std and SE over seeds, average row) and its paired comparisons."""
+    from dicap.report.table import build_paired, read_metrics, summarise, write_table1
 
-    write_table1(build_table1(suite, datasets, metrics), out_csv, out_md, config_json, out_metrics)
+    per_seed = read_metrics(metrics, datasets)
+    write_table1(summarise(suite, datasets, per_seed), out_csv, out_md, config_json, out_metrics, build_paired(per_seed, datasets), out_paired)
 
 
-def figure_table1(table: Path, out: Path) -> None:
-    """Plot base / novel / HM bars per method from Table 1."""
+def figure_table1(paired: Annotated[Path, "results/table1_paired.csv"], out: Path) -> None:
+    """Plot each learner's HM against zero-shot and each DiCap variant's against its learner, paired, with SE bars."""
     from dicap.report.figures import plot_table1
 
-    plot_table1(table, out)
+    plot_table1(paired, out)
 
 
 def figure_counterfactuals(
@@ -67,10 +71,27 @@ def shortcut(
     out_md: Path,
     out_png: Path,
 ) -> None:
-    """Aligned, conflict, gap, worst-group and novel accuracy per method and control (embedded suite)."""
-    from dicap.report.shortcut import build_shortcut, write_shortcut
+    """Aligned, conflict, gap, worst-group and novel accuracy per method and control (embedded suite),
+    with DiCap against its own learner, the controls' verdicts and the dose-response."""
+    from dicap.report.shortcut import build_paired, read_seeds, summarise, write_shortcut
 
-    write_shortcut(build_shortcut(metrics, datasets), out_csv, out_md, out_png)
+    seeds = read_seeds(metrics, datasets)
+    write_shortcut(summarise(seeds, datasets), build_paired(seeds, datasets), out_csv, out_md, out_png)
+
+
+def calibration(
+    datasets: list[str],
+    metrics: Annotated[list[Path], "evaluate's per-seed files: every dataset's main run, then the controls'"],
+    out_csv: Path,
+    out_md: Path,
+    backbones: Annotated[Path | None, "results/backbones.csv, for the linear probe where it was measured"] = None,
+) -> None:
+    """Check the embedded suite against the real benchmark's known behaviour: results/calibration.{csv,md}."""
+    from dicap.report.calibration import build_calibration, write_calibration
+
+    checks, dicap = build_calibration(metrics, datasets, backbones)
+    write_calibration(checks, dicap, out_csv, out_md)
+    log.info("%d of %d judged checks pass", (checks["verdict"] == "pass").sum(), checks["verdict"].isin(["pass", "fail"]).sum())
 
 
 def cost_report(

@@ -1,7 +1,9 @@
-"""Figures for people: method bars and counterfactual grids."""
+"""Figures for people: Table 1 as paired differences, the colours every method figure shares, and
+counterfactual grids."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,9 @@ import pandas as pd
 from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
 from dicap.io import atomic_output, load_arrays
+from dicap.prompting.methods import METHODS, ZEROSHOT, parse_method
+from dicap.report.paired import GAIN, LOSS, reading
+from dicap.report.table import SPLIT_ORDER
 
 
 def pyplot():
@@ -26,30 +31,122 @@ def save_figure(fig, out: Path) -> None:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
 
 
-def plot_table1(table_csv: Path, out: Path) -> None:
-    """Base / novel / HM bars per method: a row of panels per test split, a column per dataset.
+def method_colour(method: str) -> str:
+    """One colour per kind of method, the same in every figure: zero-shot grey, the learners
+    blue, each DiCap reading its own (by the reading, so dicap_pos_kgcoop matches dicap_pos)."""
+    parsed = parse_method(method)
+    if not parsed.trains:
+        return "0.55"
+    if not parsed.uses_counterfactuals:
+        return "C0"
+    readings = list(dict.fromkeys(reading(m) for m in METHODS if parse_method(m).uses_counterfactuals))
+    return f"C{1 + readings.index(reading(parsed)) % 9}"
 
-    Panels widen with the number of methods, so a dozen method names stay legible.
+
+def legend_handles(methods, learner: str = "learner", dicap: str = "{reading}[_<learner>]", zeroshot: str | None = None) -> list:
+    """Legend patches for the kinds of ``methods`` present, in the colours of :func:`method_colour`:
+    the learners, each DiCap reading (``dicap`` formats ``{reading}``) and, if named, zero-shot."""
+    plt = pyplot()
+    parsed = [parse_method(m) for m in dict.fromkeys(methods)]
+    readings = sorted({reading(p) for p in parsed if p.uses_counterfactuals}, key=METHODS.index)
+    handles = []
+    if zeroshot and any(not p.trains for p in parsed):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color=method_colour(ZEROSHOT), label=zeroshot))
+    if any(p.trains and not p.uses_counterfactuals for p in parsed):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color=method_colour(parse_method(ZEROSHOT).learner), label=learner))
+    return handles + [plt.Rectangle((0, 0), 1, 1, color=method_colour(r), label=dicap.format(reading=r)) for r in readings]
+
+
+def primary_split(splits) -> str:
+    """The split a figure of Table 1 shows: the unbiased test split on the embedded suite, ``test`` on the paper suite."""
+    present = list(dict.fromkeys(splits))
+    return min(present, key=lambda s: SPLIT_ORDER.get(s, len(SPLIT_ORDER)))
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    bottom: float  # where the bar starts: 0 (zero-shot) for a learner, its learner's level for DiCap
+    height: float  # the paired difference it shows
+    se: float
+    colour: str
+    significant: bool  # the 95% interval excludes 0
+
+
+def table1_bars(paired: pd.DataFrame) -> list[list[Bar]]:
+    """One dataset's HM comparisons as groups of bars, one group per learner: the learner's
+    paired difference from zero-shot, then each of its DiCap variants' from it, each DiCap bar
+    starting where its learner's ends (so its top reads against zero-shot too)."""
+    level: dict[str, float] = {}
+    groups: dict[str, list[Bar]] = {}
+    for _, r in paired[paired["baseline"] == ZEROSHOT].iterrows():
+        level[r["method"]] = r["delta"]
+        groups[r["method"]] = [Bar(r["method"], 0.0, r["delta"], r["se"], method_colour(r["method"]), r["verdict"] in (GAIN, LOSS))]
+    for _, r in paired[paired["baseline"] != ZEROSHOT].iterrows():
+        learner = r["baseline"]
+        if learner not in groups:  # zero-shot is not in the run: the learner stands at 0
+            level[learner] = 0.0
+            groups[learner] = [Bar(f"{learner} (no zero-shot)", 0.0, 0.0, float("nan"), method_colour(learner), False)]
+        groups[learner].append(Bar(r["method"], level[learner], r["delta"], r["se"], method_colour(r["method"]),
+                                   r["verdict"] in (GAIN, LOSS)))
+    return list(groups.values())
+
+
+def draw_table1(paired: pd.DataFrame, metric: str = "hm"):
+    """The figure of :func:`plot_table1`, returned for the caller to save (or a test to measure)."""
+    plt = pyplot()
+    split = primary_split(paired["split"])
+    rows = paired[(paired["split"] == split) & (paired["metric"] == metric)]
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    per_dataset = {d: table1_bars(rows[rows["dataset"] == d]) for d in datasets}
+    widest = max((sum(len(g) for g in groups) + len(groups) for groups in per_dataset.values()), default=1)
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(max(4.0, 0.32 * widest + 1.6) * max(len(datasets), 1), 4.6),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        x, ticks, labels = 0.0, [], []
+        for group in per_dataset[dataset]:
+            start = x
+            for bar in group:
+                ax.bar(x, bar.height, 0.8, bottom=bar.bottom, color=bar.colour, edgecolor="black", linewidth=0.4,
+                       yerr=None if np.isnan(bar.se) else bar.se, capsize=2, error_kw={"elinewidth": 0.8})
+                if bar.significant:
+                    tip = bar.bottom + bar.height + np.sign(bar.height) * (bar.se if not np.isnan(bar.se) else 0)
+                    ax.annotate("*", (x, tip), xytext=(0, 3 if bar.height >= 0 else -9), textcoords="offset points",
+                                ha="center", fontsize=8)
+                ticks.append(x)
+                labels.append(bar.label)
+                x += 1.0
+            if len(group) > 1:  # the learner's level, which its DiCap bars start from
+                ax.hlines(group[0].bottom + group[0].height, start - 0.45, x - 0.55, colors=group[0].colour,
+                          linestyles=":", linewidth=1)
+            x += 0.8
+        ax.axhline(0, color="black", linewidth=1)
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+        ax.use_sticky_edges = False  # room above and below: zero-shot's line is never the frame
+        ax.margins(y=0.12)
+        ax.set_title(f"{dataset} ({split})", fontsize=9)
+        ax.grid(axis="y", linewidth=0.3, alpha=0.5)
+    axes[0][0].set_ylabel(f"{metric.upper()} difference (points), paired by seed, ± SE")
+    handles = [plt.Line2D([], [], color="black", linewidth=1, label="zero-shot (0)"),
+               *legend_handles([*rows["method"], *rows["baseline"]], learner="learner − zero-shot",
+                               dicap="{reading}[_<learner>] − its learner")]
+    fig.legend(handles=handles, loc="upper center", ncols=len(handles), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Each learner against zero-shot, each DiCap variant against its own learner (starting at the "
+                 "learner's level); * = the 95% interval excludes 0", fontsize=8, y=1.06)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table1(paired_csv: Path, out: Path) -> None:
+    """Table 1 as paired differences (results/table1_paired.csv): per dataset, each learner's HM
+    against zero-shot and, beside it, each of its DiCap variants' against it, with SE bars.
+
+    The question the figure answers is whether DiCap's term moves its learner beyond seed
+    noise; absolute accuracies (Table 1 itself) would bury differences of a point under a
+    0-100 axis.
     """
     plt = pyplot()
-    table = pd.read_csv(table_csv)
-    splits, datasets = list(dict.fromkeys(table["split"])), list(dict.fromkeys(table["dataset"]))
-    width = 1.0 + 0.4 * table["method"].nunique()
-    fig, axes = plt.subplots(len(splits), len(datasets), figsize=(width * len(datasets), 3.4 * len(splits)),
-                             sharey=True, squeeze=False)
-    for row, split in zip(axes, splits):
-        for ax, dataset in zip(row, datasets):
-            group = table[(table["split"] == split) & (table["dataset"] == dataset)]
-            methods = list(group["method"])
-            x = np.arange(len(methods))
-            for i, metric in enumerate(("base", "novel", "hm")):
-                err = group[f"{metric}_std"].fillna(0).to_numpy()
-                ax.bar(x + (i - 1) * 0.27, group[metric], 0.27, yerr=err, label=metric, capsize=2)
-            ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
-            ax.set_title(f"{dataset}, {split}", fontsize=9)
-        row[0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    fig = draw_table1(pd.read_csv(paired_csv))
     save_figure(fig, out)
     plt.close(fig)
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from dicap.io import atomic_output, package_versions, read_json, write_json, write_table
 from dicap.report.markdown import markdown_table
+from dicap.report.table import is_spread
 
 KEY = ["table", "split", "dataset", "method", "metric"]
 SPREAD = ["std", "n"]  # a number's sample std over seeds and the seed count; empty where its table has no per-seed values
@@ -112,6 +113,7 @@ def _seed_counts(frame: pd.DataFrame) -> pd.Series:
 def _long(frame: pd.DataFrame, table: str, ids: list[str], skip: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per number, with its seed std (``<metric>_std``) and seed count where the table has them."""
     spread = {c for c in frame.columns if c.endswith("_std")}
+    frame = frame.drop(columns=[c for c in frame.columns if is_spread(c) and c not in spread])
     metrics = [c for c in frame.columns if c not in ids and c not in skip and c not in spread and c != "seeds"
                and pd.api.types.is_numeric_dtype(frame[c])]
     seeds = _seed_counts(frame)

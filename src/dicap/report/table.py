@@ -11,10 +11,13 @@ import pandas as pd
 from dicap import layout
 from dicap.evaluation.metrics import harmonic_mean
 from dicap.io import atomic_output, provenance, read_json, write_json, write_table
+from dicap.prompting.methods import ZEROSHOT
 from dicap.report.markdown import markdown_table
+from dicap.report.paired import GAIN, LOSS, NOISE, markdown_cells, paired_both
 
 METRICS = ("base", "novel", "hm")
 SPLIT_ORDER = {"test_unbiased": 0, "test_aligned": 1, "test_conflict": 2, "test": 3}
+SPREAD_SUFFIXES = ("_std", "_se")
 
 
 def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
@@ -39,35 +42,52 @@ def read_seed_file(path: Path, seed: int) -> pd.DataFrame:
     return frame
 
 
-def over_seeds(group: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, Any]:
-    """Each column's mean and sample std (0 for one seed) over a group of per-seed rows, and the seeds."""
+def over_seeds(group: pd.DataFrame, columns: tuple[str, ...], standard_error: bool = False) -> dict[str, Any]:
+    """Each column's mean and sample std (0 for one seed) over a group of per-seed rows, and the seeds;
+    with ``standard_error``, also each column's SE of the mean (std / sqrt(n)) and ``n``, the seeds counted."""
     row: dict[str, Any] = {}
+    n = len(group)
     for column in columns:
         row[column] = group[column].mean()
-        row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else 0.0
+        row[f"{column}_std"] = group[column].std(ddof=1) if n > 1 else 0.0
+        if standard_error:
+            row[f"{column}_se"] = row[f"{column}_std"] / np.sqrt(n)
+    if standard_error:
+        row["n"] = n
     row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
     return row
 
 
+def is_spread(column: str) -> bool:
+    """Whether a report column describes the spread over seeds (``*_std``, ``*_se``, ``n``), not a result."""
+    return column == "n" or column.endswith(SPREAD_SUFFIXES)
+
+
 def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> pd.DataFrame:
+    """Table 1 of the per-seed metric files (see :func:`summarise`)."""
+    return summarise(suite, datasets, read_metrics(metric_files, datasets))
+
+
+def summarise(suite: str, datasets: list[str], per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per split, dataset and method, plus an average row per split and method.
 
     The average row is the HM of the averaged base and novel accuracies (the protocol's
-    convention), not the mean of per-dataset HMs.
+    convention), not the mean of per-dataset HMs; it has no spread of its own.
     """
-    per_seed = read_metrics(metric_files, datasets)
     method_order = {m: i for i, m in enumerate(dict.fromkeys(per_seed["method"]))}
     rows: list[dict[str, Any]] = []
     for (split, dataset, method), group in per_seed.groupby(["split", "dataset", "method"], sort=False):
-        rows.append({"suite": suite, "split": split, "dataset": dataset, "method": method, **over_seeds(group, METRICS)})
+        rows.append({"suite": suite, "split": split, "dataset": dataset, "method": method,
+                     **over_seeds(group, METRICS, standard_error=True)})
     table = pd.DataFrame(rows)
     averages = []
     for (split, method), group in table.groupby(["split", "method"], sort=False):
         b, n = group["base"].mean(), group["novel"].mean()
         averages.append({
             "suite": suite, "split": split, "dataset": "average", "method": method,
-            "base": b, "base_std": np.nan, "novel": n, "novel_std": np.nan,
-            "hm": 100 * harmonic_mean(b / 100, n / 100), "hm_std": np.nan, "seeds": group["seeds"].iloc[0],
+            "base": b, "novel": n, "hm": 100 * harmonic_mean(b / 100, n / 100),
+            **{f"{m}_{spread}": np.nan for m in METRICS for spread in ("std", "se")},
+            "n": group["n"].iloc[0], "seeds": group["seeds"].iloc[0],
         })
     table = pd.concat([table, pd.DataFrame(averages)], ignore_index=True)
     dataset_order = {d: i for i, d in enumerate([*datasets, "average"])}
@@ -78,14 +98,41 @@ def build_table1(suite: str, datasets: list[str], metric_files: list[Path]) -> p
     return table.reset_index(drop=True).round(4)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def build_paired(per_seed: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Table 1's paired comparisons per split and dataset: each DiCap method against its own
+    learner, each learner against zero-shot (:mod:`dicap.report.paired`)."""
+    return paired_both(per_seed, METRICS, ["split", "dataset"], {"split": list(SPLIT_ORDER), "dataset": datasets})
+
+
+def to_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    """Per split: the table (mean ± SE over seeds), then DiCap against its own learner and the
+    learners against zero-shot, paired by seed."""
     lines = []
     for split, group in table.groupby("split", sort=False):
-        rows = [[r["dataset"], r["method"], *(f"{r[m]:.2f}" if pd.isna(r[f"{m}_std"]) else f"{r[m]:.2f} ± {r[f'{m}_std']:.2f}"
+        rows = [[r["dataset"], r["method"], *(f"{r[m]:.2f}" if pd.isna(r[f"{m}_se"]) else f"{r[m]:.2f} ± {r[f'{m}_se']:.2f}"
                                               for m in METRICS)] for _, r in group.iterrows()]
         lines += [f"### {split} (suite: {group['suite'].iloc[0]}, seeds: {group['seeds'].iloc[0]})", "",
+                  "Mean ± standard error over seeds (SE = std / √n; the std is in the csv).", "",
                   *markdown_table(["dataset", "method", "base", "novel", "HM"], rows), ""]
+        if paired is not None:
+            lines += paired_sections(paired[paired["split"] == split], split)
     return "\n".join(lines)
+
+
+def paired_sections(paired: pd.DataFrame, split: str) -> list[str]:
+    """The Markdown of one split's paired comparisons, DiCap's first."""
+    lines = []
+    titles = {"learner": ("DiCap against its own learner", "learner"), "zeroshot": ("the learners against zero-shot", "zero-shot")}
+    for against, (title, name) in titles.items():
+        part = paired[paired["baseline"] != ZEROSHOT] if against == "learner" else paired[paired["baseline"] == ZEROSHOT]
+        if part.empty:
+            continue
+        rows = markdown_cells(part, METRICS, ["dataset", "method", "baseline"])
+        lines += [f"#### {split}: {title}", "",
+                  f"Δ = method − {name} per seed, mean ± SE [95% t interval] and the verdict: "
+                  f"{GAIN} or {LOSS} when the interval excludes 0, else {NOISE}.", "",
+                  *markdown_table(["dataset", "method", "baseline", "Δ base", "Δ novel", "Δ HM"], rows), ""]
+    return lines
 
 
 def metrics_tree(table: pd.DataFrame) -> dict[str, Any]:
@@ -96,29 +143,41 @@ def metrics_tree(table: pd.DataFrame) -> dict[str, Any]:
     return tree
 
 
-def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any], out_metrics: Path | None = None) -> None:
+def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any], out_metrics: Path | None = None,
+                 paired: pd.DataFrame | None = None, out_paired: Path | None = None) -> None:
     write_table(out_csv, table)
     if out_metrics is not None:
         write_json(out_metrics, metrics_tree(table))
+    if paired is not None and out_paired is not None:
+        write_table(out_paired, paired)
     with atomic_output(out_md) as tmp:
-        tmp.write_text(to_markdown(table))
+        tmp.write_text(to_markdown(table, paired))
     write_json(out_csv.with_suffix(".provenance.json"), provenance(config, None) | {"seeds": config.get("seeds")})
+
+
+LINEAR_PROBE = "linear_probe"  # the CLIP report's linear-probe accuracy, where the backbone job measures one
 
 
 def build_backbone_report(
     datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
 ) -> None:
-    """What the backbones and the generator achieved, per dataset (measured, never typed in)."""
+    """What the backbones and the generator achieved, per dataset (measured, never typed in).
+
+    A ``linear_probe`` column is added when a CLIP report holds one (a number, or a mapping with
+    ``accuracy``): the calibration report reads it from here.
+    """
     clip = layout.by_dataset(layout.CLIP_REPORT, clip_reports, datasets)
     diffusion = layout.by_dataset(layout.DIFFUSION_REPORT, diffusion_reports, datasets)
     rows = []
     for dataset in datasets:
         tables = [p for p in cf_tables if layout.parse(layout.CF_TABLE, p)["dataset"] == dataset]
         cf = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)
+        clip_report = read_json(clip[dataset])
+        probe = clip_report.get(LINEAR_PROBE)
         rows.append({
             "dataset": dataset,
-            "clip_zero_shot_accuracy": read_json(clip[dataset])["zero_shot_accuracy"],
-            "clip_linear_probe": read_json(clip[dataset]).get("linear_probe_accuracy"),
+            "clip_zero_shot_accuracy": clip_report["zero_shot_accuracy"],
+            **({LINEAR_PROBE: probe.get("accuracy") if isinstance(probe, dict) else probe} if probe is not None else {}),
             "diffusion_final_loss": read_json(diffusion[dataset])["final_loss"],
             # NaN rows were not sampled (counterfactual.reconstruction_fraction): the mean of the measured ones
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(skipna=True),

@@ -1,5 +1,5 @@
-"""Table 1 and the backbone report (report/table.py): means and stds over seeds, the average row,
-order and markdown, and the sampled round trips averaged."""
+"""Table 1 and the backbone report (report/table.py): means, stds and SEs over seeds, the average row,
+order and markdown, the paired comparisons, and the backbone report's averages and linear probe."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicap.report.table import build_table1, to_markdown
+from dicap.report.table import build_paired, build_table1, is_spread, read_metrics, to_markdown
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,6 +29,28 @@ def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
     out = tmp_path / "backbones.csv"
     build_backbone_report(["caltech101"], [paths["clip"]], [paths["diffusion"]], [cf], out)
     assert pd.read_csv(out)["inversion_reconstruction_mse"].tolist() == [0.03]
+
+
+@pytest.mark.parametrize("probe, expected", [(0.93, 0.93), ({"accuracy": 0.5, "steps": 100}, 0.5), (None, None)])
+def test_backbone_report_carries_the_linear_probe_only_where_measured(tmp_path, probe, expected):
+    from dicap import layout
+    from dicap.io import write_json
+    from dicap.report.table import LINEAR_PROBE, build_backbone_report
+
+    clip = {"zero_shot_accuracy": 0.5} | ({LINEAR_PROBE: probe} if probe is not None else {})
+    paths = {"clip": tmp_path / layout.CLIP_REPORT.format(dataset="shapes"),
+             "diffusion": tmp_path / layout.DIFFUSION_REPORT.format(dataset="shapes")}
+    write_json(paths["clip"], clip)
+    write_json(paths["diffusion"], {"final_loss": 0.1})
+    cf = tmp_path / layout.CF_TABLE.format(dataset="shapes", variant=layout.MAIN, seed=1)
+    cf.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"y_cf": [1], "guide_prediction": [1], "guide_confidence": [0.5], "reconstruction_mse": [0.02]}).to_parquet(cf)
+    out = tmp_path / "backbones.csv"
+    build_backbone_report(["shapes"], [paths["clip"]], [paths["diffusion"]], [cf], out)
+    report = pd.read_csv(out)
+    assert (LINEAR_PROBE in report) == (expected is not None)
+    if expected is not None:
+        assert report[LINEAR_PROBE].tolist() == [expected]
 
 
 # --- Table 1 ----------------------------------------------------------------------------------------
@@ -84,6 +106,9 @@ def test_table1_means_and_std_over_seeds(metric_files):
                 assert row["hm_std"] == pytest.approx(np.std(hms, ddof=1), abs=1e-4)
                 assert row["seeds"] == "1 2"
                 assert row["suite"] == "embedded"
+                assert row["n"] == 2
+                for metric, values in (("base", bases), ("novel", novels), ("hm", hms)):
+                    assert row[f"{metric}_se"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(2), abs=1e-4)
 
 
 def test_table1_average_row_is_hm_of_averages(metric_files):
@@ -114,6 +139,30 @@ def test_table1_order_and_markdown(metric_files):
     assert "### test_unbiased" in md and "### test_conflict" in md
     assert md.index("### test_unbiased") < md.index("### test_conflict")
     assert "| average | coop |" in md and "±" in md
+    shapes_coop = _row(table, "test_unbiased", "shapes", "coop")
+    assert f"| shapes | coop | {shapes_coop['base']:.2f} ± {shapes_coop['base_se']:.2f} |" in md  # the SE, not the std
+    assert shapes_coop["base_se"] != pytest.approx(shapes_coop["base_std"])
+
+
+def test_spread_columns_are_told_from_results():
+    assert all(is_spread(c) for c in ("base_std", "hm_se", "n", "gap_se"))
+    assert not any(is_spread(c) for c in ("base", "hm", "novel_gap", "seeds", "std_dev"))
+
+
+def test_paired_section_judges_dicap_against_its_learner(metric_files):
+    per_seed = read_metrics(metric_files, ["shapes", "digits"])
+    paired = build_paired(per_seed, ["shapes", "digits"])
+    dicap = paired[(paired["method"] == "dicap") & (paired["metric"] == "base")].set_index(["split", "dataset"])
+    # shapes, test_unbiased: dicap - coop per seed = 88 - 90, 86 - 80
+    assert dicap.loc[("test_unbiased", "shapes"), "delta"] == pytest.approx(2.0)
+    assert dicap.loc[("test_unbiased", "shapes"), "se"] == pytest.approx(np.std([-2, 6], ddof=1) / np.sqrt(2))
+    assert dicap.loc[("test_unbiased", "shapes"), "verdict"] == "within noise"
+    assert set(paired["baseline"]) == {"coop"}  # the fixture has no zero-shot: no learner row
+    assert paired["split"].tolist() == sorted(paired["split"], key=["test_unbiased", "test_conflict"].index)
+    table = build_table1("embedded", ["shapes", "digits"], metric_files)
+    md = to_markdown(table, paired)
+    assert "#### test_unbiased: DiCap against its own learner" in md
+    assert "| shapes | dicap | coop | +2.00 ± 4.00 [" in md
 
 
 def test_table1_rejects_file_of_unknown_dataset(metric_files, tmp_path):
