@@ -86,7 +86,7 @@ def run(bundle, guide, x0, y, y_cf, path, batch: int, autocast: bool) -> dict[st
         with ctx:
             for i in range(0, len(x0), batch):
                 sl = slice(i, i + batch)
-                x_t = ddim.invert(bundle, x0[sl], y[sl], path)
+                x_t = ddim.invert(bundle, guide, x0[sl], y[sl], path)
                 ddim.regenerate(bundle, guide, x_t, y_cf[sl], path, 3.0)
         unet.sync()
         total = time.perf_counter() - start

@@ -1,5 +1,6 @@
 # The counterfactual audit (embedded suite): an independent oracle judges every generated
-# counterfactual against the true one the structural causal model renders.
+# counterfactual against the true one the structural causal model renders, and, before any
+# counterfactual, whether the diffusion model draws every class it is asked for.
 
 
 rule oracle:
@@ -27,11 +28,41 @@ rule oracle:
         " --threads {threads} --out {output.model} --report {output.report} > {log} 2>&1"
 
 
+rule diffusion_check:
+    input:
+        data=DATA_FILES,
+        diffusion=DIFFUSION,
+        oracle=ORACLE,
+    output:
+        B(layout.DIFFUSION_CHECK),
+    params:
+        code=code_version("diffusion_check"),
+        check=as_json(config["diffusion"]["check"]),
+        steps=COUNTERFACTUAL["steps"],
+        guidance_scale=COUNTERFACTUAL["guidance_scale"],
+        dataset_dir=dataset_dir,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        log_path("diffusion_check", "dataset"),
+    benchmark:
+        bench_path("diffusion_check", "dataset")
+    conda:
+        ENV
+    shell:
+        "dicap diffusion_check --dataset-dir {params.dataset_dir} --diffusion-dir {input.diffusion}"
+        " --oracle-dir {input.oracle} --params {params.check:q} --steps {params.steps}"
+        " --guidance-scale {params.guidance_scale} --threads {threads} --out {output} > {log} 2>&1"
+
+
 rule audit_counterfactuals:
     input:
         data=DATA_FILES,
         split=SPLIT,
         oracle=ORACLE,
+        clip=CLIP,
         images=CF_IMAGES,
         table=CF_TABLE,
     output:
@@ -53,7 +84,7 @@ rule audit_counterfactuals:
         ENV
     shell:
         "dicap audit_counterfactuals --dataset-dir {params.dataset_dir} --split {input.split}"
-        " --oracle-dir {input.oracle} --images {input.images} --table {input.table}"
+        " --oracle-dir {input.oracle} --clip-dir {input.clip} --images {input.images} --table {input.table}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -62,7 +93,8 @@ rule audit_summary:
         audits=expand(AUDIT, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
         oracle_reports=expand(ORACLE_REPORT, dataset=DATASETS),
     output:
-        report("results/counterfactual_audit.csv", caption="captions/counterfactual_audit.rst", category="Counterfactual audit"),
+        csv=report("results/counterfactual_audit.csv", caption="captions/counterfactual_audit.rst", category="Counterfactual audit"),
+        md="results/counterfactual_audit.md",
     params:
         code=code_version("audit_summary"),
         datasets=DATASETS,
@@ -78,4 +110,4 @@ rule audit_summary:
         ENV
     shell:
         "dicap audit_summary --datasets {params.datasets} --audits {input.audits}"
-        " --oracle-reports {input.oracle_reports} --out {output} > {log} 2>&1"
+        " --oracle-reports {input.oracle_reports} --out {output.csv} --out-md {output.md} > {log} 2>&1"

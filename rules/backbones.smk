@@ -39,7 +39,7 @@ rule diffusion_backbone:
         report=DIFFUSION_REPORT,
     params:
         code=code_version("diffusion_backbone"),
-        diffusion=as_json(config["diffusion"]),
+        diffusion=as_json({k: v for k, v in config["diffusion"].items() if k != "check"}),  # the check is diffusion_check's
         dataset_dir=dataset_dir,
     threads: 1
     resources:

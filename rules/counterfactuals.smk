@@ -2,9 +2,17 @@
 # checks that the shards cover the few-shot split exactly once.
 
 
+def diffusion_check_of(wildcards):
+    """Embedded suite: the oracle's check of the diffusion model, which a shard refuses to run
+    without passing.  ancient(): a rerun check (a new threshold, a changed oracle) does not
+    regenerate counterfactuals already made; a new diffusion model reruns both."""
+    return {"check": ancient(path) for path in PLAN.diffusion_checks(wildcards.dataset)}
+
+
 rule counterfactual_shard:
     input:
         unpack(guide_inputs),
+        unpack(diffusion_check_of),
         data=DATA_FILES,
         split=split_of,
         clip=CLIP,
@@ -18,6 +26,7 @@ rule counterfactual_shard:
         cf=lambda wc: as_json(layout.variant_settings(wc.variant, COUNTERFACTUAL)),
         dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
+        check=lambda wc, input: f"--diffusion-check {input.check}" if "check" in input.keys() else "",
     wildcard_constraints:
         variant=layout.GENERATED_VARIANTS,
     threads: 1
@@ -34,7 +43,7 @@ rule counterfactual_shard:
     shell:
         "dicap counterfactual_shard --dataset-dir {params.dataset_dir} --clip-dir {input.clip}"
         " --class-text-features {input.class_text_features}"
-        " --diffusion-dir {input.diffusion} {params.classifier} --split {input.split}"
+        " --diffusion-dir {input.diffusion} {params.check} {params.classifier} --split {input.split}"
         " --seed {wildcards.seed} --shard {wildcards.shard} --shards {wildcards.shards}"
         " --params {params.cf:q} --threads {threads}"
         " --out-images {output.images} --out-table {output.table} > {log} 2>&1"

@@ -80,6 +80,7 @@ rule figure_counterfactuals:
 
 rule backbone_report:
     input:
+        unpack(lambda wc: {"checks": PLAN.diffusion_checks()} if PLAN.diffusion_checks() else {}),  # embedded suite
         clip_reports=expand(CLIP_REPORT, dataset=DATASETS),
         diffusion_reports=expand(DIFFUSION_REPORT, dataset=DATASETS),
         cf=expand(CF_TABLE, dataset=DATASETS, variant=layout.MAIN, seed=SEEDS),
@@ -88,6 +89,7 @@ rule backbone_report:
     params:
         code=code_version("backbone_report"),
         datasets=DATASETS,
+        checks=lambda wc, input: f"--diffusion-checks {input.checks}" if "checks" in input.keys() else "",
     threads: 1
     resources:
         mem_mb=1000,
@@ -98,7 +100,7 @@ rule backbone_report:
         ENV
     shell:
         "dicap backbone_report --datasets {params.datasets} --clip-reports {input.clip_reports}"
-        " --diffusion-reports {input.diffusion_reports} --cf-tables {input.cf} --out {output} > {log} 2>&1"
+        " --diffusion-reports {input.diffusion_reports} --cf-tables {input.cf} {params.checks} --out {output} > {log} 2>&1"
 
 
 rule shortcut:

@@ -41,6 +41,7 @@ CLIP_REPORT = "models/{dataset}/clip/report.json"
 CLASS_TEXT_FEATURES = "models/{dataset}/clip/class_text_features.safetensors"
 DIFFUSION_MODEL = "models/{dataset}/diffusion/model"
 DIFFUSION_REPORT = "models/{dataset}/diffusion/report.json"
+DIFFUSION_CHECK = "models/{dataset}/diffusion/check.json"  # the oracle's reading of its samples (embedded suite)
 GUIDE_CLASSIFIER = "models/{dataset}/guide_classifier"
 ORACLE_MODEL = "models/{dataset}/oracle/model"
 ORACLE_REPORT = "models/{dataset}/oracle/report.json"

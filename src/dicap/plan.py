@@ -221,7 +221,15 @@ class Plan:
         """The audit and its grids need the true counterfactuals only the embedded suite knows."""
         if self.paper:
             return []
-        return ["results/counterfactual_audit.csv", *(f"results/figures/counterfactuals_{d}.png" for d in self.datasets)]
+        return ["results/counterfactual_audit.csv", "results/counterfactual_audit.md",
+                *(f"results/figures/counterfactuals_{d}.png" for d in self.datasets)]
+
+    def diffusion_checks(self, dataset: str | None = None) -> list[str]:
+        """The oracle's check of the diffusion model (one dataset's, or every dataset's): the
+        embedded suite's only, since the paper suite has no oracle (and a pretrained model)."""
+        if self.paper:
+            return []
+        return [self.build(layout.DIFFUSION_CHECK, dataset=d) for d in ([dataset] if dataset else self.datasets)]
 
     @cached_property
     def shortcut_results(self) -> list[str]:
@@ -279,7 +287,7 @@ class Plan:
         models = [layout.CLIP_MODEL, layout.CLIP_REPORT, layout.CLASS_TEXT_FEATURES, layout.DIFFUSION_MODEL,
                   layout.DIFFUSION_REPORT]
         models += [layout.GUIDE_CLASSIFIER] if self.counterfactual["guide"] == "classifier" else []
-        models += [] if self.paper else [layout.ORACLE_MODEL, layout.ORACLE_REPORT]
+        models += [] if self.paper else [layout.ORACLE_MODEL, layout.ORACLE_REPORT, layout.DIFFUSION_CHECK]
         per_seed = [layout.CF_IMAGES, layout.CF_TABLE, layout.TRAIN_FEATURES]
         shard_files = [layout.CF_SHARD_IMAGES, layout.CF_SHARD_TABLE]
         return [

@@ -105,10 +105,13 @@ def test_task_tables_have_every_task_method_over_the_seeds(tiny_run, tiny_config
 def test_counterfactual_audit_reports_every_measure_as_a_share(tiny_run, tiny_config):
     audit = pd.read_csv(tiny_run / RESULTS / "counterfactual_audit.csv")
     assert len(audit) == 1 and audit["dataset"].iloc[0] == DATASET and audit["seeds"].iloc[0] == seeds(tiny_config)
-    for column in ("valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
-                   "mse_to_true", "ssim_to_true", "unguided_mse_to_true", "factual_mse_to_true", "reconstruction_mse",
-                   "true_valid", "oracle_heldout_class_accuracy"):
+    for column in ("valid", "no_object", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "valid_bg_kept",
+                   "faithful", "mse_to_true", "ssim_to_true", "unguided_mse_to_true", "factual_mse_to_true", "reconstruction_mse",
+                   "true_valid", "cld", "true_cld", "unguided_cld", "oracle_heldout_class_accuracy", "oracle_heldout_no_object_recall"):
         assert column in audit.columns and 0 <= audit[column].iloc[0] <= 1, column
+    for column in ("clip_cosine_to_true", "unguided_clip_cosine_to_true", "factual_clip_cosine_to_true"):
+        assert column in audit.columns and -1 <= audit[column].iloc[0] <= 1, column
+    assert not [c for c in audit.columns if c.startswith("guide_")]  # the guide's own posterior is no quality score
 
 
 # --- plans over the finished run (-n): read only ----------------------------------------------------

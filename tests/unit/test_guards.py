@@ -1,5 +1,6 @@
-"""Bad values never reach a table: empty shards, and jobs that refuse non-finite or
-degenerate outputs, run through the real ``dicap`` commands on tiny models (seconds)."""
+"""Bad values never reach a table: empty shards, jobs that refuse non-finite or degenerate
+outputs, and a counterfactual job that refuses a diffusion model the oracle's check failed, run
+through the real ``dicap`` commands on tiny models (seconds)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ DIFFUSION_PARAMS = {
     "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8},
     "train": {"steps": 1, "batch_size": 8, "lr": 1e-3, "label_dropout": 0.1, "num_train_timesteps": 1000, "seed": 0},
 }
+ORACLE_PARAMS = {"steps": 5, "batch_size": 16, "lr": 0.003, "width": 8, "noise_std": 0.05, "seed": 0}
 CF_PARAMS = {"guide": "cfg", "guidance_scale": 3.0, "steps": 2, "inversion_depth": 0.5, "sampling": "similarity", "batch_size": 4}
 PROMPT_PARAMS = {"n_ctx": 2, "ctx_init": None, "epochs": 1, "batch_size": 4, "lr": 0.002, "weight_decay": 0.0005,
                  "cf_weight": 1.0, "cf_temperature": 0.07, "cf_positive_weight": 0.0}
@@ -69,6 +71,30 @@ def _fails(argv, caplog, *needles) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+@pytest.mark.parametrize("threshold, passed", [(0.0, True), (1.0, False)])
+def test_a_counterfactual_job_refuses_a_diffusion_model_below_the_check(tiny, tmp_path, caplog, threshold, passed):
+    """A 1-step model draws noise: no class is read in every sample (1.0 refuses), and 0 refuses nothing."""
+    oracle = tmp_path / "oracle"
+    run("oracle", "--dataset-dir", tiny / "data", "--params", json.dumps(ORACLE_PARAMS), "--out", oracle,
+        "--report", tmp_path / "oracle.json")
+    check = tmp_path / "check.json"
+    run("diffusion_check", "--dataset-dir", tiny / "data", "--diffusion-dir", tiny / "diffusion", "--oracle-dir", oracle,
+        "--params", json.dumps({"min_class_read": threshold, "samples_per_class": 2, "seed": 0}), "--steps", 2,
+        "--guidance-scale", 3.0, "--out", check)
+    report = json.loads(check.read_text())
+    assert report["passed"] is passed and set(report["reads"]) == {"1", "3"} and len(report["reads"]["1"]) == 10
+    out = tmp_path / "cf"
+    argv = [*shard_argv(tiny, 0, 1, out), "--diffusion-check", check]
+    if passed:
+        run(*argv)
+        assert (out / "shard0.safetensors").exists() and (out / "shard0.parquet").exists()
+        return
+    weakest, read = min(report["reads"]["1"].items(), key=lambda kv: kv[1])
+    error = _fails(argv, caplog, f"diffusion model {tiny / 'diffusion'} reads class {weakest} at {read:.2f} < "
+                                 "diffusion.check.min_class_read 1: train it longer (diffusion.train.steps) or lower the threshold")
+    assert error == report["refusal"] and not out.exists()
 
 
 def test_more_shards_than_images_completes_and_merges(tiny, tmp_path, caplog):

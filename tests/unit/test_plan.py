@@ -178,6 +178,18 @@ def test_the_suites_targets(plan, config):
     assert "reference" in paper.reproduction_inputs(reference_exists=True)
 
 
+def test_the_diffusion_check_is_planned_for_the_embedded_suite_only(plan, config):
+    """The paper suite has no oracle: no check, so no counterfactual job waits for one."""
+    checks = plan.diffusion_checks()
+    assert checks == [plan.diffusion_checks(d)[0] for d in config["datasets"]]
+    assert all(c.endswith(f"models/{d}/diffusion/check.json") for c, d in zip(checks, config["datasets"]))
+    assert set(checks) <= set(plan.artifact_targets())  # DVC's artifacts stage owns build/<suite>/models whole
+    assert "results/counterfactual_audit.md" in plan.audit_results
+    paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "data": {**config["data"], "val_shots": 4}})
+    assert paper.diffusion_checks() == paper.diffusion_checks("dtd") == []
+    assert not [t for t in paper.artifact_targets() if t.endswith("check.json")]
+
+
 def test_artifact_targets_cover_every_dataset_seed_and_shard(plan, config):
     targets = plan.artifact_targets()
     assert len(targets) == len(set(targets))

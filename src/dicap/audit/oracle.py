@@ -6,6 +6,14 @@ score, so it can be fooled by adversarial pixels), so the audit uses a separatel
 CNN that never saw a diffused image.  Besides the class it predicts the background and
 object colours and the geometry (centre and scale), so "everything else was kept" can be
 checked factor by factor, also on real data where no true counterfactual exists.
+
+The class head has one more answer than the dataset has classes: **no object** (index
+``n_classes``).  A generator that fails can return a blank background, noise or a texture;
+without that answer the oracle must still name a class, and would sometimes name ``y_cf``.
+It learns the answer from objectless images rendered here, deterministically
+(:func:`objectless_images`): blank backgrounds in the SCM's background colours with pixel
+noise, pure noise, and diagonal and horizontal stripes.  A counterfactual is valid only
+when the oracle reads ``y_cf``, which an image it reads as no object never is.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from dicap.runtime import device, optimizer_step
 ORACLE_WEIGHTS = "oracle.safetensors"
 ORACLE_INFO = "oracle.json"
 GEOMETRY = ("cx", "cy", "scale")
+NO_OBJECT = "no object"  # what the oracle's extra class (index n_classes) is called
+OBJECTLESS_KINDS = ("blank", "noise", "diagonal_stripes", "horizontal_stripes")
 PREDICTION_COLUMNS = ["label", "label_confidence", "bg", "fg", "cx", "cy", "scale"]
 
 # A factor counts as kept when the oracle's estimates differ by at most one pixel.
@@ -37,6 +47,8 @@ PREDICTION_COLUMNS = ["label", "label_confidence", "bg", "fg", "cx", "cy", "scal
 POSITION_TOLERANCE_PX = 1.0  # Euclidean error of the object's centre
 SCALE_TOLERANCE_PX = 1.0  # error of the object's extent (scale * size pixels)
 _EPS = 1e-9  # so that an error of exactly one pixel is not lost to rounding
+IGNORE = -100  # the factor target of an objectless image: nothing to learn (cross_entropy's ignore_index)
+HELD_OUT_OBJECTLESS_SEED = 2**32 + 1  # never an oracle.train.seed (those are < 2^32), so never a training image
 
 
 def _geometry_scale() -> tuple[np.ndarray, np.ndarray]:
@@ -47,11 +59,49 @@ def _geometry_scale() -> tuple[np.ndarray, np.ndarray]:
     return centre, half
 
 
+def objectless_images(n: int, size: int, seed: int) -> np.ndarray:
+    """``n`` uint8 images (n, size, size, 3) with no object, the kinds of
+    :data:`OBJECTLESS_KINDS` in turn; the same for the same ``seed``.
+
+    Blank images take a background colour of the SCM with pixel noise of one to five times
+    the SCM's own; stripes take two of the SCM's colours (backgrounds and objects), a period
+    of 2 to 4 pixels and a random phase, with the SCM's pixel noise.
+    """
+    rng = np.random.default_rng([seed, 7])  # a stream of its own, never the renders'
+    colours = np.array([*scm.BACKGROUNDS.values(), *scm.OBJECTS.values()], np.float32)
+    backgrounds = np.array(list(scm.BACKGROUNDS.values()), np.float32)
+    i, j = np.mgrid[0:size, 0:size]
+    out = np.empty((n, size, size, 3), np.uint8)
+    for k in range(n):
+        kind = OBJECTLESS_KINDS[k % len(OBJECTLESS_KINDS)]
+        noise_std = scm.PIXEL_NOISE_STD
+        if kind == "blank":
+            img = np.broadcast_to(backgrounds[rng.integers(len(backgrounds))], (size, size, 3))
+            noise_std *= rng.uniform(1, 5)
+        elif kind == "noise":
+            img, noise_std = rng.uniform(0, 255, (size, size, 3)), 0.0
+        else:
+            a, b = colours[rng.choice(len(colours), 2, replace=False)]
+            coordinate = i + j if kind == "diagonal_stripes" else i
+            period = int(rng.integers(2, 5))
+            phase = (coordinate + int(rng.integers(period))) % period < period / 2
+            img = np.where(phase[..., None], a, b)
+        img = img + rng.normal(0, noise_std, (size, size, 3)) if noise_std else img
+        out[k] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return out
+
+
+def label_name(classes: list[str], label: int) -> str:
+    """A class name for an oracle label, :data:`NO_OBJECT` for the extra one."""
+    return NO_OBJECT if label == len(classes) else classes[label]
+
+
 class OracleNet(nn.Module):
     """A small CNN with one head per audited quantity.
 
     The features are flattened rather than pooled, so the heads keep *where* the object
-    is, which the position regression needs.
+    is, which the position regression needs.  The class head has ``n_classes + 1`` outputs:
+    the last is "no object".
     """
 
     def __init__(self, n_classes: int, image_size: int = 16, width: int = 32):
@@ -67,7 +117,7 @@ class OracleNet(nn.Module):
             nn.Linear(width * 2 * (image_size // 4) ** 2, width * 4), nn.SiLU(),
         )
         self.heads = nn.ModuleDict({
-            "class": nn.Linear(width * 4, n_classes),
+            "class": nn.Linear(width * 4, n_classes + 1),  # + no object
             "bg": nn.Linear(width * 4, len(scm.BACKGROUNDS)),
             "fg": nn.Linear(width * 4, len(scm.OBJECTS)),
             "geometry": nn.Linear(width * 4, len(GEOMETRY)),  # normalised cx, cy, scale
@@ -96,20 +146,25 @@ def train_oracle(
 
     Gaussian pixel noise (``noise_std``, in [-1, 1] units) is added to every batch so the
     oracle tolerates the small artefacts a diffusion model leaves, instead of reading them
-    as a changed factor.
+    as a changed factor.  One class's share of objectless images (:func:`objectless_images`)
+    joins the images as class ``n_classes``; they have no colours or geometry to learn, so
+    those heads learn from the rendered objects alone.
     """
     if len(images) != len(table):
         raise ValueError(f"{len(images)} images but {len(table)} table rows")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     dev = device()
-    x_all = pixels_to_model(images)
+    empty = objectless_images(max(1, len(images) // n_classes), int(images.shape[1]), seed)
+    x_all = pixels_to_model(np.concatenate([images, empty]))
+    nothing = np.full(len(empty), IGNORE, np.int64)
     targets = {
-        "class": torch.tensor(table["label"].to_numpy(np.int64)),
-        "bg": torch.tensor(table["bg"].to_numpy(np.int64)),
-        "fg": torch.tensor(table["fg"].to_numpy(np.int64)),
-        "geometry": _geometry_targets(table),
+        "class": torch.tensor(np.concatenate([table["label"].to_numpy(np.int64), np.full(len(empty), n_classes)])),
+        "bg": torch.tensor(np.concatenate([table["bg"].to_numpy(np.int64), nothing])),
+        "fg": torch.tensor(np.concatenate([table["fg"].to_numpy(np.int64), nothing])),
+        "geometry": torch.cat([_geometry_targets(table), torch.zeros(len(empty), len(GEOMETRY))]),
     }
+    has_object = torch.cat([torch.ones(len(images), dtype=torch.bool), torch.zeros(len(empty), dtype=torch.bool)])
     width, image_size = int(params.get("width", 32)), int(images.shape[1])
     noise_std = float(params.get("noise_std", 0.0))
     model = OracleNet(n_classes, image_size, width).to(dev)
@@ -123,11 +178,14 @@ def train_oracle(
         if noise_std > 0:
             x = x + noise_std * torch.randn(x.shape, generator=gen)
         out = model(x.to(dev))
+        objects = has_object[idx].to(dev)
+        n_objects = max(1, int(objects.sum()))  # a batch of objectless images only adds no factor loss
         loss = (
             F.cross_entropy(out["class"], targets["class"][idx].to(dev))
-            + F.cross_entropy(out["bg"], targets["bg"][idx].to(dev))
-            + F.cross_entropy(out["fg"], targets["fg"][idx].to(dev))
-            + F.mse_loss(out["geometry"], targets["geometry"][idx].to(dev))
+            + F.cross_entropy(out["bg"], targets["bg"][idx].to(dev), ignore_index=IGNORE, reduction="sum") / n_objects
+            + F.cross_entropy(out["fg"], targets["fg"][idx].to(dev), ignore_index=IGNORE, reduction="sum") / n_objects
+            + F.mse_loss(out["geometry"][objects], targets["geometry"][idx].to(dev)[objects], reduction="sum")
+            / (n_objects * len(GEOMETRY))
         )
         losses.append(optimizer_step(opt, loss, schedule))
     out_path = Path(out_dir)
@@ -210,12 +268,19 @@ def factor_agreement(pred: pd.DataFrame, truth: pd.DataFrame, size: int) -> pd.D
 
 
 def held_out_report(oracle: OracleNet, images: np.ndarray, table: pd.DataFrame, size: int) -> dict[str, float]:
-    """The oracle's own accuracy on a labelled split, to print beside the audit it performs."""
+    """The oracle's own accuracy on a labelled split, to print beside the audit it performs.
+
+    ``class_accuracy`` is on the split's real renders (reading one as no object is an
+    error); ``no_object_recall`` is the share of as many held-out objectless images per
+    class (a seed training never uses) that it reads as no object.
+    """
     pred = predict(oracle, images)
     agree = factor_agreement(pred, table, size)
     labels = table["label"].to_numpy()
+    empty = objectless_images(max(1, len(table) // oracle.n_classes), size, HELD_OUT_OBJECTLESS_SEED)
     return {
         "n": int(len(table)),
         "class_accuracy": float((pred["label"].to_numpy() == labels).mean()) if len(table) else float("nan"),
         **{col: float(agree[col].mean()) if len(table) else float("nan") for col in agree.columns},
+        "no_object_recall": float((predict(oracle, empty)["label"].to_numpy() == oracle.n_classes).mean()),
     }

@@ -1,28 +1,36 @@
 """Per-image audit of generated counterfactuals against the truth the embedded SCM knows.
 
-Each generated counterfactual is judged on three axes, never by the guide that made it:
+Each generated counterfactual is judged on four axes, never by the guide that made it:
 
-* *validity* - the independent oracle classifies it as ``y_cf``;
+* *validity* - the independent oracle classifies it as ``y_cf`` (an image it reads as "no
+  object", ``no_object``, never is);
 * *preservation* - the oracle's factor estimates (background colour, object colour,
   position, scale) still match the factual image's true factors;
-* *distance to the true counterfactual* ``f(y_cf, n, u)`` - per-pixel MSE and SSIM.
+* *distance to the true counterfactual* ``f(y_cf, n, u)`` - per-pixel MSE and SSIM, and the
+  cosine of the frozen CLIP's image features (``clip_cosine_to_true``): the space the prompt
+  learners train in, so the audit measures what training uses;
+* *minimality* - Diff-SCM's Counterfactual Latent Divergence (``cld``,
+  :mod:`dicap.audit.divergence`) in that same CLIP feature space, against the store's
+  ``train`` split as the pool of real images.
 
 The same scores are computed for two references: the true counterfactual itself (what a
 perfect generator would get: the oracle's own ceiling) and an unguided regeneration
-(s = 0: what inversion alone does).  ``faithful`` is our composite, not the paper's "CLD"
-(which is not defined anywhere we could find): the share of counterfactuals that are
-valid *and* keep all four factors, i.e. exactly right on every axis we can measure.
+(s = 0, from the same abduction).  ``valid_bg_kept`` (valid *and* the background kept: the
+background is the shortcut the counterfactuals are there to break) and ``faithful`` (valid
+*and* all four factors kept) are our composites.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dicap import layout
 from dicap.audit import oracle as oracle_lib
+from dicap.audit.divergence import cld, cosine_distance
 from dicap.audit.similarity import mse, ssim
 from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
@@ -31,12 +39,22 @@ FACTORS = ("background", "object_colour", "position", "scale")
 TRUTH_COLUMNS = ["bg", "fg", "cx", "cy", "scale"]
 # image set -> column prefix; the generated counterfactuals carry no prefix.
 IMAGE_SETS = {GENERATED: "", TRUE: "true_", UNGUIDED: "unguided_"}
+CLD_POOL = "train"  # the store split whose real images make CLD's S_f and S_cf: the few-shot draws' pool
 
 
 def audit_counterfactuals(
-    store: DatasetStore, split: pd.DataFrame, arrays: dict[str, np.ndarray], table: pd.DataFrame, oracle: "oracle_lib.OracleNet"
+    store: DatasetStore,
+    split: pd.DataFrame,
+    arrays: dict[str, np.ndarray],
+    table: pd.DataFrame,
+    oracle: "oracle_lib.OracleNet",
+    clip: Any,
 ) -> pd.DataFrame:
-    """One row per counterfactual: validity, preservation and distances, plus references."""
+    """One row per counterfactual: validity, preservation, distances and CLD, plus references.
+
+    ``clip`` is the dataset's frozen :class:`~dicap.backbones.clip.ClipBundle`, whose image
+    features are the latent space of ``clip_cosine_to_true`` and ``cld``.
+    """
     missing = [key for key in IMAGE_SETS if key not in arrays]
     if missing:
         raise KeyError(f"counterfactuals lack {missing}: only datasets with known factors (the embedded suite) can be audited")
@@ -44,7 +62,13 @@ def audit_counterfactuals(
     truth = factual_rows[TRUTH_COLUMNS]
     factual = store.pixels(factual_rows)
     size = factual.shape[1]
-    y_cf = table["y_cf"].to_numpy()
+    y, y_cf = table["y"].to_numpy(), table["y_cf"].to_numpy()
+    pool = store.split(CLD_POOL)
+    pool_features = clip.encode_rows(store, pool)
+    self_in_pool = np.where(factual_rows["split"].to_numpy() == CLD_POOL,
+                            pd.Index(pool["index"]).get_indexer(factual_rows["index"]), -1)
+    features = {key: clip.encode_images(arrays[key]).numpy() for key in IMAGE_SETS}
+    factual_features = clip.encode_images(factual).numpy()
     out = table[["row", "y", "y_cf", "guide", "sampling"]].assign(
         guidance_scale=table["guidance_scale"].to_numpy(), reconstruction_mse=table["reconstruction_mse"].to_numpy()
     )
@@ -55,15 +79,21 @@ def audit_counterfactuals(
         kept = oracle_lib.factor_agreement(pred, truth, size)
         valid = pred["label"].to_numpy() == y_cf
         columns[f"{prefix}oracle_label"] = pred["label"].to_numpy()
+        columns[f"{prefix}no_object"] = pred["label"].to_numpy() == oracle.n_classes
         columns[f"{prefix}valid"] = valid
         for factor in FACTORS:
             columns[f"{prefix}kept_{factor}"] = kept[factor].to_numpy()
+        columns[f"{prefix}valid_bg_kept"] = valid & kept["background"].to_numpy()
         columns[f"{prefix}faithful"] = valid & kept[list(FACTORS)].all(axis=1).to_numpy()
         if key != TRUE:
             columns[f"{prefix}mse_to_true"] = mse(images, arrays[TRUE])
             columns[f"{prefix}ssim_to_true"] = ssim(images, arrays[TRUE])
+            columns[f"{prefix}clip_cosine_to_true"] = 1 - cosine_distance(features[key], features[TRUE])
+        columns[f"{prefix}cld"] = cld(factual_features, features[key], y, y_cf, pool_features, pool["label"].to_numpy(),
+                                      self_in_pool)
     columns["factual_mse_to_true"] = mse(factual, arrays[TRUE])
     columns["factual_ssim_to_true"] = ssim(factual, arrays[TRUE])
+    columns["factual_clip_cosine_to_true"] = 1 - cosine_distance(factual_features, features[TRUE])
     return pd.concat([out, pd.DataFrame(columns)], axis=1)
 
 

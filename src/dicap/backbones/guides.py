@@ -11,6 +11,22 @@
 
 A classifier applied to raw noisy images (CLIP included) would produce adversarial colour
 noise rather than a changed object, hence the noise-aware one, or CLIP on ``x0_hat``.
+
+**One score for abduction and action.**  Abduction (DDIM inversion) must walk up with the
+score the action walks down with, else the recovered noise is not the one the action
+explains, and even a zero intervention changes the image.  Each guide names that score,
+``abduction_eps(x_t, t, y)``, and the scale at which its action *is* that score,
+``abduction_scale``:
+
+* ``classifier`` and ``clip`` - the marginal score ``eps(x_t)``, as in Diff-SCM (Sanchez &
+  Tsaftaris 2022): the action is that score plus ``s`` times the anti-causal predictor's
+  gradient, so at ``s = 0`` it changes nothing;
+* ``cfg`` - the conditional score of the source class, ``eps(x_t, y)``: written as
+  ``eps(x_t, y_cf) + (s - 1) (eps(x_t, y_cf) - eps(x_t))``, the action is the conditional
+  score of the new class plus ``s - 1`` times the implicit classifier's gradient, so the
+  intervention replaces ``y`` by ``y_cf`` in the score abduction used, and at ``s = 1``
+  towards ``y`` the round trip changes nothing.  Inverting with the marginal score instead
+  would leave the class in the recovered noise, for the action to fight.
 """
 
 from __future__ import annotations
@@ -41,7 +57,15 @@ CLIP_GRAD_BATCH_SIZE = 2
 class Guide(Protocol):
     """Turns the diffusion model's prediction at ``x_t`` into a guided one towards ``y_cf``."""
 
+    # The guidance scale at which ``guided_eps(x_t, t, y, s)`` is ``abduction_eps(x_t, t, y)``.
+    abduction_scale: float
+
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor: ...
+
+    def abduction_eps(self, x_t: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        """The score DDIM inversion walks up with, for images of class ``y``: the one the
+        action starts from (module docstring)."""
+        ...
 
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
         """The guide's own posterior over classes for clean images in [-1, 1]."""
@@ -70,7 +94,10 @@ class ClassifierFreeGuide:
     (clean model-space images -> (N, n_classes) probabilities on the CPU, e.g.
     :class:`ClipPosterior`: CLIP zero-shot on the decoded image) replaces it when given.
     ``make_guide`` passes one for latent models; guidance itself never uses it.
+    Abduction uses the source class's conditional score: the action at ``s = 1``.
     """
+
+    abduction_scale = 1.0
 
     def __init__(
         self,
@@ -99,6 +126,10 @@ class ClassifierFreeGuide:
         both = self.diffusion.eps(torch.cat([x_t, x_t]), t, torch.cat([null, y_cf]))
         eps_marginal, eps_cond = both.chunk(2)
         return eps_marginal + guidance_scale * (eps_cond - eps_marginal)
+
+    @torch.no_grad()
+    def abduction_eps(self, x_t: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        return self.diffusion.eps(x_t, t, y)
 
     @torch.no_grad()
     def class_probs(self, x0: torch.Tensor) -> torch.Tensor:
@@ -149,8 +180,17 @@ class NoisyClassifier(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
+@torch.no_grad()
+def marginal_eps(diffusion: DiffusionBundle, x_t: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
+    """The marginal score ``eps(x_t)`` (the null label), float32: what classifier guidance
+    adds its gradient to, and what it abducts with (Diff-SCM)."""
+    return diffusion.eps(x_t, t, torch.full_like(like, diffusion.null_label)).float()
+
+
 class NoisyClassifierGuide:
-    """Classifier guidance with a noise-aware classifier."""
+    """Classifier guidance with a noise-aware classifier; abduction with the marginal score."""
+
+    abduction_scale = 0.0
 
     def __init__(self, diffusion: DiffusionBundle, classifier: NoisyClassifier):
         self.diffusion = diffusion
@@ -160,9 +200,11 @@ class NoisyClassifierGuide:
         self.classifier.to(device)
         return self
 
+    def abduction_eps(self, x_t: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        return marginal_eps(self.diffusion, x_t, t, y)
+
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        with torch.no_grad():
-            eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label))
+        eps = marginal_eps(self.diffusion, x_t, t, y_cf)
         if guidance_scale == 0:
             return eps
         with torch.enable_grad():
@@ -230,8 +272,10 @@ class ClipPosteriorGuide:
     no backward pass through the UNet, a fraction of the memory.  ``backprop_unet=True`` takes
     the full derivative through the UNet instead.  Gradients go through the VAE decoder and
     CLIP in micro-batches of ``grad_batch_size`` rows (all rows when None): each row's
-    gradient depends on that row alone.
+    gradient depends on that row alone.  Abduction uses the marginal score.
     """
+
+    abduction_scale = 0.0
 
     def __init__(self, diffusion: DiffusionBundle, posterior: ClipPosterior, backprop_unet: bool = False, grad_batch_size: int | None = None):
         self.diffusion = diffusion
@@ -259,9 +303,11 @@ class ClipPosteriorGuide:
                 grads.append(grad)
         return torch.cat(grads)
 
+    def abduction_eps(self, x_t: torch.Tensor, t: int, y: torch.Tensor) -> torch.Tensor:
+        return marginal_eps(self.diffusion, x_t, t, y)
+
     def guided_eps(self, x_t: torch.Tensor, t: int, y_cf: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        with torch.no_grad():
-            eps = self.diffusion.eps(x_t, t, torch.full_like(y_cf, self.diffusion.null_label)).float()
+        eps = marginal_eps(self.diffusion, x_t, t, y_cf)
         if guidance_scale == 0:
             return eps
         return eps - guidance_scale * math.sqrt(1 - self.diffusion.alpha(t)) * self.grad_log_p(x_t, t, y_cf, eps)

@@ -1,8 +1,10 @@
 """Deterministic DDIM inversion and guided regeneration, batched over images.
 
 Both directions use one move, ``x_a -> x_b`` along the DDIM ODE for a given noise
-estimate, so inversion and regeneration are mirror images of each other and the round trip
-error shrinks as the number of steps grows.
+estimate, and one score: inversion walks up with the guide's ``abduction_eps``, the score its
+action starts from (backbones/guides.py), so regenerating at the guide's
+``abduction_scale`` is the mirror image of inverting, and the round-trip error shrinks as
+the number of steps grows, whichever the guide.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def ddim_move(x: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha_to: f
 
 
 @torch.no_grad()
-def invert(diffusion: DiffusionBundle, x0: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
-    """Abduction: walk clean images up the path with the conditional score of their class."""
-    x = ddim_move(x0, diffusion.eps(x0, path[0], labels), 1.0, diffusion.alpha(path[0]))
+def invert(diffusion: DiffusionBundle, guide: Guide, x0: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
+    """Abduction: walk clean images of class ``labels`` up the path with the guide's
+    abduction score (the marginal score for classifier guidance, the source class's
+    conditional score for classifier-free guidance)."""
+    x = ddim_move(x0, guide.abduction_eps(x0, path[0], labels), 1.0, diffusion.alpha(path[0]))
     for t_from, t_to in zip(path[:-1], path[1:]):
-        eps = diffusion.eps(x, t_from, labels)
+        eps = guide.abduction_eps(x, t_from, labels)
         x = ddim_move(x, eps, diffusion.alpha(t_from), diffusion.alpha(t_to))
     return x
 
@@ -51,18 +55,36 @@ def regenerate(
 
 
 @torch.no_grad()
-def reconstruct(diffusion: DiffusionBundle, x_t: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
-    """The round trip from inverted ``x_t``: regenerate with the source class's own conditional
-    score, i.e. classifier-free guidance at s = 1 towards ``y`` itself (no class change)."""
-    return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, labels, path, 1.0)
+def reconstruct(diffusion: DiffusionBundle, guide: Guide, x_t: torch.Tensor, labels: torch.Tensor, path: list[int]) -> torch.Tensor:
+    """The round trip from inverted ``x_t``: regenerate towards the source class ``labels`` at
+    the guide's ``abduction_scale``, where the action is the abduction score (no change)."""
+    return regenerate(diffusion, guide, x_t, labels, path, guide.abduction_scale)
+
+
+def sampling_path(num_train_timesteps: int, steps: int) -> list[int]:
+    """The timesteps a generation from noise visits: ``steps`` over the whole schedule, less
+    the very last point, as diffusers' DDIM does ("leading" spacing).  At ``T - 1``
+    ``alpha_bar`` is ~1e-9 and the first move would multiply the model's error ~1000x; one
+    step below, pure noise is already a fine draw of ``x_t`` (``sqrt(alpha_bar) < 0.08``)."""
+    return timestep_path(num_train_timesteps, steps, (steps - 1) / steps if steps > 1 else 1.0)
+
+
+def sample(diffusion: DiffusionBundle, guide: Guide, noise: torch.Tensor, labels: torch.Tensor, steps: int,
+           guidance_scale: float) -> torch.Tensor:
+    """Generate images of ``labels`` from Gaussian ``noise``: the action with nothing abducted,
+    which shows what the model knows of each class."""
+    return regenerate(diffusion, guide, noise, labels, sampling_path(diffusion.num_train_timesteps, steps), guidance_scale)
 
 
 @torch.no_grad()
 def regenerate_unguided(diffusion: DiffusionBundle, x_t: torch.Tensor, path: list[int]) -> torch.Tensor:
     """The audit's reference: regenerate from inverted ``x_t`` with the marginal score (s = 0).
 
-    It shows what the inversion alone does to an image, so a counterfactual's distance to
-    the truth can be read against "no action at all".
+    ``x_t`` comes from the same abduction as the counterfactual.  With classifier (or CLIP)
+    guidance s = 0 is the abduction score itself, so this is the round trip; with
+    classifier-free guidance it drops the class the noise was abducted under.  Either way it
+    shows what the generator does without guidance towards ``y_cf``, so a counterfactual's
+    distance to the truth can be read against it.
     """
     null = torch.full((len(x_t),), diffusion.null_label, device=x_t.device, dtype=torch.long)
     return regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, null, path, 0.0)

@@ -38,11 +38,16 @@ def generate(
     ``diffusion`` is a pixel-space ``DiffusionBundle`` or a ``LatentDiffusionBundle``: images
     go into its space with ``to_model`` and come back with ``to_pixels`` at the dataset's
     own size, so ``reconstruction_mse`` is measured in that space (latents for a latent model).
-    The round trip is a diagnostic that costs a quarter of the UNet evaluations under
-    classifier-free guidance, so only the first :func:`reconstructed_rows` rows of each batch
-    are measured; the others get NaN.  It never touches the counterfactuals themselves.
-    When the dataset knows its factors (the embedded suite), the arrays also hold the true
-    counterfactuals and an unguided (s = 0) regeneration, the audit's two references.
+    Abduction inverts with the guide's own abduction score, the one its action starts from
+    (backbones/guides.py), and the round trip regenerates at the guide's
+    ``abduction_scale`` towards ``y``: the action that changes nothing.  It is a diagnostic
+    that costs a quarter of the UNet evaluations under classifier-free guidance, so only the
+    first :func:`reconstructed_rows` rows of each batch are measured; the others get NaN.  It
+    never touches the counterfactuals themselves.  When the dataset knows its factors (the
+    embedded suite), the arrays also hold the true counterfactuals and an unguided (s = 0)
+    regeneration from the same abduction, the audit's two references.
+    ``guide_confidence`` and ``guide_prediction`` are the guide's own posterior: a
+    diagnostic of the guide, never a quality score (the sampler optimised exactly it).
     """
     dev = device()
     audited = set(scm.FACTOR_COLUMNS) <= set(rows.columns)
@@ -57,9 +62,9 @@ def generate(
         x0 = diffusion.to_model(pixels[start : start + bs]).to(dev)
         y = torch.tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
         y_cf = torch.tensor(targets[start : start + bs], device=dev)
-        x_t = ddim.invert(diffusion, x0, y, path)
+        x_t = ddim.invert(diffusion, guide, x0, y, path)
         x_cf = ddim.regenerate(diffusion, guide, x_t, y_cf, path, params["guidance_scale"])
-        recon.append(reconstruction_mse(diffusion, x0, x_t, y, path, reconstructed_rows(len(x0), fraction)))
+        recon.append(reconstruction_mse(diffusion, guide, x0, x_t, y, path, reconstructed_rows(len(x0), fraction)))
         probs = guide.class_probs(x_cf)
         confidence.append(probs.gather(1, y_cf.cpu()[:, None]).squeeze(1).numpy())
         prediction.append(probs.argmax(1).numpy())
@@ -96,12 +101,14 @@ def reconstructed_rows(n: int, fraction: float) -> int:
 
 
 def reconstruction_mse(
-    diffusion: DiffusionBundle, x0: torch.Tensor, x_t: torch.Tensor, y: torch.Tensor, path: list[int], measured: int
+    diffusion: DiffusionBundle, guide: Guide, x0: torch.Tensor, x_t: torch.Tensor, y: torch.Tensor, path: list[int],
+    measured: int,
 ) -> np.ndarray:
-    """Per-row MSE of the s = 1 round trip for the first ``measured`` rows; NaN (not measured) after."""
+    """Per-row MSE of the round trip (:func:`ddim.reconstruct`) for the first ``measured`` rows;
+    NaN (not measured) after."""
     out = np.full(len(x0), np.nan, dtype=np.float32)
     if measured:
-        back = ddim.reconstruct(diffusion, x_t[:measured], y[:measured], path)
+        back = ddim.reconstruct(diffusion, guide, x_t[:measured], y[:measured], path)
         out[:measured] = (back - x0[:measured]).pow(2).flatten(1).mean(1).cpu().numpy()
     return out
 

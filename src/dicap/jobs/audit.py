@@ -1,7 +1,10 @@
-"""Jobs of rules/audit.smk: the independent oracle and the counterfactual audit (embedded suite).
+"""Jobs of rules/audit.smk: the independent oracle, its check of the diffusion model and the
+counterfactual audit (embedded suite).
 
 Each function is the rule of the same name.  The audit judges every generated counterfactual
-with an oracle against the true counterfactual the structural causal model renders.
+with an oracle against the true counterfactual the structural causal model renders; the check
+has the same oracle read samples the diffusion model draws from noise, before any
+counterfactual is made.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["oracle", "audit_counterfactuals", "audit_summary"]
+__all__ = ["oracle", "diffusion_check", "audit_counterfactuals", "audit_summary"]
+# The summary's markdown: what a reader compares first (the csv has every column).
+SUMMARY_MD_COLUMNS = ["dataset", "variant", "guidance_scale", "counterfactuals", "valid", "valid_bg_kept", "faithful", "no_object",
+                      "clip_cosine_to_true", "factual_clip_cosine_to_true", "cld", "unguided_cld", "true_cld", "true_valid",
+                      "oracle_heldout_class_accuracy", "oracle_heldout_no_object_recall"]
 
 
 def oracle(
@@ -38,22 +45,62 @@ def oracle(
     log.info("oracle on test_unbiased: %s", scores)
 
 
-def audit_counterfactuals(
-    dataset_dir: Path, split: Path, oracle_dir: Path, images: Path, table: Path, out: Path, threads: int = 1
+def diffusion_check(
+    dataset_dir: Path,
+    diffusion_dir: Path,
+    oracle_dir: Path,
+    params: Annotated[dict[str, Any], "the config's diffusion.check block"],
+    steps: Annotated[int, "counterfactual.steps: DDIM steps over the whole schedule"],
+    guidance_scale: Annotated[float, "counterfactual.guidance_scale: the classifier-free scale also read"],
+    out: Annotated[Path, "check.json: per-class reads, the verdict and, when it fails, the refusal"],
+    threads: int = 1,
 ) -> None:
-    """Score each counterfactual of one split: validity, preservation, distance to the truth."""
+    """Have the oracle read samples of every class the diffusion model draws from noise."""
+    from dicap import runtime
+    from dicap.audit.diffusion_check import CHECKED_SCALE, check_report, class_reads
+    from dicap.audit.oracle import load_oracle
+    from dicap.backbones.diffusion import load_diffusion
+    from dicap.data.store import DatasetStore
+    from dicap.io import provenance, write_json
+
+    runtime.setup(threads, params["seed"])
+    store = DatasetStore.open(dataset_dir)
+    scales = list(dict.fromkeys([CHECKED_SCALE, float(guidance_scale)]))
+    reads = class_reads(load_diffusion(diffusion_dir), load_oracle(oracle_dir), store.image_shape[0], steps, scales,
+                        params["samples_per_class"], params["seed"])
+    report = check_report(reads, store.classes, params["min_class_read"], str(diffusion_dir), guidance_scale)
+    write_json(out, report | {"steps": steps, **provenance(params, params["seed"])})
+    log.info("class reads at s = %g: %s", CHECKED_SCALE, report["reads"][f"{CHECKED_SCALE:g}"])
+    if not report["passed"]:
+        log.warning("%s", report["refusal"])
+
+
+def audit_counterfactuals(
+    dataset_dir: Path,
+    split: Path,
+    oracle_dir: Path,
+    clip_dir: Annotated[Path, "the frozen CLIP: its image features are the latent space of clip_cosine_to_true and cld"],
+    images: Path,
+    table: Path,
+    out: Path,
+    threads: int = 1,
+) -> None:
+    """Score each counterfactual of one split: validity, preservation, distance to the truth, CLD."""
     import pandas as pd
 
     from dicap import runtime
     from dicap.audit import scoring
     from dicap.audit.oracle import load_oracle
+    from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore
     from dicap.io import load_arrays, write_table
 
     runtime.setup(threads, 0)
     store = DatasetStore.open(dataset_dir)
+    clip = load_clip({"path": str(clip_dir)})
+    clip.model.to(runtime.device())
     frame = scoring.audit_counterfactuals(store, pd.read_parquet(split), load_arrays(images), pd.read_parquet(table),
-                                          load_oracle(oracle_dir))
+                                          load_oracle(oracle_dir), clip)
     write_table(out, frame)
     log.info("validity %.3f, faithful %.3f over %d counterfactuals", frame["valid"].mean(), frame["faithful"].mean(), len(frame))
 
@@ -63,10 +110,23 @@ def audit_summary(
     audits: Annotated[list[Path], "per-image audits of the main variant"],
     oracle_reports: Annotated[list[Path], "the oracle rule's report of each dataset"],
     out: Path,
+    out_md: Annotated[Path, "the headline columns as a markdown table"],
 ) -> None:
-    """Average per-image audits over images and seeds: results/counterfactual_audit.csv."""
+    """Average per-image audits over images and seeds: results/counterfactual_audit.{csv,md}."""
     from dicap.audit.scoring import read_audits, read_oracle_reports, summarise
-    from dicap.io import write_table
+    from dicap.io import atomic_output, write_table
+    from dicap.report.markdown import markdown_table
 
-    write_table(out, summarise(read_audits(audits, datasets), read_oracle_reports(oracle_reports, datasets)))
+    summary = summarise(read_audits(audits, datasets), read_oracle_reports(oracle_reports, datasets))
+    write_table(out, summary)
+    shown = summary[[c for c in SUMMARY_MD_COLUMNS if c in summary]]
+    rows = ([f"{v:.3f}" if isinstance(v, float) else v for v in row] for row in shown.itertuples(index=False))
+    with atomic_output(out_md) as tmp:
+        tmp.write_text("\n".join([
+            "# Counterfactual audit (mean over images, then seeds)", "",
+            "Every validity figure stands beside the oracle's own held-out accuracy on real renders "
+            "(`oracle_heldout_class_accuracy`) and on objectless images (`oracle_heldout_no_object_recall`); "
+            "`cld` is Diff-SCM's Counterfactual Latent Divergence in the frozen CLIP's image features (lower is better). "
+            "Every column: docs/method.md, the counterfactual audit.", "",
+            *markdown_table(list(shown.columns), rows), ""]))
 

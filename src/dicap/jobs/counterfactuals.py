@@ -28,6 +28,7 @@ def counterfactual_shard(
     out_images: Path,
     out_table: Path,
     classifier_dir: Annotated[Path | None, "the noise-aware classifier (guide 'classifier' only)"] = None,
+    diffusion_check: Annotated[Path | None, "diffusion_check's report (embedded suite): a failed check refuses the model"] = None,
     threads: int = 1,
 ) -> None:
     """Invert and regenerate one shard of a few-shot split towards chosen classes."""
@@ -41,8 +42,10 @@ def counterfactual_shard(
     from dicap.counterfactual import generate, sampling, shards as sharding
     from dicap.data.store import DatasetStore
     from dicap.guards import check_not_constant, check_table_finite
-    from dicap.io import save_arrays, write_table
+    from dicap.io import read_json, save_arrays, write_table
 
+    if diffusion_check is not None and not (check := read_json(diffusion_check))["passed"]:
+        raise ValueError(check["refusal"])  # one line: the model, the class, its read, the key
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
     rows_of_split = pd.read_parquet(split)

@@ -56,12 +56,13 @@ def figure_counterfactuals(
 
 
 def backbone_report(
-    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
+    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path,
+    diffusion_checks: Annotated[list[Path] | None, "diffusion_check's report of each dataset (embedded suite)"] = None,
 ) -> None:
     """Summarise what the backbones and the generator achieved, per dataset."""
     from dicap.report.table import build_backbone_report
 
-    build_backbone_report(datasets, clip_reports, diffusion_reports, cf_tables, out)
+    build_backbone_report(datasets, clip_reports, diffusion_reports, cf_tables, out, diffusion_checks)
 
 
 def shortcut(

@@ -161,6 +161,8 @@ def plot_counterfactual_grid(
     regeneration and the true counterfactual).  Each cell's caption is the independent
     oracle's verdict: a tick when it sees ``y_cf``, else the class it sees.
     """
+    from dicap.audit.oracle import label_name  # torch: only this figure needs it
+
     plt = pyplot()
     store = DatasetStore.open(dataset_dir)
     split = pd.read_parquet(split_file)
@@ -185,7 +187,7 @@ def plot_counterfactual_grid(
             if verdicts is not None:
                 seen = int(verdicts[r])
                 ok = seen == y_cf
-                ax.text(0.5, 1.02, "✓" if ok else f"✗ {store.classes[seen]}", transform=ax.transAxes, ha="center",
+                ax.text(0.5, 1.02, "✓" if ok else f"✗ {label_name(store.classes, seen)}", transform=ax.transAxes, ha="center",
                         va="bottom", fontsize=6, color="green" if ok else "red")
             if c == 0:
                 ax.set_ylabel(f"{store.classes[y]}\n→ {store.classes[y_cf]}", fontsize=7)

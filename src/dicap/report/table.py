@@ -159,15 +159,21 @@ LINEAR_PROBE = "linear_probe"  # the CLIP report's linear-probe accuracy, where 
 
 
 def build_backbone_report(
-    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path
+    datasets: list[str], clip_reports: list[Path], diffusion_reports: list[Path], cf_tables: list[Path], out: Path,
+    diffusion_checks: list[Path] | None = None,
 ) -> None:
     """What the backbones and the generator achieved, per dataset (measured, never typed in).
 
     A ``linear_probe`` column is added when a CLIP report holds one (a number, or a mapping with
     ``accuracy``): the calibration report reads it from here.
+    The guide's own posterior (``guide_prediction``, ``guide_confidence``) is left out: the
+    sampler optimised exactly that score, so it says nothing of the counterfactuals' quality
+    (the audit's independent oracle does).  ``diffusion_checks`` (embedded suite) add how
+    well the oracle reads each class the diffusion model draws (:func:`diffusion_check_columns`).
     """
     clip = layout.by_dataset(layout.CLIP_REPORT, clip_reports, datasets)
     diffusion = layout.by_dataset(layout.DIFFUSION_REPORT, diffusion_reports, datasets)
+    checks = layout.by_dataset(layout.DIFFUSION_CHECK, diffusion_checks, datasets) if diffusion_checks else {}
     rows = []
     for dataset in datasets:
         tables = [p for p in cf_tables if layout.parse(layout.CF_TABLE, p)["dataset"] == dataset]
@@ -181,8 +187,23 @@ def build_backbone_report(
             "diffusion_final_loss": read_json(diffusion[dataset])["final_loss"],
             # NaN rows were not sampled (counterfactual.reconstruction_fraction): the mean of the measured ones
             "inversion_reconstruction_mse": cf["reconstruction_mse"].mean(skipna=True),
-            "guide_success_rate": (cf["guide_prediction"] == cf["y_cf"]).mean(),
-            "guide_confidence_mean": cf["guide_confidence"].mean(),
             "counterfactuals": len(cf),
+            **(diffusion_check_columns(read_json(checks[dataset])) if dataset in checks else {}),
         })
     write_table(out, pd.DataFrame(rows).round(4))
+
+
+def diffusion_check_columns(check: dict[str, Any]) -> dict[str, float]:
+    """A diffusion_check report as columns: the least and mean class read at s = 1 (the model
+    alone; the check's threshold applies to it) and at the guidance scale (``_guided``), then
+    each class's read at s = 1."""
+    def reads(scale: float) -> dict[str, float]:
+        return check["reads"][f"{scale:g}"]
+
+    checked, guided = reads(check["checked_scale"]), reads(check["guidance_scale"])
+    return {
+        "diffusion_class_read_min": min(checked.values()), "diffusion_class_read_mean": float(np.mean(list(checked.values()))),
+        "diffusion_class_read_guided_min": min(guided.values()),
+        "diffusion_class_read_guided_mean": float(np.mean(list(guided.values()))),
+        **{f"diffusion_class_read_{c}": r for c, r in checked.items()},
+    }

@@ -1,6 +1,7 @@
-"""The audit oracle (audit/oracle.py): factor agreement within pixel tolerances, a briefly
-trained oracle that learns class and background, its saved checkpoint read back, and checkpoints
-that are not safetensors or do not fit refused by path."""
+"""The audit oracle (audit/oracle.py): factor agreement within pixel tolerances, the objectless
+renders, a briefly trained oracle that learns class and background and reads blank and noise
+images as "no object", its saved checkpoint read back, and checkpoints that are not safetensors
+or do not fit refused by path."""
 
 from __future__ import annotations
 
@@ -79,6 +80,47 @@ def test_oracle_learns_class_and_background(trained):
     assert report["class_accuracy"] >= 0.6, report
     assert report["background"] >= 0.8, report
     assert report["object_colour"] >= 0.8, report
+    assert report["no_object_recall"] >= 0.9, report
+
+
+def _blank_and_noise(seed: int) -> np.ndarray:
+    """Every background colour with the SCM's pixel noise, and uniform noise: no object anywhere."""
+    rng = np.random.default_rng(seed)
+    blank = [np.asarray(c, float) + rng.normal(0, scm.PIXEL_NOISE_STD, (SIZE, SIZE, 3)) for c in scm.BACKGROUNDS.values()]
+    noise = [rng.uniform(0, 255, (SIZE, SIZE, 3)) for _ in range(8)]
+    return np.clip(np.rint(np.stack(blank + noise)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_blank_and_noise_images_are_no_object_hence_never_valid(trained, seed):
+    from dicap.audit.oracle import label_name, load_oracle, predict
+
+    oracle = load_oracle(trained[0])
+    pred = predict(oracle, _blank_and_noise(seed))
+    assert (pred["label"] == oracle.n_classes).all(), pred["label"].tolist()
+    assert {label_name(scm.class_names("shapes"), int(y)) for y in pred["label"]} == {"no object"}
+    for y_cf in range(oracle.n_classes):  # valid means the oracle reads y_cf: no target class ever matches
+        assert not (pred["label"] == y_cf).any()
+    # while the renders of objects are read as classes, never as "no object"
+    images, _ = _render(5, seed=seed)
+    assert (predict(oracle, images)["label"] < oracle.n_classes).mean() >= 0.95
+
+
+def test_objectless_images_are_deterministic_and_of_every_kind():
+    from dicap.audit.oracle import OBJECTLESS_KINDS, objectless_images
+
+    first, again, other = objectless_images(12, SIZE, 0), objectless_images(12, SIZE, 0), objectless_images(12, SIZE, 1)
+    assert first.shape == (12, SIZE, SIZE, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    spread = first.astype(float).std(axis=(1, 2)).mean(axis=1)  # per image: pixel spread within a channel
+    kinds = np.arange(12) % len(OBJECTLESS_KINDS)
+    blank, noise = spread[kinds == 0], spread[kinds == 1]
+    stripes = spread[kinds >= 2]
+    assert blank.max() < 25 and noise.min() > 50 and stripes.min() > 10
+    # horizontal stripes are constant along each row; diagonal ones are not
+    horizontal = first[kinds == 3].astype(float)
+    assert horizontal.std(axis=2).mean() < scm.PIXEL_NOISE_STD * 1.5
+    assert first[kinds == 2].astype(float).std(axis=2).mean() > 10
 
 
 def test_oracle_round_trip_gives_identical_predictions(trained, tmp_path):
@@ -143,7 +185,7 @@ def test_a_checkpoint_that_is_not_safetensors(tmp_path):
 
 
 def test_a_checkpoint_with_wrong_shapes(tmp_path):
-    save_state_dict(tmp_path / "oracle.safetensors", OracleNet(5, 16, 8))  # five classes, not ten
+    save_state_dict(tmp_path / "oracle.safetensors", OracleNet(5, 16, 8))  # five classes (and no object), not ten
     (tmp_path / "oracle.json").write_text(json.dumps({"n_classes": 10, "width": 8, "image_size": 16}))
-    with pytest.raises(ValueError, match=r"oracle.safetensors does not fit OracleNet: .*shape \(5,"):
+    with pytest.raises(ValueError, match=r"oracle.safetensors does not fit OracleNet: .*shape \(6, 32\), expected \(11, 32\)"):
         load_oracle(tmp_path)

@@ -158,7 +158,7 @@ def test_clip_guide_raises_the_targets_posterior_over_a_regeneration(bundle, cli
     z0, y = bundle.to_model(_pixels(6, seed=3)), torch.tensor([0, 1, 2, 0, 1, 2])
     y_cf = (y + 1) % 3
     path = ddim.timestep_path(T, 6, 0.5)
-    z_t = ddim.invert(bundle, z0, y, path)
+    z_t = ddim.invert(bundle, clip_guide, z0, y, path)
     p = {s: clip_guide.class_probs(ddim.regenerate(bundle, clip_guide, z_t, y_cf, path, s)).gather(1, y_cf[:, None]).mean()
          for s in (0.0, 5.0)}
     assert p[5.0] > p[0.0] + 0.02, p  # about +0.03 to +0.1 over CLIP and image seeds; a flipped sign lowers it

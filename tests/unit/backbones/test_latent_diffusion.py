@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dicap.backbones.diffusion import DiffusionBundle, build_unet, make_schedule, model_to_pixels, pixels_to_model
+from dicap.backbones.guides import ClassifierFreeGuide
 from dicap.backbones.latent_diffusion import LatentDiffusionBundle, load_latent_diffusion, resolve_dtype
 from dicap.counterfactual import ddim
 from dicap.testing.tiny_models import SCHEDULER_CONFIG, TOKENS, WIDTH, T, save_clip_text_encoder
@@ -126,9 +127,9 @@ def test_latent_round_trip_error_shrinks_with_steps(bundle):
     errors = {}
     for steps in (5, 25, 100):
         path = ddim.timestep_path(T, steps, 0.5)
-        z_t = ddim.invert(bundle, z0, y, path)
+        z_t = ddim.invert(bundle, ClassifierFreeGuide(bundle), z0, y, path)
         assert _rmse(z_t, z0) > 0.1 * float(z0.std())  # genuinely noised
-        errors[steps] = _rmse(ddim.reconstruct(bundle, z_t, y, path), z0)
+        errors[steps] = _rmse(ddim.reconstruct(bundle, ClassifierFreeGuide(bundle), z_t, y, path), z0)
     # DDIM inversion is first order: the error falls about as fast as the steps grow
     assert errors[100] < errors[25] / 2 < errors[5] / 4, errors
     assert errors[100] < 0.05 * float(z0.std()), errors
@@ -155,7 +156,7 @@ def test_bfloat16_runs_the_networks_in_bf16_and_returns_float32(checkpoint, text
         ref = bundle.eps(bundle.to_model(_pixels(2)), 300, torch.tensor([0, low.null_label]))
     assert _rmse(eps, ref) < 0.05 * float(ref.std())
     path = ddim.timestep_path(T, 5, 0.4)
-    assert ddim.invert(low, z, torch.tensor([0, 1]), path).dtype == torch.float32
+    assert ddim.invert(low, ClassifierFreeGuide(low), z, torch.tensor([0, 1]), path).dtype == torch.float32
     assert low.to_pixels(z).dtype == np.uint8
     # fp16: the UNet goes half, an SD-style VAE (force_upcast) stays in float32
     half = load_latent_diffusion(checkpoint, CLASSES, TEMPLATE, dtype="float16", device="cpu", text_encoder=text_encoder)

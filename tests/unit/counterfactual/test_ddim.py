@@ -1,5 +1,6 @@
 """DDIM inversion and regeneration (counterfactual/ddim.py) on a tiny random UNet: the timestep
-path, one move, the round trip, guided and unguided regeneration."""
+path, one move, the round trip with each guide's one score, guided and unguided regeneration,
+and generation from noise."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from dicap.backbones.diffusion import model_to_pixels, pixels_to_model
-from dicap.backbones.guides import ClassifierFreeGuide
-from dicap.counterfactual.ddim import ddim_move, invert, reconstruct, regenerate, timestep_path
+from dicap.backbones.guides import ClassifierFreeGuide, ClipPosterior, ClipPosteriorGuide, NoisyClassifier, NoisyClassifierGuide
+from dicap.counterfactual.ddim import ddim_move, invert, reconstruct, regenerate, sample, sampling_path, timestep_path
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -65,13 +66,63 @@ def test_ddim_move_from_clean_is_forward_noising_and_reversible():
 # --- inversion round trip -------------------------------------------------------------------------
 
 
+GUIDES = ("cfg", "classifier", "clip")
+
+
+@pytest.fixture(scope="module")
+def guides(diffusion, clip):
+    """One guide of each kind on the tiny pixel UNet (random classifier, random CLIP text features)."""
+    torch.manual_seed(0)
+    text = torch.randn(3, clip.model.text_projection.shape[1])
+    return {
+        "cfg": ClassifierFreeGuide(diffusion),
+        "classifier": NoisyClassifierGuide(diffusion, NoisyClassifier(3, width=8).eval().requires_grad_(False)),
+        "clip": ClipPosteriorGuide(diffusion, ClipPosterior(clip, text, diffusion.decode)),
+    }
+
+
+@pytest.mark.parametrize("name", GUIDES)
+@pytest.mark.parametrize("depth", [0.3, 0.6])
+def test_round_trip_at_the_abduction_scale_reconstructs_for_every_guide(diffusion, guides, images, name, depth):
+    """Abduction and action share one score: regenerating towards ``y`` at the guide's
+    ``abduction_scale`` (cfg: s = 1; classifier, clip: s = 0) undoes the inversion."""
+    x0, y = images
+    guide = guides[name]
+    path = timestep_path(T, 50, depth)
+    x_t = invert(diffusion, guide, x0, y, path)
+    assert _rmse(x_t, x0) > 0.1  # genuinely noised
+    back = reconstruct(diffusion, guide, x_t, y, path)
+    torch.testing.assert_close(back, regenerate(diffusion, guide, x_t, y, path, guide.abduction_scale))
+    assert _rmse(back, x0) < 0.02
+    # the other abduction (conditional for the marginal guides, marginal for cfg) does not come back as close
+    other = guides["classifier" if name == "cfg" else "cfg"]
+    mismatched = regenerate(diffusion, guide, invert(diffusion, other, x0, y, path), y, path, guide.abduction_scale)
+    assert _rmse(mismatched, x0) > 2 * _rmse(back, x0)
+
+
+def test_each_guide_abducts_with_the_score_its_action_starts_from(diffusion, guides, images):
+    x0, y = images
+    path = timestep_path(T, 6, 0.5)
+    null = torch.full_like(y, diffusion.null_label)
+    cfg = guides["cfg"]
+    for name in ("classifier", "clip"):  # Diff-SCM: the marginal score, whatever the class
+        assert guides[name].abduction_scale == 0.0
+        marginal = invert(diffusion, guides[name], x0, y, path)
+        torch.testing.assert_close(marginal, invert(diffusion, cfg, x0, null, path))
+        torch.testing.assert_close(marginal, invert(diffusion, guides[name], x0, (y + 1) % 3, path))
+    # cfg: the source class's conditional score, the action's at s = 1
+    assert cfg.abduction_scale == 1.0
+    torch.testing.assert_close(cfg.abduction_eps(x0, 200, y), cfg.guided_eps(x0, 200, y, 1.0))
+
+
 def test_round_trip_error_shrinks_with_steps(diffusion, images):
     x0, y = images
+    guide = ClassifierFreeGuide(diffusion)
     errors = {}
     for steps in (5, 50):
         path = timestep_path(T, steps, 0.5)
-        x_t = invert(diffusion, x0, y, path)
-        errors[steps] = _rmse(reconstruct(diffusion, x_t, y, path), x0)
+        x_t = invert(diffusion, guide, x0, y, path)
+        errors[steps] = _rmse(reconstruct(diffusion, guide, x_t, y, path), x0)
         # the inverted latent is genuinely noised, so the round trip is not trivially the identity
         assert _rmse(x_t, x0) > 0.1
     assert errors[50] < errors[5] / 3
@@ -83,14 +134,16 @@ def test_round_trip_survives_pixel_quantisation(diffusion, images):
     pixels = model_to_pixels(images[0])
     x0 = pixels_to_model(pixels)
     path = timestep_path(T, 50, 0.3)
-    back = model_to_pixels(reconstruct(diffusion, invert(diffusion, x0, images[1], path), images[1], path))
+    guide = ClassifierFreeGuide(diffusion)
+    back = model_to_pixels(reconstruct(diffusion, guide, invert(diffusion, guide, x0, images[1], path), images[1], path))
     assert np.abs(back.astype(int) - pixels.astype(int)).max() <= 3
 
 
-def test_invert_depends_on_label(diffusion, images):
+def test_cfg_inversion_depends_on_label(diffusion, images):
     x0, y = images
     path = timestep_path(T, 10, 0.5)
-    assert _rmse(invert(diffusion, x0, y, path), invert(diffusion, x0, (y + 1) % 3, path)) > 1e-4
+    guide = ClassifierFreeGuide(diffusion)
+    assert _rmse(invert(diffusion, guide, x0, y, path), invert(diffusion, guide, x0, (y + 1) % 3, path)) > 1e-4
 
 
 # --- guided regeneration --------------------------------------------------------------------------
@@ -99,8 +152,8 @@ def test_invert_depends_on_label(diffusion, images):
 def test_cfg_scale_zero_regenerates_with_null_label(diffusion, images):
     x0, y = images
     path = timestep_path(T, 8, 0.5)
-    x_t = invert(diffusion, x0, y, path)
     guide = ClassifierFreeGuide(diffusion)
+    x_t = invert(diffusion, guide, x0, y, path)
     null = torch.full_like(y, diffusion.null_label)
     with torch.no_grad():
         at_zero = regenerate(diffusion, guide, x_t, y, path, 0.0)
@@ -120,8 +173,29 @@ def test_unguided_regeneration_ignores_the_target_class(diffusion, images):
 
     x, y = images
     path = timestep_path(T, 10, 0.6)
-    x_t = invert(diffusion, x, y, path)
+    x_t = invert(diffusion, ClassifierFreeGuide(diffusion), x, y, path)
     unguided = regenerate_unguided(diffusion, x_t, path)
     by_hand = regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, (y + 1) % 3, path, 0.0)
     assert torch.allclose(unguided, by_hand, atol=1e-6)
     assert not torch.allclose(unguided, regenerate(diffusion, ClassifierFreeGuide(diffusion), x_t, (y + 1) % 3, path, 3.0))
+
+
+# --- generation from noise ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [2, 5, 20, 50])
+def test_sampling_path_spans_the_schedule_but_its_last_point(steps):
+    path = sampling_path(T, steps)
+    assert len(path) == steps and path[0] == 0
+    assert path[-1] == round((steps - 1) * (T - 1) / steps) < T - 1
+    assert path == timestep_path(T, steps, 1.0)[:-1]
+
+
+def test_sample_is_regeneration_from_noise(diffusion):
+    guide = ClassifierFreeGuide(diffusion)
+    noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        x = sample(diffusion, guide, noise, labels, 6, 2.0)
+    torch.testing.assert_close(x, regenerate(diffusion, guide, noise, labels, sampling_path(T, 6), 2.0))
+    assert torch.isfinite(x).all() and not torch.allclose(x, sample(diffusion, guide, noise, (labels + 1) % 3, 6, 2.0))

@@ -55,7 +55,7 @@ def test_generate_keeps_the_pixel_models_bytes():
     x0 = pixels_to_model(store.pixels(rows))
     y, y_cf = torch.tensor(rows["label"].to_numpy()), torch.tensor(targets)
     x_cf = torch.cat([
-        ddim.regenerate(pixel, guide, ddim.invert(pixel, x0[i : i + 2], y[i : i + 2], path), y_cf[i : i + 2], path, 2.0)
+        ddim.regenerate(pixel, guide, ddim.invert(pixel, guide, x0[i : i + 2], y[i : i + 2], path), y_cf[i : i + 2], path, 2.0)
         for i in (0, 2)
     ])
     np.testing.assert_array_equal(arrays["images"], model_to_pixels(x_cf))

@@ -27,8 +27,8 @@ def _metrics(path, methods, hm):
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
-def test_ablation_table_joins_settings_audits_and_accuracy(world, tmp_path, monkeypatch):
-    audit = audit_counterfactuals(*world)
+def test_ablation_table_joins_settings_audits_and_accuracy(world, clip, tmp_path, monkeypatch):
+    audit = audit_counterfactuals(*world, clip)
     for variant, scale in (("main", 3.0), ("guidance_scale10", 10.0)):
         path = tmp_path / "audit" / "shapes" / variant / "seed1.parquet"
         path.parent.mkdir(parents=True)

@@ -12,23 +12,54 @@ from dicap.report.table import build_paired, build_table1, is_spread, read_metri
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
-    """Rows whose round trip was not sampled (NaN) leave the report's mean to the measured ones."""
+def _backbone_inputs(tmp_path, dataset: str):
     from dicap import layout
     from dicap.io import write_json
-    from dicap.report.table import build_backbone_report
 
-    paths = {"clip": tmp_path / layout.CLIP_REPORT.format(dataset="caltech101"),
-             "diffusion": tmp_path / layout.DIFFUSION_REPORT.format(dataset="caltech101")}
+    paths = {"clip": tmp_path / layout.CLIP_REPORT.format(dataset=dataset),
+             "diffusion": tmp_path / layout.DIFFUSION_REPORT.format(dataset=dataset)}
     write_json(paths["clip"], {"zero_shot_accuracy": 0.5})
     write_json(paths["diffusion"], {"final_loss": None})
-    cf = tmp_path / layout.CF_TABLE.format(dataset="caltech101", variant=layout.MAIN, seed=1)
+    cf = tmp_path / layout.CF_TABLE.format(dataset=dataset, variant=layout.MAIN, seed=1)
     cf.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"y_cf": [1, 2, 0], "guide_prediction": [1, 0, 0], "guide_confidence": [0.5, 0.5, 0.5],
                   "reconstruction_mse": [0.02, np.nan, 0.04]}).to_parquet(cf)
+    return paths, cf
+
+
+def test_backbone_report_averages_the_sampled_round_trips(tmp_path):
+    """Rows whose round trip was not sampled (NaN) leave the report's mean to the measured ones;
+    the guide's own posterior is no quality score and stays out of the report."""
+    from dicap.report.table import build_backbone_report
+
+    paths, cf = _backbone_inputs(tmp_path, "caltech101")
     out = tmp_path / "backbones.csv"
     build_backbone_report(["caltech101"], [paths["clip"]], [paths["diffusion"]], [cf], out)
-    assert pd.read_csv(out)["inversion_reconstruction_mse"].tolist() == [0.03]
+    report = pd.read_csv(out)
+    assert report["inversion_reconstruction_mse"].tolist() == [0.03]
+    assert not [c for c in report if c.startswith("guide_")]
+    assert not [c for c in report if c.startswith("diffusion_class_read")]  # no check (the paper suite)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
+def test_backbone_report_carries_the_diffusion_checks_reads(tmp_path, guidance_scale):
+    from dicap import layout
+    from dicap.audit.diffusion_check import check_report
+    from dicap.io import write_json
+    from dicap.report.table import build_backbone_report
+
+    paths, cf = _backbone_inputs(tmp_path, "shapes")
+    check = tmp_path / layout.DIFFUSION_CHECK.format(dataset="shapes")
+    reads = {1.0: np.array([0.9, 0.5, 1.0]), guidance_scale: np.array([1.0, 0.8, 0.6]) if guidance_scale != 1 else np.array([0.9, 0.5, 1.0])}
+    write_json(check, check_report(reads, ["circle", "square", "star"], 0.9, "m", guidance_scale))
+    out = tmp_path / "backbones.csv"
+    build_backbone_report(["shapes"], [paths["clip"]], [paths["diffusion"]], [cf], out, [check])
+    row = pd.read_csv(out).iloc[0]
+    assert row["diffusion_class_read_min"] == 0.5 and row["diffusion_class_read_mean"] == pytest.approx(0.8)
+    assert [row[f"diffusion_class_read_{c}"] for c in ("circle", "square", "star")] == [0.9, 0.5, 1.0]
+    guided = reads[guidance_scale]
+    assert row["diffusion_class_read_guided_min"] == guided.min()
+    assert row["diffusion_class_read_guided_mean"] == pytest.approx(round(guided.mean(), 4))
 
 
 @pytest.mark.parametrize("probe, expected", [(0.93, 0.93), ({"accuracy": 0.5, "steps": 100}, 0.5), (None, None)])
