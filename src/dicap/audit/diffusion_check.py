@@ -25,7 +25,7 @@ from dicap.backbones.guides import ClassifierFreeGuide
 from dicap.counterfactual import ddim
 from dicap.runtime import device
 
-CHECKED_SCALE = 1.0  # the scale the threshold applies to: the conditional model, no guidance
+CHECKED_SCALE = 1.0  # always read too: the conditional model alone, no guidance (the threshold applies at the config's scale)
 
 
 def class_reads(
@@ -71,14 +71,14 @@ def check_report(
     ``reads`` holds :data:`CHECKED_SCALE` and ``guidance_scale`` (which may be the same);
     ``reads`` in the report maps each scale, written ``f"{scale:g}"``, to class name -> read.
     """
-    checked = reads[CHECKED_SCALE]
+    checked = reads[float(guidance_scale)]  # the scale the counterfactuals are drawn at
     weakest = int(np.argmin(checked))
     passed = bool(checked[weakest] >= min_class_read)
     refusal = None if passed else (
         f"diffusion model {model} reads class {classes[weakest]} at {checked[weakest]:.2f} < diffusion.check.min_class_read "
         f"{min_class_read:g}: train it longer (diffusion.train.steps) or lower the threshold")
     return {
-        "passed": passed, "refusal": refusal, "min_class_read": min_class_read, "checked_scale": CHECKED_SCALE,
+        "passed": passed, "refusal": refusal, "min_class_read": min_class_read, "checked_scale": float(guidance_scale),
         "guidance_scale": float(guidance_scale),
         "reads": {f"{scale:g}": {c: round(float(r), 4) for c, r in zip(classes, read)} for scale, read in reads.items()},
     }

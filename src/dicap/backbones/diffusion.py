@@ -121,14 +121,15 @@ def build_unet(image_size: int, n_classes: int, model_cfg: dict[str, Any]) -> "t
 
     channels = tuple(model_cfg["block_out_channels"])
     class_channels = model_cfg.get("class_channels", 0)
+    attention = model_cfg.get("attention", True)  # self-attention at the lowest resolution
     unet = UNet2DModel(
         sample_size=image_size,
         in_channels=3 + class_channels,
         out_channels=3,
         block_out_channels=channels,
         layers_per_block=model_cfg["layers_per_block"],
-        down_block_types=("DownBlock2D",) * (len(channels) - 1) + ("AttnDownBlock2D",),
-        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (len(channels) - 1),
+        down_block_types=("DownBlock2D",) * (len(channels) - 1) + (("AttnDownBlock2D",) if attention else ("DownBlock2D",)),
+        up_block_types=(("AttnUpBlock2D",) if attention else ("UpBlock2D",)) + ("UpBlock2D",) * (len(channels) - 1),
         norm_num_groups=model_cfg["norm_num_groups"],
         num_class_embeds=n_classes + 1,
     )

@@ -29,7 +29,9 @@ def oracle(
     report: Annotated[Path, "report.json: the oracle's scores on the unbiased test split"],
     threads: int = 1,
 ) -> None:
-    """Train the audit's independent oracle (class and factors) on the pretraining split."""
+    """Train the audit's independent oracle (class and factors) on the pretraining split and the pool."""
+    import pandas as pd
+
     from dicap import runtime
     from dicap.audit.oracle import held_out_report, load_oracle, train_oracle
     from dicap.data.store import DatasetStore
@@ -37,7 +39,10 @@ def oracle(
 
     runtime.setup(threads, params["seed"])
     store = DatasetStore.open(dataset_dir)
-    pre, test = store.split("pretrain"), store.split("test_unbiased")
+    # The judge reads the downstream style too (data.downstream_style): it learns from the
+    # pretraining images and the few-shot pool, which the test splits never overlap.
+    pre = pd.concat([store.split("pretrain"), store.split("train")], ignore_index=True)
+    test = store.split("test_unbiased")
     with atomic_dir(out) as tmp:
         train_oracle(store.pixels(pre), pre, len(store.classes), params, tmp, params["seed"])
         scores = held_out_report(load_oracle(tmp), store.pixels(test), test, store.images["test_unbiased"].shape[1])

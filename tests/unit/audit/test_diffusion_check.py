@@ -39,17 +39,17 @@ def test_class_reads_refuse_an_oracle_of_other_classes(diffusion):
         class_reads(diffusion, _pinned_oracle(5, 0), 8, steps=2, scales=[1.0], samples_per_class=1, seed=0)
 
 
-READS = {1.0: np.array([0.95, 0.43, 1.0]), 3.0: np.array([1.0, 1.0, 1.0])}
+READS = {1.0: np.array([1.0, 1.0, 1.0]), 3.0: np.array([0.95, 0.43, 1.0])}
 
 
 @pytest.mark.parametrize("threshold, passed", [(0.0, True), (0.43, True), (0.44, False), (0.9, False), (1.0, False)])
-def test_the_verdict_applies_the_threshold_to_the_weakest_class_at_scale_one(threshold, passed):
+def test_the_verdict_applies_the_threshold_to_the_weakest_class_at_the_counterfactuals_scale(threshold, passed):
     report = check_report(READS, ["circle", "square", "star"], threshold, "build/m", 3.0)
-    assert report["passed"] is passed and report["checked_scale"] == CHECKED_SCALE == 1.0
-    assert report["reads"] == {"1": {"circle": 0.95, "square": 0.43, "star": 1.0}, "3": {"circle": 1.0, "square": 1.0, "star": 1.0}}
+    assert report["passed"] is passed and report["checked_scale"] == 3.0 != CHECKED_SCALE
+    assert report["reads"] == {"1": {"circle": 1.0, "square": 1.0, "star": 1.0}, "3": {"circle": 0.95, "square": 0.43, "star": 1.0}}
     if passed:
         assert report["refusal"] is None
-    else:  # the guided reads are all 1.0: the threshold is on what the model knows at s = 1
+    else:  # the s = 1 reads are all 1.0: the threshold is on the scale the counterfactuals are drawn at
         assert report["refusal"] == (
             f"diffusion model build/m reads class square at 0.43 < diffusion.check.min_class_read {threshold:g}: "
             "train it longer (diffusion.train.steps) or lower the threshold")

@@ -18,3 +18,36 @@ def test_schedule_is_decreasing_in_unit_interval():
     assert torch.all(a[1:] < a[:-1])
     assert 0 < float(a[-1]) < float(a[0]) < 1
     assert float(a[0]) > 0.999
+
+
+@pytest.mark.parametrize("class_channels, attention", [(0, True), (3, False), (2, True)])
+def test_a_saved_unet_loads_back_with_its_class_map(tmp_path, class_channels, attention):
+    """The class map lives beside diffusers' weights: a reload must give the very same scores."""
+    from dicap.backbones.diffusion import ClassMapUNet, DiffusionBundle, INFO_FILE, UNET_DIR, build_unet, load_diffusion
+    from dicap.io import write_json
+
+    torch.manual_seed(0)
+    unet = build_unet(8, 3, {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+                             "class_channels": class_channels, "attention": attention}).eval()
+    assert isinstance(unet, ClassMapUNet) == bool(class_channels)
+    unet.save_pretrained(tmp_path / UNET_DIR, safe_serialization=True)
+    write_json(tmp_path / INFO_FILE, {"n_classes": 3, "num_train_timesteps": 50})
+    loaded = load_diffusion(tmp_path)
+    x, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    expected = DiffusionBundle(unet, make_schedule(50), 3).eps(x, 10, labels)
+    assert torch.equal(loaded.eps(x, 10, labels), expected)
+
+
+def test_the_class_map_makes_the_class_reach_the_first_convolution():
+    """With a class map, two labels give different scores even where the timestep embedding's
+    class term is zeroed: the class enters at the input, at every pixel."""
+    from dicap.backbones.diffusion import build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet(8, 3, {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+                             "class_channels": 2, "attention": False}).eval()
+    torch.nn.init.zeros_(unet.unet.class_embedding.weight)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 5])
+    with torch.no_grad():
+        out = unet(x[:1].repeat(2, 1, 1, 1), t, class_labels=torch.tensor([0, 1])).sample
+    assert not torch.allclose(out[0], out[1])

@@ -83,3 +83,36 @@ def test_changing_a_non_causal_factor_changes_the_image(dataset):
     base = scm.render(dataset, 1, f, SIZE)
     for change in [{"bg": (f.bg + 1) % 8}, {"fg": (f.fg + 1) % 8}, {"noise_seed": f.noise_seed + 1}]:
         assert not np.array_equal(base, scm.render(dataset, 1, scm.Factors(**{**f.__dict__, **change}), SIZE)), change
+
+
+NO_NOISE = {"template_variety": 0.0, "synonym_share": 0.0, "unnamed_share": 0.0, "label_noise": 0.0}
+
+
+@pytest.mark.parametrize("dataset", ["shapes", "digits"])
+def test_web_captions_without_noise_are_the_plain_captions(dataset):
+    factors = scm.sample_factors(np.random.default_rng(3), 40)
+    for i, f in enumerate(factors):
+        assert scm.web_caption(dataset, i % 10, f, NO_NOISE) == scm.caption(dataset, i % 10, f)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3, 0.6])
+def test_web_caption_noise_follows_its_shares(share):
+    """Each share is a probability per caption: over many images the counts follow it."""
+    factors = scm.sample_factors(np.random.default_rng(4), 2000)
+    names = scm.class_names("shapes")
+    wrong = sum(names[1] not in scm.web_caption("shapes", 1, f, {"label_noise": share}) for f in factors)  # no other name holds "square"
+    unnamed = sum(" object" in scm.web_caption("shapes", 0, f, {"unnamed_share": share}) for f in factors)
+    for count in (wrong, unnamed):
+        assert abs(count / len(factors) - share) < 0.05
+
+
+def test_a_styled_image_names_its_style_and_keeps_its_object():
+    f = scm.sample_factors(np.random.default_rng(5), 1)[0]
+    photo = scm.render("shapes", 0, f, 16).astype(float)
+    for style in scm.STYLES[1:]:
+        styled = scm.Factors(**{**f.__dict__, "style": scm.STYLES.index(style)})
+        assert scm.web_caption("shapes", 0, styled, NO_NOISE).startswith(scm.STYLE_PHRASES[style])
+        image = scm.render("shapes", 0, styled, 16).astype(float)
+        assert np.abs(image - photo).mean() > 5  # a visible shift ...
+        other = scm.render("shapes", 1, styled, 16).astype(float)
+        assert np.abs(image - other).mean() > 1  # ... that still shows which object it is

@@ -87,3 +87,17 @@ def test_worst_class_is_the_minimum_per_class_accuracy(seed):
     scores = base_novel(images @ text.T, labels, classes, [3, 4, 5])
     assert scores["base_worst"] <= scores["base"] + 1e-9 and scores["novel_worst"] <= scores["novel"] + 1e-9
     assert scores["base"] == pytest.approx(100 * np.mean(per))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_linear_probe_reads_separable_classes_and_not_noise(seed):
+    from dicap.evaluation.metrics import linear_probe_accuracy
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 16)) * 3
+    y_train, y_test = rng.integers(4, size=200), rng.integers(4, size=200)
+    f_train = centres[y_train] + rng.normal(size=(200, 16))
+    f_test = centres[y_test] + rng.normal(size=(200, 16))
+    assert linear_probe_accuracy(f_train, y_train, f_test, y_test) > 0.95
+    noise = rng.normal(size=(200, 16))
+    assert linear_probe_accuracy(noise, y_train, rng.normal(size=(200, 16)), y_test) < 0.45
