@@ -197,3 +197,14 @@ def test_artifact_targets_cover_every_dataset_seed_and_shard(plan, config):
     shard_files = [t for t in targets if "/shard" in t]
     assert len(shard_files) == 2 * shards * len(config["seeds"]) * len(config["datasets"])
     assert all("/main/" in t for t in targets if "/counterfactuals/" in t or "/features/" in t and "eval" not in t)
+
+
+@pytest.mark.parametrize("methods", [["zeroshot"], ["coop", "kgcoop"], ["zeroshot", "cocoop", "maple", "cpl"]])
+def test_a_study_without_counterfactual_methods_plans_no_counterfactuals(config, methods):
+    """A baselines-only run must not train a diffusion model: no variant of it reads counterfactuals."""
+    plan = _with(config, methods=methods, tasks={**config["tasks"], "methods": ["zeroshot", "coop"]})
+    assert plan.counterfactual_variant(layout.MAIN) is None
+    with_dicap = _with(config, methods=[*methods, "dicap_label"], tasks={**config["tasks"], "methods": ["coop"]})
+    assert with_dicap.counterfactual_variant(layout.MAIN) == layout.MAIN
+    text_only = _with(config, methods=methods, tasks={**config["tasks"], "methods": ["dicap"]})
+    assert text_only.counterfactual_variant(layout.MAIN) == layout.MAIN  # the text tasks train on them
