@@ -195,15 +195,17 @@ def build_backbone_report(
 
 def diffusion_check_columns(check: dict[str, Any]) -> dict[str, float]:
     """A diffusion_check report as columns: the least and mean class read at s = 1 (the model
-    alone; the check's threshold applies to it) and at the guidance scale (``_guided``), then
-    each class's read at s = 1."""
+    alone, no guidance) and at the counterfactuals' guidance scale (``_guided``: the check's
+    threshold applies there), then each class's read at that scale."""
+    from dicap.audit.diffusion_check import CHECKED_SCALE
+
     def reads(scale: float) -> dict[str, float]:
         return check["reads"][f"{scale:g}"]
 
-    checked, guided = reads(check["checked_scale"]), reads(check["guidance_scale"])
+    alone, guided = reads(CHECKED_SCALE), reads(check["guidance_scale"])
     return {
-        "diffusion_class_read_min": min(checked.values()), "diffusion_class_read_mean": float(np.mean(list(checked.values()))),
+        "diffusion_class_read_min": min(alone.values()), "diffusion_class_read_mean": float(np.mean(list(alone.values()))),
         "diffusion_class_read_guided_min": min(guided.values()),
         "diffusion_class_read_guided_mean": float(np.mean(list(guided.values()))),
-        **{f"diffusion_class_read_{c}": r for c, r in checked.items()},
+        **{f"diffusion_class_read_{c}": r for c, r in guided.items()},
     }
