@@ -153,3 +153,10 @@ def task_datasets(table):
     if not TASK_DATASETS[task]:
         raise WorkflowError(f"results/{table} needs {task} datasets: set tasks.datasets.{task} (config.paper.yaml lists them)")
     return TASK_DATASETS[task]
+
+
+def diffusion_check_of(wildcards):
+    """Embedded suite: the oracle's check of the diffusion model, which a shard refuses to run
+    without passing.  ancient(): a rerun check (a new threshold, a changed oracle) does not
+    regenerate counterfactuals already made; a new diffusion model reruns both."""
+    return {"check": ancient(path) for path in PLAN.diffusion_checks(wildcards.dataset)}

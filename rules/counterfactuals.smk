@@ -2,13 +2,6 @@
 # checks that the shards cover the few-shot split exactly once.
 
 
-def diffusion_check_of(wildcards):
-    """Embedded suite: the oracle's check of the diffusion model, which a shard refuses to run
-    without passing.  ancient(): a rerun check (a new threshold, a changed oracle) does not
-    regenerate counterfactuals already made; a new diffusion model reruns both."""
-    return {"check": ancient(path) for path in PLAN.diffusion_checks(wildcards.dataset)}
-
-
 rule counterfactual_shard:
     input:
         unpack(guide_inputs),

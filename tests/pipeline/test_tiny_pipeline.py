@@ -50,7 +50,8 @@ def seeds(config: dict) -> str:
 def test_table1_has_the_schema_every_method_and_beats_chance(tiny_run, tiny_config):
     table = pd.read_csv(tiny_run / RESULTS / "table1.csv")
     assert list(table.columns) == [
-        "suite", "split", "dataset", "method", "base", "base_std", "novel", "novel_std", "hm", "hm_std", "seeds",
+        "suite", "split", "dataset", "method", "base", "base_std", "base_se", "novel", "novel_std", "novel_se",
+        "hm", "hm_std", "hm_se", "n", "seeds",
     ]
     assert set(table["method"]) == set(tiny_config["methods"])
     assert set(table["split"]) == {"test_unbiased", "test_aligned", "test_conflict"}

@@ -151,7 +151,7 @@ def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     commands = [line for line in out.stdout.splitlines() if "dicap clip_backbone" in line]
     steps = {re.search(r"data/(\w+) ", c).group(1): re.search(r'"steps": ?(\d+)', c).group(1) for c in commands}
-    assert steps == {"shapes": "150", "digits": "600"}
+    assert steps == {"shapes": "600", "digits": "1500"}
     counts = job_counts(out.stdout)
     assert counts["make_split"] == 9 and counts["shortcut"] == 1  # digits' unbiased draw: its negative control
     only_shapes = snakemake("-n", "--configfile", str(REPO / "config.yaml"), "--config", "datasets=[shapes]",
