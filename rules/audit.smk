@@ -1,6 +1,7 @@
 # The counterfactual audit (embedded suite): an independent oracle judges every generated
 # counterfactual against the true one the structural causal model renders, and, before any
-# counterfactual, whether the diffusion model draws every class it is asked for.
+# counterfactual, whether the diffusion model draws every class it is asked for; the generator
+# curve has it judge a few images regenerated over guidance scales x inversion depths.
 
 
 rule oracle:
@@ -55,6 +56,43 @@ rule diffusion_check:
         "dicap diffusion_check --dataset-dir {params.dataset_dir} --diffusion-dir {input.diffusion}"
         " --oracle-dir {input.oracle} --params {params.check:q} --steps {params.steps}"
         " --guidance-scale {params.guidance_scale} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule generator_curve:
+    input:
+        unpack(guide_inputs),
+        data=DATA_FILES,
+        split=layout.fill(SPLIT, seed=SEEDS[0]),
+        diffusion=DIFFUSION,
+        oracle=ORACLE,
+        clip=CLIP,
+        class_text_features=CLASS_TEXT_FEATURES,
+    output:
+        B(layout.GENERATOR_CURVE),
+    params:
+        code=code_version("generator_curve"),
+        cf=as_json(COUNTERFACTUAL),
+        scales=PLAN.curve_settings["scales"],
+        depths=PLAN.curve_settings["depths"],
+        images=config["report"]["curve_images"],
+        seed=SEEDS[0],
+        dataset_dir=dataset_dir,
+        classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        log_path("generator_curve", "dataset"),
+    benchmark:
+        bench_path("generator_curve", "dataset")
+    conda:
+        ENV
+    shell:
+        "dicap generator_curve --dataset-dir {params.dataset_dir} --split {input.split} --diffusion-dir {input.diffusion}"
+        " --oracle-dir {input.oracle} --clip-dir {input.clip} --class-text-features {input.class_text_features}"
+        " {params.classifier} --params {params.cf:q} --scales {params.scales} --depths {params.depths}"
+        " --images {params.images} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule audit_counterfactuals:

@@ -78,6 +78,29 @@ rule figure_counterfactuals:
         " --images {input.images} --audits {input.audits} --out {output} > {log} 2>&1"
 
 
+rule figure_generator_curve:
+    input:
+        PLAN.generator_curves(),
+    output:
+        report("results/figures/generator_curve.png", caption="captions/generator_curve.rst", category="Counterfactual audit"),
+    params:
+        code=code_version("figure_generator_curve"),
+        datasets=DATASETS,
+        guidance_scale=COUNTERFACTUAL["guidance_scale"],
+        inversion_depth=COUNTERFACTUAL["inversion_depth"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("figure_generator_curve"),
+    conda:
+        ENV
+    shell:
+        "dicap figure_generator_curve --datasets {params.datasets} --curves {input}"
+        " --guidance-scale {params.guidance_scale} --inversion-depth {params.inversion_depth} --out {output} > {log} 2>&1"
+
+
 rule backbone_report:
     input:
         unpack(lambda wc: {"checks": PLAN.diffusion_checks()} if PLAN.diffusion_checks() else {}),  # embedded suite

@@ -222,7 +222,7 @@ class Plan:
         if self.paper:
             return []
         return ["results/counterfactual_audit.csv", "results/counterfactual_audit.md",
-                *(f"results/figures/counterfactuals_{d}.png" for d in self.datasets)]
+                *(f"results/figures/counterfactuals_{d}.png" for d in self.datasets), "results/figures/generator_curve.png"]
 
     def diffusion_checks(self, dataset: str | None = None) -> list[str]:
         """The oracle's check of the diffusion model (one dataset's, or every dataset's): the
@@ -230,6 +230,19 @@ class Plan:
         if self.paper:
             return []
         return [self.build(layout.DIFFUSION_CHECK, dataset=d) for d in ([dataset] if dataset else self.datasets)]
+
+    def generator_curves(self) -> list[str]:
+        """Every dataset's generator curve (quality over guidance scale x inversion depth): the
+        embedded suite's only, since it scores against the true counterfactuals."""
+        return [] if self.paper else [self.build(layout.GENERATOR_CURVE, dataset=d) for d in self.datasets]
+
+    @cached_property
+    def curve_settings(self) -> dict[str, list[float]]:
+        """The generator curve's guidance scales and inversion depths, sorted, the config's own
+        setting always among them: the figure stars it on a measured point."""
+        report, cf = self.config["report"], self.counterfactual
+        return {"scales": sorted(float(s) for s in _unique([*report["curve_guidance_scales"], cf["guidance_scale"]])),
+                "depths": sorted(float(d) for d in _unique([*report["curve_depths"], cf["inversion_depth"]]))}
 
     @cached_property
     def shortcut_results(self) -> list[str]:

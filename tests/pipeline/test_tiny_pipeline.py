@@ -66,8 +66,8 @@ def test_table1_has_the_schema_every_method_and_beats_chance(tiny_run, tiny_conf
 
 def test_every_result_file_is_written_and_readable_by_all(tiny_run):
     for name in ("table1.md", "table1.provenance.json", "table1.metrics.json", "backbones.csv",
-                 "figures/table1_bars.png", f"figures/counterfactuals_{DATASET}.png", "shortcut.md", "figures/shortcut.png",
-                 "reproduction.csv", "reproduction.md"):
+                 "figures/table1_bars.png", f"figures/counterfactuals_{DATASET}.png", "figures/generator_curve.png", "shortcut.md",
+                 "figures/shortcut.png", "reproduction.csv", "reproduction.md"):
         path = tiny_run / RESULTS / name
         assert path.stat().st_size > 0, name
         assert path.stat().st_mode & 0o044 == 0o044, f"{name} is not readable by the group and others (umask 022)"

@@ -1,6 +1,6 @@
 """Bad values never reach a table: empty shards, jobs that refuse non-finite or degenerate
-outputs, and a counterfactual job that refuses a diffusion model the oracle's check failed, run
-through the real ``dicap`` commands on tiny models (seconds)."""
+outputs, a counterfactual job that refuses a diffusion model the oracle's check failed, and the
+generator curve's jobs end to end, run through the real ``dicap`` commands on tiny models (seconds)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,25 @@ def test_a_counterfactual_job_refuses_a_diffusion_model_below_the_check(tiny, tm
     error = _fails(argv, caplog, f"diffusion model {tiny / 'diffusion'} reads class {weakest} at {read:.2f} < "
                                  "diffusion.check.min_class_read 1: train it longer (diffusion.train.steps) or lower the threshold")
     assert error == report["refusal"] and not out.exists()
+
+
+def test_the_generator_curve_job_writes_a_finite_curve_and_its_figure_a_png(tiny, tmp_path):
+    """The rules' command lines for the curve and its figure, on the 1-step models: every image
+    at every setting, the default among them, and a figure of it."""
+    oracle = tmp_path / "oracle"
+    run("oracle", "--dataset-dir", tiny / "data", "--params", json.dumps(ORACLE_PARAMS), "--out", oracle,
+        "--report", tmp_path / "oracle.json")
+    curve = tmp_path / "audit" / "shapes" / "generator_curve.parquet"
+    run("generator_curve", "--dataset-dir", tiny / "data", "--split", tiny / "split.parquet", "--diffusion-dir", tiny / "diffusion",
+        "--oracle-dir", oracle, "--clip-dir", tiny / "clip", "--class-text-features", tiny / "text.safetensors",
+        "--params", json.dumps(CF_PARAMS), "--scales", 0, 3, "--depths", 0.5, 0.8, "--images", 4, "--seed", 1, "--out", curve)
+    frame = pd.read_parquet(curve)
+    assert len(frame) == 4 * 2 * 2 and set(frame["guidance_scale"]) == {0.0, 3.0} and set(frame["inversion_depth"]) == {0.5, 0.8}
+    assert np.isfinite(frame["clip_cosine_to_true"]).all() and frame["valid"].dtype == bool
+    png = tmp_path / "generator_curve.png"
+    run("figure_generator_curve", "--datasets", "shapes", "--curves", curve, "--guidance-scale", 3.0, "--inversion-depth", 0.5,
+        "--out", png)
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_more_shards_than_images_completes_and_merges(tiny, tmp_path, caplog):

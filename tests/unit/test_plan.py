@@ -190,6 +190,28 @@ def test_the_diffusion_check_is_planned_for_the_embedded_suite_only(plan, config
     assert not [t for t in paper.artifact_targets() if t.endswith("check.json")]
 
 
+def test_the_generator_curve_is_planned_for_the_embedded_suite_only_and_in_all(plan, config):
+    curves = plan.generator_curves()
+    assert curves == [plan.build(layout.GENERATOR_CURVE, dataset=d) for d in config["datasets"]]
+    assert all(c.endswith(f"audit/{d}/generator_curve.parquet") for c, d in zip(curves, config["datasets"]))
+    assert "results/figures/generator_curve.png" in plan.audit_results  # `all` asks for the audit's results
+    paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "data": {**config["data"], "val_shots": 4}})
+    assert paper.generator_curves() == [] and "results/figures/generator_curve.png" not in paper.audit_results
+
+
+@pytest.mark.parametrize("scale, depth, scales, depths", [
+    (3.0, 0.8, [0, 1, 2, 3, 5, 10], [0.5, 0.6, 0.7, 0.8, 0.9]),  # the default already in the grid: nothing added
+    (4.0, 0.75, [10, 0, 2], [0.9, 0.5]),  # added, and the lists sorted
+    (0.0, 0.5, [0], [0.5]),
+])
+def test_the_generator_curve_always_measures_the_config_setting(config, scale, depth, scales, depths):
+    settings = _with(config, counterfactual__guidance_scale=scale, counterfactual__inversion_depth=depth,
+                     report__curve_guidance_scales=scales, report__curve_depths=depths).curve_settings
+    assert settings["scales"] == sorted({float(s) for s in [*scales, scale]})
+    assert settings["depths"] == sorted({float(d) for d in [*depths, depth]})
+    assert scale in settings["scales"] and depth in settings["depths"]
+
+
 def test_artifact_targets_cover_every_dataset_seed_and_shard(plan, config):
     targets = plan.artifact_targets()
     assert len(targets) == len(set(targets))

@@ -61,7 +61,6 @@ def audit_counterfactuals(
     factual_rows = split.iloc[table["row"].to_numpy()].reset_index(drop=True)
     truth = factual_rows[TRUTH_COLUMNS]
     factual = store.pixels(factual_rows)
-    size = factual.shape[1]
     y, y_cf = table["y"].to_numpy(), table["y_cf"].to_numpy()
     pool = store.split(CLD_POOL)
     pool_features = clip.encode_rows(store, pool)
@@ -75,16 +74,7 @@ def audit_counterfactuals(
     columns: dict[str, np.ndarray] = {}
     for key, prefix in IMAGE_SETS.items():
         images = arrays[key]
-        pred = oracle_lib.predict(oracle, images)
-        kept = oracle_lib.factor_agreement(pred, truth, size)
-        valid = pred["label"].to_numpy() == y_cf
-        columns[f"{prefix}oracle_label"] = pred["label"].to_numpy()
-        columns[f"{prefix}no_object"] = pred["label"].to_numpy() == oracle.n_classes
-        columns[f"{prefix}valid"] = valid
-        for factor in FACTORS:
-            columns[f"{prefix}kept_{factor}"] = kept[factor].to_numpy()
-        columns[f"{prefix}valid_bg_kept"] = valid & kept["background"].to_numpy()
-        columns[f"{prefix}faithful"] = valid & kept[list(FACTORS)].all(axis=1).to_numpy()
+        columns |= {f"{prefix}{name}": v for name, v in oracle_verdicts(oracle, images, truth, y_cf).items()}
         if key != TRUE:
             columns[f"{prefix}mse_to_true"] = mse(images, arrays[TRUE])
             columns[f"{prefix}ssim_to_true"] = ssim(images, arrays[TRUE])
@@ -95,6 +85,24 @@ def audit_counterfactuals(
     columns["factual_ssim_to_true"] = ssim(factual, arrays[TRUE])
     columns["factual_clip_cosine_to_true"] = 1 - cosine_distance(factual_features, features[TRUE])
     return pd.concat([out, pd.DataFrame(columns)], axis=1)
+
+
+def oracle_verdicts(oracle: "oracle_lib.OracleNet", images: np.ndarray, truth: pd.DataFrame, y_cf: np.ndarray) -> dict[str, np.ndarray]:
+    """The oracle's reading of ``images`` (counterfactuals towards ``y_cf`` of factual images
+    with factors ``truth``): its label, "no object", validity, each factor kept, and the two
+    composites.  One definition for the audit and the generator curve (audit/generator_curve.py)."""
+    pred = oracle_lib.predict(oracle, images)
+    kept = oracle_lib.factor_agreement(pred, truth, images.shape[1])
+    label = pred["label"].to_numpy()
+    valid = label == y_cf
+    return {
+        "oracle_label": label,
+        "no_object": label == oracle.n_classes,
+        "valid": valid,
+        **{f"kept_{factor}": kept[factor].to_numpy() for factor in FACTORS},
+        "valid_bg_kept": valid & kept["background"].to_numpy(),
+        "faithful": valid & kept[list(FACTORS)].all(axis=1).to_numpy(),
+    }
 
 
 def read_audits(paths: list[Path], datasets: list[str]) -> list[tuple[str, str, int, pd.DataFrame]]:

@@ -1,10 +1,11 @@
-"""Jobs of rules/audit.smk: the independent oracle, its check of the diffusion model and the
-counterfactual audit (embedded suite).
+"""Jobs of rules/audit.smk: the independent oracle, its check of the diffusion model, the
+counterfactual audit and the generator curve (embedded suite).
 
 Each function is the rule of the same name.  The audit judges every generated counterfactual
 with an oracle against the true counterfactual the structural causal model renders; the check
 has the same oracle read samples the diffusion model draws from noise, before any
-counterfactual is made.
+counterfactual is made; the curve has it judge a few images regenerated over a grid of
+guidance scales and inversion depths.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["oracle", "diffusion_check", "audit_counterfactuals", "audit_summary"]
+__all__ = ["oracle", "diffusion_check", "generator_curve", "audit_counterfactuals", "audit_summary"]
 # The summary's markdown: what a reader compares first (the csv has every column).
 SUMMARY_MD_COLUMNS = ["dataset", "variant", "guidance_scale", "counterfactuals", "valid", "valid_bg_kept", "faithful", "no_object",
                       "clip_cosine_to_true", "factual_clip_cosine_to_true", "cld", "unguided_cld", "true_cld", "true_valid",
@@ -78,6 +79,51 @@ def diffusion_check(
     log.info("class reads at s = %g: %s", CHECKED_SCALE, report["reads"][f"{CHECKED_SCALE:g}"])
     if not report["passed"]:
         log.warning("%s", report["refusal"])
+
+
+def generator_curve(
+    dataset_dir: Path,
+    split: Annotated[Path, "the first seed's few-shot split: the curve's images come from it"],
+    diffusion_dir: Path,
+    oracle_dir: Path,
+    clip_dir: Annotated[Path, "the frozen CLIP: the cosine to the true counterfactual (and the 'clip' guide's posterior)"],
+    class_text_features: Annotated[Path, "clip_backbone's class text features (the 'clip' guide)"],
+    params: Annotated[dict[str, Any], "the config's counterfactual block: guide, steps, batch_size"],
+    scales: Annotated[list[float], "guidance scales"],
+    depths: Annotated[list[float], "inversion depths"],
+    images: Annotated[int, "report.curve_images: how many of the split's images"],
+    seed: Annotated[int, "the split's seed: draws each image's y_cf"],
+    out: Annotated[Path, "the curve, one row per image and setting (parquet)"],
+    classifier_dir: Annotated[Path | None, "the noise-aware classifier (guide 'classifier' only)"] = None,
+    threads: int = 1,
+) -> None:
+    """Regenerate a few fixed images at every guidance scale x inversion depth; the oracle and CLIP judge each."""
+    import pandas as pd
+
+    from dicap import runtime
+    from dicap.audit.generator_curve import curve_rows, generator_curve as curve
+    from dicap.audit.oracle import load_oracle
+    from dicap.backbones.clip import load_class_text_features, load_clip
+    from dicap.backbones.diffusion import load_diffusion
+    from dicap.backbones.guides import CLIP_GRAD_BATCH_SIZE, make_guide
+    from dicap.data.store import DatasetStore
+    from dicap.guards import check_table_finite
+    from dicap.io import write_table
+
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    rows, targets = curve_rows(pd.read_parquet(split), images, store.base_classes, seed)
+    diffusion = load_diffusion(diffusion_dir)
+    clip = load_clip({"path": str(clip_dir)})
+    clip.model.to(runtime.device())
+    guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=load_class_text_features(class_text_features),
+                       grad_batch_size=CLIP_GRAD_BATCH_SIZE)
+    frame = curve(store, rows, targets, diffusion, guide, load_oracle(oracle_dir), clip, scales, depths, params["steps"],
+                  params["batch_size"])
+    check_table_finite(out, frame)
+    write_table(out, frame)
+    means = frame.groupby(["guidance_scale", "inversion_depth"])[["valid", "faithful"]].mean()
+    log.info("generator curve over %d images x %d settings:\n%s", len(rows), len(means), means.round(3).to_string())
 
 
 def audit_counterfactuals(

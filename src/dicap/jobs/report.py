@@ -1,5 +1,5 @@
-"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, the calibration, figures,
-cost, reproduction.
+"""Jobs of rules/report.smk: Table 1, the backbone report, the shortcut table, the calibration, figures
+(the generator curve's too), cost, reproduction.
 
 Each function is the rule of the same name.
 """
@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["table1", "figure_table1", "figure_counterfactuals", "backbone_report", "shortcut", "calibration", "cost_report",
-           "reproduction"]
+__all__ = ["table1", "figure_table1", "figure_counterfactuals", "figure_generator_curve", "backbone_report", "shortcut",
+           "calibration", "cost_report", "reproduction"]
 
 
 def table1(
@@ -53,6 +53,21 @@ def figure_counterfactuals(
     if len(images) != len(audits):
         raise ValueError(f"{len(images)} counterfactual files but {len(audits)} audits")
     plot_counterfactual_grid(dataset_dir, split, images, audits, out)
+
+
+def figure_generator_curve(
+    datasets: list[str],
+    curves: Annotated[list[Path], "generator_curve's file of each dataset"],
+    guidance_scale: Annotated[float, "counterfactual.guidance_scale: the default, starred"],
+    inversion_depth: Annotated[float, "counterfactual.inversion_depth: the default, starred"],
+    out: Path,
+) -> None:
+    """Plot validity, faithfulness and the CLIP cosine to the truth over guidance scale, one line per depth."""
+    from dicap import layout
+    from dicap.report.figures import plot_generator_curve
+
+    found = layout.by_dataset(layout.GENERATOR_CURVE, curves, datasets)
+    plot_generator_curve({d: found[d] for d in datasets}, guidance_scale, inversion_depth, out)
 
 
 def backbone_report(

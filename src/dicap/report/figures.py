@@ -1,5 +1,5 @@
-"""Figures for people: Table 1 as paired differences, the colours every method figure shares, and
-counterfactual grids."""
+"""Figures for people: Table 1 as paired differences, the colours every method figure shares,
+counterfactual grids, and the generator curve (quality over guidance scale and inversion depth)."""
 
 from __future__ import annotations
 
@@ -193,5 +193,63 @@ def plot_counterfactual_grid(
                 ax.set_ylabel(f"{store.classes[y]}\n→ {store.classes[y_cf]}", fontsize=7)
     fig.suptitle(f"{store.dataset}: oracle verdict above each counterfactual (✓ = sees the target class)", fontsize=8)
     fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+# The generator curve's panels: column of audit/generator_curve.py -> axis label.
+CURVE_PANELS = {"valid": "validity (oracle reads y_cf)", "faithful": "faithful (valid, 4 factors kept)",
+                "clip_cosine_to_true": "CLIP cosine to the true cf"}
+CURVE_SETTING = ["guidance_scale", "inversion_depth"]
+
+
+def curve_means(curve: pd.DataFrame) -> pd.DataFrame:
+    """Mean over images per setting (guidance scale, inversion depth), sorted, with ``images``."""
+    columns = [*CURVE_PANELS, "valid_bg_kept", "factual_clip_cosine_to_true"]
+    grouped = curve.groupby(CURVE_SETTING)
+    return grouped[columns].mean().astype(float).assign(images=grouped.size()).reset_index().sort_values(CURVE_SETTING,
+                                                                                                         ignore_index=True)
+
+
+def draw_generator_curve(curves: dict[str, pd.DataFrame], guidance_scale: float, inversion_depth: float):
+    """The figure of :func:`plot_generator_curve` from per-image curves by dataset, returned."""
+    plt = pyplot()
+    height = 2.7 * len(curves) + 0.7  # the rows, and room for the title above and the legend below (inches)
+    fig, axes = plt.subplots(len(curves), len(CURVE_PANELS), figsize=(3.3 * len(CURVE_PANELS), height), squeeze=False)
+    for row, (dataset, curve) in zip(axes, curves.items()):
+        means = curve_means(curve)
+        depths = sorted(means["inversion_depth"].unique())
+        for ax, (column, label) in zip(row, CURVE_PANELS.items()):
+            for i, depth in enumerate(depths):
+                line = means[means["inversion_depth"] == depth]
+                ax.plot(line["guidance_scale"], line[column], marker="o", markersize=3, linewidth=1,
+                        color=plt.cm.viridis(i / max(len(depths) - 1, 1)), label=f"depth {depth:g}")
+            default = means[np.isclose(means["guidance_scale"], guidance_scale) & np.isclose(means["inversion_depth"], inversion_depth)]
+            ax.plot(default["guidance_scale"], default[column], linestyle="none", marker="*", markersize=14, color="red",
+                    markeredgecolor="black", zorder=5, label=f"default (s = {guidance_scale:g}, depth {inversion_depth:g})")
+            if column == "clip_cosine_to_true":  # what no action scores: the bar a counterfactual must clear
+                ax.axhline(means["factual_clip_cosine_to_true"].iloc[0], color="0.4", linestyle="--", linewidth=1,
+                           label="factual image")
+            else:  # shares: the whole range, so the datasets' rows compare at a glance
+                ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel("guidance scale s", fontsize=8)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(f"{dataset} ({int(means['images'].iloc[0])} images)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(linewidth=0.3, alpha=0.5)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=len(labels), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle("Counterfactual generator over guidance scale and inversion depth (fixed images of the first seed's shots)",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.1 / height))
+    return fig
+
+
+def plot_generator_curve(curves: dict[str, Path], guidance_scale: float, inversion_depth: float, out: Path) -> None:
+    """Validity, faithfulness and the CLIP cosine to the true counterfactual against the
+    guidance scale, one line per inversion depth and one row per dataset, the config's own
+    setting starred: where the default sits on the generator's curve."""
+    plt = pyplot()
+    fig = draw_generator_curve({d: pd.read_parquet(p) for d, p in curves.items()}, guidance_scale, inversion_depth)
     save_figure(fig, out)
     plt.close(fig)

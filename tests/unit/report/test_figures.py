@@ -12,7 +12,9 @@ import pytest
 
 from dicap import layout
 from dicap.prompting.methods import METHODS, ZEROSHOT, parse_method
-from dicap.report.figures import draw_table1, method_colour, plot_table1, primary_split, table1_bars
+from dicap.report.figures import (
+    curve_means, draw_generator_curve, draw_table1, method_colour, plot_generator_curve, plot_table1, primary_split, table1_bars,
+)
 from dicap.report.paired import reading
 from dicap.report.shortcut import draw_shortcut
 
@@ -115,3 +117,49 @@ def test_shortcut_figure_with_every_method_and_both_controls_has_no_overlapping_
     fig = draw_shortcut(pd.DataFrame(rows))
     assert overlapping_labels(fig) == []
     assert len(fig.axes[1].get_yticklabels()) == 1 + len(LEARNERS) + 2 * len(DICAP) + 1
+
+
+def _curve(scales=(0.0, 1.0, 3.0, 10.0), depths=(0.5, 0.8, 0.9), images=5, seed=0) -> pd.DataFrame:
+    """A per-image generator curve (audit/generator_curve.py's columns that the figure reads), random."""
+    rng, rows = np.random.default_rng(seed), []
+    factual = rng.uniform(0.3, 0.6, images)
+    for scale, depth, image in itertools.product(scales, depths, range(images)):
+        valid = bool(rng.random() < 0.5)
+        bg = valid and bool(rng.random() < 0.7)
+        rows.append({"row": image, "guidance_scale": scale, "inversion_depth": depth, "valid": valid, "valid_bg_kept": bg,
+                     "faithful": bg and bool(rng.random() < 0.5), "clip_cosine_to_true": rng.uniform(0.2, 0.9),
+                     "factual_clip_cosine_to_true": factual[image]})
+    return pd.DataFrame(rows)
+
+
+def test_curve_means_are_per_setting_over_images():
+    curve = _curve()
+    means = curve_means(curve)
+    assert len(means) == 4 * 3 and (means["images"] == 5).all()
+    assert means[["guidance_scale", "inversion_depth"]].equals(means[["guidance_scale", "inversion_depth"]].sort_values(
+        ["guidance_scale", "inversion_depth"], ignore_index=True))
+    one = curve[(curve["guidance_scale"] == 3.0) & (curve["inversion_depth"] == 0.8)]
+    row = means[(means["guidance_scale"] == 3.0) & (means["inversion_depth"] == 0.8)].iloc[0]
+    for column in ("valid", "faithful", "clip_cosine_to_true", "factual_clip_cosine_to_true"):
+        assert row[column] == pytest.approx(one[column].mean())
+
+
+@pytest.mark.parametrize("scale, depth", [(3.0, 0.8), (0.0, 0.5), (10.0, 0.9)])
+def test_the_generator_curve_stars_the_default_in_every_panel_and_draws_a_line_per_depth(tmp_path, scale, depth):
+    curves = {"shapes": _curve(seed=1), "digits": _curve(seed=2)}
+    fig = draw_generator_curve(curves, scale, depth)
+    assert len(fig.axes) == 2 * 3
+    for ax, column in zip(fig.axes, ["valid", "faithful", "clip_cosine_to_true"] * 2):
+        means = curve_means(curves[ax.get_title().split()[0]])
+        stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert len(stars) == 1
+        expected = means[(means["guidance_scale"] == scale) & (means["inversion_depth"] == depth)][column]
+        np.testing.assert_allclose(stars[0].get_xydata(), [[scale, expected.iloc[0]]])
+        assert len([line for line in ax.get_lines() if line.get_marker() == "o"]) == 3  # one per depth
+    assert overlapping_labels(fig) == []
+    curve_files = {}
+    for dataset, curve in curves.items():
+        curve_files[dataset] = tmp_path / f"{dataset}.parquet"
+        curve.to_parquet(curve_files[dataset])
+    plot_generator_curve(curve_files, scale, depth, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
