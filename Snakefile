@@ -26,7 +26,7 @@ except ModuleNotFoundError:
 from dicap import layout, worker
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
-from dicap.plan import PROMPT_ABLATIONS, Plan
+from dicap.plan import GENERATOR_CURVE, PROMPT_ABLATIONS, Plan
 
 min_version("9.0")
 

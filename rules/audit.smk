@@ -68,7 +68,7 @@ rule generator_curve:
         clip=CLIP,
         class_text_features=CLASS_TEXT_FEATURES,
     output:
-        B(layout.GENERATOR_CURVE),
+        B(GENERATOR_CURVE),
     params:
         code=code_version("generator_curve"),
         cf=as_json(COUNTERFACTUAL),

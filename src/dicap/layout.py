@@ -58,7 +58,6 @@ PROMPT = "prompts/{dataset}/{variant}/{method}/seed{seed}.safetensors"
 PROMPT_HISTORY = "prompts/{dataset}/{variant}/{method}/seed{seed}.json"
 METRICS = "metrics/{dataset}/{variant}/seed{seed}.csv"
 AUDIT = "audit/{dataset}/{variant}/seed{seed}.parquet"
-GENERATOR_CURVE = "audit/{dataset}/generator_curve.parquet"  # quality over guidance scale x depth (embedded suite)
 
 # The text tasks (retrieval, VQA): one context per method and seed, one metrics file per seed.
 TASK_PROMPT = "tasks/{task}/prompts/{dataset}/{method}/seed{seed}.safetensors"

@@ -18,6 +18,10 @@ from dicap import layout
 from dicap.io import params_hash
 from dicap.prompting.methods import READINGS, method_params, parse_method
 
+# The generator curve's per-dataset table (embedded suite).  Kept here, not in layout.py: every job
+# hashes layout.py (code_version), so a new path there would rerun the whole study.
+GENERATOR_CURVE = "audit/{dataset}/generator_curve.parquet"
+
 # The ablations by name (``snakemake ablation_<name>``); the prompt ablations change only the
 # prompt training, so they have no audit of their own.
 ABLATION_NAMES = ("guidance_scale", "sampling", "true_cf", "context", "loss")
@@ -234,7 +238,7 @@ class Plan:
     def generator_curves(self) -> list[str]:
         """Every dataset's generator curve (quality over guidance scale x inversion depth): the
         embedded suite's only, since it scores against the true counterfactuals."""
-        return [] if self.paper else [self.build(layout.GENERATOR_CURVE, dataset=d) for d in self.datasets]
+        return [] if self.paper else [self.build(GENERATOR_CURVE, dataset=d) for d in self.datasets]
 
     @cached_property
     def curve_settings(self) -> dict[str, list[float]]:

@@ -8,7 +8,7 @@ import pytest
 
 from dicap import layout
 from dicap.config import validate_config
-from dicap.plan import ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, Plan, split_key
+from dicap.plan import GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, Plan, split_key
 from dicap.prompting.methods import READINGS, parse_method, reading_name
 from dicap.prompting.registry import LEARNERS
 
@@ -192,7 +192,7 @@ def test_the_diffusion_check_is_planned_for_the_embedded_suite_only(plan, config
 
 def test_the_generator_curve_is_planned_for_the_embedded_suite_only_and_in_all(plan, config):
     curves = plan.generator_curves()
-    assert curves == [plan.build(layout.GENERATOR_CURVE, dataset=d) for d in config["datasets"]]
+    assert curves == [plan.build(GENERATOR_CURVE, dataset=d) for d in config["datasets"]]
     assert all(c.endswith(f"audit/{d}/generator_curve.parquet") for c, d in zip(curves, config["datasets"]))
     assert "results/figures/generator_curve.png" in plan.audit_results  # `all` asks for the audit's results
     paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "data": {**config["data"], "val_shots": 4}})

@@ -64,9 +64,10 @@ def figure_generator_curve(
 ) -> None:
     """Plot validity, faithfulness and the CLIP cosine to the truth over guidance scale, one line per depth."""
     from dicap import layout
+    from dicap.plan import GENERATOR_CURVE
     from dicap.report.figures import plot_generator_curve
 
-    found = layout.by_dataset(layout.GENERATOR_CURVE, curves, datasets)
+    found = layout.by_dataset(GENERATOR_CURVE, curves, datasets)
     plot_generator_curve({d: found[d] for d in datasets}, guidance_scale, inversion_depth, out)
 
 
