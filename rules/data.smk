@@ -1,9 +1,13 @@
 # Dataset download (paper suite) or rendering (embedded suite), and few-shot split creation.
 
 
-# Downloads run where Snakemake runs (a login node has the network compute nodes often lack).
-localrules:
-    download_dataset,
+# Downloads run where Snakemake runs (a login node has the network compute nodes often lack),
+# unless `--config downloads=cluster` sends them as jobs (to a transfer partition, say:
+# docs/cluster.md#running-it-end-to-end).
+if config["downloads"] == "controller":
+
+    localrules:
+        download_dataset,
 
 
 rule download_dataset:

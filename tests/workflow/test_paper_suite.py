@@ -31,3 +31,22 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     assert all("gpu=1" in b for b in prompts.values())
     assert "build/paper/" in out.stdout and "build/embedded/" not in out.stdout
     assert "oracle" not in counts and "audit_counterfactuals" not in counts  # no true counterfactuals here
+
+
+def test_downloads_run_in_the_controller_unless_sent_to_the_cluster(tmp_path):
+    """`download_dataset` is a local rule (the controller has the network) by default; with
+    `downloads: cluster` it is submitted like any job (docs/cluster.md#running-it-end-to-end)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    local = {}
+    for where in ("controller", "cluster"):
+        with SnakemakeApi(OutputSettings()) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(configfiles=[REPO / "config.yaml", REPO / "config.paper.yaml"],
+                                               config={"downloads": where}),
+                snakefile=REPO / "Snakefile", workdir=tmp_path,
+            )
+            local[where] = set(workflow._workflow._localrules)
+    assert local == {"controller": {"download_dataset"}, "cluster": set()}, local
