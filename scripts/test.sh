@@ -4,6 +4,9 @@
 # tiny suite end to end) and slurm (a live single-node SLURM cluster).  Bare `pytest` runs the unit
 # tier only (pyproject.toml).  Arguments go to pytest, after ours, so they win:
 #   bash scripts/test.sh -m unit        # one tier;  -m "unit or workflow": two
+# Safe on any machine: it installs Python packages into the venv only.  The slurm tier installs
+# Debian packages (as root) and starts daemons, so it runs only with DICAP_SLURM_TESTS=1 (CI sets it,
+# .ci/run); otherwise its tests are skipped with one line saying so (tests/slurm/conftest.py).
 # Fails on any failure, including pytest's exit code 5 ("no tests collected") and a test outside
 # the tier folders (tests/conftest.py).
 set -euo pipefail

@@ -1,10 +1,12 @@
-"""Process set-up shared by every job: offline hub, thread count, determinism."""
+"""Process set-up shared by every job: offline hub, thread count, determinism, log levels."""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import random
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -35,9 +37,35 @@ def keep_freed_memory() -> bool:
 keep_freed_memory()  # every dicap process: the jobs, and the warm worker their children fork from
 
 
+LOG_LEVEL_ENV = "DICAP_LOG_LEVEL"  # e.g. INFO: the libraries' INFO lines too; WARNING: dicap's progress off
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configure_logging(env: Mapping[str, str] = os.environ) -> None:
+    """dicap's own progress lines at INFO, every library's below WARNING silenced.
+
+    open_clip logs a dozen INFO lines per model load on the *root* logger ("Parsing model
+    identifier", "Instantiating model architecture", ...), which drowned a job's loss and
+    accuracy lines; so the root logger (and through it every library logger left at its
+    default) stays at WARNING while the ``dicap`` logger speaks at INFO.  ``DICAP_LOG_LEVEL``
+    sets both to one level: ``INFO`` brings the libraries back, ``DEBUG`` adds dicap's own
+    debug lines, ``WARNING`` leaves warnings only.  Only levels change, never a handler or a
+    format (cli.run's), and logs are no output: the result files are the same at any level.
+    """
+    value = env.get(LOG_LEVEL_ENV, "").strip().upper()
+    if value and value not in LOG_LEVELS:
+        raise ValueError(f"{LOG_LEVEL_ENV}={env[LOG_LEVEL_ENV]!r}: must be one of {', '.join(LOG_LEVELS)} (or unset)")
+    level = logging.getLevelName(value) if value else None
+    logging.getLogger().setLevel(level or logging.WARNING)
+    logging.getLogger("dicap").setLevel(level or logging.INFO)
+
+
 def setup(threads: int, seed: int) -> None:
-    """Pin threads to Snakemake's ``threads`` and seed every generator for CPU determinism."""
+    """Pin threads to Snakemake's ``threads``, seed every generator for CPU determinism, and set
+    the log levels (:func:`configure_logging`) before any model loads."""
     import torch
+
+    configure_logging()
 
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)

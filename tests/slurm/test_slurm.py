@@ -1,8 +1,9 @@
 """The cluster path for real: the tiny embedded suite through ``--profile slurm`` on a live
 single-node SLURM cluster (tests/cluster/cluster.sh), every job submitted with sbatch.
 
-The ``slurm`` tier: ``bash scripts/test.sh`` runs it with the others, ``-m slurm`` alone.  Needs
-root (or the Debian packages slurm-wlm munge slurmdbd mariadb-server already installed) on Linux.
+The ``slurm`` tier, only with ``DICAP_SLURM_TESTS=1`` (conftest.py): ``bash scripts/test.sh`` then
+runs it with the others, ``-m slurm`` alone.  Needs root (or the Debian packages slurm-wlm munge
+slurmdbd mariadb-server already installed) on Linux.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from dicap.backbones.diffusion import DiffusionBundle
 from dicap.backbones.guides import Guide
@@ -22,6 +23,7 @@ from dicap.runtime import device
 # measured.  Params built by hand (tests, benchmarks) that leave it out measure every row, as
 # the schema's default does.
 RECONSTRUCTION_KEY = "reconstruction_fraction"
+log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["row", "split", "index", "y", "y_cf", "guidance_scale", "guide", "sampling", "guide_confidence", "guide_prediction", "reconstruction_mse"]
 
 
@@ -58,11 +60,16 @@ def generate(
     size = tuple(pixels.shape[1:3])
     out, unguided, confidence, prediction, recon = [], [], [], [], []
     bs, fraction = params["batch_size"], params.get(RECONSTRUCTION_KEY, 1.0)
-    for start in tqdm(range(0, len(rows), bs), desc="counterfactuals", mininterval=5):
+    batches, started = math.ceil(len(rows) / bs), time.monotonic()
+    for start in range(0, len(rows), bs):
         x0 = diffusion.to_model(pixels[start : start + bs]).to(dev)
         y = torch.tensor(rows["label"].to_numpy()[start : start + bs], device=dev)
         y_cf = torch.tensor(targets[start : start + bs], device=dev)
+        batch = f"batch {start // bs + 1}/{batches} ({len(x0)} images)"
+        log.info("%s: abduction, DDIM inversion over %d steps (%.0f s so far)", batch, len(path) - 1, time.monotonic() - started)
         x_t = ddim.invert(diffusion, guide, x0, y, path)
+        log.info("%s: action, regeneration towards y_cf at guidance %g (%.0f s so far)", batch, params["guidance_scale"],
+                 time.monotonic() - started)
         x_cf = ddim.regenerate(diffusion, guide, x_t, y_cf, path, params["guidance_scale"])
         recon.append(reconstruction_mse(diffusion, guide, x0, x_t, y, path, reconstructed_rows(len(x0), fraction)))
         probs = guide.class_probs(x_cf)
@@ -71,6 +78,7 @@ def generate(
         out.append(diffusion.to_pixels(x_cf, size))
         if audited:
             unguided.append(diffusion.to_pixels(ddim.regenerate_unguided(diffusion, x_t, path), size))
+    log.info("%d counterfactuals in %d batches, %.0f s", len(rows), batches, time.monotonic() - started)
     table = rows[["row", "split", "index"]].assign(
         y=rows["label"].to_numpy(),
         y_cf=targets,

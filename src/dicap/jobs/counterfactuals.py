@@ -74,6 +74,9 @@ def counterfactual_shard(
                        grad_batch_size=CLIP_GRAD_BATCH_SIZE)
     if rows.empty:  # more shards than images: a valid empty output, which the merge accepts
         log.info("shard %d of %d is empty (%d images in the split): writing empty outputs", shard, shards, len(rows_of_split))
+    else:
+        log.info("shard %d of %d: %d of the split's %d images, guide %s, %s targets", shard, shards, len(rows),
+                 len(rows_of_split), params["guide"], params["sampling"])
     arrays, table = generate.generate(store, rows, targets, diffusion, guide, params)
     if store.is_text_task:  # shard-local y / y_cf: the texts themselves say what was changed
         table = table.assign(text=[names[i] for i in rows["label"]], cf_text=[names[i] for i in targets], edited=prompts.edited)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["evaluate"]
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -39,4 +45,17 @@ def evaluate(
     table = score_prompts(bundle, store, cached, dict(zip(methods, prompts)), params, seed, out, pairing)
     check_table_finite(out, table)
     write_table(out, table)
+    for line in _accuracy_lines(table):
+        log.info("%s", line)
+    log.info("wrote %s", out)
+
+
+def _accuracy_lines(table: "pd.DataFrame") -> list[str]:
+    """What ``evaluate`` wrote, one line per method in the table's order: each split's HM,
+    base and novel accuracy (%), e.g. ``coop: test HM 71.20 (base 80.10, novel 64.08)``."""
+    lines = []
+    for method, rows in table.groupby("method", sort=False):
+        splits = "; ".join(f"{r.split} HM {r.hm:.2f} (base {r.base:.2f}, novel {r.novel:.2f})" for r in rows.itertuples())
+        lines.append(f"{method}: {splits}")
+    return lines
 

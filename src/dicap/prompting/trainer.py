@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from dicap.prompting.checkpoint import TrainingState, fingerprint, load_checkpoint, save_checkpoint
 from dicap.prompting.learner import PromptLearner, cosine
@@ -104,8 +104,8 @@ def train_context(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * (i + steps_done) / max(1, total)))
     )
     learner.train()
-    epoch_bar = tqdm(range(first_epoch, epochs), desc=f"{method} prompt", mininterval=5, initial=first_epoch, total=epochs)
-    for epoch in epoch_bar:
+    started = time.monotonic()
+    for epoch in range(first_epoch, epochs):
         order = torch.randperm(len(x), generator=generator)
         sums: dict[str, float] = {"ce": 0.0}
         for start in range(0, len(x), batch):
@@ -117,12 +117,20 @@ def train_context(
                 sums[name] = sums.get(name, 0.0) + value.item()
             optimizer_step(opt, sum(weight * value for weight, value in terms.values()), sched)
         history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
+        log.info("%s", epoch_line(method, history[-1], epochs, time.monotonic() - started))
         if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
             saved_state = TrainingState.capture(epoch + 1, state, opt, steps_done + sched.last_epoch, generator, history)
             save_checkpoint(checkpoint, saved_state, key)
             log.debug("checkpoint of %s at epoch %d of %d: %s", method, epoch + 1, epochs, checkpoint)
     learner.eval()
     return history
+
+
+def epoch_line(method: str, losses: dict[str, float], epochs: int, seconds: float) -> str:
+    """One epoch's progress line, e.g. ``coop epoch 3/50: ce 1.2346 kg 0.0021 (4 s)``: its mean
+    loss terms as the history records them, and the time since training (or resuming) began."""
+    terms = " ".join(f"{name} {value:.4f}" for name, value in losses.items() if name != "epoch")
+    return f"{method} epoch {losses['epoch']}/{epochs}: {terms} ({seconds:.0f} s)"
 
 
 def check_cf_valid(cf_valid: torch.Tensor, spec, n: int) -> torch.Tensor:

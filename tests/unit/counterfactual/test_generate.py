@@ -3,6 +3,8 @@ and the share of rows that get the reconstruction round trip."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,6 +65,25 @@ def test_generate_keeps_the_pixel_models_bytes():
     probs = torch.cat([guide.class_probs(x_cf[i : i + 2]) for i in (0, 2)])
     confidence = probs.gather(1, y_cf[:, None]).squeeze(1).numpy()
     np.testing.assert_allclose(table["guide_confidence"], confidence, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n, batch_size", [(3, 2), (4, 4), (5, 1)])
+def test_each_batch_logs_its_two_ddim_phases_and_the_shard_its_total(caplog, n, batch_size):
+    torch.manual_seed(0)
+    unet = build_unet(8, 3, {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4})
+    pixel = DiffusionBundle(unet.eval().requires_grad_(False), make_schedule(T), 3)
+    store, rows = TinyStore(_pixels(n, size=8, seed=5)), _rows(n)
+    params = {"steps": 4, "inversion_depth": 0.5, "batch_size": batch_size, "guidance_scale": 2.0, "guide": "cfg",
+              "sampling": "random", "reconstruction_fraction": 0.0}
+    with caplog.at_level(logging.INFO, logger="dicap.counterfactual.generate"):
+        generate.generate(store, rows, (rows["label"].to_numpy() + 1) % 3, pixel, ClassifierFreeGuide(pixel), params)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dicap.counterfactual.generate"]
+    batches = -(-n // batch_size)
+    assert len(lines) == 2 * batches + 1  # progress per phase, not per DDIM step
+    for i in range(batches):
+        assert lines[2 * i].startswith(f"batch {i + 1}/{batches} (") and ": abduction, DDIM inversion over 2 steps" in lines[2 * i]
+        assert lines[2 * i + 1].startswith(f"batch {i + 1}/{batches} (") and ": action, regeneration" in lines[2 * i + 1]
+    assert lines[-1].startswith(f"{n} counterfactuals in {batches} batches")
 
 
 # --- cost switches (issue 16) ---------------------------------------------------------------------------

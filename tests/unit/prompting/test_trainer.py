@@ -5,6 +5,8 @@ have no counterfactual (``cf_valid``)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,7 @@ from dicap.prompting.kgcoop import KgCoOp
 from dicap.prompting.learner import PromptLearner, cosine
 from dicap.prompting.losses import classification_loss, counterfactual_contrastive_loss
 from dicap.prompting.methods import parse_method
-from dicap.prompting.trainer import batch_losses, batch_texts, train_context
+from dicap.prompting.trainer import batch_losses, batch_texts, epoch_line, train_context
 from helpers import KG_WEIGHT, NAMES, PARAMS, SCALE, TEXTS, TRAIN, TransformerCalls, tokenize
 from helpers import cf_term as _cf_term
 from helpers import feature_batch as _batch
@@ -47,6 +49,26 @@ def test_coop_changes_context_and_lowers_loss(clip_model):
     # the frozen CLIP is untouched: only the context is learned
     for k, v in clip_model.state_dict().items():
         torch.testing.assert_close(v, weights0[k], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["coop", "dicap"])
+def test_every_epoch_logs_one_line_with_its_losses(clip_model, caplog, method):
+    learner = PromptLearner(clip_model, tokenize, NAMES, n_ctx=4, ctx_init="a photo of a")
+    with caplog.at_level(logging.INFO, logger="dicap.prompting.trainer"):
+        history = train_context(learner, method, _features(), {**PARAMS, "epochs": 3}, logit_scale=20.0, seed=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dicap.prompting.trainer"]
+    assert len(lines) == len(history) == 3  # one line an epoch, none a step
+    for line, epoch in zip(lines, history):
+        assert line.startswith(f"{method} epoch {epoch['epoch']}/3: ")
+        assert all(f"{name} {value:.4f}" in line for name, value in epoch.items() if name != "epoch")
+
+
+@pytest.mark.parametrize("losses, expected", [
+    ({"epoch": 1, "ce": 1.23456}, "coop epoch 1/5: ce 1.2346 (3 s)"),
+    ({"epoch": 5, "ce": 0.5, "cf": 0.25, "kg": 0.001}, "coop epoch 5/5: ce 0.5000 cf 0.2500 kg 0.0010 (3 s)"),
+])
+def test_an_epoch_line_names_the_epoch_and_each_term(losses, expected):
+    assert epoch_line("coop", losses, 5, 2.6) == expected
 
 
 def test_training_is_deterministic_per_seed(clip_model):

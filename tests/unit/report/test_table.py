@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicap.report.table import build_paired, build_table1, is_spread, read_metrics, to_markdown
+from dicap.report.table import build_paired, build_table1, headline_split, is_spread, metrics_tree, read_metrics, to_markdown
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -173,6 +173,27 @@ def test_table1_order_and_markdown(metric_files):
     shapes_coop = _row(table, "test_unbiased", "shapes", "coop")
     assert f"| shapes | coop | {shapes_coop['base']:.2f} ± {shapes_coop['base_se']:.2f} |" in md  # the SE, not the std
     assert shapes_coop["base_se"] != pytest.approx(shapes_coop["base_std"])
+
+
+def test_dvc_metrics_are_hm_per_dataset_and_method_on_the_first_split(metric_files):
+    table = build_table1("embedded", ["shapes", "digits"], metric_files)
+    tree = metrics_tree(table)
+    assert list(tree) == ["shapes", "digits", "average"]
+    for dataset, methods in tree.items():
+        assert list(methods) == ["coop", "dicap"]
+        for method, leaf in methods.items():
+            assert leaf == {"hm": pytest.approx(_row(table, "test_unbiased", dataset, method)["hm"])}
+            assert isinstance(leaf["hm"], float)  # json-serialisable, not numpy
+
+
+@pytest.mark.parametrize("splits, first", [
+    (["test_conflict", "test_unbiased"], "test_unbiased"),
+    (["test_conflict", "test_aligned"], "test_aligned"),
+    (["test"], "test"),
+    (["other", "test_conflict"], "test_conflict"),  # a split outside the order comes last
+])
+def test_the_headline_split_is_the_first_in_table1s_order(splits, first):
+    assert headline_split(pd.DataFrame({"split": splits})) == first
 
 
 def test_spread_columns_are_told_from_results():
