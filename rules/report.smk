@@ -8,7 +8,7 @@ rule table1:
         csv=report("results/table1.csv", caption="captions/table1.rst", category="Table 1"),
         md="results/table1.md",
         provenance="results/table1.provenance.json",
-        metrics="results/table1.metrics.json",
+        metrics=directory("results/table1_metrics"),
         paired="results/table1_paired.csv",
     params:
         code=code_version("table1"),

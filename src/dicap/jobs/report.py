@@ -23,7 +23,7 @@ def table1(
     config_json: Annotated[dict[str, Any], "the whole config, for the provenance record"],
     out_csv: Path,
     out_md: Path,
-    out_metrics: Annotated[Path | None, "the same numbers as nested JSON, for dvc metrics"] = None,
+    out_metrics: Annotated[Path | None, "a folder for dvc metrics: <dataset>.json, method -> HM on the first split"] = None,
     out_paired: Annotated[Path | None, "DiCap against its own learner and the learners against zero-shot, paired by seed"] = None,
 ) -> None:
     """Aggregate per-seed metrics into Table 1 (mean, std and SE over seeds, average row) and its paired comparisons."""

@@ -140,26 +140,35 @@ def headline_split(table: pd.DataFrame) -> str:
     return min(table["split"].unique(), key=lambda split: SPLIT_ORDER.get(split, len(SPLIT_ORDER)))
 
 
-def metrics_tree(table: pd.DataFrame) -> dict[str, Any]:
-    """Table 1's headline for ``dvc metrics``: ``dataset -> method -> {"hm": HM}`` on its first split.
+def metrics_tree(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Table 1's headline for ``dvc metrics``: ``dataset -> method -> HM`` on its first split.
 
-    DVC shows a metrics file as one row, a column per leaf: every split, dataset, method and
-    metric made hundreds of columns nobody reads.  HM per dataset (and the average row) and
-    method is the number the paper's Table 1 compares; ``dvc metrics diff`` lists the changed
-    ``<dataset>.<method>.hm`` keys.  The whole table (every split, base and novel, the spread)
-    is table1.csv and table1.md.
+    DVC shows a metrics file as one row, a column per leaf: one file for the whole table made
+    hundreds of columns nobody reads.  One file per dataset (and the average row) makes
+    ``dvc metrics show`` a table, a row per dataset and a column per method, holding the number
+    the paper's Table 1 compares; ``dvc metrics diff`` lists the changed methods per file.  The
+    whole table (every split, base and novel, the spread) is table1.csv and table1.md.
     """
-    tree: dict[str, Any] = {}
+    tree: dict[str, dict[str, float]] = {}
     for r in table[table["split"] == headline_split(table)].itertuples():
-        tree.setdefault(r.dataset, {})[r.method] = {"hm": float(r.hm)}
+        tree.setdefault(r.dataset, {})[r.method] = float(r.hm)
     return tree
+
+
+def write_metrics_folder(folder: Path, tree: dict[str, dict[str, float]]) -> None:
+    """``<folder>/<dataset>.json`` per dataset of ``tree``; a file left from other datasets goes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in set(folder.glob("*.json")) - {folder / f"{dataset}.json" for dataset in tree}:
+        stale.unlink()
+    for dataset, methods in tree.items():
+        write_json(folder / f"{dataset}.json", methods)
 
 
 def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any], out_metrics: Path | None = None,
                  paired: pd.DataFrame | None = None, out_paired: Path | None = None) -> None:
     write_table(out_csv, table)
     if out_metrics is not None:
-        write_json(out_metrics, metrics_tree(table))
+        write_metrics_folder(out_metrics, metrics_tree(table))
     if paired is not None and out_paired is not None:
         write_table(out_paired, paired)
     with atomic_output(out_md) as tmp:

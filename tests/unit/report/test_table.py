@@ -3,11 +3,13 @@ order and markdown, the paired comparisons, and the backbone report's averages a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from dicap.report.table import build_paired, build_table1, headline_split, is_spread, metrics_tree, read_metrics, to_markdown
+from dicap.report.table import build_paired, build_table1, headline_split, is_spread, metrics_tree, read_metrics, to_markdown, write_metrics_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -175,15 +177,21 @@ def test_table1_order_and_markdown(metric_files):
     assert shapes_coop["base_se"] != pytest.approx(shapes_coop["base_std"])
 
 
-def test_dvc_metrics_are_hm_per_dataset_and_method_on_the_first_split(metric_files):
+def test_dvc_metrics_are_hm_per_dataset_and_method_on_the_first_split(metric_files, tmp_path):
     table = build_table1("embedded", ["shapes", "digits"], metric_files)
     tree = metrics_tree(table)
     assert list(tree) == ["shapes", "digits", "average"]
     for dataset, methods in tree.items():
         assert list(methods) == ["coop", "dicap"]
-        for method, leaf in methods.items():
-            assert leaf == {"hm": pytest.approx(_row(table, "test_unbiased", dataset, method)["hm"])}
-            assert isinstance(leaf["hm"], float)  # json-serialisable, not numpy
+        for method, hm in methods.items():
+            assert hm == pytest.approx(_row(table, "test_unbiased", dataset, method)["hm"])
+            assert isinstance(hm, float)  # json-serialisable, not numpy
+    folder = tmp_path / "table1_metrics"
+    folder.mkdir()
+    (folder / "removed_dataset.json").write_text("{}")
+    write_metrics_folder(folder, tree)
+    assert sorted(p.name for p in folder.iterdir()) == ["average.json", "digits.json", "shapes.json"]
+    assert json.loads((folder / "digits.json").read_text()) == pytest.approx(tree["digits"])
 
 
 @pytest.mark.parametrize("splits, first", [
