@@ -284,7 +284,8 @@ def varied_vqa(n_images: int, subtype: str = "val2014") -> tuple[bytes, bytes, b
 # --- a dataset already on disk, in CoOp's $DATA layout (registry entries with local: true) --------
 
 
-def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=None) -> tuple[str, int]:
+def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=None,
+                split_name: str = "split_zhou_MyDataset.json") -> tuple[str, int]:
     """``<dataset>/images/<class>/<class>_NNNN.jpg`` and ``<dataset>/split_zhou_<Name>.json``
     beside it, as CoOp's ``$DATA`` tree holds them; returns the split file's sha256 and the
     number of images it names.  ``image(label, index)`` gives each file's bytes (default: jpeg)."""
@@ -301,7 +302,7 @@ def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=No
                 path.write_bytes(image(label, index))
                 split[part].append([rel, label, name])
     data = json.dumps(split).encode()
-    (dataset / "split_zhou_MyDataset.json").write_bytes(data)
+    (dataset / split_name).write_bytes(data)
     return sha256(data), sum(len(v) for v in split.values())
 
 
