@@ -184,7 +184,7 @@ def _doc_yaml_blocks(containing: str) -> list[dict]:
 def test_your_own_dataset_from_a_local_folder_to_table(tmp_path):
     """docs/adding-a-dataset.md's worked example as written (its registry file and config
     override, with this test's paths): a folder already on disk, no download, to Table 1."""
-    (registry,) = _doc_yaml_blocks("local: true\n    link:")
+    (registry,) = _doc_yaml_blocks("  my_birds:\n")
     (mine,) = _doc_yaml_blocks("datasets: [my_birds]")
     entry = registry["datasets"]["my_birds"]
     shared = tmp_path / "shared" / "my_birds"
