@@ -13,7 +13,6 @@ Python's global random state).
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from collections.abc import Iterable
 from pathlib import Path
@@ -116,9 +115,9 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     """Write the store (table + classes.json, storage ``files``) for a downloaded dataset.
 
     ``classes.json`` records the image root relative to the data root (``dataset_dir``'s
-    parent: ``<key>/<image_root>``), so a store pulled onto another machine resolves against
-    that machine's ``data.root`` (:meth:`DatasetStore.open`); ``data_root`` is only a hint for
-    opening the store where it was built.
+    parent: ``<key>/<image_root>``), never an absolute path, so a store pulled onto another
+    machine resolves against that machine's ``data.root`` (``$DICAP_DATA_ROOT``, which the
+    workflow sets; :func:`dicap.data.store.files_image_root`).
 
     Every image the split names must exist: a missing one stops the job naming it, rather
     than failing hours later inside a GPU job.  Every one must also resolve (links followed)
@@ -147,7 +146,7 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     out = Path(out)
     write_table(out / TABLE, table)
     write_json(out / CLASSES, {"classes": classes, "dataset": entry.get("key") or dataset_dir.name, "storage": FILES,
-                              "image_root": relative_root, "data_root": os.path.abspath(given.parent), "image_size": image_size})
+                              "image_root": relative_root, "image_size": image_size})
     return table
 
 

@@ -252,7 +252,7 @@ def dataset_folder(root: str | os.PathLike, key: str, entry: Mapping[str, Any], 
     A link there is how a lab reuses a tree it already has (CoOp's ``$DATA/caltech-101`` as
     ``<root>/caltech101``); an undeclared one could point a job anywhere, so it must be named
     in the registry (``link:``, absolute or relative to ``root``) and resolve to that folder.
-    With ``create``, a declared link that does not exist yet is made.
+    With ``create``, a declared link that does not exist yet (or is an empty folder) is made.
     """
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise ValueError(f"dataset key {key!r} is not a plain name; refused")
@@ -266,8 +266,11 @@ def dataset_folder(root: str | os.PathLike, key: str, entry: Mapping[str, Any], 
     target = Path(root) / Path(declared).expanduser()  # an absolute link replaces root
     if not target.is_dir():
         raise FileNotFoundError(f"registry entry {key}: link {declared!r} -> {target} is not an existing folder")
-    if create and not folder.exists() and not folder.is_symlink():
+    if create and not folder.is_symlink() and (not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))):
+        # Snakemake makes an output's folder before the job runs: an empty one gives way to the link
         folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            folder.rmdir()
         folder.symlink_to(target.resolve(), target_is_directory=True)
         log.info("%s: linked %s -> %s (declared in the registry)", key, folder, target.resolve())
     if not folder.is_symlink():

@@ -145,18 +145,19 @@ def files_image_root(root: Path, info: dict) -> Path:
     """Where a ``files`` store's images are on this machine.
 
     The store records its image root relative to ``data.root`` (``dtd/dtd/images``), so a
-    store built on a cluster and pulled elsewhere resolves against the local data root:
-    ``$DICAP_DATA_ROOT`` (the workflow sets it from ``data.root``), else the data root the
-    store was built with.  Older stores recorded an absolute path, which is used as is.
+    store built on a cluster and pulled elsewhere resolves against the local data root,
+    ``$DICAP_DATA_ROOT`` (rules/data.smk sets it from ``data.root`` for every job).  Older
+    stores recorded an absolute path, which is used as is.
     """
     recorded = Path(info["image_root"])
     if recorded.is_absolute():
         return recorded
     if ".." in recorded.parts:
         raise ValueError(f"{root / CLASSES}: image_root {info['image_root']!r} leaves the data root; refused")
-    data_root = os.environ.get(DATA_ROOT_ENV) or info.get("data_root")
+    data_root = os.environ.get(DATA_ROOT_ENV)
     if not data_root:
-        raise ValueError(f"{root / CLASSES}: image_root {info['image_root']!r} is relative to data.root; set {DATA_ROOT_ENV}")
+        raise ValueError(f"{root / CLASSES}: image_root {info['image_root']!r} is relative to data.root; "
+                         f"set {DATA_ROOT_ENV} to this machine's data.root (the workflow does)")
     return Path(data_root) / recorded
 
 

@@ -37,6 +37,12 @@ def tree(tmp_path) -> tuple[Path, Path]:
 ENTRY = {"key": "dtd", "image_root": "images", "split_file": None}
 
 
+@pytest.fixture(autouse=True)
+def data_root(tmp_path, monkeypatch):
+    """What rules/data.smk gives every job: this machine's data.root, where stores' image roots start."""
+    monkeypatch.setenv("DICAP_DATA_ROOT", str(tmp_path / "root"))
+
+
 def test_a_clean_folder_tree_builds(tree, tmp_path):
     dataset, _ = tree
     table = build_store(ENTRY, dataset, 8, tmp_path / "store")
@@ -102,7 +108,7 @@ def test_the_store_records_its_image_root_relative_to_the_data_root(tree, tmp_pa
     dataset, _ = tree
     build_store(ENTRY, dataset, 8, tmp_path / "store")
     info = json.loads((tmp_path / "store" / "classes.json").read_text())
-    assert info["image_root"] == "dtd/images"
+    assert info["image_root"] == "dtd/images" and str(tmp_path) not in json.dumps(info)  # no absolute path
     # the data root moves (another machine): the store follows DICAP_DATA_ROOT, not the path it was built with
     moved = tmp_path / "laptop" / "data"
     moved.parent.mkdir()

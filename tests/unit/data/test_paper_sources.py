@@ -343,12 +343,13 @@ def test_a_dataset_key_that_is_no_plain_name_is_refused(tmp_path, key):
     assert any("is not a plain name" in p for p in check_registry({"datasets": {key: local_entry(5)}}))
 
 
-@pytest.mark.parametrize("relative", [True, False])
-def test_a_declared_link_is_made_and_followed(placed, tmp_path, relative):
-    """CoOp's $DATA tree as it is: ``<data.root>/my_birds`` links to the folder the entry declares."""
+@pytest.mark.parametrize(("relative", "snakemake_made_it"), [(True, False), (False, False), (False, True)])
+def test_a_declared_link_is_made_and_followed(placed, tmp_path, relative, snakemake_made_it):
+    """CoOp's $DATA tree as it is: ``<data.root>/my_birds`` links to the folder the entry declares
+    (also where Snakemake has already made it an empty folder, for the job's READY.json)."""
     shared, digest, n = placed
     root = tmp_path / "data_root"
-    root.mkdir()
+    (root / "my_birds" if snakemake_made_it else root).mkdir(parents=True)
     target = os.path.relpath(shared / "my_birds", root) if relative else str(shared / "my_birds")
     reg = {"datasets": {"my_birds": local_entry(n, digest, link=target)}}
     record = prepare_paper_dataset("my_birds", root, reg, progress=False)
@@ -372,8 +373,9 @@ def test_an_undeclared_or_mismatched_link_is_refused(placed, tmp_path, situation
     elif situation == "elsewhere":
         (root / "my_birds").symlink_to(other, target_is_directory=True)
         message = r"links to .*other, but registry entry my_birds declares link"
-    elif situation == "a folder":
+    elif situation == "a folder":  # a folder with something in it is never replaced
         (root / "my_birds").mkdir()
+        (root / "my_birds" / "notes.txt").write_text("mine")
         message = r"declares link .*, but .*my_birds is a folder"
     else:
         entry["link"] = str(tmp_path / "nowhere")
