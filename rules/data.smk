@@ -1,6 +1,12 @@
 # Dataset download (paper suite) or rendering (embedded suite), and few-shot split creation.
 
 
+# A paper store records its image root relative to data.root; every job (local, or re-parsing
+# this file on a cluster node) resolves it against this machine's data.root.
+if PAPER:
+    os.environ["DICAP_DATA_ROOT"] = os.path.abspath(config["data"]["root"])
+
+
 # Downloads run where Snakemake runs (a login node has the network compute nodes often lack),
 # unless `--config downloads=cluster` sends them as jobs (to a transfer partition, say:
 # docs/cluster.md#running-it-end-to-end).

@@ -279,3 +279,34 @@ def varied_vqa(n_images: int, subtype: str = "val2014") -> tuple[bytes, bytes, b
     a = {"data_subtype": subtype, "annotations": annotations}
     images = zip_bytes({f"{subtype}/COCO_{subtype}_{i:012d}.jpg": jpeg(i) for i in range(1, n_images + 1)})
     return json.dumps(q).encode(), json.dumps(a).encode(), images
+
+
+# --- a dataset already on disk, in CoOp's $DATA layout (registry entries with local: true) --------
+
+
+def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=None,
+                split_name: str = "split_zhou_MyDataset.json") -> tuple[str, int]:
+    """``<dataset>/images/<class>/<class>_NNNN.jpg`` and ``<dataset>/split_zhou_<Name>.json``
+    beside it, as CoOp's ``$DATA`` tree holds them; returns the split file's sha256 and the
+    number of images it names.  ``image(label, index)`` gives each file's bytes (default: jpeg)."""
+    image = image or (lambda label, index: jpeg(label * 7 + index))
+    split: dict[str, list] = {name: [] for name in per_split}
+    for label, name in enumerate(classes):
+        index = 0
+        for part, n in per_split.items():
+            for _ in range(n):
+                index += 1
+                rel = f"{name}/{name}_{index:04d}.jpg"
+                path = dataset / "images" / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(image(label, index))
+                split[part].append([rel, label, name])
+    data = json.dumps(split).encode()
+    (dataset / split_name).write_bytes(data)
+    return sha256(data), sum(len(v) for v in split.values())
+
+
+def local_entry(images: int, split_sha256: str | None = None, **extra) -> dict:
+    """A ``local: true`` registry entry for :func:`coop_folder`'s layout."""
+    return {"name": "MyDataset", "local": True, "image_root": "images", "split_file": "split_zhou_MyDataset.json",
+            "split_sha256": split_sha256, "images": images, **extra}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -151,9 +152,57 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             lines.setdefault(f"{key}\0{err.validator}", f"{source}: key '{key}' = {_show(err.instance)}: {what}")
     for path, value in _non_finite(config):
         lines.setdefault(_key(path), f"{source}: key '{_key(path)}' = {_show(value)}: must be a finite number")
+    for key, line in _registry_dataset_errors(config, source):
+        lines.setdefault(key, line)
     if lines:
         raise ConfigError("\n".join(lines.values()))
     return config
+
+
+REGISTRY_ENV = "DICAP_REGISTRY"
+PACKAGED_REGISTRY = "data/registry.yaml"  # dicap/data/registry.yaml, which dicap.data.paper_sources reads too
+
+
+def registry_classification_keys() -> tuple[str, list[str]]:
+    """The registry file in use (``$DICAP_REGISTRY``, else the packaged one) and its
+    classification keys, in file order.
+
+    Read here as plain YAML rather than through :mod:`dicap.data.paper_sources`: the config
+    sits below the data layer, and only the keys and their ``task`` are needed.  A file that
+    cannot be read raises :class:`ConfigError` naming it.
+    """
+    env = os.environ.get(REGISTRY_ENV)
+    path = env or str(resources.files("dicap").joinpath(PACKAGED_REGISTRY))
+    try:
+        registry = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the dataset registry ({err.strerror}); check {REGISTRY_ENV}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_line(path, err)) from None
+    entries = registry.get("datasets") if isinstance(registry, dict) else None
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path}: the dataset registry has no 'datasets' mapping")
+    return path, [key for key, entry in entries.items()
+                  if not isinstance(entry, dict) or entry.get("task", "classification") == "classification"]
+
+
+def _registry_dataset_errors(config: dict[str, Any], source: str) -> list[tuple[str, str]]:
+    """The paper suite's ``datasets`` checked against the registry actually loaded.
+
+    Why not an enum in the schema: a lab adds its own dataset in its own registry file
+    (``$DICAP_REGISTRY``), and the schema cannot know that file.  Each unknown name is one
+    line naming the key, the value, the registry file and the names it defines.
+    """
+    datasets = config.get("datasets")
+    if config.get("suite") != "paper" or not isinstance(datasets, list):
+        return []
+    try:
+        path, known = registry_classification_keys()
+    except ConfigError as err:
+        return [("datasets", f"{source}: key 'datasets': cannot be checked: {err}")]
+    return [(f"datasets.{i}", f"{source}: key 'datasets.{i}' = {_show(name)}: must be one of {', '.join(map(str, known))} "
+                              f"(the classification entries of {path})")
+            for i, name in enumerate(datasets) if isinstance(name, str) and name not in known]
 
 
 _LEAVE: dict[str, Any] = {"enum": []}  # a node under which nothing is coerced

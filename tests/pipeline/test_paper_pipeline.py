@@ -21,7 +21,7 @@ from PIL import Image
 
 from dicap.prompting.methods import LEARNERS
 from dicap.testing.tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
-from local_mirror import captioned_flickr, local_registry, tar_bytes, varied_vqa, zip_bytes
+from local_mirror import captioned_flickr, coop_folder, local_registry, tar_bytes, varied_vqa, zip_bytes
 from snakemake_runner import ENV, REPO, job_counts, snakemake
 
 CLASSES = ["banded", "dotted", "striped", "zigzagged"]  # two base, two novel
@@ -172,3 +172,57 @@ def test_paper_retrieval_and_vqa_from_download_to_tables(server, tmp_path):
 
     again = snakemake(*args, "results/table2.csv", "results/table3.csv", "-n", env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _doc_yaml_blocks(containing: str) -> list[dict]:
+    """The ```yaml blocks of docs/adding-a-dataset.md that contain ``containing``, parsed."""
+    text = (REPO / "docs" / "adding-a-dataset.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    return [yaml.safe_load(b) for b in blocks if containing in b]
+
+
+def test_your_own_dataset_from_a_local_folder_to_table(tmp_path):
+    """docs/adding-a-dataset.md's worked example as written (its registry file and config
+    override, with this test's paths): a folder already on disk, no download, to Table 1."""
+    (registry,) = _doc_yaml_blocks("  my_birds:\n")
+    (mine,) = _doc_yaml_blocks("datasets: [my_birds]")
+    entry = registry["datasets"]["my_birds"]
+    shared = tmp_path / "shared" / "my_birds"
+    _, n = coop_folder(shared, CLASSES, PER_SPLIT, image=lambda label, i: _jpeg((60 * label, 100 + 30 * i % 150, 200 - 40 * label), 2 + label),
+                       split_name=entry["split_file"])
+    entry.update(link=str(shared), images=n)
+    (tmp_path / "my_registry.yaml").write_text(yaml.safe_dump(registry))
+    sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
+    clip = save_tiny_clip(tmp_path / "clip")
+    mine["data"]["root"] = str(tmp_path / "data")
+    override = {
+        **mine, "seeds": [1], "methods": ["zeroshot", "coop", "dicap"],
+        "data": {**mine["data"], "image_size": 16, "shots": 2, "val_shots": 1},
+        "clip": {"pretrained": {"model": f"local-dir:{clip}", "tag": None, "cache_dir": None}},
+        "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
+                                     "template": "a photo of a {}."}},
+        "counterfactual": {"steps": 4, "shards": 2, "batch_size": 8},
+        "tasks": {"datasets": {"retrieval": [], "vqa": []}},
+        "prompt": {"epochs": 2},
+    }
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(override))
+    env = {**ENV, "DICAP_REGISTRY": str(tmp_path / "my_registry.yaml")}
+    work = tmp_path / "work"
+    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"), str(REPO / "config.paper.yaml"),
+            str(tmp_path / "my.yaml"), "--directory", str(work), "--cores", "2", "results/table1.csv"]
+    out = snakemake(*args, env=env, timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+
+    assert (tmp_path / "data" / "my_birds").is_symlink() and not (shared / "downloads").exists()
+    ready = json.loads((shared / "READY.json").read_text())
+    assert ready["local"] is True and ready["images"] == n
+    info = json.loads((work / "build/paper/data/my_birds/classes.json").read_text())
+    assert info["image_root"] == "my_birds/images" and info["classes"] == CLASSES
+    table = pd.read_csv(work / "results" / "table1.csv")
+    assert set(table["dataset"]) == {"my_birds", "average"} and set(table["method"]) == set(override["methods"])
+    assert table[["base", "novel", "hm"]].notna().all().all()
+
+    # a name the registry does not define stops the plan with one line listing the ones it does
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"datasets": ["my_bird"]}))
+    typo = snakemake(*args[:6], str(tmp_path / "typo.yaml"), "--directory", str(work), "-n", env=env)
+    assert typo.returncode != 0 and "key 'datasets.0' = 'my_bird': must be one of my_birds" in typo.stdout + typo.stderr

@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -413,3 +414,53 @@ def test_config_interval_is_required_and_zero_allowed(config):
     broken = {**config, "prompt": {k: v for k, v in config["prompt"].items() if k != "checkpoint_every"}}
     with pytest.raises(ConfigError, match=r"'prompt'.*'checkpoint_every'"):
         validate_config(broken)
+
+
+# --- the paper suite's datasets: the registry loaded, not a list in the schema (issue 27) ----------
+
+
+@pytest.mark.parametrize("name", ["my_birds", "dtd2", "flickr30k", "vqav2"])  # unknown, and not classification
+def test_a_dataset_the_registry_does_not_define_is_refused_naming_the_valid_ones(paper_config, name):
+    bad = copy.deepcopy(paper_config)
+    bad["datasets"] = ["dtd", name]
+    with pytest.raises(ConfigError) as info:
+        validate_config(bad)
+    (line,) = str(info.value).splitlines()
+    assert line.startswith(f"config: key 'datasets.1' = {name!r}: must be one of imagenet, caltech101,")
+    assert "ucf101" in line and "flickr30k, " not in line and line.endswith("registry.yaml)")
+
+
+@pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "", "my birds"])
+def test_a_dataset_name_that_is_no_plain_name_is_refused(paper_config, name):
+    bad = copy.deepcopy(paper_config)
+    bad["datasets"] = [name]
+    with pytest.raises(ConfigError, match=r"key 'datasets\.0' = .*: must be a string matching"):
+        validate_config(bad)
+
+
+def test_a_dataset_of_the_users_registry_is_accepted(paper_config, tmp_path, monkeypatch):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"version": 1, "datasets": {"my_birds": {"local": True, "image_root": "images"}}}))
+    monkeypatch.setenv("DICAP_REGISTRY", str(registry))
+    mine = {**copy.deepcopy(paper_config), "datasets": ["my_birds"]}
+    assert validate_config(mine) is mine
+    with pytest.raises(ConfigError, match=rf"'dtd': must be one of my_birds \(the classification entries of {re.escape(str(registry))}\)"):
+        validate_config({**mine, "datasets": ["dtd"]})
+
+
+@pytest.mark.parametrize(("text", "why"), [(None, "cannot read the dataset registry"), ("datasets: [a\n", "not valid YAML"),
+                                           ("version: 1\n", "has no 'datasets' mapping")])
+def test_an_unreadable_registry_is_one_line_naming_the_file(paper_config, tmp_path, monkeypatch, text, why):
+    registry = tmp_path / "registry.yaml"
+    if text is not None:
+        registry.write_text(text)
+    monkeypatch.setenv("DICAP_REGISTRY", str(registry))
+    with pytest.raises(ConfigError) as info:
+        validate_config(copy.deepcopy(paper_config))
+    (line,) = str(info.value).splitlines()
+    assert line.startswith("config: key 'datasets': cannot be checked: " + str(registry)) and why in line
+
+
+def test_the_embedded_suite_does_not_read_the_registry(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("DICAP_REGISTRY", str(tmp_path / "missing.yaml"))
+    assert validate_config(config) is config

@@ -13,6 +13,7 @@ Python's global random state).
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def dataset_splits(entry: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict
     split_file = entry.get("split_file")
     if split_file:
         where = f"registry entry {key or dataset_dir.name}: split_file"
-        return image_root, read_split_zhou(contained(dataset_dir / "downloads", split_file, where))
+        # a downloaded split file sits in downloads/; a local folder's beside its images, as in CoOp's $DATA
+        base = dataset_dir if entry.get("local") else dataset_dir / "downloads"
+        return image_root, read_split_zhou(contained(base, split_file, where))
     if key == "fgvc_aircraft":
         return image_root, split_fgvc_aircraft(image_root.parent)
     if key == "imagenet":
@@ -111,12 +114,23 @@ def class_names(splits: dict[str, list[Entry]], source: str) -> list[str]:
 def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int, out: str | Path) -> pd.DataFrame:
     """Write the store (table + classes.json, storage ``files``) for a downloaded dataset.
 
+    ``classes.json`` records the image root relative to the data root (``dataset_dir``'s
+    parent: ``<key>/<image_root>``), never an absolute path, so a store pulled onto another
+    machine resolves against that machine's ``data.root`` (``$DICAP_DATA_ROOT``, which the
+    workflow sets; :func:`dicap.data.store.files_image_root`).
+
     Every image the split names must exist: a missing one stops the job naming it, rather
     than failing hours later inside a GPU job.  Every one must also resolve (links followed)
     inside the image root: a split file naming ``../x`` or ``/etc/passwd``, or a link in a
     folder tree placed by hand, stops the job naming the path.
     """
-    dataset_dir = Path(dataset_dir).resolve()
+    given = Path(dataset_dir)
+    if entry.get("key"):  # the same rule as the download job: a link here must be declared in the registry
+        from dicap.data.paper_sources import dataset_folder
+
+        dataset_folder(given.parent, given.name, entry)
+    relative_root = posixpath.normpath(f"{given.name}/{Path(entry.get('image_root', '.')).as_posix()}")
+    dataset_dir = given.resolve()
     image_root, splits = dataset_splits(entry, dataset_dir)
     for entries in splits.values():
         for p, _, _ in entries:
@@ -131,8 +145,8 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     table = pd.DataFrame(_rows(splits))
     out = Path(out)
     write_table(out / TABLE, table)
-    write_json(out / CLASSES, {"classes": classes, "dataset": entry.get("key") or dataset_dir.name, "storage": FILES, "image_root": str(image_root),
-                              "image_size": image_size})
+    write_json(out / CLASSES, {"classes": classes, "dataset": entry.get("key") or dataset_dir.name, "storage": FILES,
+                              "image_root": relative_root, "image_size": image_size})
     return table
 
 

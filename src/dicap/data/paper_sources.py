@@ -16,12 +16,20 @@ checksum, checksum_source, sha256, verified, manual), the ``unverified`` file na
 ``image_root`` (relative to ``<root>/<key>``), ``split_file`` (a name in downloads/, as in the
 registry; ``split_path`` is the relative path) and what each extraction created.  A later rule
 can depend on that one file, and a rerun after success makes no network request.
+
+An entry with ``local: true`` is a folder already on disk (a lab's own dataset, or CoOp's
+``$DATA`` tree as it is): nothing is downloaded or extracted; the split file (its sha256 when
+the entry gives one) and the number of images it names (``images``) are verified, every image
+must exist inside the image root, and READY.json records what was checked.  ``<root>/<key>``
+may be a link only where the entry declares it (``link:``, absolute or relative to the data
+root); the download job makes that link when the folder does not exist yet.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,11 @@ DOWNLOADS = "downloads"
 # registry copy keeps working) and the annotation files each contract needs after extraction.
 TASKS = ("classification", "retrieval", "vqa")
 ANNOTATION_ROLES = {"classification": (), "retrieval": ("captions",), "vqa": ("questions", "answers")}
+# A key is a folder name and a Snakemake wildcard: no path separators, no dot files, no '..'.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# The keys a ``local: true`` entry may carry (a typo such as ``image_rot`` must not pass silently).
+LOCAL_KEYS = {"name", "homepage", "coop_dir", "task", "local", "link", "image_root", "split_file", "split_sha256",
+              "split_note", "images"}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -64,12 +77,73 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The dataset registry, refusing duplicate keys: ``path``, else ``$DICAP_REGISTRY`` (a
     site's own copy, say with a mirror's checksums), else the packaged ``registry.yaml``."""
-    path = Path(path or os.environ.get("DICAP_REGISTRY") or REGISTRY)
-    with open(path) as fh:
-        registry = yaml.load(fh, Loader=_UniqueKeyLoader)
+    path = registry_path(path)
+    try:
+        with open(path) as fh:
+            registry = yaml.load(fh, Loader=_UniqueKeyLoader)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the dataset registry ({err.strerror}); check DICAP_REGISTRY") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(registry, dict) or not isinstance(registry.get("datasets"), dict):
         raise ValueError(f"{path} has no 'datasets' mapping")
+    problems = [p for key, entry in registry["datasets"].items() for p in _entry_shape_problems(key, entry)]
+    if problems:  # checked where the file enters: a bad key or local entry never reaches a job
+        raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     return registry
+
+
+def registry_path(path: str | os.PathLike | None = None) -> Path:
+    """The registry file :func:`load_registry` reads: ``path``, ``$DICAP_REGISTRY`` or the packaged one."""
+    return Path(path or os.environ.get("DICAP_REGISTRY") or REGISTRY)
+
+
+def _entry_shape_problems(key: Any, entry: Any) -> list[str]:
+    """What makes an entry unusable before any check of its files: a key that is no plain
+    folder name, an entry that is no mapping, or a ``local: true`` entry that is not sound."""
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        return [f"dataset key {key!r} is not a plain name (letters, digits, '_' and '-', starting with a letter or digit)"]
+    if not isinstance(entry, Mapping):
+        return [f"registry entry {key}: must be a mapping, got {type(entry).__name__}"]
+    return _local_problems(key, entry) if entry.get("local") else []
+
+
+def _relative_problem(key: str, field: str, value: Any) -> list[str]:
+    """A path the registry gives relative to the dataset folder: a non-empty string that stays inside."""
+    if not isinstance(value, str) or not value:
+        return [f"registry entry {key}: {field} must be a relative path, got {value!r}"]
+    if Path(value).is_absolute() or ".." in Path(value).parts:
+        return [f"registry entry {key}: {field} {value!r} leaves the dataset folder"]
+    return []
+
+
+def _local_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
+    """The rules of a ``local: true`` entry (a folder already on disk, nothing downloaded)."""
+    problems = [f"registry entry {key}: unknown key {name!r} for a local entry (allowed: {', '.join(sorted(LOCAL_KEYS))})"
+                for name in entry if name not in LOCAL_KEYS]
+    if entry.get("local") is not True:
+        problems.append(f"registry entry {key}: local must be true or absent, got {entry.get('local')!r}")
+    if task_of(entry) != "classification":
+        problems.append(f"registry entry {key}: a local entry is a classification dataset (task {task_of(entry)!r} needs a download entry)")
+    problems += _relative_problem(key, "image_root", entry.get("image_root"))
+    split = entry.get("split_file")
+    if split is None:
+        if not entry.get("split_note"):
+            problems.append(f"registry entry {key}: no split_file and no split_note")
+    else:
+        problems += _relative_problem(key, "split_file", split)
+    digest = entry.get("split_sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        problems.append(f"registry entry {key}: split_sha256 {digest!r} is not a lowercase sha256 hex digest")
+    if digest is not None and split is None:
+        problems.append(f"registry entry {key}: split_sha256 given without a split_file")
+    images = entry.get("images")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        problems.append(f"registry entry {key}: images must be the number of images the split names (an integer >= 1), got {images!r}")
+    link = entry.get("link")
+    if link is not None and (not isinstance(link, str) or not link):
+        problems.append(f"registry entry {key}: link must be a folder path, got {link!r}")
+    return problems
 
 
 def task_of(entry: Mapping[str, Any]) -> str:
@@ -107,7 +181,9 @@ def prepare_paper_dataset(
     if key not in datasets:
         raise KeyError(f"unknown paper dataset {key!r}; the registry lists {sorted(datasets)}")
     entry = datasets[key]
-    dataset = Path(root) / key
+    dataset = dataset_folder(root, key, entry, create=True)
+    if entry.get("local"):
+        return _prepare_local(key, entry, dataset)
     downloads = dataset / DOWNLOADS
     ready = dataset / READY
     done = _previous_run(ready, entry, dataset)
@@ -170,6 +246,85 @@ def prepare_paper_dataset(
     return record
 
 
+def dataset_folder(root: str | os.PathLike, key: str, entry: Mapping[str, Any], *, create: bool = False) -> Path:
+    """``<root>/<key>``, refused if it is a link the entry does not declare.
+
+    A link there is how a lab reuses a tree it already has (CoOp's ``$DATA/caltech-101`` as
+    ``<root>/caltech101``); an undeclared one could point a job anywhere, so it must be named
+    in the registry (``link:``, absolute or relative to ``root``) and resolve to that folder.
+    With ``create``, a declared link that does not exist yet (or is an empty folder) is made.
+    """
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        raise ValueError(f"dataset key {key!r} is not a plain name; refused")
+    folder = Path(root) / key
+    declared = entry.get("link")
+    if declared is None:
+        if folder.is_symlink():
+            raise ValueError(f"{folder} is a link to {os.readlink(folder)} that registry entry {key} does not declare; "
+                             f"add 'link: {os.readlink(folder)}' to the entry, or make it a folder")
+        return folder
+    target = Path(root) / Path(declared).expanduser()  # an absolute link replaces root
+    if not target.is_dir():
+        raise FileNotFoundError(f"registry entry {key}: link {declared!r} -> {target} is not an existing folder")
+    if create and not folder.is_symlink() and (not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))):
+        # Snakemake makes an output's folder before the job runs: an empty one gives way to the link
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            folder.rmdir()
+        folder.symlink_to(target.resolve(), target_is_directory=True)
+        log.info("%s: linked %s -> %s (declared in the registry)", key, folder, target.resolve())
+    if not folder.is_symlink():
+        raise ValueError(f"registry entry {key}: declares link {declared!r}, but {folder} is "
+                         f"{'a folder' if folder.exists() else 'missing'}; remove one or the other")
+    if folder.resolve() != target.resolve():
+        raise ValueError(f"{folder} links to {folder.resolve()}, but registry entry {key} declares link {declared!r} ({target.resolve()})")
+    return folder
+
+
+def _prepare_local(key: str, entry: Mapping[str, Any], dataset: Path) -> dict[str, Any]:
+    """Verify a folder already on disk: the split file, the image count, every image present."""
+    import hashlib
+
+    from dicap.data.coop import dataset_splits
+
+    if not dataset.is_dir():
+        raise FileNotFoundError(f"registry entry {key} is local, but {dataset} is not a folder; "
+                                "put the dataset there, or declare where it is with link:")
+    split_sha256 = None
+    if entry.get("split_file"):
+        split = _inside(dataset, entry["split_file"], key)
+        if not split.is_file():
+            raise FileNotFoundError(f"registry entry {key}: split_file {split} does not exist")
+        split_sha256 = hashlib.sha256(split.read_bytes()).hexdigest()
+        if entry.get("split_sha256") and entry["split_sha256"] != split_sha256:
+            raise ValueError(f"registry entry {key}: {split} has sha256 {split_sha256}, the registry says {entry['split_sha256']}; refused")
+    image_root = _inside(dataset, entry["image_root"], key)
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"registry entry {key}: image_root {image_root} is not a folder")
+    _, splits = dataset_splits({"key": key, **entry}, dataset)
+    from dicap.guards import contained
+
+    paths = list(dict.fromkeys(p for entries in splits.values() for p, _, _ in entries))
+    missing = [p for p in paths if not contained(image_root, p, f"image named by the split of {key}").is_file()]
+    if missing:
+        raise FileNotFoundError(f"registry entry {key}: {len(missing)} of the {len(paths)} images the split names are missing "
+                                f"under {image_root}, e.g. {missing[:3]}")
+    if len(paths) != entry["images"]:
+        raise ValueError(f"registry entry {key}: the split names {len(paths)} images, the registry says images: {entry['images']}; "
+                         "is this the right folder and split file?")
+    record = {
+        "key": key, "name": entry.get("name", key), "task": "classification", "annotations": {}, "local": True,
+        "link": entry.get("link"), "image_root": entry["image_root"], "images": len(paths),
+        "split_file": entry.get("split_file"), "split_path": entry.get("split_file"), "split_note": entry.get("split_note"),
+        "split_sha256": split_sha256, "files": [], "unverified": [] if entry.get("split_sha256") or not split_sha256 else [entry["split_file"]],
+        "extracted": [],
+    }
+    write_json(dataset / READY, record)
+    log.info("%s: local folder %s verified (%d images%s)", key, dataset, len(paths),
+             "" if not record["unverified"] else f"; split file sha256 {split_sha256}, pin it as split_sha256")
+    return record
+
+
 def _previous_run(ready: Path, entry: Mapping[str, Any], dataset: Path) -> dict[str, Any] | None:
     """The READY record if it still describes this registry entry and the images are there."""
     if not ready.is_file():
@@ -212,6 +367,10 @@ def check_registry(registry: Mapping[str, Any]) -> list[str]:
     entry must follow so that no checksum is silently missing or unsourced."""
     problems: list[str] = []
     for key, entry in registry["datasets"].items():
+        shape = _entry_shape_problems(key, entry)
+        if shape or entry.get("local"):  # a local entry has no files to check: its own rules only
+            problems += [p.removeprefix("registry entry ") for p in shape]
+            continue
         names = [f.get("filename") for f in entry.get("files", [])]
         if not names:
             problems.append(f"{key}: no files")

@@ -11,6 +11,7 @@ downloaded files and records each row's ``path`` relative to ``image_root`` in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ BACKGROUND_GRID = "test_backgrounds"
 TEST_SPLITS = ("test_unbiased", BACKGROUND_GRID)
 ARRAYS = "arrays"  # storage: every image in one safetensors file (the embedded suite)
 FILES = "files"  # storage: the images are files on disk (the paper suite)
+DATA_ROOT_ENV = "DICAP_DATA_ROOT"  # this machine's data.root, against which a files store's image_root resolves
 
 
 @dataclass
@@ -58,7 +60,7 @@ class DatasetStore:
             raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
         table = pd.read_parquet(root / TABLE)
         if info["storage"] == FILES:
-            return cls(root, {}, table, info["classes"], info["dataset"], FILES, Path(info["image_root"]), int(info["image_size"]),
+            return cls(root, {}, table, info["classes"], info["dataset"], FILES, files_image_root(root, info), int(info["image_size"]),
                        task=info.get("task", "classification"))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
@@ -137,6 +139,26 @@ class DatasetStore:
         if len(set(splits)) == 1:  # the common case: one vectorised gather
             return self.images[splits[0]][index]
         return np.stack([self.images[s][i] for s, i in zip(splits, index)])
+
+
+def files_image_root(root: Path, info: dict) -> Path:
+    """Where a ``files`` store's images are on this machine.
+
+    The store records its image root relative to ``data.root`` (``dtd/dtd/images``), so a
+    store built on a cluster and pulled elsewhere resolves against the local data root,
+    ``$DICAP_DATA_ROOT`` (rules/data.smk sets it from ``data.root`` for every job).  Older
+    stores recorded an absolute path, which is used as is.
+    """
+    recorded = Path(info["image_root"])
+    if recorded.is_absolute():
+        return recorded
+    if ".." in recorded.parts:
+        raise ValueError(f"{root / CLASSES}: image_root {info['image_root']!r} leaves the data root; refused")
+    data_root = os.environ.get(DATA_ROOT_ENV)
+    if not data_root:
+        raise ValueError(f"{root / CLASSES}: image_root {info['image_root']!r} is relative to data.root; "
+                         f"set {DATA_ROOT_ENV} to this machine's data.root (the workflow does)")
+    return Path(data_root) / recorded
 
 
 def base_novel_split(n_classes: int) -> tuple[list[int], list[int]]:

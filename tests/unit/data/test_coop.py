@@ -37,6 +37,12 @@ def tree(tmp_path) -> tuple[Path, Path]:
 ENTRY = {"key": "dtd", "image_root": "images", "split_file": None}
 
 
+@pytest.fixture(autouse=True)
+def data_root(tmp_path, monkeypatch):
+    """What rules/data.smk gives every job: this machine's data.root, where stores' image roots start."""
+    monkeypatch.setenv("DICAP_DATA_ROOT", str(tmp_path / "root"))
+
+
 def test_a_clean_folder_tree_builds(tree, tmp_path):
     dataset, _ = tree
     table = build_store(ENTRY, dataset, 8, tmp_path / "store")
@@ -93,3 +99,40 @@ def test_a_hand_edited_store_table_cannot_read_outside(tree, tmp_path):
     rows = store.table.head(1).assign(path=os.path.relpath(secret, dataset / "images"))
     with pytest.raises(ValueError, match=r"image of dataset store .* resolves to .*secret\.jpg, outside"):
         store.pixels(rows)
+
+
+# --- image roots relative to data.root (issue 27): a store moved to another machine resolves -------
+
+
+def test_the_store_records_its_image_root_relative_to_the_data_root(tree, tmp_path, monkeypatch):
+    dataset, _ = tree
+    build_store(ENTRY, dataset, 8, tmp_path / "store")
+    info = json.loads((tmp_path / "store" / "classes.json").read_text())
+    assert info["image_root"] == "dtd/images" and str(tmp_path) not in json.dumps(info)  # no absolute path
+    # the data root moves (another machine): the store follows DICAP_DATA_ROOT, not the path it was built with
+    moved = tmp_path / "laptop" / "data"
+    moved.parent.mkdir()
+    os.rename(dataset.parent, moved)
+    monkeypatch.setenv("DICAP_DATA_ROOT", str(moved))
+    store = DatasetStore.open(tmp_path / "store")
+    assert store.image_root == moved / "dtd" / "images"
+    assert store.pixels(store.table).shape == (6, 8, 8, 3)
+
+
+def test_an_undeclared_link_as_the_dataset_folder_is_refused(tree, tmp_path):
+    dataset, _ = tree
+    (tmp_path / "root2").mkdir()
+    (tmp_path / "root2" / "dtd").symlink_to(dataset, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"root2/dtd is a link to .* that registry entry dtd does not declare"):
+        build_store(ENTRY, tmp_path / "root2" / "dtd", 8, tmp_path / "store")
+    table = build_store({**ENTRY, "link": str(dataset)}, tmp_path / "root2" / "dtd", 8, tmp_path / "store")
+    assert len(table) == 6
+    assert json.loads((tmp_path / "store" / "classes.json").read_text())["image_root"] == "dtd/images"
+
+
+def test_a_local_entry_reads_its_split_beside_the_images(tmp_path):
+    from local_mirror import coop_folder, local_entry
+
+    _, n = coop_folder(tmp_path / "root" / "mine", ["a", "b"], {"train": 1, "val": 1, "test": 1})
+    table = build_store({"key": "mine", **local_entry(n)}, tmp_path / "root" / "mine", 8, tmp_path / "store")
+    assert table.groupby("split").size().to_dict() == {"test": 2, "train": 2, "val": 2}

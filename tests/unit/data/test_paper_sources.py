@@ -8,16 +8,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import json
 import logging
+import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from PIL import Image
 
 from dicap.data.paper_sources import check_registry, dataset_keys, load_registry, prepare_paper_dataset
 from dicap.io import read_json
-from local_mirror import LAYOUTS, SPLIT, TASK_LAYOUTS, local_registry, serve, sha256, zip_bytes
+from local_mirror import LAYOUTS, SPLIT, TASK_LAYOUTS, coop_folder, local_entry, local_registry, serve, sha256, zip_bytes
 
 
 def test_a_registry_file_name_that_leaves_downloads_is_refused(tmp_path):
@@ -251,3 +255,131 @@ def test_prepare_refuses_an_archive_without_the_annotation_file(server, tmp_path
     with pytest.raises(FileNotFoundError, match=r"dataset_coco\.json \(captions\) does not exist after preparing mscoco"):
         prepare_paper_dataset("mscoco", tmp_path, reg, base_url=server.base, progress=False)
     assert not (tmp_path / "mscoco" / "READY.json").exists()
+
+
+# --- local folders: a dataset already on disk, nothing downloaded (issue 27) -------------------
+
+CLASSES = ["heron", "ibis", "stork"]
+PER_SPLIT = {"train": 2, "val": 1, "test": 2}
+
+
+@pytest.fixture
+def placed(tmp_path) -> tuple[Path, str, int]:
+    """A CoOp-layout folder at ``<root>/my_birds``; its split's sha256 and image count."""
+    digest, n = coop_folder(tmp_path / "root" / "my_birds", CLASSES, PER_SPLIT)
+    return tmp_path / "root", digest, n
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_local_folder_is_verified_without_downloads(placed, caplog, pinned):
+    root, digest, n = placed
+    reg = {"datasets": {"my_birds": local_entry(n, digest if pinned else None)}}
+    assert check_registry(reg) == []
+    with caplog.at_level(logging.INFO, logger="dicap"):
+        record = prepare_paper_dataset("my_birds", root, reg, base_url="http://127.0.0.1:9/none", progress=False)
+    assert record == read_json(root / "my_birds" / "READY.json")
+    assert record["local"] is True and record["images"] == n == 15 and record["files"] == []
+    assert record["split_sha256"] == digest and record["unverified"] == ([] if pinned else ["split_zhou_MyDataset.json"])
+    assert not (root / "my_birds" / "downloads").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d, e: e.update(images=e["images"] + 1), r"the split names 15 images, the registry says images: 16"),
+    (lambda d, e: e.update(images=3), r"the split names 15 images, the registry says images: 3"),
+    (lambda d, e: (d / "images" / "ibis" / "ibis_0002.jpg").unlink(), r"1 of the 15 images the split names are missing .*ibis_0002"),
+    (lambda d, e: [p.unlink() for p in (d / "images" / "stork").iterdir()], r"5 of the 15 images the split names are missing"),
+    (lambda d, e: e.update(split_sha256="0" * 64), r"has sha256 [0-9a-f]{64}, the registry says 0{64}; refused"),
+    (lambda d, e: (d / "split_zhou_MyDataset.json").unlink(), r"split_file .*split_zhou_MyDataset\.json does not exist"),
+    (lambda d, e: e.update(image_root="pictures"), r"image_root .*pictures is not a folder"),
+])
+def test_a_local_folder_that_does_not_match_its_entry_is_refused(placed, change, message):
+    root, digest, n = placed
+    entry = local_entry(n, digest)
+    change(root / "my_birds", entry)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        prepare_paper_dataset("my_birds", root, {"datasets": {"my_birds": entry}}, progress=False)
+    assert not (root / "my_birds" / "READY.json").exists()
+
+
+@pytest.mark.parametrize("bad", ["../../elsewhere/x.jpg", "/etc/passwd", "heron/../../../x.jpg"])
+def test_a_local_split_naming_a_path_outside_is_refused(placed, bad):
+    root, _, n = placed
+    split = root / "my_birds" / "split_zhou_MyDataset.json"
+    data = json.loads(split.read_text())
+    data["test"][0][0] = bad
+    split.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"image named by the split of my_birds .* outside the dataset root"):
+        prepare_paper_dataset("my_birds", root, {"datasets": {"my_birds": local_entry(n)}}, progress=False)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"image_root": "../other"}, "image_root '../other' leaves the dataset folder"),
+    ({"image_root": "/data/birds"}, "image_root '/data/birds' leaves the dataset folder"),
+    ({"split_file": "../split.json"}, "split_file '../split.json' leaves the dataset folder"),
+    ({"split_file": None}, "no split_file and no split_note"),
+    ({"split_sha256": "ABC"}, "split_sha256 'ABC' is not a lowercase sha256 hex digest"),
+    ({"images": 0}, "images must be the number of images the split names"),
+    ({"images": "many"}, "images must be the number of images the split names"),
+    ({"image_rot": "images"}, "unknown key 'image_rot' for a local entry"),
+    ({"local": "yes"}, "local must be true or absent"),
+    ({"task": "retrieval"}, "a local entry is a classification dataset"),
+    ({"link": ""}, "link must be a folder path"),
+])
+def test_a_bad_local_entry_is_refused_where_the_registry_enters(tmp_path, change, problem):
+    entry = {**local_entry(5), **change}
+    assert any(problem in p for p in check_registry({"datasets": {"my_birds": entry}}))
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"my_birds": entry}}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: registry entry my_birds: .*{re.escape(problem)}"):
+        load_registry(path)
+
+
+@pytest.mark.parametrize("key", ["../up", "a/b", ".hidden", "", "my birds", "x;rm"])
+def test_a_dataset_key_that_is_no_plain_name_is_refused(tmp_path, key):
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {key: local_entry(5)}}))
+    with pytest.raises(ValueError, match=r"dataset key .* is not a plain name"):
+        load_registry(path)
+    assert any("is not a plain name" in p for p in check_registry({"datasets": {key: local_entry(5)}}))
+
+
+@pytest.mark.parametrize(("relative", "snakemake_made_it"), [(True, False), (False, False), (False, True)])
+def test_a_declared_link_is_made_and_followed(placed, tmp_path, relative, snakemake_made_it):
+    """CoOp's $DATA tree as it is: ``<data.root>/my_birds`` links to the folder the entry declares
+    (also where Snakemake has already made it an empty folder, for the job's READY.json)."""
+    shared, digest, n = placed
+    root = tmp_path / "data_root"
+    (root / "my_birds" if snakemake_made_it else root).mkdir(parents=True)
+    target = os.path.relpath(shared / "my_birds", root) if relative else str(shared / "my_birds")
+    reg = {"datasets": {"my_birds": local_entry(n, digest, link=target)}}
+    record = prepare_paper_dataset("my_birds", root, reg, progress=False)
+    assert (root / "my_birds").is_symlink() and (root / "my_birds").resolve() == (shared / "my_birds").resolve()
+    assert record["images"] == n and (shared / "my_birds" / "READY.json").is_file()
+    assert prepare_paper_dataset("my_birds", root, reg, progress=False)["images"] == n  # an existing, matching link
+
+
+@pytest.mark.parametrize("situation", ["undeclared", "elsewhere", "a folder", "missing target"])
+def test_an_undeclared_or_mismatched_link_is_refused(placed, tmp_path, situation):
+    shared, digest, n = placed
+    root = tmp_path / "data_root"
+    root.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    entry = local_entry(n, digest, link=str(shared / "my_birds"))
+    if situation == "undeclared":
+        (root / "my_birds").symlink_to(shared / "my_birds", target_is_directory=True)
+        entry.pop("link")
+        message = r"is a link to .* that registry entry my_birds does not declare"
+    elif situation == "elsewhere":
+        (root / "my_birds").symlink_to(other, target_is_directory=True)
+        message = r"links to .*other, but registry entry my_birds declares link"
+    elif situation == "a folder":  # a folder with something in it is never replaced
+        (root / "my_birds").mkdir()
+        (root / "my_birds" / "notes.txt").write_text("mine")
+        message = r"declares link .*, but .*my_birds is a folder"
+    else:
+        entry["link"] = str(tmp_path / "nowhere")
+        message = r"link .*nowhere.* is not an existing folder"
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        prepare_paper_dataset("my_birds", root, {"datasets": {"my_birds": entry}}, progress=False)
+    assert not (other / "READY.json").exists()

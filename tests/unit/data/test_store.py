@@ -1,0 +1,32 @@
+"""Where a files store's images are (data/store.py): relative to this machine's data root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicap.data.store import files_image_root
+
+
+@pytest.mark.parametrize(("info", "env", "expected"), [
+    ({"image_root": "dtd/images"}, "/laptop/data", "/laptop/data/dtd/images"),
+    ({"image_root": "my_birds/images/./jpg"}, "/cluster/data", "/cluster/data/my_birds/images/jpg"),
+    ({"image_root": "/old/absolute/images"}, "/laptop/data", "/old/absolute/images"),  # a store from before issue 27
+])
+def test_the_image_root_resolves_against_this_machines_data_root(monkeypatch, info, env, expected):
+    monkeypatch.setenv("DICAP_DATA_ROOT", env)
+    assert files_image_root(Path("store"), info) == Path(expected)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "dtd/../../x"])
+def test_an_image_root_that_leaves_the_data_root_is_refused(monkeypatch, bad):
+    monkeypatch.setenv("DICAP_DATA_ROOT", "/data")
+    with pytest.raises(ValueError, match=r"store/classes\.json: image_root .* leaves the data root; refused"):
+        files_image_root(Path("store"), {"image_root": bad})
+
+
+def test_a_relative_image_root_without_any_data_root_names_the_variable(monkeypatch):
+    monkeypatch.delenv("DICAP_DATA_ROOT", raising=False)
+    with pytest.raises(ValueError, match=r"relative to data\.root; set DICAP_DATA_ROOT"):
+        files_image_root(Path("store"), {"image_root": "dtd/images"})
