@@ -30,8 +30,8 @@ def test_pairing_is_distinct_within_each_half_and_drawn_per_seed(seed):
         assert len({scm.draw_pairing(s, groups)[label] for s in range(seed, seed + 40)}) >= 6
 
 
-def test_pairing_refuses_more_classes_than_backgrounds():
-    with pytest.raises(ValueError, match="backgrounds"):
+def test_pairing_refuses_more_classes_than_levels():
+    with pytest.raises(ValueError, match="levels of the spurious factor"):
         scm.draw_pairing(0, [list(range(len(scm.BACKGROUNDS) + 1))])
 
 
