@@ -157,6 +157,30 @@ def test_splits_are_keyed_by_the_parameters_that_draw_them(plan, config):
     assert split_key(_with(config, data__shots=2).split_params["shots"]) != keys["shots"]
 
 
+@pytest.mark.parametrize("key, value", [("shots", 2), ("shots", 8), ("spurious_strength", 0.5), ("spurious_strength", 1.0)])
+def test_a_key_of_the_few_shot_draw_redraws_the_splits_and_never_renders(plan, config, key, value):
+    """prepare_dataset's params are the renderer's keys only, so Snakemake reruns make_split and
+    what follows, never the renders and so never the backbones, which read only the renders."""
+    changed = _with(config, **{f"data__{key}": value})
+    for dataset in ("shapes", "digits"):
+        assert changed.data_params(dataset) == plan.data_params(dataset)
+        assert key not in plan.data_params(dataset)
+    assert changed.split_keys["shots"] != plan.split_keys["shots"]
+
+
+@pytest.mark.parametrize("key, value", [("spurious_factor", "scale"), ("image_size", 8), ("render_seed", 3)])
+def test_a_key_of_the_renderer_re_renders(plan, config, key, value):
+    assert _with(config, **{f"data__{key}": value}).data_params("shapes") != plan.data_params("shapes")
+
+
+def test_a_downloaded_dataset_is_prepared_with_its_root_and_image_size_only(config):
+    data = {**config["data"], "root": "data/paper", "val_shots": 4}
+    paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "data": data,
+                  "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
+    assert paper.data_params("dtd") == {"root": "data/paper", "image_size": data["image_size"]}
+    assert paper.data_params("vqav2") == paper.data_params("dtd") | {"vqa_test_items": config["tasks"]["vqa_test_items"]}
+
+
 def test_learner_resources_come_from_the_registry(config):
     paper = Plan({**config, "suite": "paper"})
     for name, spec in LEARNERS.items():
