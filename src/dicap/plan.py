@@ -40,6 +40,8 @@ CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
 SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
 # What prepare_dataset reads of the data block for a downloaded (paper) dataset (jobs/data.py).
 DOWNLOAD_KEYS = ("root", "image_size")
+# The prompt keys only the trainer reads (prompting/trainer.py): evaluation's params leave them out.
+TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "cf_weight", "cf_temperature", "cf_positive_weight")
 
 
 def split_key(params: dict[str, Any]) -> str:
@@ -173,6 +175,11 @@ class Plan:
     def training_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
         """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
         return method_params(self.config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
+
+    def learner_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
+        """What evaluation builds ``method``'s learner with: its training parameters but the
+        trainer's (:data:`TRAINER_KEYS`), which a trained context no longer needs."""
+        return {k: v for k, v in self.training_params(method, variant).items() if k not in TRAINER_KEYS}
 
     def prompt_ablation_settings(self, ablation: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Variant -> method -> the values of the ablated keys it trains with, main included: the

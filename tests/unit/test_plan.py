@@ -8,7 +8,9 @@ import pytest
 
 from dicap import layout
 from dicap.config import validate_config
-from dicap.plan import GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, Plan, split_key
+from dicap.plan import (
+    GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, TRAINER_KEYS, Plan, split_key,
+)
 from dicap.prompting.methods import READINGS, parse_method, reading_name
 from dicap.prompting.registry import LEARNERS
 
@@ -179,6 +181,17 @@ def test_a_downloaded_dataset_is_prepared_with_its_root_and_image_size_only(conf
                   "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
     assert paper.data_params("dtd") == {"root": "data/paper", "image_size": data["image_size"]}
     assert paper.data_params("vqav2") == paper.data_params("dtd") | {"vqa_test_items": config["tasks"]["vqa_test_items"]}
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop", "kgcoop", "dicap_cpl"])
+def test_evaluation_builds_a_learner_without_the_trainers_keys(plan, config, method):
+    """A trainer key (epochs, a DiCap loss weight) reruns training, and evaluation after it through
+    its new prompt file, never through evaluate's own params."""
+    learner = plan.learner_params(method)
+    assert learner == {k: v for k, v in plan.training_params(method).items() if k not in TRAINER_KEYS}
+    assert not set(TRAINER_KEYS) & set(learner) and {"n_ctx", "ctx_init"} <= set(learner)
+    assert _with(config, prompt__epochs=3, prompt__cf_weight=0.1).learner_params(method) == learner
+    assert _with(config, prompt__n_ctx=8).learner_params(method) != learner
 
 
 def test_learner_resources_come_from_the_registry(config):
