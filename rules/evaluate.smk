@@ -11,7 +11,7 @@ rule evaluate:
         METRICS,
     params:
         code=code_version("evaluate"),
-        prompt=lambda wc: as_json({m: training_params(m, wc.variant) for m in variant_methods(wc.variant)}),
+        prompt=lambda wc: as_json({m: PLAN.learner_params(m, wc.variant) for m in variant_methods(wc.variant)}),  # no trainer keys
         methods=lambda wc: variant_methods(wc.variant),
         dataset_dir=dataset_dir,
     threads: 1

@@ -136,6 +136,7 @@ rule shortcut:
     params:
         code=code_version("shortcut"),
         datasets=DATASETS,
+        factor=config["data"]["spurious_factor"],
     threads: 1
     resources:
         mem_mb=1000,
@@ -147,7 +148,7 @@ rule shortcut:
     conda:
         ENV
     shell:
-        "dicap shortcut --datasets {params.datasets} --metrics {input}"
+        "dicap shortcut --datasets {params.datasets} --metrics {input} --factor {params.factor}"
         " --out-csv {output.csv} --out-md {output.md} --out-png {output.png} > {log} 2>&1"
 
 

@@ -47,7 +47,7 @@ rule evaluate_task:
         TASK_METRICS,
     params:
         code=code_version("evaluate_task"),
-        prompt=as_json({m: training_params(m, layout.MAIN) for m in TASK_METHODS}),
+        prompt=as_json({m: PLAN.learner_params(m, layout.MAIN) for m in TASK_METHODS}),  # no trainer keys
         methods=TASK_METHODS,
         recall_at=config["tasks"]["recall_at"],
         vqa_answers=config["tasks"]["vqa_answers"],

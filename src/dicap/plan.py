@@ -15,6 +15,8 @@ from functools import cached_property
 from typing import Any
 
 from dicap import layout
+from dicap.data.embedded import DATASETS as EMBEDDED_DATASETS
+from dicap.data.embedded import RENDER_KEYS
 from dicap.io import params_hash
 from dicap.prompting.methods import READINGS, method_params, parse_method
 
@@ -36,6 +38,10 @@ ABLATION_READINGS = tuple(READINGS)
 # The two shortcut controls: CoOp on unbiased shots (negative), DiCap on the true counterfactuals (positive).
 CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
 SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
+# What prepare_dataset reads of the data block for a downloaded (paper) dataset (jobs/data.py).
+DOWNLOAD_KEYS = ("root", "image_size")
+# The prompt keys only the trainer reads (prompting/trainer.py): evaluation's params leave them out.
+TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "cf_weight", "cf_temperature", "cf_positive_weight")
 
 
 def split_key(params: dict[str, Any]) -> str:
@@ -105,9 +111,13 @@ class Plan:
         return self.build(layout.SPLIT, dataset=dataset, seed=seed, split_key=key)
 
     def data_params(self, dataset: str) -> dict[str, Any]:
-        """The data block a dataset is prepared with; a VQA store also fixes its test questions."""
+        """The keys of the data block prepare_dataset reads for ``dataset``, and no others (the
+        renderer's, or a download's root and image size); a VQA store also fixes its test questions.
+        The few-shot draw's keys (shots, spurious_strength, val_shots) are make_split's: changing
+        one redraws the splits and what follows, never the renders or the backbones."""
+        keys = RENDER_KEYS if dataset in EMBEDDED_DATASETS else DOWNLOAD_KEYS
         extra = {"vqa_test_items": self.config["tasks"]["vqa_test_items"]} if dataset in self.text_datasets else {}
-        return self.config["data"] | extra
+        return {k: v for k, v in self.config["data"].items() if k in keys} | extra
 
     def clip_params(self, dataset: str) -> dict[str, Any]:
         """The clip block one dataset's backbone trains with: its own step count where one is set."""
@@ -165,6 +175,11 @@ class Plan:
     def training_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
         """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
         return method_params(self.config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
+
+    def learner_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
+        """What evaluation builds ``method``'s learner with: its training parameters but the
+        trainer's (:data:`TRAINER_KEYS`), which a trained context no longer needs."""
+        return {k: v for k, v in self.training_params(method, variant).items() if k not in TRAINER_KEYS}
 
     def prompt_ablation_settings(self, ablation: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Variant -> method -> the values of the ablated keys it trains with, main included: the

@@ -8,7 +8,9 @@ import pytest
 
 from dicap import layout
 from dicap.config import validate_config
-from dicap.plan import GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, Plan, split_key
+from dicap.plan import (
+    GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, TRAINER_KEYS, Plan, split_key,
+)
 from dicap.prompting.methods import READINGS, parse_method, reading_name
 from dicap.prompting.registry import LEARNERS
 
@@ -155,6 +157,41 @@ def test_splits_are_keyed_by_the_parameters_that_draw_them(plan, config):
     assert plan.split_path("shapes", 1).endswith(f"seed1-{keys['shots']}.parquet")
     assert plan.split_path("shapes", 1, layout.UNBIASED_SHOTS).endswith(f"seed1-{keys['unbiased']}.parquet")
     assert split_key(_with(config, data__shots=2).split_params["shots"]) != keys["shots"]
+
+
+@pytest.mark.parametrize("key, value", [("shots", 2), ("shots", 8), ("spurious_strength", 0.5), ("spurious_strength", 1.0)])
+def test_a_key_of_the_few_shot_draw_redraws_the_splits_and_never_renders(plan, config, key, value):
+    """prepare_dataset's params are the renderer's keys only, so Snakemake reruns make_split and
+    what follows, never the renders and so never the backbones, which read only the renders."""
+    changed = _with(config, **{f"data__{key}": value})
+    for dataset in ("shapes", "digits"):
+        assert changed.data_params(dataset) == plan.data_params(dataset)
+        assert key not in plan.data_params(dataset)
+    assert changed.split_keys["shots"] != plan.split_keys["shots"]
+
+
+@pytest.mark.parametrize("key, value", [("spurious_factor", "scale"), ("image_size", 8), ("render_seed", 3)])
+def test_a_key_of_the_renderer_re_renders(plan, config, key, value):
+    assert _with(config, **{f"data__{key}": value}).data_params("shapes") != plan.data_params("shapes")
+
+
+def test_a_downloaded_dataset_is_prepared_with_its_root_and_image_size_only(config):
+    data = {**config["data"], "root": "data/paper", "val_shots": 4}
+    paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "data": data,
+                  "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
+    assert paper.data_params("dtd") == {"root": "data/paper", "image_size": data["image_size"]}
+    assert paper.data_params("vqav2") == paper.data_params("dtd") | {"vqa_test_items": config["tasks"]["vqa_test_items"]}
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop", "kgcoop", "dicap_cpl"])
+def test_evaluation_builds_a_learner_without_the_trainers_keys(plan, config, method):
+    """A trainer key (epochs, a DiCap loss weight) reruns training, and evaluation after it through
+    its new prompt file, never through evaluate's own params."""
+    learner = plan.learner_params(method)
+    assert learner == {k: v for k, v in plan.training_params(method).items() if k not in TRAINER_KEYS}
+    assert not set(TRAINER_KEYS) & set(learner) and {"n_ctx", "ctx_init"} <= set(learner)
+    assert _with(config, prompt__epochs=3, prompt__cf_weight=0.1).learner_params(method) == learner
+    assert _with(config, prompt__n_ctx=8).learner_params(method) != learner
 
 
 def test_learner_resources_come_from_the_registry(config):

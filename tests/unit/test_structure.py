@@ -187,6 +187,7 @@ def test_schema_enums_are_the_codes_names():
     from dicap.counterfactual.sampling import STRATEGIES
     from dicap.data.embedded import DATASETS
     from dicap.data.paper_sources import dataset_keys, load_registry
+    from dicap.data.scm import DEFAULT_SPURIOUS_FACTOR, SPURIOUS_FACTORS
     from dicap.prompting.methods import METHODS
 
     # the paper suite's datasets are checked against the registry loaded (issue 27), not a list in the schema:
@@ -200,6 +201,8 @@ def test_schema_enums_are_the_codes_names():
     assert embedded["then"]["properties"]["datasets"]["items"]["enum"] == list(DATASETS)
     assert _node("methods")["items"]["enum"] == list(METHODS)
     assert _node("counterfactual", "guide")["enum"] == list(GUIDES)
+    assert _node("data", "spurious_factor")["enum"] == list(SPURIOUS_FACTORS)
+    assert _node("data", "spurious_factor")["default"] == DEFAULT_SPURIOUS_FACTOR
     assert sorted(_node("counterfactual", "sampling")["enum"]) == sorted(STRATEGIES)
     assert sorted(_node("ablations", "samplings")["items"]["enum"]) == sorted(STRATEGIES)
     assert schema()["properties"]["diffusion"]["properties"]["pretrained"]["properties"]["dtype"]["enum"] == list(DTYPES)

@@ -34,6 +34,12 @@ def _split_plan(params: dict[str, Any]) -> dict[str, tuple[int, tuple[float, flo
 
 
 CAPTION_NOISE_KEYS = ("template_variety", "synonym_share", "unnamed_share", "label_noise")
+# Every key of the config's data block that :func:`build` (and prepare_dataset, for the seed)
+# reads: prepare_dataset's params are these and no more, so a key of the few-shot draw
+# (shots, spurious_strength) redraws the splits and leaves the renders and backbones alone.
+RENDER_KEYS = ("image_size", "pretrain_per_class", "pool_per_class", "val_per_class", "test_per_class",
+               "pretrain_spurious_strength", "spurious_factor", "render_seed", "downstream_style",
+               "pretrain_style_share", *CAPTION_NOISE_KEYS)
 
 
 def _styled(split: str, f: scm.Factors, params: dict[str, Any], style_draw: np.random.Generator) -> scm.Factors:
@@ -45,16 +51,17 @@ def _styled(split: str, f: scm.Factors, params: dict[str, Any], style_draw: np.r
 
 
 def _renders(split: str, label: int, f: scm.Factors, world: list[int], paired_draw: np.random.Generator,
-             strength: float) -> list[scm.Factors]:
+             strength: float, factor: str) -> list[scm.Factors]:
     """The factor settings one drawn object is rendered with in ``split``.
 
-    The background grid renders it on every background, so the aligned and conflict rows of
-    any pairing (one per training seed) score the very same objects.
+    The background grid renders it at every level of the spurious ``factor`` (every background
+    by default), so the aligned and conflict rows of any pairing (one per training seed) score
+    the very same objects.
     """
     if split == BACKGROUND_GRID:
-        return [scm.Factors(**{**f.__dict__, "bg": bg}) for bg in range(len(scm.BACKGROUNDS))]
+        return [scm.at_level(factor, f, level) for level in range(scm.LEVELS)]
     if split == "pretrain" and paired_draw.random() < strength:
-        return [scm.Factors(**{**f.__dict__, "bg": world[label]})]
+        return [scm.at_level(factor, f, world[label])]
     return [f]
 
 
@@ -66,11 +73,16 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) 
     which gives a shortcut learned on base classes a path to novel ones); the few-shot bias
     then follows that same pairing on every seed (:meth:`DatasetStore.pairing`).  It draws
     from its own generator, so at 0 every split is the same as without it.
+
+    ``data.spurious_factor`` (:data:`scm.SPURIOUS_FACTORS`, background by default) is the factor
+    that pairing and the paired test renders vary; ``classes.json`` names it unless it is the
+    background, so a store rendered before the key existed reads the same.
     """
     classes = scm.class_names(dataset)
     size = params["image_size"]
     rng = np.random.default_rng([seed, len(dataset)] + [ord(c) for c in dataset])
     strength = params.get("pretrain_spurious_strength", 0.0)
+    factor = scm.check_factor(params.get("spurious_factor", scm.DEFAULT_SPURIOUS_FACTOR))
     world = scm.draw_pairing(seed, list(base_novel_split(len(classes))))
     paired_draw = np.random.default_rng([seed, 7])
     style_draw = np.random.default_rng([seed, 11])
@@ -83,7 +95,7 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) 
         pixels = []
         for label, drawn in tqdm(list(zip(labels, factors)), desc=f"{dataset}/{split}", mininterval=2):
             drawn = _styled(split, drawn, params, style_draw)
-            for f in _renders(split, int(label), drawn, world, paired_draw, strength):
+            for f in _renders(split, int(label), drawn, world, paired_draw, strength, factor):
                 pixels.append(scm.render(dataset, int(label), f, size))
                 rows.append({
                     "split": split, "index": len(pixels) - 1, "label": int(label), "class_name": classes[label],
@@ -94,4 +106,5 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path) 
     save_arrays(out / IMAGES, images)
     write_table(out / TABLE, pd.DataFrame(rows))
     write_json(out / CLASSES, {"dataset": dataset, "storage": ARRAYS, "classes": classes, "image_size": size,
-                               "render_seed": seed, "world_pairing": world if strength > 0 else None})
+                               "render_seed": seed, "world_pairing": world if strength > 0 else None,
+                               **({} if factor == scm.DEFAULT_SPURIOUS_FACTOR else {"spurious_factor": factor})})

@@ -12,8 +12,10 @@ Rendering is pure numpy and deterministic, so it can run in light jobs without t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
+
 import numpy as np
 
 # Dark backgrounds and bright objects, so that any pair keeps its contrast and the object
@@ -81,6 +83,46 @@ class Factors:
     noise_seed: int
     glyph: int = 0  # which handwriting sample, as a quantile code in [0, GLYPH_CODES): part of u
     style: int = 0  # index into STYLES: how the scene is drawn (a dataset-level, non-causal factor)
+
+
+# The factors a shortcut can ride on (data.spurious_factor), named as the audit names them
+# (audit/scoring.py): a class's paired level biases its few-shot draw (data/splits.py), and the
+# paired test split renders every test object at every level (data/embedded.py), so aligned and
+# conflict accuracy score the very same objects.  Each factor has LEVELS levels: the colours
+# themselves, or equal bins of a continuous factor's range (position: the horizontal place, cx).
+SPURIOUS_FACTORS = ("background", "object_colour", "scale", "position")
+DEFAULT_SPURIOUS_FACTOR = "background"
+LEVELS = 8
+_BINNED = {"scale": ("scale", *SCALE_RANGE), "position": ("cx", -POSITION_RANGE, POSITION_RANGE)}  # factor -> (field, low, high)
+_COLOURS = {"background": "bg", "object_colour": "fg"}  # factor -> Factors field holding the level itself
+assert len(BACKGROUNDS) == len(OBJECTS) == LEVELS
+
+
+def check_factor(factor: str) -> str:
+    """``factor``, refused unless it is one of :data:`SPURIOUS_FACTORS`."""
+    if factor not in SPURIOUS_FACTORS:
+        raise ValueError(f"unknown data.spurious_factor {factor!r}; known: {', '.join(SPURIOUS_FACTORS)}")
+    return factor
+
+
+def factor_levels(factor: str, table: Any) -> np.ndarray:
+    """The level of ``factor`` of every row of a factor table (its ``bg``, ``fg``, ``scale``,
+    ``cx`` columns): what the spurious draw pairs with a class and the paired splits vary."""
+    check_factor(factor)
+    if factor in _COLOURS:
+        return np.asarray(table[_COLOURS[factor]])
+    field, low, high = _BINNED[factor]
+    bins = np.floor((np.asarray(table[field], np.float64) - low) / (high - low) * LEVELS)
+    return np.clip(bins, 0, LEVELS - 1).astype(np.int64)
+
+
+def at_level(factor: str, f: Factors, level: int) -> Factors:
+    """``f`` with ``factor`` set to ``level`` (a continuous factor to its bin's centre), nothing else changed."""
+    check_factor(factor)
+    if factor in _COLOURS:
+        return replace(f, **{_COLOURS[factor]: level})
+    field, low, high = _BINNED[factor]
+    return replace(f, **{field: low + (level + 0.5) * (high - low) / LEVELS})
 
 
 def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -271,9 +313,9 @@ def class_names(dataset: str) -> list[str]:
 
 
 def draw_pairing(seed: int | list[int], groups: list[list[int]]) -> list[int]:
-    """Each class's paired background, drawn from ``seed``: ``pairing[label]``.
+    """Each class's paired background (its level of the spurious factor), drawn from ``seed``: ``pairing[label]``.
 
-    Every group (the base classes, the novel classes) gets distinct backgrounds, so each of
+    Every group (the base classes, the novel classes) gets distinct levels, so each of
     its classes has an aligned rendering (its own colour) and conflict renderings (another
     class's colour from the same group).  The pipeline draws one pairing per training seed
     (:meth:`~dicap.data.store.DatasetStore.pairing`), so the chance affinity of one class
@@ -283,16 +325,17 @@ def draw_pairing(seed: int | list[int], groups: list[list[int]]) -> list[int]:
     rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x9A1D])
     pairing = [0] * sum(len(g) for g in groups)
     for group in groups:
-        if len(group) > len(BACKGROUNDS):
-            raise ValueError(f"{len(group)} classes in one group but only {len(BACKGROUNDS)} backgrounds to pair them with")
-        for label, bg in zip(group, rng.permutation(len(BACKGROUNDS))):
-            pairing[label] = int(bg)
+        if len(group) > LEVELS:
+            raise ValueError(f"{len(group)} classes in one group but only {LEVELS} levels of the spurious factor to pair them with")
+        for label, level in zip(group, rng.permutation(LEVELS)):
+            pairing[label] = int(level)
     return pairing
 
 
 def paired_masks(labels: np.ndarray, backgrounds: np.ndarray, pairing: list[int],
                  groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(aligned, conflict) row masks of a split rendered on every background.
+    """(aligned, conflict) row masks of a split rendered on every background (every level of
+    the spurious factor: ``backgrounds`` are the rows' levels, :func:`factor_levels`).
 
     Aligned: the class's own paired colour.  Conflict: the paired colour of another class of
     its group, so every conflict colour is one some class's shots were biased towards.

@@ -2,7 +2,8 @@
 
 As in CoOp, K images per class are drawn per seed.  The embedded suite additionally
 biases the draw: a ``spurious_strength`` share of each class's shots have the background
-colour paired with that class, so a model that leans on background is caught by the
+colour paired with that class (the level of the store's spurious factor, ``data.spurious_factor``:
+background, object colour, scale or position), so a model that leans on it is caught by the
 anti-correlated test split.
 """
 
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from dicap.data import scm
 
 if TYPE_CHECKING:
     from dicap.data.store import DatasetStore
@@ -25,11 +28,13 @@ def few_shot(
     seed: int,
     spurious_strength: float | None = None,
     pairing: list[int] | None = None,
+    factor: str = scm.DEFAULT_SPURIOUS_FACTOR,
 ) -> pd.DataFrame:
     """Pick ``shots`` rows per class of ``classes`` from ``pool``, deterministically per seed.
 
     With ``spurious_strength``, that share of each class's shots carry its ``pairing``
-    background (the seed's: :meth:`DatasetStore.pairing`) and the rest any other.
+    level of ``factor`` (the seed's: :meth:`DatasetStore.pairing`; a background by default)
+    and the rest any other.
     """
     if spurious_strength is not None and pairing is None:
         raise ValueError("a spurious draw needs each class's paired background (DatasetStore.pairing)")
@@ -40,7 +45,7 @@ def few_shot(
         if spurious_strength is None:
             groups = [(rows, shots)]
         else:
-            spurious = rows["bg"] == pairing[label]
+            spurious = scm.factor_levels(factor, rows) == pairing[label]
             n_spurious = int(round(spurious_strength * shots))
             groups = [(rows[spurious], n_spurious), (rows[~spurious], shots - n_spurious)]
         for group, n in groups:
@@ -59,10 +64,10 @@ def training_split(store: "DatasetStore", shots: int, seed: int, spurious_streng
     As in CoOp the shots are drawn over all classes before the base/novel split; drawing
     class by class in label order, the base classes' picks are the same either way.  The
     embedded suite's spurious draw is defined for the classes that train only (a novel
-    class's pool need not hold enough images of its paired background), so it draws there.
+    class's pool need not hold enough images of its paired level), so it draws there.
     """
     base = store.base_classes
     classes = base if spurious_strength is not None else range(len(store.classes))
     pairing = store.pairing(seed) if spurious_strength is not None else None
-    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength, pairing)
+    split = few_shot(store.split("train"), classes, shots, seed, spurious_strength, pairing, store.spurious_factor)
     return split[split["label"].isin(base)].reset_index(drop=True)

@@ -46,6 +46,7 @@ class DatasetStore:
     image_size: int | None = None  # storage FILES: side of the square images pixels() returns
     render_seed: int | None = None  # rendered data: the seed it was rendered with
     world_pairing: list[int] | None = None  # rendered with a pretraining class-background correlation: its pairing
+    spurious_factor: str = scm.DEFAULT_SPURIOUS_FACTOR  # rendered data: the factor its pairing and paired test split vary
     task: str = "classification"  # the data contract: classification, or retrieval / vqa (data/text_store.py)
 
     @classmethod
@@ -65,7 +66,8 @@ class DatasetStore:
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
         return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,
-                   render_seed=info.get("render_seed"), world_pairing=info.get("world_pairing"))
+                   render_seed=info.get("render_seed"), world_pairing=info.get("world_pairing"),
+                   spurious_factor=info.get("spurious_factor", scm.DEFAULT_SPURIOUS_FACTOR))
 
     @property
     def texts(self) -> pd.DataFrame:
@@ -100,6 +102,10 @@ class DatasetStore:
         if self.render_seed is None:
             raise ValueError(f"dataset store {self.root} was not rendered: it has no class-background pairing")
         return scm.draw_pairing([self.render_seed, seed], [self.base_classes, self.novel_classes])
+
+    def spurious_levels(self, rows: pd.DataFrame) -> np.ndarray:
+        """Each row's level of the spurious factor (its background by default): what :meth:`pairing` pairs."""
+        return scm.factor_levels(self.spurious_factor, rows)
 
     @property
     def test_splits(self) -> list[str]:

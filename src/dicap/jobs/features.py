@@ -64,8 +64,8 @@ def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: 
         rows = store.split(name)
         out_arrays[name] = bundle.encode_rows(store, rows)
         out_arrays[f"{name}_labels"] = rows["label"].to_numpy()
-        if name == BACKGROUND_GRID:  # evaluation picks each seed's aligned and conflict rows by background
-            out_arrays[f"{name}_bg"] = rows["bg"].to_numpy()
+        if name == BACKGROUND_GRID:  # evaluation picks each seed's aligned and conflict rows by background (spurious factor)
+            out_arrays[f"{name}_bg"] = store.spurious_levels(rows)
     check_finite(out, out_arrays)
     save_arrays(out, out_arrays)
 

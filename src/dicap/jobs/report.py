@@ -87,13 +87,14 @@ def shortcut(
     out_csv: Path,
     out_md: Path,
     out_png: Path,
+    factor: Annotated[str, "data.spurious_factor: what the paired renders vary (named in the headings)"] = "background",
 ) -> None:
     """Aligned, conflict, gap, worst-group and novel accuracy per method and control (embedded suite),
     with DiCap against its own learner, the controls' verdicts and the dose-response."""
     from dicap.report.shortcut import build_paired, read_seeds, summarise, write_shortcut
 
     seeds = read_seeds(metrics, datasets)
-    write_shortcut(summarise(seeds, datasets), build_paired(seeds, datasets), out_csv, out_md, out_png)
+    write_shortcut(summarise(seeds, datasets), build_paired(seeds, datasets), out_csv, out_md, out_png, factor)
 
 
 def calibration(

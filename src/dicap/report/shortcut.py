@@ -11,6 +11,10 @@ the biased shots, and on the control datasets the two controls: CoOp on unbiased
 (negative: no shortcut to learn) and the counterfactual methods on the *true*
 counterfactuals (positive: what the loss can do with a perfect generator).
 
+The shortcut rides on the background by default; ``data.spurious_factor`` moves it to the
+object colour, the scale or the position, and the table and figure name the factor then (the
+background's keep their words, so the default run writes the same files as before the key).
+
 Every DiCap run is judged against its own learner, paired by seed (:mod:`dicap.report.paired`):
 the controls' verdicts, and the dose-response, the share of the true counterfactuals' gain
 over the learner that the generated ones reach, per loss reading and learner.  The sentences
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from dicap import layout
+from dicap.data.scm import DEFAULT_SPURIOUS_FACTOR as DEFAULT_FACTOR
 from dicap.io import atomic_output, write_table
 from dicap.prompting.methods import ZEROSHOT, parse_method
 from dicap.report.figures import legend_handles, method_colour, pyplot, save_figure
@@ -42,6 +47,11 @@ DOSE = ("conflict", "unbiased")  # the metrics whose true-counterfactual gain th
 # The loss readings in words, by the reading's CoOp name (paired.reading); another reads as its name.
 READINGS = {"dicap": "hard negative", "dicap_pos": "hard negative + labelled example", "dicap_label": "labelled example only"}
 CONTROL_SE = 2  # a control passes when its paired difference is beyond (positive) or within (negative) this many SE
+
+
+def factor_words(factor: str) -> str:
+    """How a heading names the shortcut's factor: nothing for the background, the default."""
+    return "" if factor == DEFAULT_FACTOR else f" on the {factor.replace('_', ' ')}"
 
 
 def per_seed(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -189,12 +199,12 @@ def verdicts(table: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
     return lines
 
 
-def to_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, paired: pd.DataFrame, factor: str = DEFAULT_FACTOR) -> str:
     headers = ["dataset", "method", "shots", "counterfactuals", *COLUMNS]
     rows = ([r["dataset"], r["method"], r["shots"], r["counterfactuals"],
              *(f"{r[c]:.1f} ± {r[f'{c}_se']:.1f}" for c in COLUMNS)] for _, r in table.iterrows())
     seeds = table["seeds"].iloc[0] if len(table) else ""
-    lines = [f"### Shortcut: base-class accuracy on paired renders (seeds: {seeds})", "",
+    lines = [f"### Shortcut{factor_words(factor)}: base-class accuracy on paired renders (seeds: {seeds})", "",
              "Mean ± standard error over seeds (SE = std / √n; the std is in the csv).", "",
              *markdown_table(headers, rows), ""]
     checks = verdicts(table, paired)
@@ -232,7 +242,7 @@ def label(row: pd.Series) -> str:
     return row["method"] + (f" ({', '.join(extra)})" if extra else "")
 
 
-def draw_shortcut(table: pd.DataFrame):
+def draw_shortcut(table: pd.DataFrame, factor: str = DEFAULT_FACTOR):
     """Per dataset, the gap (aligned − conflict) of every row as a horizontal bar with its SE:
     the main run's methods on top, the controls below a rule of their own; zero-shot's gap dashed."""
     plt = pyplot()
@@ -258,7 +268,7 @@ def draw_shortcut(table: pd.DataFrame):
             ax.axhline(len(main) - 0.5, color="0.3", linewidth=0.6)
             ax.text(0.01, len(main), "controls (hatched): true counterfactuals (positive), unbiased shots (negative)",
                     transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=7, style="italic")
-        ax.set_title(f"{dataset}: the shortcut, aligned − conflict (mean ± SE over seeds)", fontsize=9)
+        ax.set_title(f"{dataset}: the shortcut{factor_words(factor)}, aligned − conflict (mean ± SE over seeds)", fontsize=9)
         ax.grid(axis="x", linewidth=0.3, alpha=0.5)
     axes[-1, 0].set_xlabel("gap (accuracy points)")
     handles = [*legend_handles(table["method"], zeroshot="zero-shot"),
@@ -269,15 +279,16 @@ def draw_shortcut(table: pd.DataFrame):
     return fig
 
 
-def plot_shortcut(table: pd.DataFrame, out: Path) -> None:
+def plot_shortcut(table: pd.DataFrame, out: Path, factor: str = DEFAULT_FACTOR) -> None:
     plt = pyplot()
-    fig = draw_shortcut(table)
+    fig = draw_shortcut(table, factor)
     save_figure(fig, out)
     plt.close(fig)
 
 
-def write_shortcut(table: pd.DataFrame, paired: pd.DataFrame, out_csv: Path, out_md: Path, out_png: Path) -> None:
+def write_shortcut(table: pd.DataFrame, paired: pd.DataFrame, out_csv: Path, out_md: Path, out_png: Path,
+                   factor: str = DEFAULT_FACTOR) -> None:
     write_table(out_csv, table)
     with atomic_output(out_md) as tmp:
-        tmp.write_text(to_markdown(table, paired))
-    plot_shortcut(table, out_png)
+        tmp.write_text(to_markdown(table, paired, factor))
+    plot_shortcut(table, out_png, factor)

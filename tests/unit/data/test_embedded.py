@@ -171,3 +171,89 @@ def test_build_is_deterministic(tmp_path):
     for split in a.images:
         np.testing.assert_array_equal(a.images[split], b.images[split])
     assert not a.table[scm.FACTOR_COLUMNS].equals(c.table[scm.FACTOR_COLUMNS])
+
+
+# --- the spurious factor (data.spurious_factor): what the paired renders and the draw vary -----------
+
+FACTOR_PARAMS = {**PARAMS, "pretrain_per_class": 16, "pool_per_class": 120, "val_per_class": 1, "test_per_class": 2}
+FACTOR_FIELDS = {"background": ["bg"], "object_colour": ["fg"], "scale": ["scale"], "position": ["cx"]}
+
+
+@pytest.fixture(scope="module", params=scm.SPURIOUS_FACTORS)
+def factor_store(request, tmp_path_factory) -> DatasetStore:
+    """Tiny shapes, every pretraining image paired, with the shortcut on one factor."""
+    out = tmp_path_factory.mktemp(f"factor_{request.param}")
+    params = {**FACTOR_PARAMS, "spurious_factor": request.param, "pretrain_spurious_strength": 1.0}
+    embedded.build("shapes", params, seed=0, out_dir=out)
+    return DatasetStore.open(out)
+
+
+def test_the_store_names_its_spurious_factor(factor_store):
+    """classes.json names a factor other than the background; none reads as the background."""
+    info = pd.read_json(factor_store.root / "classes.json", typ="series")
+    assert ("spurious_factor" in info) == (factor_store.spurious_factor != "background")
+    assert factor_store.spurious_factor in scm.SPURIOUS_FACTORS
+
+
+def test_the_paired_grid_renders_every_object_at_every_level_of_the_factor(factor_store):
+    """Only the spurious factor differs between an object's renders, so aligned and conflict
+    rows score the same objects, and the stored factors still render the stored pixels."""
+    factor, grid = factor_store.spurious_factor, factor_store.split("test_backgrounds")
+    assert len(grid) == len(factor_store.classes) * FACTOR_PARAMS["test_per_class"] * scm.LEVELS
+    levels = factor_store.spurious_levels(grid).reshape(-1, scm.LEVELS)
+    assert (np.sort(levels, axis=1) == np.arange(scm.LEVELS)).all()
+    for _, rows in grid.groupby(np.arange(len(grid)) // scm.LEVELS):
+        assert rows.drop(columns=FACTOR_FIELDS[factor] + ["index", "caption"]).nunique().max() == 1
+    for i in range(0, len(grid), 11):
+        row = grid.iloc[i]
+        np.testing.assert_array_equal(scm.render("shapes", int(row["label"]), _factors(row), PARAMS["image_size"]),
+                                      factor_store.images["test_backgrounds"][int(row["index"])])
+
+
+def test_pretraining_pairs_each_class_with_its_level_of_the_factor(factor_store):
+    pre = factor_store.split("pretrain")
+    world = factor_store.pairing(1)
+    assert (factor_store.spurious_levels(pre) == pre["label"].map(lambda c: world[c]).to_numpy()).all()
+
+
+@pytest.mark.parametrize("strength", [1 / 3, 1.0])
+def test_the_few_shot_draw_pairs_each_class_with_its_level_of_the_factor(factor_store, strength):
+    from dicap.data.splits import training_split
+
+    shots = 3
+    for seed in (1, 2):
+        split = training_split(factor_store, shots, seed, strength)
+        pairing = factor_store.pairing(seed)
+        assert split.groupby("label").size().tolist() == [shots] * len(factor_store.base_classes)
+        paired = factor_store.spurious_levels(split) == split["label"].map(lambda c: pairing[c]).to_numpy()
+        assert pd.Series(paired).groupby(split["label"].to_numpy()).sum().tolist() == [round(strength * shots)] * len(
+            factor_store.base_classes)
+
+
+def test_an_unknown_spurious_factor_is_refused_before_rendering(tmp_path):
+    with pytest.raises(ValueError, match="data.spurious_factor 'colour'"):
+        embedded.build("shapes", {**FACTOR_PARAMS, "spurious_factor": "colour"}, seed=0, out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_reads_exactly_its_render_keys(tmp_path):
+    """prepare_dataset's params are RENDER_KEYS (plan.Plan.data_params): every key the renderer
+    reads is among them (or a change would not re-render) and it reads every one of them (or a
+    change would re-render for nothing, as shots and spurious_strength once did)."""
+    from dicap.jobs.data import prepare_dataset
+
+    class Reads(dict):
+        seen: set[str] = set()
+
+        def __getitem__(self, key):
+            self.seen.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            self.seen.add(key)
+            return super().get(key, default)
+
+    params = Reads({**FACTOR_PARAMS, "pretrain_per_class": 2, "pool_per_class": 2, "render_seed": 0,
+                    "shots": 16, "spurious_strength": 0.9})
+    prepare_dataset("shapes", params, tmp_path)
+    assert Reads.seen == set(embedded.RENDER_KEYS)

@@ -1,11 +1,12 @@
-"""The structural causal model (data/scm.py): the background pairing, deterministic renders, and
-the true counterfactual (the same non-causal factors, another class)."""
+"""The structural causal model (data/scm.py): the background pairing, deterministic renders, the
+true counterfactual (the same non-causal factors, another class), and the spurious factor's levels."""
 
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dicap.data import scm
@@ -30,8 +31,8 @@ def test_pairing_is_distinct_within_each_half_and_drawn_per_seed(seed):
         assert len({scm.draw_pairing(s, groups)[label] for s in range(seed, seed + 40)}) >= 6
 
 
-def test_pairing_refuses_more_classes_than_backgrounds():
-    with pytest.raises(ValueError, match="backgrounds"):
+def test_pairing_refuses_more_classes_than_levels():
+    with pytest.raises(ValueError, match="levels of the spurious factor"):
         scm.draw_pairing(0, [list(range(len(scm.BACKGROUNDS) + 1))])
 
 
@@ -116,3 +117,37 @@ def test_a_styled_image_names_its_style_and_keeps_its_object():
         assert np.abs(image - photo).mean() > 5  # a visible shift ...
         other = scm.render("shapes", 1, styled, 16).astype(float)
         assert np.abs(image - other).mean() > 1  # ... that still shows which object it is
+
+
+# --- the spurious factor: its levels --------------------------------------------------------------
+
+FIELDS = {"background": {"bg"}, "object_colour": {"fg"}, "scale": {"scale"}, "position": {"cx"}}
+
+
+@pytest.mark.parametrize("factor", scm.SPURIOUS_FACTORS)
+def test_at_level_sets_that_level_and_nothing_else(factor):
+    for f in _some_factors(12, seed=3):
+        moved = [scm.at_level(factor, f, level) for level in range(scm.LEVELS)]
+        table = pd.DataFrame([m.__dict__ for m in moved])
+        assert scm.factor_levels(factor, table).tolist() == list(range(scm.LEVELS))
+        changed = {k for m in moved for k, v in m.__dict__.items() if v != f.__dict__[k]}
+        assert changed <= FIELDS[factor]
+
+
+@pytest.mark.parametrize("factor", scm.SPURIOUS_FACTORS)
+def test_drawn_factors_spread_over_every_level(factor):
+    table = pd.DataFrame([f.__dict__ for f in _some_factors(800)])
+    levels = scm.factor_levels(factor, table)
+    assert levels.dtype == np.int64
+    assert np.bincount(levels, minlength=scm.LEVELS).min() > 800 / scm.LEVELS / 2  # each level a fair share
+
+
+def test_the_background_level_is_the_background_column():
+    table = pd.DataFrame([f.__dict__ for f in _some_factors(50, seed=1)])
+    np.testing.assert_array_equal(scm.factor_levels("background", table), table["bg"].to_numpy())
+
+
+@pytest.mark.parametrize("factor", ["colour", "bg", ""])
+def test_an_unknown_spurious_factor_is_refused_by_name(factor):
+    with pytest.raises(ValueError, match="data.spurious_factor"):
+        scm.check_factor(factor)

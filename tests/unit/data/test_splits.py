@@ -1,4 +1,4 @@
-"""The few-shot split (data/splits.py): counts, the spurious share, seeds, and refusals."""
+"""The few-shot split (data/splits.py): counts, the spurious share (on each spurious factor), seeds, and refusals."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dicap.data import scm
 from dicap.data.splits import few_shot
 
 # --- the few-shot split -------------------------------------------------------------------------
@@ -67,3 +68,16 @@ def test_few_shot_raises_naming_the_class_when_pool_too_small():
 def test_a_spurious_draw_without_a_pairing_is_refused():
     with pytest.raises(ValueError, match="paired background"):
         few_shot(_pool(), [0, 1, 2], 8, seed=0, spurious_strength=0.5)
+
+
+@pytest.mark.parametrize("factor", scm.SPURIOUS_FACTORS)
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_the_spurious_share_is_counted_on_the_spurious_factor(factor, strength):
+    """With data.spurious_factor, the paired shots carry their class's level of that factor."""
+    factors = scm.sample_factors(np.random.default_rng(4), 6 * 80)
+    pool = pd.DataFrame([{"split": "train", "index": i, "label": i % 6, **f.__dict__} for i, f in enumerate(factors)])
+    split = few_shot(pool, [0, 1, 2], 4, seed=2, spurious_strength=strength, pairing=PAIRING, factor=factor)
+    paired = scm.factor_levels(factor, split) == np.asarray(PAIRING)[split["label"]]
+    assert pd.Series(paired).groupby(split["label"]).sum().tolist() == [round(strength * 4)] * 3
+    if factor != "background":  # another factor's draw is not the background's
+        assert not split.equals(few_shot(pool, [0, 1, 2], 4, seed=2, spurious_strength=strength, pairing=PAIRING))

@@ -147,3 +147,14 @@ def test_metrics_without_the_paired_splits_are_refused(tmp_path):
     pd.DataFrame([{"method": "coop", "seed": 1, "split": "test", "base": 1, "novel": 1, "hm": 1}]).to_csv(path, index=False)
     with pytest.raises(ValueError, match="test_aligned"):
         per_seed(pd.read_csv(path).assign(dataset="dtd", variant="main"))
+
+
+@pytest.mark.parametrize("factor, words", [("object_colour", "on the object colour"), ("scale", "on the scale"),
+                                           ("position", "on the position")])
+def test_another_spurious_factor_is_named_in_the_headings(tmp_path, factor, words):
+    """The background keeps the words the default run always wrote; another factor is named."""
+    table, paired_rows = _report(tmp_path)
+    assert to_markdown(table, paired_rows).startswith("### Shortcut: base-class")
+    assert to_markdown(table, paired_rows, factor).startswith(f"### Shortcut {words}: base-class")
+    assert all(words not in a.get_title() for a in draw_shortcut(table).axes)
+    assert all(words in a.get_title() for a in draw_shortcut(table, factor).axes if a.get_title())
