@@ -71,7 +71,7 @@ rule generator_curve:
         B(GENERATOR_CURVE),
     params:
         code=code_version("generator_curve"),
-        cf=as_json({k: COUNTERFACTUAL[k] for k in ("guide", "steps", "batch_size")}),  # what the curve reads: it sets scale and depth itself
+        cf=as_json({k: COUNTERFACTUAL[k] for k in ("guide", "steps", "batch_size", "sampling")}),  # it sets scale and depth itself
         scales=PLAN.curve_settings["scales"],
         depths=PLAN.curve_settings["depths"],
         images=config["report"]["curve_images"],

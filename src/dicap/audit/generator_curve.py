@@ -30,16 +30,21 @@ from dicap.runtime import device
 
 
 
-def curve_rows(split: pd.DataFrame, n: int, base_classes: list[int], seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+def curve_rows(split: pd.DataFrame, n: int, base_classes: list[int], seed: int, strategy: str,
+               text_features: np.ndarray | None = None, image_features: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """``n`` rows spread evenly over ``split`` (a split is often ordered by class: its first
-    rows would be one or two classes), each with a ``y_cf``: a random other base class drawn
-    from ``seed``.  Deterministic, so every setting and every run sees the same pairs."""
+    rows would be one or two classes), each with the ``y_cf`` the counterfactual shards give it:
+    ``counterfactual.sampling`` over the whole split, as in jobs/counterfactuals.py.  With other
+    targets (a random class where the run picks the nearest one) the curve's point at the
+    config's own setting would judge other pairs than the audit, and its cosines would not
+    compare.  Deterministic, so every setting and every run sees the same pairs."""
     if n < 1:
         raise ValueError(f"report.curve_images must be at least 1, got {n}")
     pick = np.unique(np.linspace(0, max(len(split) - 1, 0), min(n, len(split))).round().astype(int))
     rows = split.iloc[pick].reset_index(drop=True)
     rows.insert(0, "row", pick)
-    return rows, choose_targets(rows["label"].to_numpy(), base_classes, "random", seed)
+    targets = choose_targets(split["label"].to_numpy(), base_classes, strategy, seed, text_features, image_features)
+    return rows, targets[pick]
 
 
 def generator_curve(

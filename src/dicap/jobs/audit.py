@@ -88,7 +88,7 @@ def generator_curve(
     oracle_dir: Path,
     clip_dir: Annotated[Path, "the frozen CLIP: the cosine to the true counterfactual (and the 'clip' guide's posterior)"],
     class_text_features: Annotated[Path, "clip_backbone's class text features (the 'clip' guide)"],
-    params: Annotated[dict[str, Any], "the config's counterfactual block: guide, steps, batch_size"],
+    params: Annotated[dict[str, Any], "the config's counterfactual block: guide, steps, batch_size, sampling"],
     scales: Annotated[list[float], "guidance scales"],
     depths: Annotated[list[float], "inversion depths"],
     images: Annotated[int, "report.curve_images: how many of the split's images"],
@@ -112,12 +112,14 @@ def generator_curve(
 
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
-    rows, targets = curve_rows(pd.read_parquet(split), images, store.base_classes, seed)
     diffusion = load_diffusion(diffusion_dir)
     clip = load_clip({"path": str(clip_dir)})
     clip.model.to(runtime.device())
-    guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=load_class_text_features(class_text_features),
-                       grad_batch_size=CLIP_GRAD_BATCH_SIZE)
+    text = load_class_text_features(class_text_features)
+    few_shot = pd.read_parquet(split)
+    image_features = clip.encode_rows(store, few_shot) if params["sampling"] == "centroid" else None
+    rows, targets = curve_rows(few_shot, images, store.base_classes, seed, params["sampling"], text, image_features)
+    guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=text, grad_batch_size=CLIP_GRAD_BATCH_SIZE)
     frame = curve(store, rows, targets, diffusion, guide, load_oracle(oracle_dir), clip, scales, depths, params["steps"],
                   params["batch_size"])
     check_table_finite(out, frame)

@@ -12,6 +12,7 @@ import pytest
 from dicap.audit.divergence import cosine_distance
 from dicap.audit.generator_curve import curve_rows, generator_curve
 from dicap.counterfactual.generate import true_counterfactuals
+from dicap.counterfactual.sampling import choose_targets
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -35,27 +36,42 @@ def diffusion16():
 @pytest.mark.parametrize("n", [1, 4, 7, 30, 45])
 def test_curve_rows_spread_over_the_split_each_towards_another_base_class(world, n):
     store, split = world[0], world[1]
-    rows, targets = curve_rows(split, n, store.base_classes, seed=1)
+    rows, targets = curve_rows(split, n, store.base_classes, 1, "random")
     assert len(rows) == len(targets) == min(n, len(split))
     assert rows["row"].is_unique and rows["row"].is_monotonic_increasing
     assert rows["row"].iloc[0] == 0 and (n == 1 or rows["row"].iloc[-1] == len(split) - 1)  # both ends: the whole split
     pd.testing.assert_frame_equal(rows.drop(columns="row"), split.iloc[rows["row"]].reset_index(drop=True))
     assert set(targets) <= set(store.base_classes) and (targets != rows["label"].to_numpy()).all()
-    again_rows, again = curve_rows(split, n, store.base_classes, seed=1)
+    again_rows, again = curve_rows(split, n, store.base_classes, 1, "random")
     np.testing.assert_array_equal(targets, again)
     pd.testing.assert_frame_equal(rows, again_rows)
 
 
+@pytest.mark.parametrize("strategy", ["random", "similarity", "centroid"])
+@pytest.mark.parametrize("n", [3, 9])
+def test_curve_rows_pair_each_image_with_the_shards_target(world, strategy, n):
+    """The curve's pairs are the run's: targets drawn over the whole split by the config's
+    sampling, as the counterfactual shards draw them, then the picked rows' (a random class
+    where the run takes the nearest one made the curve's cosines incomparable with the audit's)."""
+    store, split = world[0], world[1]
+    split = split[split["label"].isin(store.base_classes)].reset_index(drop=True)  # a few-shot split's classes
+    rng = np.random.default_rng(n)
+    text, images = rng.normal(size=(len(store.classes), 8)), rng.normal(size=(len(split), 8))
+    rows, targets = curve_rows(split, n, store.base_classes, 2, strategy, text, images)
+    run = choose_targets(split["label"].to_numpy(), store.base_classes, strategy, 2, text, images)
+    np.testing.assert_array_equal(targets, run[rows["row"].to_numpy()])
+
+
 def test_curve_rows_refuse_no_images(world):
     with pytest.raises(ValueError, match="report.curve_images must be at least 1"):
-        curve_rows(world[1], 0, world[0].base_classes, seed=1)
+        curve_rows(world[1], 0, world[0].base_classes, 1, "random")
 
 
 def _curve(world, clip, diffusion, targets=None, rows=6, batch_size=4):
     from dicap.backbones.guides import ClassifierFreeGuide
 
     store, split, *_, oracle = world
-    picked, drawn = curve_rows(split, rows, store.base_classes, seed=1)
+    picked, drawn = curve_rows(split, rows, store.base_classes, 1, "random")
     targets = drawn if targets is None else targets
     frame = generator_curve(store, picked, targets, diffusion, ClassifierFreeGuide(diffusion), oracle, clip, [0.0, 2.0, 5.0],
                             [0.5, 0.8], steps=4, batch_size=batch_size)
