@@ -51,3 +51,10 @@ def test_the_budget_prints_every_stage_the_total_and_the_source(capsys):
     assert "H200" in out and "budget.yaml" in out and "(estimate)" in out
     with pytest.raises(ValueError, match="key 'seeds'"):  # a config the schema refuses names its key
         tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], seeds=[])
+
+
+def test_the_documented_paper_budget_is_what_the_command_prints(capsys):
+    """docs/cluster.md quotes `dicap budget ... --table1-only` whole: a new cost or plan changes both."""
+    tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], table1_only=True)
+    table = capsys.readouterr().out.split("\ncosts:")[0]  # the table and what to ask for
+    assert table.count("|\n") > 5 and table in (REPO / "docs/cluster.md").read_text()
