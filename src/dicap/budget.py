@@ -127,6 +127,7 @@ def estimate(plan: Any) -> list[Stage]:
     from dicap.prompting.methods import parse_method
 
     config, seeds = plan.config, len(plan.seeds)
+    compiles = (config["diffusion"].get("pretrained") or {}).get("compile", False)
     load, clip_rate = _cost("model_load"), _cost("clip_encoding")["images_per_second"]
     estimated = {k for k, c in costs()["costs"].items() if not c["measured"]}
     stages = {rule: Stage(rule) for rule in (
@@ -146,7 +147,7 @@ def estimate(plan: Any) -> list[Stage]:
             unsized["counterfactual_shard"].append(d)
         if generated:
             shards = plan.shards(d)
-            parts = [shard_seconds(len(range(k, cf_images or 0, shards)), config["diffusion"]["pretrained"]["compile"])
+            parts = [shard_seconds(len(range(k, cf_images or 0, shards)), compiles)
                      for k in range(shards)]
             stages["counterfactual_shard"].add(seeds * shards, seeds * sum(p[0] for p in parts), fixed=seeds * sum(p[1] for p in parts))
         shots = training_images(d, config) or cf_images or 0
@@ -155,16 +156,15 @@ def estimate(plan: Any) -> list[Stage]:
         images = training_images(d, config)
         if images is None:
             unsized["train_prompt"].append(d)
-        pixel_methods = 0
+        per_image_methods = 0  # those that encode a prompt (or the image) per test image; the others read cached features
         for m in plan.methods:
             parsed = parse_method(m)
             seconds = prompt_seconds(parsed.learner, (images or 0) * (2 if parsed.uses_counterfactuals else 1),
                                      config["prompt"]["epochs"]) - load["seconds"]
             stages["train_prompt"].add(seeds, seeds * seconds, gpu=parsed.trains)
-            pixel_methods += parsed.spec.uses_pixels or parsed.spec.conditional
+            per_image_methods += parsed.spec.uses_pixels or parsed.spec.conditional
         test = costs()["datasets"]["test_images"].get(d) or 0
-        per_test = _cost("evaluation")["seconds_per_image"]
-        stages["evaluate"].add(seeds, seeds * (test / clip_rate * len(plan.methods) + test * per_test * pixel_methods))
+        stages["evaluate"].add(seeds, seeds * test * _cost("evaluation")["seconds_per_image"] * per_image_methods)
     for d in plan.text_datasets:
         items, batch = counterfactuals_per_seed(d, config) or 0, config["prompt"]["batch_size"]
         steps = config["prompt"]["epochs"] * math.ceil(items / batch)
@@ -174,6 +174,7 @@ def estimate(plan: Any) -> list[Stage]:
     stages["counterfactual_shard"].peak_gib = _cost("counterfactual")["peak_gib"]
     for rule, uses in {"train_prompt": "prompt_training", "evaluate": "evaluation"}.items():
         stages[rule].measured = uses not in estimated
+    stages["train_task_prompt"].measured = not plan.task_datasets["retrieval"]  # measured: a VQA step only
     for stage in stages.values():
         stage.unsized = tuple(unsized[stage.rule])
     return [s for s in stages.values() if s.jobs]
@@ -189,8 +190,10 @@ def format_budget(stages: list[Stage]) -> str:
         lines.append(f"| {s.rule} | {s.jobs} | {s.gpu_jobs} | {items} | {s.fixed_seconds / 3600:.1f} | {s.gpu_hours:.1f} | {peak} |")
     total, margin = sum(s.gpu_hours for s in stages), costs()["allocation_margin"]
     lines.append(f"| total | {sum(s.jobs for s in stages)} | {sum(s.gpu_jobs for s in stages)} | | | {total:.1f} | |")
+    load = _cost("model_load")
+    sources = (f"costs: src/dicap/{COSTS_FILE.name} (each with its source), measured on {costs()['device']}; "
+               "'(estimate)' marks a per-item cost nobody has measured")
     lines += ["", f"ask for {math.ceil(total * margin)} GPU-hours: the total x {margin:g} (retries, estimates)",
-              f"costs: src/dicap/{COSTS_FILE.name} (each with its source), measured on {costs()['device']}; '(estimate)' marks a "
-              f"per-item cost nobody has measured; the model load ({_cost('model_load')['seconds']} s a job) is an estimate too"]
+              sources + ("" if load["measured"] else f"; the model load ({load['seconds']} s a job) is an estimate too")]
     lines += [f"not sized ({s.rule}): {', '.join(s.unsized)} (add them to {COSTS_FILE.name} datasets)" for s in stages if s.unsized]
     return "\n".join(lines)

@@ -73,4 +73,8 @@ def budget(
     config |= {k: v for k, v in overrides.items() if v is not None}
     if table1_only:
         config["tasks"] = {**config.get("tasks", {}), "datasets": {}}
-    print(format_budget(estimate(Plan(validate_config(with_defaults(config), " + ".join(map(str, configfile)))))))
+    config = validate_config(with_defaults(config), " + ".join(map(str, configfile)))
+    if config["suite"] != "paper":
+        raise ValueError(f"key 'suite' = {config['suite']!r}: dicap budget sizes the paper suite's GPU jobs "
+                         "(add config.paper.yaml); the embedded suite runs on a CPU (README: quick start)")
+    print(format_budget(estimate(Plan(config))))

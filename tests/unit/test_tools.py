@@ -51,6 +51,8 @@ def test_the_budget_prints_every_stage_the_total_and_the_source(capsys):
     assert "H200" in out and "budget.yaml" in out and "(estimate)" in out
     with pytest.raises(ValueError, match="key 'seeds'"):  # a config the schema refuses names its key
         tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], seeds=[])
+    with pytest.raises(ValueError, match="key 'suite' = 'embedded'"):
+        tools.budget([REPO / "config.yaml"])
 
 
 def test_the_documented_paper_budget_is_what_the_command_prints(capsys):
