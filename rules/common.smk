@@ -96,7 +96,7 @@ def data_params(wildcards):
 
 def cf_source(wildcards):
     """The merged counterfactuals a variant trains on (main's for true_cf, none for the negative control)."""
-    variant = PLAN.counterfactual_variant(wildcards.variant)
+    variant = PLAN.counterfactual_variant(wildcards.variant, wildcards.dataset)
     if variant is None:
         return {}
     fill = dict(dataset=wildcards.dataset, seed=wildcards.seed, variant=variant)
@@ -116,9 +116,27 @@ def learner_size(embedded_mb, paper_mb):
     return lambda wc, attempt: PLAN.learner_memory_mb(wc.method, embedded_mb, paper_mb, attempt)
 
 
-def learner_runtime(wc):
-    """Minutes per learner on the cluster (its registry entry)."""
-    return PLAN.learner_minutes(wc.method)
+def learner_runtime(wc, attempt):
+    """Minutes per learner on the cluster: its budget (src/dicap/budget.py), doubling with each retry."""
+    return PLAN.learner_minutes(wc.method, wc.dataset, attempt)
+
+
+def learner_gpus(wc):
+    """A method that learns nothing (zeroshot) asks for no GPU."""
+    return PLAN.learner_gpus(wc.method)
+
+
+def shard_runtime(wc, attempt):
+    """Minutes per counterfactual shard: its budget on the paper suite, doubling with each retry."""
+    return PLAN.shard_minutes(wc.dataset, attempt)
+
+
+def shard_files(wildcards):
+    """Every shard of one dataset's counterfactuals: as many as its image count asks for (Plan.shards)."""
+    n = PLAN.shards(wildcards.dataset)
+    fill = dict(dataset=wildcards.dataset, variant=wildcards.variant, seed=wildcards.seed, shards=n)
+    return {"images": [CF_SHARD_IMAGES.format(shard=k, **fill) for k in range(n)],
+            "tables": [CF_SHARD_TABLE.format(shard=k, **fill) for k in range(n)]}
 
 
 def pixel_inputs(wildcards):

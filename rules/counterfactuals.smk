@@ -25,8 +25,9 @@ rule counterfactual_shard:
     threads: 1
     resources:
         mem_mb=grow_with_attempt(by_suite(4000, 32000)),  # a retry after an out-of-memory kill asks for more
-        runtime=by_suite(60, 240),
+        runtime=shard_runtime,  # the shard's budget (src/dicap/budget.py), doubling with each retry
         gpu=1,  # asked of a scheduler (sbatch --gpus=1); a local run only counts it
+        compile_unet=lambda wc: PLAN.shard_compiles(wc.dataset),  # not a parameter: no rerun trigger (rules/prompts.smk)
     log:
         log_path("counterfactual_shard", "dataset", "variant", "seed", "shard"),
     benchmark:
@@ -38,15 +39,14 @@ rule counterfactual_shard:
         " --class-text-features {input.class_text_features}"
         " --diffusion-dir {input.diffusion} {params.check} {params.classifier} --split {input.split}"
         " --seed {wildcards.seed} --shard {wildcards.shard} --shards {wildcards.shards}"
-        " --params {params.cf:q} --threads {threads}"
+        " --params {params.cf:q} --threads {threads} --compile-unet {resources.compile_unet}"
         " --out-images {output.images} --out-table {output.table} > {log} 2>&1"
 
 
 rule merge_counterfactuals:
     input:
+        unpack(shard_files),
         split=split_of,
-        images=expand(CF_SHARD_IMAGES, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
-        tables=expand(CF_SHARD_TABLE, shard=range(SHARDS), shards=SHARDS, allow_missing=True),
     output:
         images=CF_IMAGES,
         table=CF_TABLE,

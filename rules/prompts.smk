@@ -27,7 +27,7 @@ rule train_prompt:
     resources:
         mem_mb=learner_size(2000, 16000),
         runtime=learner_runtime,
-        gpu=1,
+        gpu=learner_gpus,  # none for zeroshot, which learns nothing
         checkpoint_every=config["prompt"]["checkpoint_every"],
     log:
         log_path("train_prompt", "dataset", "variant", "method", "seed"),

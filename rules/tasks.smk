@@ -22,8 +22,8 @@ rule train_task_prompt:
     threads: 1
     resources:
         mem_mb=by_suite(2000, 16000),
-        runtime=by_suite(30, 240),
-        gpu=by_suite(0, 1),
+        runtime=learner_runtime,  # a text dataset has no budgeted size: the learner's ceiling; zeroshot's short one
+        gpu=lambda wc: by_suite(0, learner_gpus(wc)),  # zeroshot learns nothing: no GPU
     log:
         log_path("train_task_prompt", "task", "dataset", "method", "seed"),
     benchmark:

@@ -30,7 +30,8 @@ JOB_MODULES = tuple(f"dicap.jobs.{name}" for name in (
     "data", "backbones", "counterfactuals", "features", "prompts", "evaluate", "tasks", "audit", "report", "ablations"))
 # Commands that are no rule's job: name -> (module, function).
 TOOLS = {"record_reference": ("dicap.tools", "record_reference"), "readme_results": ("dicap.tools", "readme_results"),
-         "validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve")}
+         "validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve"),
+         "budget": ("dicap.tools", "budget")}
 ERRORS = (ValueError, KeyError, FileNotFoundError, OSError)  # one line on stderr and exit status 1
 
 

@@ -10,11 +10,12 @@ from :mod:`dicap.prompting.registry`.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from typing import Any
 
-from dicap import layout
+from dicap import budget, layout
 from dicap.data.embedded import DATASETS as EMBEDDED_DATASETS
 from dicap.data.embedded import RENDER_KEYS
 from dicap.io import params_hash
@@ -197,14 +198,17 @@ class Plan:
         shots, same counterfactuals)."""
         return layout.MAIN if layout.parse_variant(variant).prompt else variant
 
-    def counterfactual_variant(self, variant: str) -> str | None:
+    def counterfactual_variant(self, variant: str, dataset: str | None = None) -> str | None:
         """Whose counterfactual files a variant trains on: its own, main's (true_cf and the
         prompt variants), or none: the negative control, and any variant none of whose methods
-        (main: nor the text tasks') uses counterfactuals, so that a baseline-only study never
-        trains a diffusion model."""
+        (main: nor the text tasks', where the tasks score ``dataset``) uses counterfactuals, so
+        that a baseline-only study never trains a diffusion model.  On the paper suite the text
+        tasks have datasets of their own: their methods never make a classification dataset's."""
         if variant == layout.UNBIASED_SHOTS:
             return None
-        methods = self.variant_methods(variant) + (list(self.config["tasks"]["methods"]) if variant == layout.MAIN else [])
+        tasks = variant == layout.MAIN and (dataset is None or any(dataset in ds for ds in self.task_datasets.values()))
+        methods = (self.variant_methods(variant) if dataset not in self.text_datasets else []) + (
+            list(self.config["tasks"]["methods"]) if tasks else [])
         if not any(parse_method(m).uses_counterfactuals for m in methods):
             return None
         return layout.generated_variant(variant)
@@ -220,9 +224,47 @@ class Plan:
         factor = parse_method(method).spec.memory_factor
         return self.by_suite(embedded_mb, paper_mb * factor) * 2 ** (attempt - 1)
 
-    def learner_minutes(self, method: str) -> int:
-        """Walltime of one prompt-training job on the cluster (the per-image learners take far longer)."""
-        return self.by_suite(30, parse_method(method).spec.cluster_minutes)
+    def learner_minutes(self, method: str, dataset: str | None = None, attempt: int = 1) -> int:
+        """Walltime of one prompt-training job on the cluster: its budget (:mod:`dicap.budget`),
+        never above the learner's registry ceiling; a short one for a method that learns nothing;
+        doubling with each retry."""
+        parsed = parse_method(method)
+        if not self.paper:
+            return 30 * 2 ** (attempt - 1)
+        if not parsed.trains:
+            return budget.NO_TRAINING_MINUTES * 2 ** (attempt - 1)
+        images = budget.training_images(dataset, self.config) if dataset else None
+        if images is None:
+            return parsed.spec.cluster_minutes * 2 ** (attempt - 1)
+        images *= 2 if parsed.uses_counterfactuals else 1
+        minutes = budget.walltime_minutes(budget.prompt_seconds(parsed.learner, images, self.config["prompt"]["epochs"]))
+        return min(minutes, parsed.spec.cluster_minutes) * 2 ** (attempt - 1)
+
+    def learner_gpus(self, method: str) -> int:
+        """GPUs of one prompt-training job: none for a method that learns nothing (zeroshot)."""
+        return int(parse_method(method).trains)
+
+    def shards(self, dataset: str) -> int:
+        """Counterfactual shards per seed of ``dataset``: sized by image count on the paper suite
+        (``counterfactual.images_per_shard``), ``counterfactual.shards`` otherwise."""
+        return budget.shard_count(dataset, self.config)
+
+    def shard_compiles(self, dataset: str) -> int:
+        """1 where a shard of ``dataset`` compiles the UNet (the paper config asks for it and the
+        shard's images repay the compilation, :func:`dicap.budget.compile_pays`), else 0."""
+        images = budget.counterfactuals_per_seed(dataset, self.config) if self.paper else None
+        pays = images is None or budget.compile_pays(math.ceil(images / self.shards(dataset)))
+        return int(pays and self.paper and self.config["diffusion"]["pretrained"]["compile"])
+
+    def shard_minutes(self, dataset: str, attempt: int = 1) -> int:
+        """Walltime of one counterfactual shard: its budget on the paper suite, an hour on the embedded one."""
+        if not self.paper:
+            return 60 * 2 ** (attempt - 1)
+        images = budget.counterfactuals_per_seed(dataset, self.config)
+        if images is None:
+            return 240 * 2 ** (attempt - 1)
+        seconds = budget.shard_seconds(math.ceil(images / self.shards(dataset)), self.config["diffusion"]["pretrained"]["compile"])
+        return budget.walltime_minutes(sum(seconds), attempt)
 
     def reads_pixels(self, method: str) -> bool:
         """Whether ``method``'s learner runs the vision tower itself (its job reads images)."""
@@ -314,7 +356,7 @@ class Plan:
         Everything the workflow writes under these folders for the main variant is listed, so
         a DVC stage that asks Snakemake for exactly these owns the folders whole.
         """
-        b, every, shards = self.build, [*self.datasets, *self.text_datasets], self.counterfactual["shards"]
+        b, every = self.build, [*self.datasets, *self.text_datasets]
         data = [layout.DATA_TABLE, layout.DATA_CLASSES] + ([] if self.paper else [layout.DATA_IMAGES])
         models = [layout.CLIP_MODEL, layout.CLIP_REPORT, layout.CLASS_TEXT_FEATURES, layout.DIFFUSION_MODEL,
                   layout.DIFFUSION_REPORT]
@@ -328,8 +370,8 @@ class Plan:
             *(self.split_path(d, s, layout.UNBIASED_SHOTS) for d in self.controls for s in self.seeds),
             *(b(t, dataset=d) for d in every for t in models),
             *(b(t, dataset=d, variant=layout.MAIN, seed=s) for d in every for s in self.seeds for t in per_seed),
-            *(b(t, dataset=d, variant=layout.MAIN, seed=s, shard=k, shards=shards)
-              for d in every for s in self.seeds for k in range(shards) for t in shard_files),
+            *(b(t, dataset=d, variant=layout.MAIN, seed=s, shard=k, shards=self.shards(d))
+              for d in every for s in self.seeds for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
         ]
 

@@ -2,15 +2,17 @@
 
 ``dicap record_reference`` freezes a run's numbers as the reference every later run compares
 with (``results/reference/<suite>.csv``); ``dicap readme_results`` writes the reference tables
-(``results/reference/embedded.md``) from it (docs/reproduction.md).  Like the jobs, they only wire files to library functions.
+(``results/reference/embedded.md``) from it (docs/reproduction.md); ``dicap budget`` prints what
+a config will cost on a GPU cluster before its first job (dicap.budget, docs/cluster.md).  Like the jobs, they only wire files to library functions.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-__all__ = ["record_reference", "readme_results"]
+__all__ = ["record_reference", "readme_results", "budget"]
 
 
 def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
@@ -36,3 +38,43 @@ def readme_results(
 
     if not write_tables(out, results_section(reference), check=check):
         raise ValueError(f"{out} differs from {reference}: run dicap readme_results")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``, nested mappings merged (as Snakemake merges config files)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def budget(
+    configfile: Annotated[list[Path], "config files, later ones over earlier ones (as snakemake --configfile)"] = (
+        Path("config.yaml"), Path("config.paper.yaml")),
+    datasets: Annotated[list[str] | None, "only these datasets (as --config datasets=[...])"] = None,
+    methods: Annotated[list[str] | None, "only these methods"] = None,
+    seeds: Annotated[list[int] | None, "only these seeds"] = None,
+    table1_only: Annotated[bool, "leave out Tables 2 and 3 (as the target results/table1.csv)"] = False,
+) -> None:
+    """Print the plan's GPU budget per stage: jobs, GPU-hours, peak memory and the total to ask for."""
+    import yaml
+
+    from dicap.budget import estimate, format_budget
+    from dicap.config import ConfigError, validate_config, with_defaults
+    from dicap.plan import Plan
+
+    config: dict[str, Any] = {}
+    for path in configfile:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        config = _merge(config, loaded)
+    overrides = {"datasets": datasets, "methods": methods, "seeds": seeds}
+    config |= {k: v for k, v in overrides.items() if v is not None}
+    if table1_only:
+        config["tasks"] = {**config.get("tasks", {}), "datasets": {}}
+    config = validate_config(with_defaults(config), " + ".join(map(str, configfile)))
+    if config["suite"] != "paper":
+        raise ValueError(f"key 'suite' = {config['suite']!r}: dicap budget sizes the paper suite's GPU jobs "
+                         "(add config.paper.yaml); the embedded suite runs on a CPU (README: quick start)")
+    print(format_budget(estimate(Plan(config))))

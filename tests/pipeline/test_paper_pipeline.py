@@ -65,7 +65,7 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
         "clip": {"pretrained": {"model": f"local-dir:{clip}", "tag": None, "cache_dir": None}},
         "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
                                      "template": "a photo of a {}."}},
-        "counterfactual": {"steps": 4, "shards": 2, "batch_size": 8},
+        "counterfactual": {"steps": 4, "shards": 2, "images_per_shard": None, "batch_size": 8},  # tiny stand-ins: not the real sizes
         "tasks": {"datasets": {"retrieval": [], "vqa": []}},  # Tables 2 and 3 have a test of their own (below)
         # every learner, and DiCap's term on CoOp and on MaPLe (which reads the image files itself)
         "methods": ["zeroshot", *LEARNERS, "dicap", "dicap_pos", "dicap_maple"],
@@ -139,7 +139,7 @@ def test_paper_retrieval_and_vqa_from_download_to_tables(server, tmp_path):
         "clip": {"pretrained": {"model": f"local-dir:{clip}", "tag": None, "cache_dir": None}},
         "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
                                      "template": "a photo of a {}."}},
-        "counterfactual": {"steps": 4, "shards": 2, "batch_size": 8},
+        "counterfactual": {"steps": 4, "shards": 2, "images_per_shard": None, "batch_size": 8},  # tiny stand-ins: not the real sizes
         "prompt": {"epochs": 2, "batch_size": 4},
         "tasks": {"methods": methods, "percent": 20, "vqa_test_items": 9, "vqa_answers": 2,
                   "datasets": {"retrieval": ["flickr30k"], "vqa": ["vqav2"]}},  # MSCOCO runs Flickr30k's code

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 
-from dicap import layout
-from dicap.config import validate_config
+from dicap import budget, layout
+from dicap.config import load_config, validate_config
 from dicap.plan import (
     GENERATOR_CURVE, ABLATION_NAMES, ABLATION_READINGS, PROMPT_ABLATION_KEYS, PROMPT_ABLATIONS, TRAINER_KEYS, Plan, split_key,
 )
 from dicap.prompting.methods import READINGS, parse_method, reading_name
 from dicap.prompting.registry import LEARNERS
+from helpers import REPO
 
 # DiCap's three readings on each of the five learners: 15 method names.
 READING_METHODS = [reading_name(r, learner) for r in READINGS for learner in LEARNERS]
@@ -267,3 +269,54 @@ def test_a_study_without_counterfactual_methods_plans_no_counterfactuals(config,
     assert with_dicap.counterfactual_variant(layout.MAIN) == layout.MAIN
     text_only = _with(config, methods=methods, tasks={**config["tasks"], "methods": ["dicap"]})
     assert text_only.counterfactual_variant(layout.MAIN) == layout.MAIN  # the text tasks train on them
+
+
+@pytest.fixture(scope="module")
+def paper(config) -> Plan:
+    """The paper suite's plan (config.paper.yaml over config.yaml)."""
+    return Plan(load_config(REPO / "config.paper.yaml"))
+
+
+@pytest.mark.parametrize("methods", [["coop"], ["zeroshot", "maple"], ["kgcoop", "cocoop", "cpl"]])
+def test_a_paper_baseline_plans_no_counterfactuals_though_the_text_tasks_use_them(paper, methods):
+    """On the paper suite the text tasks have datasets of their own: their DiCap methods make
+    only those datasets' counterfactuals, never a classification dataset's (the smoke command)."""
+    plan = _with(paper.config, methods=methods)
+    assert "dicap" in plan.config["tasks"]["methods"] and plan.text_datasets
+    for d in plan.datasets:
+        assert plan.counterfactual_variant(layout.MAIN, d) is None
+    assert all(plan.counterfactual_variant(layout.MAIN, d) == layout.MAIN for d in plan.text_datasets)
+    with_dicap = _with(paper.config, methods=[*methods, "dicap"])
+    assert all(with_dicap.counterfactual_variant(layout.MAIN, d) == layout.MAIN for d in with_dicap.datasets)
+
+
+@pytest.mark.parametrize("per", [1, 100, 4000, 10**6])
+def test_paper_shards_follow_the_image_count_and_the_embedded_suite_keeps_its_own(config, paper, per):
+    plan = _with(paper.config, counterfactual__images_per_shard=per)
+    for d in [*plan.datasets, *plan.text_datasets]:
+        images = budget.counterfactuals_per_seed(d, plan.config)
+        shards = plan.shards(d)
+        assert shards == max(1, math.ceil(images / per)) and math.ceil(images / shards) <= per
+    assert _with(paper.config, counterfactual__images_per_shard=None).shards("imagenet") == paper.config["counterfactual"]["shards"]
+    embedded = _with(config, counterfactual__images_per_shard=per)
+    assert all(embedded.shards(d) == config["counterfactual"]["shards"] for d in config["datasets"])
+    assert plan.shards("my_birds") == paper.config["counterfactual"]["shards"]  # a dataset budget.yaml does not size
+
+
+def test_zeroshot_asks_for_no_gpu_and_a_short_walltime(paper, config):
+    assert paper.learner_gpus("zeroshot") == 0 and paper.learner_minutes("zeroshot", "imagenet") == budget.NO_TRAINING_MINUTES
+    for method in ("coop", "dicap", "maple", "dicap_cocoop"):
+        spec = parse_method(method).spec
+        assert paper.learner_gpus(method) == 1
+        minutes = [paper.learner_minutes(method, d) for d in ("eurosat", "imagenet")]
+        assert budget.NO_TRAINING_MINUTES < minutes[0] <= minutes[1] <= spec.cluster_minutes
+        assert paper.learner_minutes(method, "imagenet", attempt=2) == 2 * minutes[1]  # the retry doubles it
+    assert Plan(config).learner_minutes("coop", "shapes") == 30
+
+
+def test_shard_walltime_follows_its_budget(paper):
+    minutes = {d: paper.shard_minutes(d) for d in paper.datasets}
+    assert minutes["imagenet"] > minutes["eurosat"] >= budget.costs()["walltime"]["floor_minutes"]
+    images = budget.counterfactuals_per_seed("imagenet", paper.config) / paper.shards("imagenet")
+    assert minutes["imagenet"] * 60 >= images * budget.costs()["costs"]["counterfactual"]["seconds_per_image"]["compiled"]
+    assert paper.shard_minutes("imagenet", attempt=2) == 2 * minutes["imagenet"]

@@ -27,6 +27,7 @@ LAYERS = [
     {"counterfactual", "prompting"},  # the method
     {"evaluation", "audit"},  # scoring the method
     {"report"},  # tables and figures
+    {"budget"},  # what the grid costs (measured costs as data), which sizes its shards and walltimes
     {"plan"},  # the study's grid, read by the rules
     {"jobs", "tools", "cli", "testing"},  # the app: what the rules and the maintainer run; tests' stand-ins
 ]

@@ -1,11 +1,16 @@
-"""The maintainer's commands (tools.py): the reference tables job and its check."""
+"""The maintainer's commands (tools.py): the reference tables job and its check, the budget."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
 
+from dicap import budget, tools
+from dicap.config import load_config
 from dicap.io import read_json
+from dicap.plan import Plan
 from dicap.tools import readme_results, record_reference
 from helpers import REPO
 
@@ -32,3 +37,26 @@ def test_the_recorded_reference_carries_each_numbers_seed_spread_and_the_cpu(tmp
     assert reference.loc[("average", "hm"), ["std", "n"]].isna().all()  # the average row has no seed spread
     machine = read_json(tmp_path / "embedded.machine.json")
     assert machine["config_hash"] == "abc" and {"vendor", "family", "model", "model_name", "simd"} <= set(machine["cpu"])
+
+
+def test_the_budget_prints_every_stage_the_total_and_the_source(capsys):
+    paper = load_config(REPO / "config.paper.yaml")
+    tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], datasets=["eurosat", "imagenet"], seeds=[1])
+    out = capsys.readouterr().out
+    stages = budget.estimate(Plan({**paper, "datasets": ["eurosat", "imagenet"], "seeds": [1]}))
+    for s in stages:
+        assert f"| {s.rule} | {s.jobs} | {s.gpu_jobs} |" in out
+    total = sum(s.gpu_hours for s in stages)
+    assert f"| {total:.1f} |" in out and f"ask for {math.ceil(total * budget.costs()['allocation_margin'])} GPU-hours" in out
+    assert "H200" in out and "budget.yaml" in out and "(estimate)" in out
+    with pytest.raises(ValueError, match="key 'seeds'"):  # a config the schema refuses names its key
+        tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], seeds=[])
+    with pytest.raises(ValueError, match="key 'suite' = 'embedded'"):
+        tools.budget([REPO / "config.yaml"])
+
+
+def test_the_documented_paper_budget_is_what_the_command_prints(capsys):
+    """docs/cluster.md quotes `dicap budget ... --table1-only` whole: a new cost or plan changes both."""
+    tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], table1_only=True)
+    table = capsys.readouterr().out.split("\ncosts:")[0]  # the table and what to ask for
+    assert table.count("|\n") > 5 and table in (REPO / "docs/cluster.md").read_text()

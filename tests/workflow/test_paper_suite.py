@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 from dicap.config import load_config
+from dicap.plan import Plan
 from snakemake_runner import REPO, job_counts, snakemake
+
+PAPER = load_config(REPO / "config.paper.yaml")
 
 
 def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
@@ -13,11 +16,12 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = job_counts(out.stdout)
-    n, seeds, shards = 11, 3, 16
+    n, seeds = 11, 3
     assert counts["download_dataset"] == n and counts["prepare_dataset"] == n
     assert counts["make_split"] == n * seeds
-    assert counts["counterfactual_shard"] == n * seeds * shards
-    methods = load_config(REPO / "config.paper.yaml")["methods"]
+    # shards sized by image count (counterfactual.images_per_shard): ImageNet 2, every other dataset 1
+    assert counts["counterfactual_shard"] == seeds * sum(Plan(PAPER).shards(d) for d in PAPER["datasets"]) == seeds * (n + 1)
+    methods = PAPER["methods"]
     assert len(methods) == 11 and counts["train_prompt"] == n * seeds * len(methods)
     assert "shortcut" not in counts  # no paired splits, no controls: the embedded suite's report only
     assert counts["evaluate"] == n * seeds and counts["table1"] == 1
@@ -28,7 +32,10 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     prompts = {re.search(r"method=(\w+)", b).group(1): b for b in blocks if b.startswith("train_prompt:")}
     memory = {m: int(re.search(r"mem_mb=(\d+)", b).group(1)) for m, b in prompts.items()}
     assert memory["maple"] == memory["dicap_maple"] == 4 * memory["coop"] and memory["cocoop"] == 2 * memory["coop"]
-    assert all("gpu=1" in b for b in prompts.values())
+    # a method that learns nothing asks for no GPU and a short walltime; the others for what their budget says
+    assert "gpu=0" in prompts["zeroshot"] and all("gpu=1" in b for m, b in prompts.items() if m != "zeroshot")
+    runtime = {m: int(re.search(r"runtime=(\d+)", b).group(1)) for m, b in prompts.items()}
+    assert runtime["zeroshot"] < runtime["coop"] <= runtime["maple"]
     assert "build/paper/" in out.stdout and "build/embedded/" not in out.stdout
     assert "oracle" not in counts and "audit_counterfactuals" not in counts  # no true counterfactuals here
 
@@ -50,3 +57,14 @@ def test_downloads_run_in_the_controller_unless_sent_to_the_cluster(tmp_path):
             )
             local[where] = set(workflow._workflow._localrules)
     assert local == {"controller": {"download_dataset"}, "cluster": set()}, local
+
+
+def test_one_baseline_on_one_dataset_plans_no_diffusion(tmp_path):
+    """The smoke command of docs/cluster.md: CoOp alone trains on no counterfactual, so neither a
+    diffusion model nor a counterfactual shard is planned, though the text tasks' methods use them."""
+    out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path),
+                    "--config", "datasets=[oxford_pets]", "methods=[coop]", "seeds=[1]", timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    counts = job_counts(out.stdout)
+    assert "diffusion_backbone" not in counts and "counterfactual_shard" not in counts, counts
+    assert counts["train_prompt"] == counts["evaluate"] == counts["table1"] == 1

@@ -343,10 +343,11 @@ def write_pretrained_pointer(spec: dict, out_dir: str | Path) -> None:
 
 
 def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: torch.device,
-                  template: str | None = None) -> LatentDiffusionBundle | None:
+                  template: str | None = None, compile: bool = True) -> LatentDiffusionBundle | None:
     """The latent model ``model_dir/pretrained.json`` names, or None for a model trained here.
 
-    ``template`` replaces the configured one: captions are whole prompts (``"{}"``).
+    ``template`` replaces the configured one: captions are whole prompts (``"{}"``).  ``compile``
+    False keeps the UNet eager even where the spec compiles it (a job too small to repay compilation).
 
     ``dtype`` and ``compile`` apply on CUDA only: a CPU run stays float32, where bf16 moves
     pixels, and eager, where compiling costs more than it saves.
@@ -362,6 +363,6 @@ def load_from_dir(model_dir: str | Path, class_names: Sequence[str], device: tor
         dtype=spec.get("dtype") if device.type == "cuda" else "float32",
         device=device, image_size=spec.get("image_size"), cache_dir=spec.get("cache_dir"),
     )
-    if spec.get("compile", False):
+    if spec.get("compile", False) and compile:
         compile_unet(bundle, device)
     return bundle

@@ -30,6 +30,7 @@ def counterfactual_shard(
     classifier_dir: Annotated[Path | None, "the noise-aware classifier (guide 'classifier' only)"] = None,
     diffusion_check: Annotated[Path | None, "diffusion_check's report (embedded suite): a failed check refuses the model"] = None,
     threads: int = 1,
+    compile_unet: Annotated[int, "0: keep the UNet eager though the model compiles it (the plan's budget: too few images to repay it)"] = 1,
 ) -> None:
     """Invert and regenerate one shard of a few-shot split towards chosen classes."""
     import pandas as pd
@@ -57,7 +58,7 @@ def counterfactual_shard(
         names, template = prompts.names, "{}"
     else:
         names, template = store.classes, None
-    latent = load_from_dir(diffusion_dir, names, runtime.device(), template)  # paper suite
+    latent = load_from_dir(diffusion_dir, names, runtime.device(), template, compile=bool(compile_unet))  # paper suite
     diffusion = latent if latent is not None else load_diffusion(diffusion_dir)
     # CLIP, loaded once, serves the centroids, the 'clip' guide and a latent model's confidence column.
     centroid = params["sampling"] == "centroid" and not store.is_text_task

@@ -1,0 +1,76 @@
+"""The GPU budget (src/dicap/budget.py) and its costs file: what a config costs before its first job."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dicap import budget
+from dicap.config import load_config
+from dicap.plan import Plan
+from dicap.prompting.registry import LEARNERS
+from helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return load_config(REPO / "config.paper.yaml")
+
+
+def _stages(config: dict, **top) -> dict[str, budget.Stage]:
+    return {s.rule: s for s in budget.estimate(Plan({**config, **top}))}
+
+
+def test_every_cost_names_its_source_and_every_learner_has_one():
+    data = budget.costs()
+    for name, cost in data["costs"].items():
+        assert cost["source"] and isinstance(cost["measured"], bool), name
+        assert cost["measured"] == (not cost["source"].startswith("estimate")), name
+    assert set(data["costs"]["prompt_training"]["seconds_per_image_epoch"]) == set(LEARNERS)
+    assert set(data["datasets"]["classes"]) == set(data["datasets"]["test_images"])
+
+
+def test_the_counterfactual_figures_are_the_documented_h200_measurements():
+    """budget.yaml quotes docs/cluster.md; a re-measurement changes both."""
+    doc = (REPO / "docs/cluster.md").read_text()
+    cf = budget.costs()["costs"]["counterfactual"]
+    assert f"**{cf['seconds_per_image']['compiled']}**" in doc and f"| {cf['seconds_per_image']['eager']} (1.19×)" in doc
+    assert f"Compiling took {cf['compile_seconds']} s" in doc and f"peak memory {cf['peak_gib']} GiB" in doc
+
+
+@pytest.mark.parametrize("images", [0, 1, 500, 2000, 2400, 8000])
+def test_compilation_is_paid_only_where_it_saves_more_than_it_costs(images):
+    eager, compiled = (budget.shard_seconds(images, compile=c) for c in (False, True))
+    assert sum(compiled) <= sum(eager)
+    assert budget.compile_pays(images) == (sum(compiled) < sum(eager))
+    assert budget.compile_pays(images) == (images > 2000)  # 204 s over 0.087 s saved per image: about 2,345
+
+
+@pytest.mark.parametrize("seconds, attempt", [(0, 1), (60, 1), (3600, 1), (3600, 2), (20000, 3)])
+def test_walltime_is_the_budget_with_a_margin_and_doubles_per_retry(seconds, attempt):
+    rule = budget.costs()["walltime"]
+    minutes = budget.walltime_minutes(seconds, attempt)
+    assert minutes >= rule["floor_minutes"] * 2 ** (attempt - 1) and minutes * 60 >= seconds * rule["safety"]
+    assert minutes == budget.walltime_minutes(seconds) * 2 ** (attempt - 1)
+
+
+def test_the_paper_counterfactual_stage_is_its_images_at_the_measured_rate(paper):
+    stages = _stages(paper, tasks={**paper["tasks"], "datasets": {}})
+    cf = stages["counterfactual_shard"]
+    images = 3 * 16 * sum(math.ceil(n / 2) for n in budget.costs()["datasets"]["classes"].values())
+    assert images == 52704  # docs/cluster.md
+    per_image = budget.costs()["costs"]["counterfactual"]["seconds_per_image"]
+    assert images * per_image["compiled"] <= cf.item_seconds <= images * per_image["eager"]
+    assert cf.jobs == cf.gpu_jobs == 3 * sum(Plan(paper).shards(d) for d in paper["datasets"])
+    assert cf.fixed_seconds >= cf.jobs * budget.costs()["costs"]["model_load"]["seconds"] and cf.peak_gib == 6.4
+
+
+@pytest.mark.parametrize("methods", [["coop"], ["zeroshot", "kgcoop"], ["zeroshot", "coop", "dicap", "maple"]])
+def test_no_training_takes_no_gpu_and_no_counterfactual_method_no_shard(paper, methods):
+    stages = _stages(paper, methods=methods, seeds=[1, 2], tasks={**paper["tasks"], "datasets": {}})
+    n = len(paper["datasets"]) * 2
+    assert stages["train_prompt"].jobs == n * len(methods)
+    assert stages["train_prompt"].gpu_jobs == n * len([m for m in methods if m != "zeroshot"])
+    assert ("counterfactual_shard" in stages) == ("dicap" in methods)
+    assert sum(s.gpu_hours for s in stages.values()) > 0
