@@ -52,7 +52,6 @@ PAPER = config["suite"] == "paper"
 DATASETS = config["datasets"]
 SEEDS = config["seeds"]
 METHODS = config["methods"]
-SHARDS = config["counterfactual"]["shards"]
 ENV = "../envs/dicap.yaml"  # relative to rules/, where the rules live
 
 
@@ -105,7 +104,7 @@ rule all:
     input:
         "results/table1.csv",
         "results/table1.md",
-        "results/table1.metrics.json",
+        "results/table1_metrics",
         TASK_RESULTS,
         "results/backbones.csv",
         "results/cost.csv",

@@ -16,7 +16,7 @@ rule counterfactual_shard:
         table=CF_SHARD_TABLE,
     params:
         code=code_version("counterfactual_shard"),
-        cf=lambda wc: as_json({k: v for k, v in layout.variant_settings(wc.variant, COUNTERFACTUAL).items() if k != "shards"}),  # shards: a wildcard
+        cf=lambda wc: as_json({k: v for k, v in layout.variant_settings(wc.variant, COUNTERFACTUAL).items() if k not in ("shards", "images_per_shard")}),  # the shard count: a wildcard
         dataset_dir=dataset_dir,
         classifier=lambda wc, input: f"--classifier-dir {input.classifier}" if "classifier" in input.keys() else "",
         check=lambda wc, input: f"--diffusion-check {input.check}" if "check" in input.keys() else "",

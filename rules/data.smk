@@ -4,7 +4,7 @@
 # A paper store records its image root relative to data.root; every job (local, or re-parsing
 # this file on a cluster node) resolves it against this machine's data.root.
 if PAPER:
-    os.environ["DICAP_DATA_ROOT"] = os.path.abspath(config["data"]["root"])
+    os.environ.update(DICAP_DATA_ROOT=os.path.abspath(config["data"]["root"]))  # set for the jobs, not read here
 
 
 # Downloads run where Snakemake runs (a login node has the network compute nodes often lack),

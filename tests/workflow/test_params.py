@@ -118,7 +118,7 @@ UNCHANGED = [
     ({"data": {"shots": 3, "spurious_strength": 0.5}},
      {"prepare_dataset", "clip_backbone", "diffusion_backbone", "oracle", "diffusion_check", "encode_eval_features"}),
     ({"counterfactual": {"sampling": "random"}, "prompt": {"epochs": 7, "cf_weight": 0.5}},
-     {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "generator_curve", "evaluate", "evaluate_task"}),
+     {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "evaluate", "evaluate_task"}),
 ]
 
 

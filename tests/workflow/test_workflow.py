@@ -35,14 +35,17 @@ def test_slurm_profile_plans_retrieval_and_vqa_on_their_own_datasets_with_gpu_sh
     assert out.returncode == 0, out.stderr[-2000:]
     paper = load_config(REPO / "config.paper.yaml")
     counts = job_counts(out.stdout + out.stderr)
-    n_seeds, shards = len(load_config(REPO / "config.yaml")["seeds"]), paper["counterfactual"]["shards"]
-    assert counts["download_dataset"] == 3 and counts["counterfactual_shard"] == 3 * n_seeds * shards, counts
+    n_seeds = len(load_config(REPO / "config.yaml")["seeds"])
+    # shards are sized by image count (counterfactual.images_per_shard): each dataset's own "-of-K"
+    shards = {d: int(re.search(rf"counterfactuals/{d}/main/seed\d+/shard\d+-of-(\d+)", out.stdout).group(1))
+              for d in ("flickr30k", "mscoco", "vqav2")}
+    assert counts["download_dataset"] == 3 and counts["counterfactual_shard"] == n_seeds * sum(shards.values()), counts
     assert counts["train_task_prompt"] == 3 * n_seeds * len(load_config(REPO / "config.yaml")["tasks"]["methods"]), counts
     blocks = out.stdout.split("rule ")
     shard_blocks = [b for b in blocks if b.startswith("counterfactual_shard:")]
     for dataset in ("flickr30k", "mscoco", "vqav2"):
         mine = [b for b in shard_blocks if f"counterfactuals/{dataset}/main/" in b]
-        assert len(mine) == n_seeds * shards and all("gpu=1" in b for b in mine), dataset
+        assert len(mine) == n_seeds * shards[dataset] and all("gpu=1" in b for b in mine), dataset
     assert not any("/dtd/" in b or "/imagenet/" in b for b in shard_blocks)  # Table 1's datasets are not needed
 
 
@@ -63,7 +66,9 @@ def test_slurm_profile_dry_run_asks_gpu_for_gpu_rules_only(tmp_path):
     assert shard_blocks, "no counterfactual_shard job planned"
     assert all("gpu=1" in b for b in shard_blocks)
     prompt_blocks = [b for b in blocks if b.startswith("train_prompt:")]
-    assert prompt_blocks and all("gpu=1" in b for b in prompt_blocks)
+    learners = [b for b in prompt_blocks if "method=zeroshot" not in b]  # zeroshot learns nothing: no GPU
+    assert learners and all("gpu=1" in b for b in learners)
+    assert all("gpu=0" in b for b in prompt_blocks if "method=zeroshot" in b)
     split_blocks = [b for b in blocks if b.startswith("make_split:")]
     assert split_blocks and not any("gpu=" in b for b in split_blocks)
 
