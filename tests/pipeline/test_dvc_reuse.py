@@ -1,0 +1,84 @@
+"""`dvc repro` after a one-key change runs the jobs `snakemake` plans, and no other file moves.
+
+DVC deletes a stage's outputs before running it unless they are ``persist``; every stage of
+dvc.yaml persists its outputs, so Snakemake alone decides what is stale (docs/dvc.md).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from snakemake_runner import BIN, job_counts
+from test_dvc_round_trip import DVC, _tiny_checkout, run
+
+# Files no Snakemake rule makes, where the ablations' variants live (excluded in .dvcignore).
+PLANTED = ("build/embedded/counterfactuals/shapes/sample_random/seed1/planted.txt",
+           "build/embedded/features/shapes/guidance_scale10/planted.txt")
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the run's build and results folders -> (inode, mtime in ns)."""
+    found = {}
+    for top in ("build", "results"):
+        for path in (root / top).rglob("*"):
+            if path.is_file():
+                found[str(path.relative_to(root))] = (path.stat().st_ino, path.stat().st_mtime_ns)
+    return found
+
+
+def _plan(root: Path, target: str) -> tuple[dict[str, int], set[str]]:
+    """``snakemake -n target``: the job counts and the outputs of the planned jobs."""
+    out = run(str(BIN / "snakemake"), "-n", target, cwd=root).stdout
+    outputs = {o.strip() for line in re.findall(r"(?m)^\s+output: (.+)$", out) for o in line.split(",")}
+    return job_counts(out), outputs
+
+
+def _set(root: Path, block: str, key: str, change) -> None:
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config[block][key] = change(config[block][key])
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _assert_reuse(root: Path, before: dict[str, tuple[int, int]], planned: set[str]) -> None:
+    """Each file that no planned job writes is the very same file (inode, mtime); nothing planted is lost."""
+    made = lambda name: any(name == o or name.startswith(o.rstrip("/") + "/") for o in planned)  # noqa: E731
+    after = _files(root)
+    moved = [n for n, stat in before.items() if not made(n) and after.get(n) != stat]
+    assert not moved, f"{len(moved)} files no planned job writes were rewritten or removed: {moved[:5]}"
+    assert all((root / p).read_text() == "ablation" for p in PLANTED)
+
+
+def test_dvc_repro_runs_what_snakemake_plans_and_keeps_the_rest(tmp_path):
+    root = tmp_path / "origin"
+    root.mkdir()
+    _tiny_checkout(root)
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    run("git", "init", "-q", cwd=root)
+    run(*git, "add", "-A", cwd=root)
+    run(*git, "commit", "-qm", "tiny", cwd=root)
+    run(DVC, "repro", "artifacts", "results", cwd=root, timeout=1800)
+    for path in PLANTED:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("ablation")
+
+    # The guidance scale: the main variant's counterfactuals and what reads them, never a backbone.
+    _set(root, "counterfactual", "guidance_scale", lambda s: s + 1)
+    planned, outputs = _plan(root, "artifacts")
+    assert planned.get("counterfactual_shard") and not planned.get("clip_backbone"), planned
+    before = _files(root)
+    repro = run(DVC, "repro", "artifacts", cwd=root, timeout=1800)
+    assert job_counts(repro.stdout + repro.stderr) == planned
+    _assert_reuse(root, before, outputs)
+
+    # A prompt key: no artifact job (their stage did not change), the results the plan names.
+    _set(root, "prompt", "epochs", lambda e: e + 1)
+    planned, outputs = _plan(root, "all")
+    assert planned.get("train_prompt") and not planned.get("counterfactual_shard"), planned
+    before = _files(root)
+    repro = run(DVC, "repro", "artifacts", "results", cwd=root, timeout=1800)
+    assert "'artifacts' didn't change" in repro.stdout, repro.stdout[-2000:]
+    assert job_counts(repro.stdout + repro.stderr) == planned
+    _assert_reuse(root, before, outputs)
