@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str]) -> int:
+    from dicap.io import CorruptArtifact, discard_corrupt  # here: `dicap` hands most jobs on before numpy loads
+
     args = vars(parser().parse_args(argv))
     args.pop("command")
     job = args.pop("job")
@@ -107,6 +109,9 @@ def run(argv: list[str]) -> int:
     positional = [args.pop(p.name) for p in inspect.signature(job).parameters.values() if p.kind is p.POSITIONAL_ONLY]
     try:
         job(*positional, **args)
+    except CorruptArtifact as err:  # a damaged input: removed if the workflow made it
+        log.error("%s", discard_corrupt(err))
+        return 1
     except ERRORS as err:
         log.error("%s", err)
         return 1

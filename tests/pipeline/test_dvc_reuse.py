@@ -11,8 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from snakemake_runner import BIN, job_counts
-from test_dvc_round_trip import DVC, _tiny_checkout, run
+from snakemake_runner import BIN, DVC, job_counts, run, tiny_checkout
 
 # Files no Snakemake rule makes, where the ablations' variants live (excluded in .dvcignore).
 PLANTED = ("build/embedded/counterfactuals/shapes/sample_random/seed1/planted.txt",
@@ -44,7 +43,9 @@ def _set(root: Path, block: str, key: str, change) -> None:
 
 def _assert_reuse(root: Path, before: dict[str, tuple[int, int]], planned: set[str]) -> None:
     """Each file that no planned job writes is the very same file (inode, mtime); nothing planted is lost."""
-    made = lambda name: any(name == o or name.startswith(o.rstrip("/") + "/") for o in planned)  # noqa: E731
+    def made(name: str) -> bool:
+        return any(name == o or name.startswith(o.rstrip("/") + "/") for o in planned)
+
     after = _files(root)
     moved = [n for n, stat in before.items() if not made(n) and after.get(n) != stat]
     assert not moved, f"{len(moved)} files no planned job writes were rewritten or removed: {moved[:5]}"
@@ -54,7 +55,7 @@ def _assert_reuse(root: Path, before: dict[str, tuple[int, int]], planned: set[s
 def test_dvc_repro_runs_what_snakemake_plans_and_keeps_the_rest(tmp_path):
     root = tmp_path / "origin"
     root.mkdir()
-    _tiny_checkout(root)
+    tiny_checkout(root)
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
     run("git", "init", "-q", cwd=root)
     run(*git, "add", "-A", cwd=root)
