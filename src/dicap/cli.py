@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str]) -> int:
+    from dicap import layout
     from dicap.io import CorruptArtifact, discard_corrupt  # here: `dicap` hands most jobs on before numpy loads
 
     args = vars(parser().parse_args(argv))
@@ -110,7 +111,7 @@ def run(argv: list[str]) -> int:
     try:
         job(*positional, **args)
     except CorruptArtifact as err:  # a damaged input: removed if the workflow made it
-        log.error("%s", discard_corrupt(err))
+        log.error("%s", discard_corrupt(err, layout.folder_output(err.path)))
         return 1
     except ERRORS as err:
         log.error("%s", err)

@@ -92,20 +92,21 @@ class CorruptArtifact(ValueError):
         super().__init__(f"{self.path} is corrupt ({self.why})")
 
 
-def discard_corrupt(err: CorruptArtifact, workdir: str | os.PathLike = ".") -> str:
+def discard_corrupt(err: CorruptArtifact, folder: Path | None = None, workdir: str | os.PathLike = ".") -> str:
     """Remove a corrupt workflow artifact (a file under ``build/<suite>/``); say how it comes back.
 
     Snakemake checks a file's age, never its contents: a corrupt input stays "current", and
     once the job that failed on it is gone the next run finds nothing to do.  Removed, it is
     missing, and ``--forcerun`` rebuilds it and everything made from it (a plain run would
-    not: Snakemake leaves a missing file alone while what was made from it exists).  Files
-    outside the build folder are not the workflow's to remove: the error only names them.
+    not: Snakemake leaves a missing file alone while what was made from it exists).  A file
+    inside a folder output goes with its ``folder`` (``layout.folder_output``), the unit
+    Snakemake rebuilds.  Files outside the build folder are not the workflow's: only named.
     """
     root = Path(workdir).resolve()
     rel = Path(os.path.relpath(err.path.resolve(), root))
     if len(rel.parts) < 3 or rel.parts[0] != "build":
         return str(err)
-    unit = _folder_output(rel) or rel
+    unit = Path(os.path.relpath((root / folder).resolve(), root)) if folder is not None else rel
     if (root / unit).is_dir():
         shutil.rmtree(root / unit)
     else:
@@ -114,23 +115,6 @@ def discard_corrupt(err: CorruptArtifact, workdir: str | os.PathLike = ".") -> s
     configs = f" --configfile config.yaml {suite}" if (root / suite).is_file() else ""
     removed = "it" if unit == rel else unit
     return f"{err}; removed {removed}: `snakemake --forcerun {unit}{configs}` rebuilds it and what was made from it"
-
-
-def _folder_output(path: Path) -> Path | None:
-    """The model folder ``path`` lies in, if any: Snakemake rebuilds a missing ``directory()``
-    output, never a file missing from one, so a corrupt file takes its whole folder."""
-    # here, not above: layout and io sit side by side at the bottom of the import graph
-    from dicap import layout
-
-    for template in (layout.CLIP_MODEL, layout.DIFFUSION_MODEL, layout.ORACLE_MODEL, layout.GUIDE_CLASSIFIER):
-        depth = 2 + len(Path(template).parts)  # build/<suite>/ + the template
-        if len(path.parts) > depth:
-            try:
-                layout.parse(template, Path(*path.parts[:depth]))
-            except ValueError:
-                continue
-            return Path(*path.parts[:depth])
-    return None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

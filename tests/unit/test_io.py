@@ -205,7 +205,7 @@ def test_a_corrupt_artifact_is_removed_and_the_command_that_rebuilds_it_named(tm
     path, err = _corrupt_in_build(tmp_path, rel)
     keep = path.with_name("other.safetensors")
     save_arrays(keep, {"x": np.ones(2, np.float32)})
-    message = discard_corrupt(err, tmp_path)
+    message = discard_corrupt(err, workdir=tmp_path)
     assert not path.exists() and keep.exists()
     assert message.startswith(f"{path} is corrupt (not a readable safetensors file") and "\n" not in message
     configs = " --configfile config.yaml config.paper.yaml" if "/paper/" in rel else ""
@@ -216,13 +216,14 @@ def test_a_corrupt_artifact_is_removed_and_the_command_that_rebuilds_it_named(tm
                                     "models/shapes/clip/model", "models/shapes/guide_classifier"])
 def test_a_corrupt_file_in_a_model_folder_takes_the_folder(tmp_path, folder):
     """Snakemake rebuilds a missing folder output, never a file missing from one."""
+    from dicap import layout
     from dicap.io import discard_corrupt
 
     path, err = _corrupt_in_build(tmp_path, f"build/embedded/{folder}/unet/weights.safetensors")
     (tmp_path / f"build/embedded/{folder}/info.json").write_text("{}")
     report = (tmp_path / "build/embedded" / folder).parent / "report.json"
     report.write_text("{}")
-    message = discard_corrupt(err, tmp_path)
+    message = discard_corrupt(err, layout.folder_output(path.relative_to(tmp_path)), tmp_path)
     assert not (tmp_path / "build/embedded" / folder).exists() and report.exists()
     assert f"removed build/embedded/{folder}: `snakemake --forcerun build/embedded/{folder}`" in message
 
@@ -244,6 +245,6 @@ def test_a_corrupt_file_outside_the_build_folder_is_left_alone(tmp_path):
 
     for rel in ("data/paper/eurosat/images.safetensors", "results/x.safetensors", "build/x.safetensors"):
         path, err = _corrupt_in_build(tmp_path, rel)
-        assert discard_corrupt(err, tmp_path) == str(err) and path.exists()
+        assert discard_corrupt(err, workdir=tmp_path) == str(err) and path.exists()
     path, err = _corrupt_in_build(tmp_path / "elsewhere", "build/embedded/features/shapes/eval.safetensors")
-    assert discard_corrupt(err, tmp_path / "here") == str(err) and path.exists()
+    assert discard_corrupt(err, workdir=tmp_path / "here") == str(err) and path.exists()
