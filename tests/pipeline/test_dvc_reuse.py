@@ -7,12 +7,14 @@ dvc.yaml persists its outputs, so Snakemake alone decides what is stale (docs/dv
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from snakemake_runner import BIN, DVC, job_counts, run, tiny_checkout
+from snakemake_runner import BIN, DVC, run, tiny_checkout
 
+UPSTREAM = {"prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle"}
 # Files no Snakemake rule makes, where the ablations' variants live (excluded in .dvcignore).
 PLANTED = ("build/embedded/counterfactuals/shapes/sample_random/seed1/planted.txt",
            "build/embedded/features/shapes/guidance_scale10/planted.txt")
@@ -28,11 +30,20 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _plan(root: Path, target: str) -> tuple[dict[str, int], set[str]]:
-    """``snakemake -n target``: the job counts and the outputs of the planned jobs."""
-    out = run(str(BIN / "snakemake"), "-n", target, cwd=root).stdout
-    outputs = {o.strip() for line in re.findall(r"(?m)^\s+output: (.+)$", out) for o in line.split(",")}
-    return job_counts(out), outputs
+def _jobs(log: str) -> tuple[Counter, set[str]]:
+    """The jobs a Snakemake log (a run's or a dry run's) shows, per rule, and their outputs."""
+    jobs = Counter(re.findall(r"(?m)^(?:local)?rule (\w+):$", log))
+    outputs = {o.strip() for line in re.findall(r"(?m)^\s+output: (.+)$", log) for o in line.split(",")}
+    return jobs, outputs
+
+
+def _plan(root: Path, target: str) -> tuple[Counter, set[str]]:
+    return _jobs(run(str(BIN / "snakemake"), "-n", target, cwd=root).stdout)
+
+
+def _repro(root: Path, *stages: str) -> tuple[str, Counter, set[str]]:
+    out = run(DVC, "repro", *stages, cwd=root, timeout=1800)
+    return (out.stdout, *_jobs(out.stdout + out.stderr))
 
 
 def _set(root: Path, block: str, key: str, change) -> None:
@@ -65,21 +76,23 @@ def test_dvc_repro_runs_what_snakemake_plans_and_keeps_the_rest(tmp_path):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("ablation")
 
-    # The guidance scale: the main variant's counterfactuals and what reads them, never a backbone.
+    # The guidance scale: the diffusion check, then the main variant's counterfactuals and what reads
+    # them (the stage's second Snakemake pass: dvc.yaml), never a backbone, a split or the data.
     _set(root, "counterfactual", "guidance_scale", lambda s: s + 1)
-    planned, outputs = _plan(root, "artifacts")
-    assert planned.get("counterfactual_shard") and not planned.get("clip_backbone"), planned
+    planned, _ = _plan(root, "artifacts")
     before = _files(root)
-    repro = run(DVC, "repro", "artifacts", cwd=root, timeout=1800)
-    assert job_counts(repro.stdout + repro.stderr) == planned
-    _assert_reuse(root, before, outputs)
+    _, ran, written = _repro(root, "artifacts")
+    assert ran - planned and not planned - ran, (planned, ran)  # the plan, and what it deferred
+    assert ran["counterfactual_shard"] and not set(ran) & UPSTREAM, ran
+    assert not _plan(root, "artifacts")[0], "dvc repro left artifacts that Snakemake still plans"
+    _assert_reuse(root, before, written)
 
     # A prompt key: no artifact job (their stage did not change), the results the plan names.
     _set(root, "prompt", "epochs", lambda e: e + 1)
     planned, outputs = _plan(root, "all")
-    assert planned.get("train_prompt") and not planned.get("counterfactual_shard"), planned
+    assert planned["train_prompt"] and not planned["counterfactual_shard"], planned
     before = _files(root)
-    repro = run(DVC, "repro", "artifacts", "results", cwd=root, timeout=1800)
-    assert "'artifacts' didn't change" in repro.stdout, repro.stdout[-2000:]
-    assert job_counts(repro.stdout + repro.stderr) == planned
-    _assert_reuse(root, before, outputs)
+    stdout, ran, written = _repro(root, "artifacts", "results")
+    assert "'artifacts' didn't change" in stdout, stdout[-2000:]
+    assert ran == planned and written == outputs
+    _assert_reuse(root, before, written)
