@@ -54,8 +54,11 @@ def _set(root: Path, block: str, key: str, change) -> None:
 
 def _assert_reuse(root: Path, before: dict[str, tuple[int, int]], planned: set[str]) -> None:
     """Each file that no planned job writes is the very same file (inode, mtime); nothing planted is lost."""
+    stems = {str(Path(o).with_suffix("")) for o in planned}
+
     def made(name: str) -> bool:
-        return any(name == o or name.startswith(o.rstrip("/") + "/") for o in planned)
+        """An output, a file in a folder output, or one beside an output (a task prompt's history, .json)."""
+        return str(Path(name).with_suffix("")) in stems or any(name.startswith(o.rstrip("/") + "/") for o in planned)
 
     after = _files(root)
     moved = [n for n, stat in before.items() if not made(n) and after.get(n) != stat]
