@@ -89,7 +89,7 @@ class CorruptArtifact(ValueError):
 
     def __init__(self, path: str | os.PathLike, why: str) -> None:
         self.path, self.why = Path(path), " ".join(str(why).split())  # one line, whatever the library said
-        super().__init__(f"{self.path} is corrupt ({self.why})")
+        super().__init__(f"{self.path} is {self.why}")
 
 
 def discard_corrupt(err: CorruptArtifact, folder: Path | None = None, workdir: str | os.PathLike = ".") -> str:
@@ -114,7 +114,8 @@ def discard_corrupt(err: CorruptArtifact, folder: Path | None = None, workdir: s
     suite = f"config.{rel.parts[1]}.yaml"
     configs = f" --configfile config.yaml {suite}" if (root / suite).is_file() else ""
     removed = "it" if unit == rel else unit
-    return f"{err}; removed {removed}: `snakemake --forcerun {unit}{configs}` rebuilds it and what was made from it"
+    return (f"{err.path} is corrupt ({err.why}); removed {removed}: `snakemake --forcerun {unit}{configs}` rebuilds it"
+            " and what was made from it")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

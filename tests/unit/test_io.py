@@ -169,9 +169,9 @@ def test_a_truncated_file_names_itself_as_corrupt(tmp_path, keep):
     write_json(record, {"a": list(range(16))})
     for path, read in ((arrays, load_arrays), (table, read_table), (record, read_json)):
         _truncate(path, keep)
-        with pytest.raises(CorruptArtifact, match="is corrupt") as err:
+        with pytest.raises(CorruptArtifact, match=" is not ") as err:
             read(path)
-        assert err.value.path == path and "\n" not in str(err.value)
+        assert err.value.path == path and str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
 
 def test_a_missing_file_is_not_corrupt(tmp_path):
@@ -236,7 +236,7 @@ def test_a_truncated_model_names_its_file(tmp_path):
     path = tmp_path / "build/embedded/models/shapes/oracle/model/oracle.safetensors"
     save_state_dict(path, torch.nn.Linear(8, 4))
     _truncate(path, 0.7)
-    with pytest.raises(CorruptArtifact, match=str(path)):
+    with pytest.raises(CorruptArtifact, match=f"{path} is not a readable safetensors file"):
         load_state_dict(path, torch.nn.Linear(8, 4))
 
 
