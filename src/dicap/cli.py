@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str]) -> int:
+    from dicap import layout
+    from dicap.io import CorruptArtifact, discard_corrupt  # here: `dicap` hands most jobs on before numpy loads
+
     args = vars(parser().parse_args(argv))
     args.pop("command")
     job = args.pop("job")
@@ -108,6 +111,9 @@ def run(argv: list[str]) -> int:
     positional = [args.pop(p.name) for p in inspect.signature(job).parameters.values() if p.kind is p.POSITIONAL_ONLY]
     try:
         job(*positional, **args)
+    except CorruptArtifact as err:  # a damaged input: removed if the workflow made it
+        log.error("%s", discard_corrupt(err, layout.folder_output(err.path)))
+        return 1
     except ERRORS as err:
         log.error("%s", err)
         return 1

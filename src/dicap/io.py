@@ -80,13 +80,54 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+class CorruptArtifact(ValueError):
+    """A file that exists but cannot be read as what it is (truncated, half-copied, overwritten).
+
+    A reader raises it naming the file; the job's entry point (``dicap.cli``) then removes the
+    file if the workflow made it, since Snakemake would otherwise take it for current.
+    """
+
+    def __init__(self, path: str | os.PathLike, why: str) -> None:
+        self.path, self.why = Path(path), " ".join(str(why).split())  # one line, whatever the library said
+        super().__init__(f"{self.path} is {self.why}")
+
+
+def discard_corrupt(err: CorruptArtifact, folder: Path | None = None, workdir: str | os.PathLike = ".") -> str:
+    """Remove a corrupt workflow artifact (a file under ``build/<suite>/``); say how it comes back.
+
+    Snakemake checks a file's age, never its contents: a corrupt input stays "current", and
+    once the job that failed on it is gone the next run finds nothing to do.  Removed, it is
+    missing, and ``--forcerun`` rebuilds it and everything made from it (a plain run would
+    not: Snakemake leaves a missing file alone while what was made from it exists).  A file
+    inside a folder output goes with its ``folder`` (``layout.folder_output``), the unit
+    Snakemake rebuilds.  Files outside the build folder are not the workflow's: only named.
+    """
+    root = Path(workdir).resolve()
+    rel = Path(os.path.relpath(err.path.resolve(), root))
+    if len(rel.parts) < 3 or rel.parts[0] != "build":
+        return str(err)
+    unit = Path(os.path.relpath((root / folder).resolve(), root)) if folder is not None else rel
+    if (root / unit).is_dir():
+        shutil.rmtree(root / unit)
+    else:
+        (root / unit).unlink(missing_ok=True)
+    suite = f"config.{rel.parts[1]}.yaml"
+    configs = f" --configfile config.yaml {suite}" if (root / suite).is_file() else ""
+    removed = "it" if unit == rel else unit
+    return (f"{err.path} is corrupt ({err.why}); removed {removed}: `snakemake --forcerun {unit}{configs}` rebuilds it"
+            " and what was made from it")
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptArtifact(path, f"not valid JSON: {err}") from err
 
 
 def _json_default(obj: Any) -> Any:
@@ -123,10 +164,24 @@ def canonical_safetensors(blob: bytes) -> bytes:
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        raise CorruptArtifact(path, f"not a readable safetensors file: {err}") from err
+
+
+def read_table(path: str | os.PathLike) -> Any:
+    """A Parquet or CSV table as a pandas DataFrame; a truncated or overwritten file names itself."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+    except Exception as err:  # pyarrow's errors say neither the file nor that it is damaged
+        raise CorruptArtifact(path, f"not a readable table: {err}") from err
 
 
 def load_state_dict(path: str | os.PathLike, module: Any) -> Any:

@@ -45,6 +45,9 @@ DIFFUSION_CHECK = "models/{dataset}/diffusion/check.json"  # the oracle's readin
 GUIDE_CLASSIFIER = "models/{dataset}/guide_classifier"
 ORACLE_MODEL = "models/{dataset}/oracle/model"
 ORACLE_REPORT = "models/{dataset}/oracle/report.json"
+# The rules' folder outputs (Snakemake's ``directory()``): Snakemake rebuilds a missing folder,
+# never a file missing from one.
+FOLDER_OUTPUTS = (CLIP_MODEL, DIFFUSION_MODEL, GUIDE_CLASSIFIER, ORACLE_MODEL)
 
 COUNTERFACTUALS = "counterfactuals/{dataset}/{variant}/seed{seed}"
 CF_SHARD_IMAGES = f"{COUNTERFACTUALS}/shard{{shard}}-of-{{shards}}.safetensors"
@@ -121,6 +124,15 @@ def parse(template: str, path: str | Path) -> dict[str, str]:
     if match is None:
         raise ValueError(f"{path} does not follow {template}")
     return match.groupdict()
+
+
+def folder_output(path: str | Path) -> Path | None:
+    """The folder output (:data:`FOLDER_OUTPUTS`) that ``path`` lies inside, if any."""
+    path = Path(path)
+    for parent in reversed(path.parents):
+        if any(_regex(template).search(parent.as_posix()) for template in FOLDER_OUTPUTS):
+            return parent
+    return None
 
 
 class SeedKey(NamedTuple):

@@ -4,46 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import yaml
 
-from snakemake_runner import BIN, ENV, REPO, TINY_CONFIGS, job_counts
+from snakemake_runner import BIN, DVC, job_counts, run, tiny_checkout
 
-DVC = str(BIN / "dvc")
-DVC_ENV = {**ENV, "DVC_NO_ANALYTICS": "1", "DICAP_VENV": str(BIN.parent)}
 EXPENSIVE = ("prepare_dataset", "make_split", "clip_backbone", "diffusion_backbone", "oracle",
              "counterfactual_shard", "merge_counterfactuals", "encode_train_features", "encode_eval_features")
-
-
-def run(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    out = subprocess.run(list(args), cwd=cwd, env=DVC_ENV, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{args} failed:\n{(out.stdout + out.stderr)[-4000:]}"
-    return out
-
-
-def _tiny_checkout(dest: Path) -> None:
-    """This checkout's files (as git would commit them), with the tiny config as config.yaml."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    config = yaml.safe_load(Path(TINY_CONFIGS[0]).read_text())
-    for key, value in yaml.safe_load(Path(TINY_CONFIGS[1]).read_text()).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) else value
-    (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (dest / "dvc.lock").unlink(missing_ok=True)
 
 
 def test_cluster_to_laptop_round_trip(tmp_path):
     """Build and push on one checkout; clone, pull, and nothing expensive is planned again."""
     origin, clone, remote = tmp_path / "origin", tmp_path / "clone", tmp_path / "remote"
     origin.mkdir()
-    _tiny_checkout(origin)
+    tiny_checkout(origin)
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
     run("git", "init", "-q", cwd=origin)
     run(DVC, "remote", "modify", "--local", "local", "url", str(remote), cwd=origin)

@@ -148,3 +148,103 @@ def test_safetensors_headers_are_canonical_so_equal_content_is_equal_bytes(tmp_p
 
     with safe_open(str(tmp_path / "x.safetensors"), "np") as f:
         assert f.metadata() == (meta or {}) or (meta is None and f.metadata() in (None, {}))
+
+
+# --- corrupt artifacts -----------------------------------------------------------------------------------
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.01, 0.5, 0.99])
+def test_a_truncated_file_names_itself_as_corrupt(tmp_path, keep):
+    import pandas as pd
+
+    from dicap.io import CorruptArtifact, load_arrays, read_table
+
+    arrays, table, record = tmp_path / "x.safetensors", tmp_path / "x.parquet", tmp_path / "x.json"
+    save_arrays(arrays, {"x": np.arange(64, dtype=np.float32)})
+    write_table(table, pd.DataFrame({"a": range(16)}))
+    write_json(record, {"a": list(range(16))})
+    for path, read in ((arrays, load_arrays), (table, read_table), (record, read_json)):
+        _truncate(path, keep)
+        with pytest.raises(CorruptArtifact, match=" is not ") as err:
+            read(path)
+        assert err.value.path == path and str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_a_missing_file_is_not_corrupt(tmp_path):
+    from dicap.io import CorruptArtifact, load_arrays, read_table
+
+    for read in (load_arrays, read_table):
+        with pytest.raises(FileNotFoundError) as err:
+            read(tmp_path / "absent.safetensors")
+        assert not isinstance(err.value, CorruptArtifact)
+
+
+def _corrupt_in_build(tmp_path, rel):
+    """A truncated safetensors file at ``rel`` under ``tmp_path``, and the error reading it raises."""
+    from dicap.io import CorruptArtifact, load_arrays
+
+    path = tmp_path / rel
+    save_arrays(path, {"x": np.ones(32, np.float32)})
+    _truncate(path, 0.5)
+    with pytest.raises(CorruptArtifact) as err:
+        load_arrays(path)
+    return path, err.value
+
+
+@pytest.mark.parametrize("rel", ["build/embedded/counterfactuals/shapes/main/seed1/shard0-of-2.safetensors",
+                                 "build/embedded/features/shapes/main/seed2.safetensors",
+                                 "build/paper/features/eurosat/eval.safetensors"])
+def test_a_corrupt_artifact_is_removed_and_the_command_that_rebuilds_it_named(tmp_path, rel):
+    from dicap.io import discard_corrupt
+
+    (tmp_path / "config.paper.yaml").write_text("suite: paper\n")
+    path, err = _corrupt_in_build(tmp_path, rel)
+    keep = path.with_name("other.safetensors")
+    save_arrays(keep, {"x": np.ones(2, np.float32)})
+    message = discard_corrupt(err, workdir=tmp_path)
+    assert not path.exists() and keep.exists()
+    assert message.startswith(f"{path} is corrupt (not a readable safetensors file") and "\n" not in message
+    configs = " --configfile config.yaml config.paper.yaml" if "/paper/" in rel else ""
+    assert message.endswith(f"removed it: `snakemake --forcerun {rel}{configs}` rebuilds it and what was made from it")
+
+
+@pytest.mark.parametrize("folder", ["models/shapes/oracle/model", "models/shapes/diffusion/model",
+                                    "models/shapes/clip/model", "models/shapes/guide_classifier"])
+def test_a_corrupt_file_in_a_model_folder_takes_the_folder(tmp_path, folder):
+    """Snakemake rebuilds a missing folder output, never a file missing from one."""
+    from dicap import layout
+    from dicap.io import discard_corrupt
+
+    path, err = _corrupt_in_build(tmp_path, f"build/embedded/{folder}/unet/weights.safetensors")
+    (tmp_path / f"build/embedded/{folder}/info.json").write_text("{}")
+    report = (tmp_path / "build/embedded" / folder).parent / "report.json"
+    report.write_text("{}")
+    message = discard_corrupt(err, layout.folder_output(path.relative_to(tmp_path)), tmp_path)
+    assert not (tmp_path / "build/embedded" / folder).exists() and report.exists()
+    assert f"removed build/embedded/{folder}: `snakemake --forcerun build/embedded/{folder}`" in message
+
+
+def test_a_truncated_model_names_its_file(tmp_path):
+    import torch
+
+    from dicap.io import CorruptArtifact, load_state_dict, save_state_dict
+
+    path = tmp_path / "build/embedded/models/shapes/oracle/model/oracle.safetensors"
+    save_state_dict(path, torch.nn.Linear(8, 4))
+    _truncate(path, 0.7)
+    with pytest.raises(CorruptArtifact, match=f"{path} is not a readable safetensors file"):
+        load_state_dict(path, torch.nn.Linear(8, 4))
+
+
+def test_a_corrupt_file_outside_the_build_folder_is_left_alone(tmp_path):
+    from dicap.io import discard_corrupt
+
+    for rel in ("data/paper/eurosat/images.safetensors", "results/x.safetensors", "build/x.safetensors"):
+        path, err = _corrupt_in_build(tmp_path, rel)
+        assert discard_corrupt(err, workdir=tmp_path) == str(err) and path.exists()
+    path, err = _corrupt_in_build(tmp_path / "elsewhere", "build/embedded/features/shapes/eval.safetensors")
+    assert discard_corrupt(err, workdir=tmp_path / "here") == str(err) and path.exists()

@@ -121,3 +121,25 @@ def test_control_variants_read_back():
     for name in (layout.UNBIASED_SHOTS, layout.TRUE_CF):
         with pytest.raises(ValueError, match="generates no counterfactuals"):
             layout.variant_settings(name, {"guidance_scale": 3.0, "sampling": "similarity"})
+
+
+@pytest.mark.parametrize("template", layout.FOLDER_OUTPUTS)
+def test_a_file_inside_a_folder_output_is_found_in_it(template):
+    folder = layout.Build("embedded")(template, dataset="shapes")
+    for inside in ("weights.safetensors", "unet/config.json", "a/b/c.json"):
+        assert layout.folder_output(f"{folder}/{inside}") == Path(folder)
+    assert layout.folder_output(folder) is None  # the folder itself lies in none
+
+
+def test_files_beside_the_folder_outputs_lie_in_none():
+    b = layout.Build("embedded")
+    for template in (layout.CLIP_REPORT, layout.CLASS_TEXT_FEATURES, layout.DIFFUSION_CHECK, layout.TRAIN_FEATURES,
+                     layout.CF_SHARD_IMAGES, layout.DATA_IMAGES):
+        assert layout.folder_output(b(template, dataset="shapes", variant="main", seed=1, shard=0, shards=2)) is None
+
+
+def test_the_folder_outputs_are_the_rules_directory_outputs():
+    names = dict(re.findall(r"(?m)^(\w+) = B\(layout\.(\w+)\)", (REPO / "rules" / "common.smk").read_text()))
+    rules = "".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    folders = {names[n] for n in re.findall(r"directory\((\w+)\)", rules)}
+    assert folders == {name for name in dir(layout) if getattr(layout, name) in layout.FOLDER_OUTPUTS and name.isupper()} - {"FOLDER_OUTPUTS"}
