@@ -27,9 +27,9 @@ dvc pull "$@" "${stages[@]}"
 if ! dvc pull "$@" "$pipeline" > /dev/null 2>&1; then
   echo "pull.sh: some stages (tables, ablations) are not on the remote: Snakemake regenerates them" >&2
 fi
-# One touch pass can leave a job behind: the pulled files' mtimes differ by microseconds in no
-# order, and a job whose inputs only look newer after its neighbours were touched (the shards
-# with their ancient() diffusion check, then the merge) is planned again on the next look.
+# One touch pass left the merges behind once (CI, with an ancient() input since removed): the
+# pulled files' mtimes differ by microseconds in no order.  Touching is cheap; looking again
+# until nothing is planned makes the pull's promise hold whatever Snakemake's order.
 # Touch until a dry run plans nothing (targets first: --configfile takes all that follows).
 for pass in 1 2 3 4; do
   if snakemake artifacts -n "${configs[@]}" 2>&1 | grep -q "^Nothing to be done"; then break; fi
