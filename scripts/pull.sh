@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Fetch the shared artifacts (data, splits, backbones, counterfactuals, CLIP features; the paper
-# suite's download markers too) from the DVC remote, then tell Snakemake they are current.
+# suite's download markers, prompts and per-seed metrics too) from the DVC remote, then tell
+# Snakemake they are current.
 #   bash scripts/pull.sh            # the embedded suite (dvc.yaml)
 #   bash scripts/pull.sh paper      # the paper suite (paper/dvc.yaml), pushed from a cluster
+# The paper suite's evaluations come too: `evaluate` scores the pixel learners (MaPLe) on the
+# test images, which stay on the cluster, so a laptop builds the tables from the per-seed metrics.
 # Further arguments go to `dvc pull` (for example `-r myremote`).
 #
 # Why not `dvc pull` alone: DVC restores files with new modification times, in no particular
@@ -18,10 +21,15 @@ export PATH="$(realpath -m "${DICAP_VENV:-.venv}")/bin:$PATH" DVC_NO_ANALYTICS=1
 # The stages that hold the shared artifacts must come; the others (the tables, the ablations)
 # come where somebody recorded and pushed them, and are regenerated where not: a pull of the
 # whole pipeline fails on a stage nobody recorded, and must not stop the touch below.
+# Each touch pass is one Snakemake target list; the paper suite's second marks the prompts and
+# per-seed metrics current, every job up to the evaluations (the tables follow from them).
 pipeline=dvc.yaml stages=(dvc.yaml:artifacts) configs=(--configfile config.yaml)
+touches=("artifacts")
 if [[ ${1:-} == paper ]]; then
   shift
-  pipeline=paper/dvc.yaml stages=(paper/dvc.yaml:source paper/dvc.yaml:artifacts) configs=(--configfile config.yaml config.paper.yaml)
+  pipeline=paper/dvc.yaml configs=(--configfile config.yaml config.paper.yaml)
+  stages=(paper/dvc.yaml:source paper/dvc.yaml:artifacts paper/dvc.yaml:evaluations)
+  touches+=("all --until evaluate evaluate_task")
 fi
 dvc pull "$@" "${stages[@]}"
 if ! dvc pull "$@" "$pipeline" > /dev/null 2>&1; then
@@ -30,13 +38,19 @@ fi
 # One touch pass left the merges behind once (CI, with an ancient() input since removed): the
 # pulled files' mtimes differ by microseconds in no order.  Touching is cheap; looking again
 # until nothing is planned makes the pull's promise hold whatever Snakemake's order.
-# Touch until a dry run plans nothing (targets first: --configfile takes all that follows).
-for pass in 1 2 3 4; do
-  if snakemake artifacts -n "${configs[@]}" 2>&1 | grep -q "^Nothing to be done"; then break; fi
-  if [[ $pass == 4 ]]; then
-    echo "pull.sh: snakemake still plans jobs for the pulled artifacts; see: snakemake -n artifacts" >&2
-    exit 1
-  fi
-  snakemake artifacts --cores 1 --touch "${configs[@]}" > /dev/null
+# Touch until a dry run plans nothing (targets first: --until and --configfile take all that follows).
+for touch in "${touches[@]}"; do
+  read -ra targets <<< "$touch"
+  for pass in 1 2 3 4; do
+    # Read whole (`snakemake | grep -q` fails under pipefail when grep stops early); with
+    # --until, an empty plan is a job table of total 0, not "Nothing to be done".
+    plan=$(snakemake "${targets[@]}" -n "${configs[@]}" 2>&1 || true)
+    if grep -qE "^Nothing to be done|^total +0$" <<< "$plan"; then break; fi
+    if [[ $pass == 4 ]]; then
+      echo "pull.sh: snakemake still plans jobs for the pulled files; see: snakemake $touch -n ${configs[*]}" >&2
+      exit 1
+    fi
+    snakemake "${targets[@]}" --cores 1 --touch "${configs[@]}" > /dev/null
+  done
 done
-echo "pull.sh: artifacts pulled and marked current; snakemake -n now plans only what they do not cover" >&2
+echo "pull.sh: pulled files marked current; snakemake -n now plans only what they do not cover" >&2

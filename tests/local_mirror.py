@@ -284,6 +284,37 @@ def varied_vqa(n_images: int, subtype: str = "val2014") -> tuple[bytes, bytes, b
 # --- a dataset already on disk, in CoOp's $DATA layout (registry entries with local: true) --------
 
 
+# --- the paper suite's tiny DTD (tests/pipeline/test_paper_*.py) ------------------------------
+
+
+DTD_CLASSES = ["banded", "dotted", "striped", "zigzagged"]  # two base, two novel
+DTD_PER_SPLIT = {"train": 3, "val": 1, "test": 2}
+
+
+def striped_jpeg(rgb: tuple[int, int, int], stripe: int) -> bytes:
+    image = Image.new("RGB", (24, 20), rgb)
+    for x in range(0, 24, stripe):
+        for y in range(20):
+            image.putpixel((x, y), (255 - rgb[0], 255 - rgb[1], 255 - rgb[2]))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def dtd_archive() -> tuple[bytes, bytes]:
+    """A DTD archive (``dtd/images/<class>/<class>_NNNN.jpg``) and its CoOp split file."""
+    files, split = {}, {name: [] for name in DTD_PER_SPLIT}
+    for label, name in enumerate(DTD_CLASSES):
+        index = 0
+        for part, n in DTD_PER_SPLIT.items():
+            for _ in range(n):
+                index += 1
+                rel = f"{name}/{name}_{index:04d}.jpg"
+                files[f"dtd/images/{rel}"] = striped_jpeg((60 * label, 100 + 30 * index % 150, 200 - 40 * label), 2 + label)
+                split[part].append([rel, label, name])
+    return tar_bytes(files), json.dumps(split).encode()
+
+
 def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=None,
                 split_name: str = "split_zhou_MyDataset.json") -> tuple[str, int]:
     """``<dataset>/images/<class>/<class>_NNNN.jpg`` and ``<dataset>/split_zhou_<Name>.json``

@@ -44,9 +44,9 @@ DVC = str(BIN / "dvc")
 DVC_ENV = {**ENV, "DVC_NO_ANALYTICS": "1", "DICAP_VENV": str(BIN.parent)}
 
 
-def run(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """A command in ``cwd``, as a user runs DVC and Snakemake there; it must succeed."""
-    out = subprocess.run(list(args), cwd=cwd, env=DVC_ENV, capture_output=True, text=True, timeout=timeout)
+def run(*args: str, cwd: Path, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command in ``cwd``, as a user runs DVC and Snakemake there (``env``: DVC_ENV); it must succeed."""
+    out = subprocess.run(list(args), cwd=cwd, env=env or DVC_ENV, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"{args} failed:\n{(out.stdout + out.stderr)[-4000:]}"
     return out
 

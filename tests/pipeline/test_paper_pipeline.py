@@ -11,49 +11,20 @@ feature caching, prompt training and evaluation - is what a cluster run executes
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
 import pandas as pd
 import yaml
-from PIL import Image
 
 from dicap.prompting.methods import LEARNERS
 from dicap.testing.tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
-from local_mirror import captioned_flickr, coop_folder, local_registry, tar_bytes, varied_vqa, zip_bytes
+from local_mirror import DTD_CLASSES as CLASSES, DTD_PER_SPLIT as PER_SPLIT, captioned_flickr, coop_folder, dtd_archive, local_registry, \
+    striped_jpeg, varied_vqa, zip_bytes
 from snakemake_runner import ENV, REPO, job_counts, snakemake
 
-CLASSES = ["banded", "dotted", "striped", "zigzagged"]  # two base, two novel
-PER_SPLIT = {"train": 3, "val": 1, "test": 2}
-
-
-def _jpeg(rgb: tuple[int, int, int], stripe: int) -> bytes:
-    image = Image.new("RGB", (24, 20), rgb)
-    for x in range(0, 24, stripe):
-        for y in range(20):
-            image.putpixel((x, y), (255 - rgb[0], 255 - rgb[1], 255 - rgb[2]))
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
-
-
-def _dtd() -> tuple[bytes, bytes]:
-    """A DTD archive (``dtd/images/<class>/<class>_NNNN.jpg``) and its CoOp split file."""
-    files, split = {}, {name: [] for name in PER_SPLIT}
-    for label, name in enumerate(CLASSES):
-        index = 0
-        for part, n in PER_SPLIT.items():
-            for _ in range(n):
-                index += 1
-                rel = f"{name}/{name}_{index:04d}.jpg"
-                files[f"dtd/images/{rel}"] = _jpeg((60 * label, 100 + 30 * index % 150, 200 - 40 * label), 2 + label)
-                split[part].append([rel, label, name])
-    return tar_bytes(files), json.dumps(split).encode()
-
-
 def test_paper_suite_from_download_to_table(server, tmp_path):
-    archive, split_file = _dtd()
+    archive, split_file = dtd_archive()
     registry = local_registry(server, ["dtd"], {"dtd-r1.0.1.tar.gz": archive, "split_zhou_DescribableTextures.json": split_file})
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry))
     sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
@@ -188,7 +159,7 @@ def test_your_own_dataset_from_a_local_folder_to_table(tmp_path):
     (mine,) = _doc_yaml_blocks("datasets: [my_birds]")
     entry = registry["datasets"]["my_birds"]
     shared = tmp_path / "shared" / "my_birds"
-    _, n = coop_folder(shared, CLASSES, PER_SPLIT, image=lambda label, i: _jpeg((60 * label, 100 + 30 * i % 150, 200 - 40 * label), 2 + label),
+    _, n = coop_folder(shared, CLASSES, PER_SPLIT, image=lambda label, i: striped_jpeg((60 * label, 100 + 30 * i % 150, 200 - 40 * label), 2 + label),
                        split_name=entry["split_file"])
     entry.update(link=str(shared), images=n)
     (tmp_path / "my_registry.yaml").write_text(yaml.safe_dump(registry))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from dicap import layout
 from dicap.code_version import ROOT, job_sources
 from snakemake_runner import BIN, ENV, REPO
 
@@ -54,3 +55,21 @@ def test_artifact_stage_depends_on_all_the_code_it_runs():
         sources = job_sources(job)
         for path in {sources.module, *sources.files}:
             assert any(path == d or d in path.parents for d in deps), f"{path.relative_to(ROOT)} ({job})"
+
+
+# The jobs whose outputs the paper suite's `evaluations` stage shares: what a laptop cannot
+# recompute (evaluate reads the test images), and everything upstream of it that is no artifact.
+EVALUATION_OUTPUTS = (layout.PROMPT, layout.PROMPT_HISTORY, layout.METRICS, layout.TASK_PROMPT, layout.TASK_METRICS)
+
+
+def test_paper_evaluations_stage_owns_what_the_evaluations_write_and_pull_touches_its_targets():
+    stage = yaml.safe_load((REPO / "paper" / "dvc.yaml").read_text())["stages"]["evaluations"]
+    outs = {next(iter(out)) for out in stage["outs"]}
+    assert all(next(iter(out.values())).get("persist") for out in stage["outs"])
+    for template in EVALUATION_OUTPUTS:
+        path = layout.Build("paper")(template)
+        assert any(path.startswith(out + "/") for out in outs), f"{path} is in no output of paper/dvc.yaml:evaluations"
+    targets = stage["cmd"].rsplit("${snakemake} ", 1)[1]
+    assert "--until evaluate evaluate_task" in targets and not targets.endswith("--configfile")
+    pull = (REPO / "scripts" / "pull.sh").read_text()
+    assert "paper/dvc.yaml:evaluations" in pull and f'touches+=("{targets}")' in pull, targets
