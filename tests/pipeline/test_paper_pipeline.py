@@ -96,7 +96,7 @@ def test_paper_retrieval_and_vqa_from_download_to_tables(server, tmp_path):
              "v2_Questions_Val_mscoco.zip": zip_bytes({"v2_OpenEnded_mscoco_val2014_questions.json": questions}),
              "v2_Annotations_Val_mscoco.zip": zip_bytes({"v2_mscoco_val2014_annotations.json": annotations}),
              "val2014.zip": val2014}
-    registry = local_registry(server, ["flickr30k", "vqav2"], files)
+    registry = local_registry(server, ["flickr30k", "vqav2", "dtd"], files)  # dtd: the config's `datasets` must name an entry
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry))
     placed = tmp_path / "data" / "flickr30k" / "downloads"
     placed.mkdir(parents=True)
