@@ -301,17 +301,23 @@ def striped_jpeg(rgb: tuple[int, int, int], stripe: int) -> bytes:
     return out.getvalue()
 
 
+def coop_layout(classes: list[str], per_split: dict[str, int]):
+    """Each image of CoOp's layout as ``(split part, label, class, index, <class>/<class>_NNNN.jpg)``:
+    per class, its images numbered across the parts in order."""
+    for label, name in enumerate(classes):
+        index = 0
+        for part, n in per_split.items():
+            for _ in range(n):
+                index += 1
+                yield part, label, name, index, f"{name}/{name}_{index:04d}.jpg"
+
+
 def dtd_archive() -> tuple[bytes, bytes]:
     """A DTD archive (``dtd/images/<class>/<class>_NNNN.jpg``) and its CoOp split file."""
     files, split = {}, {name: [] for name in DTD_PER_SPLIT}
-    for label, name in enumerate(DTD_CLASSES):
-        index = 0
-        for part, n in DTD_PER_SPLIT.items():
-            for _ in range(n):
-                index += 1
-                rel = f"{name}/{name}_{index:04d}.jpg"
-                files[f"dtd/images/{rel}"] = striped_jpeg((60 * label, 100 + 30 * index % 150, 200 - 40 * label), 2 + label)
-                split[part].append([rel, label, name])
+    for part, label, name, index, rel in coop_layout(DTD_CLASSES, DTD_PER_SPLIT):
+        files[f"dtd/images/{rel}"] = striped_jpeg((60 * label, 100 + 30 * index % 150, 200 - 40 * label), 2 + label)
+        split[part].append([rel, label, name])
     return tar_bytes(files), json.dumps(split).encode()
 
 
@@ -322,16 +328,11 @@ def coop_folder(dataset, classes: list[str], per_split: dict[str, int], image=No
     number of images it names.  ``image(label, index)`` gives each file's bytes (default: jpeg)."""
     image = image or (lambda label, index: jpeg(label * 7 + index))
     split: dict[str, list] = {name: [] for name in per_split}
-    for label, name in enumerate(classes):
-        index = 0
-        for part, n in per_split.items():
-            for _ in range(n):
-                index += 1
-                rel = f"{name}/{name}_{index:04d}.jpg"
-                path = dataset / "images" / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(image(label, index))
-                split[part].append([rel, label, name])
+    for part, label, name, index, rel in coop_layout(classes, per_split):
+        path = dataset / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image(label, index))
+        split[part].append([rel, label, name])
     data = json.dumps(split).encode()
     (dataset / split_name).write_bytes(data)
     return sha256(data), sum(len(v) for v in split.values())
