@@ -68,9 +68,11 @@ def test_tiny_suite_on_slurm_equals_local_run(cluster, tiny_run, tmp_path):
         ran[job["rule"]] = ran.get(job["rule"], 0) + 1
     assert ran == planned, (ran, planned)
     assert all(job["state"] == "COMPLETED" for job in jobs), jobs
-    # GPU rules asked the scheduler for a GPU and got one; the others did not ask.
+    # GPU rules asked the scheduler for a GPU and got one; the others, and zeroshot's prompt job
+    # (it learns nothing: Plan.learner_gpus), did not ask.
     for job in jobs:
-        assert ("gres/gpu=1" in job["tres"]) == (job["rule"] in GPU_RULES), job
+        wants_gpu = job["rule"] in GPU_RULES and "_zeroshot_" not in job["comment"]
+        assert ("gres/gpu=1" in job["tres"]) == wants_gpu, job
 
     # The same config and seeds give the same table, byte for byte, on the cluster and locally.
     assert (tmp_path / "results" / "table1.csv").read_bytes() == (tiny_run / "results" / "table1.csv").read_bytes()
