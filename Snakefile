@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from dicap import layout, worker
+from dicap import layout, runs, worker
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.plan import GENERATOR_CURVE, PROMPT_ABLATIONS, Plan
@@ -47,6 +47,30 @@ try:
     config.update(validate_config(with_defaults(coerce_config(config)), "config"))
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
+
+# A named run, or a one-off --config override, works in runs/<name>/ (src/dicap/runs.py): every
+# relative path below resolves there, Snakemake's records included, and the main run's outputs
+# stay as they are.  --directory, where given, is the user's own choice of folder and wins.
+RUN = runs.run_name(config, workflow.config_settings.config)  # config: --config only, not --configfile
+config["run"] = RUN
+RUN_FOLDER = runs.run_folder(workflow.basedir, RUN)
+if RUN_FOLDER is not None and workflow.overwrite_workdir is None:
+    # Paths the user gave relative to where they started keep meaning that: the datasets they
+    # downloaded once (paper suite), their own registry.
+    if "root" in config["data"]:
+        config["data"]["root"] = os.path.abspath(config["data"]["root"])
+    if os.environ.get("DICAP_REGISTRY"):
+        os.environ["DICAP_REGISTRY"] = os.path.abspath(os.environ["DICAP_REGISTRY"])
+    print(f"run {RUN}: every output goes under {os.path.relpath(RUN_FOLDER)}/ "
+          f"(results in {os.path.relpath(RUN_FOLDER)}/results/)", file=sys.stderr)
+
+    workdir: RUN_FOLDER
+
+
+if other := runs.foreign_results(config["suite"]):
+    raise WorkflowError(f"results/ holds the {other} suite's tables ({runs.RESULTS_RECORD}), and this is the "
+                        f"{config['suite']} suite: give it a folder of its own with --config run={config['suite']}, "
+                        "or move results/ away")
 
 PAPER = config["suite"] == "paper"
 DATASETS = config["datasets"]

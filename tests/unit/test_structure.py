@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 # maintainer's tools) wires the library below together; cli.py only dispatches to it.
 LAYERS = [
     {"config", "io", "runtime", "guards", "layout", "code_version", "worker"},  # config, IO, processes
+    {"runs"},  # which run an invocation is, and its folder (the run name hashes the config)
     {"data", "backbones"},  # backbones and data
     {"counterfactual", "prompting"},  # the method
     {"evaluation", "audit"},  # scoring the method

@@ -11,6 +11,7 @@ import pandas as pd
 from dicap import layout
 from dicap.evaluation.metrics import harmonic_mean
 from dicap.io import atomic_output, provenance, read_json, write_json, write_table
+from dicap.runs import describe as describe_run
 from dicap.prompting.methods import ZEROSHOT
 from dicap.report.markdown import markdown_table
 from dicap.report.paired import GAIN, LOSS, NOISE, markdown_cells, paired_both
@@ -104,6 +105,13 @@ def build_paired(per_seed: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return paired_both(per_seed, METRICS, ["split", "dataset"], {"split": list(SPLIT_ORDER), "dataset": datasets})
 
 
+def run_line(record: dict[str, Any]) -> str:
+    """The first line of a table's Markdown: which run made it, so a table copied out of its
+    folder (runs/<name>/results/, docs/running.md#runs) still says what it is."""
+    return (f"Run: {describe_run(record['params'].get('run', ''))} (config hash {record['config_hash']}; "
+            "everything it was made from is in the .provenance.json beside this file)\n\n")
+
+
 def to_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """Per split: the table (mean ± SE over seeds), then DiCap against its own learner and the
     learners against zero-shot, paired by seed."""
@@ -171,9 +179,15 @@ def write_table1(table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[
         write_metrics_folder(out_metrics, metrics_tree(table))
     if paired is not None and out_paired is not None:
         write_table(out_paired, paired)
+    write_markdown_with_record(out_md, to_markdown(table, paired), out_csv, config)
+
+
+def write_markdown_with_record(out_md: Path, markdown: str, out_csv: Path, config: dict[str, Any]) -> None:
+    """A table's Markdown, headed by the run that made it, and its provenance beside the csv."""
+    record = provenance(config, None) | {"seeds": config.get("seeds")}
     with atomic_output(out_md) as tmp:
-        tmp.write_text(to_markdown(table, paired))
-    write_json(out_csv.with_suffix(".provenance.json"), provenance(config, None) | {"seeds": config.get("seeds")})
+        tmp.write_text(run_line(record) + markdown)
+    write_json(out_csv.with_suffix(".provenance.json"), record)
 
 
 LINEAR_PROBE = "linear_probe"  # the CLIP report's linear-probe accuracy, where the backbone job measures one

@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 
 from dicap import layout
-from dicap.io import atomic_output, provenance, write_json, write_table
+from dicap.io import write_table
 from dicap.report.markdown import markdown_table
-from dicap.report.table import over_seeds, read_seed_file
+from dicap.report.table import over_seeds, read_seed_file, write_markdown_with_record
 
 # Columns the markdown shows (the CSV keeps every score): CPL's headline number first.
 SHOWN = {
@@ -59,6 +59,4 @@ def task_markdown(task: str, table: pd.DataFrame) -> str:
 
 def write_task_table(task: str, table: pd.DataFrame, out_csv: Path, out_md: Path, config: dict[str, Any]) -> None:
     write_table(out_csv, table)
-    with atomic_output(out_md) as tmp:
-        tmp.write_text(task_markdown(task, table))
-    write_json(out_csv.with_suffix(".provenance.json"), provenance(config, None) | {"seeds": config.get("seeds")})
+    write_markdown_with_record(out_md, task_markdown(task, table), out_csv, config)
