@@ -6,6 +6,8 @@ dvc.yaml persists its outputs, so Snakemake alone decides what is stale (docs/dv
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections import Counter
 from pathlib import Path
@@ -94,12 +96,22 @@ def test_dvc_repro_runs_what_snakemake_plans_and_keeps_the_rest(tmp_path):
     # A prompt key: no artifact job it adds (their stage did not change), the results the plan names.
     # The figure's guidance-scale variants read the diffusion check the new scale reran, so `all`
     # had their shards to redo before the key changed; the key adds prompt training, not shards.
+    # The key changes the DVC way (docs/dvc.md#experiments): `dvc exp run -S` sets it, runs the
+    # stages and keeps the experiment; it must run what Snakemake plans for the same change.
     stale, _ = _plan(root, "all")
+    recorded = (root / "config.yaml").read_text()
     _set(root, "prompt", "epochs", lambda e: e + 1)
+    epochs = yaml.safe_load((root / "config.yaml").read_text())["prompt"]["epochs"]
     planned, outputs = _plan(root, "all")
+    (root / "config.yaml").write_text(recorded)
     assert planned["train_prompt"] and planned["counterfactual_shard"] == stale["counterfactual_shard"], (stale, planned)
     before = _files(root)
-    stdout, ran, written = _repro(root, "artifacts", "results")
-    assert "'artifacts' didn't change" in stdout, stdout[-2000:]
+    out = run(DVC, "exp", "run", "-S", f"config.yaml:prompt.epochs={epochs}", "artifacts", "results", cwd=root, timeout=1800)
+    ran, written = _jobs(out.stdout + out.stderr)
+    assert "'artifacts' didn't change" in out.stdout, out.stdout[-2000:]
     assert ran == planned and written == outputs
     _assert_reuse(root, before, written)
+    assert yaml.safe_load((root / "config.yaml").read_text())["prompt"]["epochs"] == epochs
+    rows = list(csv.DictReader(io.StringIO(run(DVC, "exp", "show", "--no-pager", "--csv", cwd=root).stdout)))
+    experiments = [r for r in rows if r["Experiment"]]
+    assert [r["prompt.epochs"] for r in experiments] == [str(epochs)], rows
