@@ -350,11 +350,20 @@ class Plan:
             inputs["reference"] = self.reference
         return inputs
 
+    def figure_runs(self) -> list[tuple[str, str, int]]:
+        """(dataset, variant, seed) of the counterfactuals the grids show beside main's: the other
+        guidance scales (``report.figure_guidance_scales``), first seed only; the embedded suite's."""
+        others = [v for v in self.figure_variants if v != layout.MAIN]
+        return [] if self.paper else [(d, v, self.seeds[0]) for d in self.datasets for v in others]
+
     def artifact_targets(self) -> list[str]:
         """The artifacts DVC caches and shares: data, splits, backbones, counterfactuals, features.
 
-        Everything the workflow writes under these folders for the main variant is listed, so
-        a DVC stage that asks Snakemake for exactly these owns the folders whole.
+        Everything the workflow writes under these folders for ``all`` is listed (main's files,
+        the counterfactual grids' other guidance scales, the shortcut controls' training
+        features), so a DVC stage that asks Snakemake for exactly these owns the folders whole,
+        and after a pull ``snakemake`` plans no shard or feature job.  The ablations' own
+        variants are theirs to recompute (.dvcignore keeps them out).
         """
         b, every = self.build, [*self.datasets, *self.text_datasets]
         data = [layout.DATA_TABLE, layout.DATA_CLASSES] + ([] if self.paper else [layout.DATA_IMAGES])
@@ -362,19 +371,21 @@ class Plan:
                   layout.DIFFUSION_REPORT]
         models += [layout.GUIDE_CLASSIFIER] if self.counterfactual["guide"] == "classifier" else []
         models += [] if self.paper else [layout.ORACLE_MODEL, layout.ORACLE_REPORT, layout.DIFFUSION_CHECK]
-        per_seed = [layout.CF_IMAGES, layout.CF_TABLE, layout.TRAIN_FEATURES]
+        main = [(d, layout.MAIN, s) for d in every for s in self.seeds]
+        generated = [*main, *self.figure_runs()]
+        features = [*main, *((d, v, s) for d in self.controls for v in CONTROL_VARIANTS for s in self.seeds)]
         shard_files = [layout.CF_SHARD_IMAGES, layout.CF_SHARD_TABLE]
         return [
             *(b(t, dataset=d) for d in every for t in data),
             *(self.split_path(d, s) for d in [*self.datasets, *self.text_datasets] for s in self.seeds),
             *(self.split_path(d, s, layout.UNBIASED_SHOTS) for d in self.controls for s in self.seeds),
             *(b(t, dataset=d) for d in every for t in models),
-            *(b(t, dataset=d, variant=layout.MAIN, seed=s) for d in every for s in self.seeds for t in per_seed),
-            *(b(t, dataset=d, variant=layout.MAIN, seed=s, shard=k, shards=self.shards(d))
-              for d in every for s in self.seeds for k in range(self.shards(d)) for t in shard_files),
+            *(b(t, dataset=d, variant=v, seed=s) for d, v, s in generated for t in (layout.CF_IMAGES, layout.CF_TABLE)),
+            *(b(layout.TRAIN_FEATURES, dataset=d, variant=v, seed=s) for d, v, s in features),
+            *(b(t, dataset=d, variant=v, seed=s, shard=k, shards=self.shards(d))
+              for d, v, s in generated for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
         ]
-
 
 def _unique(values) -> list:
     """``values`` in order, each once."""
