@@ -162,13 +162,14 @@ def _truncate(path, keep):
 def test_a_truncated_file_names_itself_as_corrupt(tmp_path, keep):
     import pandas as pd
 
-    from dicap.io import CorruptArtifact, load_arrays, read_table
+    from dicap.io import CorruptArtifact, check_arrays, load_arrays, read_table
 
     arrays, table, record = tmp_path / "x.safetensors", tmp_path / "x.parquet", tmp_path / "x.json"
     save_arrays(arrays, {"x": np.arange(64, dtype=np.float32)})
     write_table(table, pd.DataFrame({"a": range(16)}))
     write_json(record, {"a": list(range(16))})
-    for path, read in ((arrays, load_arrays), (table, read_table), (record, read_json)):
+    check_arrays(arrays)  # whole: no error
+    for path, read in ((arrays, check_arrays), (arrays, load_arrays), (table, read_table), (record, read_json)):
         _truncate(path, keep)
         with pytest.raises(CorruptArtifact, match=" is not ") as err:
             read(path)
@@ -176,9 +177,9 @@ def test_a_truncated_file_names_itself_as_corrupt(tmp_path, keep):
 
 
 def test_a_missing_file_is_not_corrupt(tmp_path):
-    from dicap.io import CorruptArtifact, load_arrays, read_table
+    from dicap.io import CorruptArtifact, check_arrays, load_arrays, read_table
 
-    for read in (load_arrays, read_table):
+    for read in (check_arrays, load_arrays, read_table):
         with pytest.raises(FileNotFoundError) as err:
             read(tmp_path / "absent.safetensors")
         assert not isinstance(err.value, CorruptArtifact)
