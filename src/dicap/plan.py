@@ -222,23 +222,25 @@ class Plan:
     def learner_memory_mb(self, method: str, embedded_mb: int, paper_mb: int, attempt: int = 1) -> int:
         """Memory of one prompt-training job, doubling with each retry."""
         factor = parse_method(method).spec.memory_factor
-        return self.by_suite(embedded_mb, paper_mb * factor) * 2 ** (attempt - 1)
+        return budget.retried(self.by_suite(embedded_mb, paper_mb * factor), attempt)
 
     def learner_minutes(self, method: str, dataset: str | None = None, attempt: int = 1) -> int:
         """Walltime of one prompt-training job on the cluster: its budget (:mod:`dicap.budget`),
         never above the learner's registry ceiling; a short one for a method that learns nothing;
         doubling with each retry."""
         parsed = parse_method(method)
+        images = budget.training_images(dataset, self.config) if dataset and self.paper and parsed.trains else None
         if not self.paper:
-            return 30 * 2 ** (attempt - 1)
-        if not parsed.trains:
-            return budget.NO_TRAINING_MINUTES * 2 ** (attempt - 1)
-        images = budget.training_images(dataset, self.config) if dataset else None
-        if images is None:
-            return parsed.spec.cluster_minutes * 2 ** (attempt - 1)
-        images *= 2 if parsed.uses_counterfactuals else 1
-        minutes = budget.walltime_minutes(budget.prompt_seconds(parsed.learner, images, self.config["prompt"]["epochs"]))
-        return min(minutes, parsed.spec.cluster_minutes) * 2 ** (attempt - 1)
+            minutes = 30
+        elif not parsed.trains:
+            minutes = budget.NO_TRAINING_MINUTES
+        elif images is None:
+            minutes = parsed.spec.cluster_minutes
+        else:
+            images *= 2 if parsed.uses_counterfactuals else 1
+            seconds = budget.prompt_seconds(parsed.learner, images, self.config["prompt"]["epochs"])
+            minutes = min(budget.walltime_minutes(seconds), parsed.spec.cluster_minutes)
+        return budget.retried(minutes, attempt)
 
     def learner_gpus(self, method: str) -> int:
         """GPUs of one prompt-training job: none for a method that learns nothing (zeroshot)."""
@@ -259,10 +261,10 @@ class Plan:
     def shard_minutes(self, dataset: str, attempt: int = 1) -> int:
         """Walltime of one counterfactual shard: its budget on the paper suite, an hour on the embedded one."""
         if not self.paper:
-            return 60 * 2 ** (attempt - 1)
+            return budget.retried(60, attempt)
         images = budget.counterfactuals_per_seed(dataset, self.config)
         if images is None:
-            return 240 * 2 ** (attempt - 1)
+            return budget.retried(240, attempt)
         seconds = budget.shard_seconds(math.ceil(images / self.shards(dataset)), self.config["diffusion"]["pretrained"]["compile"])
         return budget.walltime_minutes(sum(seconds), attempt)
 

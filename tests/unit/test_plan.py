@@ -207,6 +207,20 @@ def test_learner_resources_come_from_the_registry(config):
     assert {embedded.learner_memory_mb(n, 2000, 16000) for n in LEARNERS} == {2000}
 
 
+@pytest.mark.parametrize("suite", ["embedded", "paper"])
+def test_every_cluster_request_doubles_per_retry_from_its_first_attempt(config, paper, suite):
+    """Walltimes and memory grow one way (budget.retried): attempt k asks 2**(k-1) times attempt 1's."""
+    plan = Plan(config) if suite == "embedded" else paper
+    for attempt in (2, 3):
+        grow = 2 ** (attempt - 1)
+        for d in [*plan.datasets, None]:
+            for m in ("zeroshot", "coop", "dicap", "dicap_maple", "cocoop"):
+                assert plan.learner_minutes(m, d, attempt) == grow * plan.learner_minutes(m, d)
+                assert plan.learner_memory_mb(m, 2000, 16000, attempt) == grow * plan.learner_memory_mb(m, 2000, 16000)
+            if d is not None:
+                assert plan.shard_minutes(d, attempt) == grow * plan.shard_minutes(d)
+
+
 def test_the_suites_targets(plan, config):
     assert plan.audit_results and plan.shortcut_results and len(plan.task_results) == 4
     assert plan.calibration_results == ["results/calibration.csv", "results/calibration.md"]
