@@ -147,3 +147,26 @@ def rules_by_file() -> dict[str, set[str]]:
             names.add(named.group(1) if named else re.search(r'name:\s*\n\s*f?"([^"]+)"', block).group(1))
         found[path.stem] = names
     return found
+
+
+def truncated_table(path: Path) -> Path:
+    """A small table written at ``path`` as the workflow writes it, then damaged as a killed copy
+    leaves it: a Parquet file cut in half, a CSV file emptied (a CSV cut mid-row still parses)."""
+    import pandas as pd
+
+    from dicap.io import write_table
+
+    write_table(path, pd.DataFrame({"row": range(8), "label": range(8)}))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if path.suffix == ".parquet" else b"")
+    return path
+
+
+def assert_corrupt(path: Path, read, *args, **kwargs) -> None:
+    """``read(*args, **kwargs)`` raises CorruptArtifact naming ``path`` (so the job removes it)."""
+    import pytest
+
+    from dicap.io import CorruptArtifact
+
+    with pytest.raises(CorruptArtifact) as err:
+        read(*args, **kwargs)
+    assert err.value.path == Path(path) and str(err.value).startswith(f"{path} is not a readable table"), err.value

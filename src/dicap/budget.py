@@ -73,10 +73,16 @@ def shard_seconds(images: int, compile: bool = True) -> tuple[float, float]:
     return images * per_image, _cost("model_load")["seconds"] + (cf["compile_seconds"] if compiled else 0)
 
 
+def retried(request: int, attempt: int = 1) -> int:
+    """A cluster request (minutes, MB) for ``attempt``: doubled per retry (``retries:`` in the
+    profile), since a job killed for time or memory would be killed again at the same size."""
+    return request * 2 ** (attempt - 1)
+
+
 def walltime_minutes(seconds: float, attempt: int = 1) -> int:
     """A job's walltime request: its budget times the safety factor, at least the floor, doubled per retry."""
     rule = costs()["walltime"]
-    return max(rule["floor_minutes"], math.ceil(seconds * rule["safety"] / 60)) * 2 ** (attempt - 1)
+    return retried(max(rule["floor_minutes"], math.ceil(seconds * rule["safety"] / 60)), attempt)
 
 
 def training_images(dataset: str, config: dict[str, Any]) -> int | None:

@@ -160,19 +160,42 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 
 REGISTRY_ENV = "DICAP_REGISTRY"
-PACKAGED_REGISTRY = "data/registry.yaml"  # dicap/data/registry.yaml, which dicap.data.paper_sources reads too
+PACKAGED_REGISTRY = "data/registry.yaml"  # dicap/data/registry.yaml
+CLASSIFICATION = "classification"  # a registry entry's task when it names none (a site's older copy)
+
+
+def registry_file(path: str | os.PathLike | None = None) -> Path:
+    """The dataset registry in use: ``path``, else ``$DICAP_REGISTRY`` (a site's own copy, say
+    with a mirror's checksums), else the packaged one.  The one place that decides, so the
+    config check and the data layer (:mod:`dicap.data.paper_sources`) read the same file;
+    a relative ``$DICAP_REGISTRY`` is made absolute here, so a job that runs in another
+    directory (``--directory``) and the error naming it mean the same file."""
+    if path:
+        return Path(path)
+    env = os.environ.get(REGISTRY_ENV)
+    return Path(os.path.abspath(env)) if env else Path(str(resources.files("dicap").joinpath(PACKAGED_REGISTRY)))
+
+
+def registry_task(entry: Any) -> str:
+    """A registry entry's task; classification when it names none (or is no mapping yet: the
+    config reads the file before the data layer checks each entry's shape)."""
+    return entry.get("task", CLASSIFICATION) if isinstance(entry, dict) else CLASSIFICATION
+
+
+def registry_keys(entries: dict[str, Any], task: str = CLASSIFICATION) -> list[str]:
+    """The keys of the registry's ``datasets`` entries of one task, in file order (the config's
+    ``datasets`` draw from the classification ones)."""
+    return [key for key, entry in entries.items() if registry_task(entry) == task]
 
 
 def registry_classification_keys() -> tuple[str, list[str]]:
-    """The registry file in use (``$DICAP_REGISTRY``, else the packaged one) and its
-    classification keys, in file order.
+    """The registry file in use (:func:`registry_file`) and its classification keys, in file order.
 
     Read here as plain YAML rather than through :mod:`dicap.data.paper_sources`: the config
     sits below the data layer, and only the keys and their ``task`` are needed.  A file that
     cannot be read raises :class:`ConfigError` naming it.
     """
-    env = os.environ.get(REGISTRY_ENV)
-    path = env or str(resources.files("dicap").joinpath(PACKAGED_REGISTRY))
+    path = str(registry_file())
     try:
         registry = yaml.safe_load(Path(path).read_text())
     except OSError as err:
@@ -182,8 +205,7 @@ def registry_classification_keys() -> tuple[str, list[str]]:
     entries = registry.get("datasets") if isinstance(registry, dict) else None
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: the dataset registry has no 'datasets' mapping")
-    return path, [key for key, entry in entries.items()
-                  if not isinstance(entry, dict) or entry.get("task", "classification") == "classification"]
+    return path, registry_keys(entries)
 
 
 def _registry_dataset_errors(config: dict[str, Any], source: str) -> list[tuple[str, str]]:

@@ -161,15 +161,32 @@ def canonical_safetensors(blob: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + blob[8 + size :]
 
 
-def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
+@contextlib.contextmanager
+def _reading_safetensors(path: str | os.PathLike) -> Iterator[None]:
+    """Name ``path`` in any error reading it as safetensors: missing, or corrupt."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return load_file(str(path))
+        yield
     except Exception as err:  # safetensors raises its own error types
         raise CorruptArtifact(path, f"not a readable safetensors file: {err}") from err
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    with _reading_safetensors(path):
+        return load_file(str(path))
+
+
+def check_arrays(path: str | os.PathLike) -> None:
+    """Check that a safetensors file is whole (its header parses and covers the file), reading
+    no tensor: for weights a library loads itself (open_clip, diffusers), whose errors name
+    neither the file nor that it is damaged."""
+    from safetensors import safe_open
+
+    with _reading_safetensors(path), safe_open(str(path), framework="numpy"):
+        pass
 
 
 def read_table(path: str | os.PathLike) -> Any:

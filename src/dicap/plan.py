@@ -222,23 +222,25 @@ class Plan:
     def learner_memory_mb(self, method: str, embedded_mb: int, paper_mb: int, attempt: int = 1) -> int:
         """Memory of one prompt-training job, doubling with each retry."""
         factor = parse_method(method).spec.memory_factor
-        return self.by_suite(embedded_mb, paper_mb * factor) * 2 ** (attempt - 1)
+        return budget.retried(self.by_suite(embedded_mb, paper_mb * factor), attempt)
 
     def learner_minutes(self, method: str, dataset: str | None = None, attempt: int = 1) -> int:
         """Walltime of one prompt-training job on the cluster: its budget (:mod:`dicap.budget`),
         never above the learner's registry ceiling; a short one for a method that learns nothing;
         doubling with each retry."""
         parsed = parse_method(method)
+        images = budget.training_images(dataset, self.config) if dataset and self.paper and parsed.trains else None
         if not self.paper:
-            return 30 * 2 ** (attempt - 1)
-        if not parsed.trains:
-            return budget.NO_TRAINING_MINUTES * 2 ** (attempt - 1)
-        images = budget.training_images(dataset, self.config) if dataset else None
-        if images is None:
-            return parsed.spec.cluster_minutes * 2 ** (attempt - 1)
-        images *= 2 if parsed.uses_counterfactuals else 1
-        minutes = budget.walltime_minutes(budget.prompt_seconds(parsed.learner, images, self.config["prompt"]["epochs"]))
-        return min(minutes, parsed.spec.cluster_minutes) * 2 ** (attempt - 1)
+            minutes = 30
+        elif not parsed.trains:
+            minutes = budget.NO_TRAINING_MINUTES
+        elif images is None:
+            minutes = parsed.spec.cluster_minutes
+        else:
+            images *= 2 if parsed.uses_counterfactuals else 1
+            seconds = budget.prompt_seconds(parsed.learner, images, self.config["prompt"]["epochs"])
+            minutes = min(budget.walltime_minutes(seconds), parsed.spec.cluster_minutes)
+        return budget.retried(minutes, attempt)
 
     def learner_gpus(self, method: str) -> int:
         """GPUs of one prompt-training job: none for a method that learns nothing (zeroshot)."""
@@ -259,10 +261,10 @@ class Plan:
     def shard_minutes(self, dataset: str, attempt: int = 1) -> int:
         """Walltime of one counterfactual shard: its budget on the paper suite, an hour on the embedded one."""
         if not self.paper:
-            return 60 * 2 ** (attempt - 1)
+            return budget.retried(60, attempt)
         images = budget.counterfactuals_per_seed(dataset, self.config)
         if images is None:
-            return 240 * 2 ** (attempt - 1)
+            return budget.retried(240, attempt)
         seconds = budget.shard_seconds(math.ceil(images / self.shards(dataset)), self.config["diffusion"]["pretrained"]["compile"])
         return budget.walltime_minutes(sum(seconds), attempt)
 
@@ -350,11 +352,20 @@ class Plan:
             inputs["reference"] = self.reference
         return inputs
 
+    def figure_runs(self) -> list[tuple[str, str, int]]:
+        """(dataset, variant, seed) of the counterfactuals the grids show beside main's: the other
+        guidance scales (``report.figure_guidance_scales``), first seed only; the embedded suite's."""
+        others = [v for v in self.figure_variants if v != layout.MAIN]
+        return [] if self.paper else [(d, v, self.seeds[0]) for d in self.datasets for v in others]
+
     def artifact_targets(self) -> list[str]:
         """The artifacts DVC caches and shares: data, splits, backbones, counterfactuals, features.
 
-        Everything the workflow writes under these folders for the main variant is listed, so
-        a DVC stage that asks Snakemake for exactly these owns the folders whole.
+        Everything the workflow writes under these folders for ``all`` is listed (main's files,
+        the counterfactual grids' other guidance scales, the shortcut controls' training
+        features), so a DVC stage that asks Snakemake for exactly these owns the folders whole,
+        and after a pull ``snakemake`` plans no shard or feature job.  The ablations' own
+        variants are theirs to recompute (.dvcignore keeps them out).
         """
         b, every = self.build, [*self.datasets, *self.text_datasets]
         data = [layout.DATA_TABLE, layout.DATA_CLASSES] + ([] if self.paper else [layout.DATA_IMAGES])
@@ -362,19 +373,21 @@ class Plan:
                   layout.DIFFUSION_REPORT]
         models += [layout.GUIDE_CLASSIFIER] if self.counterfactual["guide"] == "classifier" else []
         models += [] if self.paper else [layout.ORACLE_MODEL, layout.ORACLE_REPORT, layout.DIFFUSION_CHECK]
-        per_seed = [layout.CF_IMAGES, layout.CF_TABLE, layout.TRAIN_FEATURES]
+        main = [(d, layout.MAIN, s) for d in every for s in self.seeds]
+        generated = [*main, *self.figure_runs()]
+        features = [*main, *((d, v, s) for d in self.controls for v in CONTROL_VARIANTS for s in self.seeds)]
         shard_files = [layout.CF_SHARD_IMAGES, layout.CF_SHARD_TABLE]
         return [
             *(b(t, dataset=d) for d in every for t in data),
             *(self.split_path(d, s) for d in [*self.datasets, *self.text_datasets] for s in self.seeds),
             *(self.split_path(d, s, layout.UNBIASED_SHOTS) for d in self.controls for s in self.seeds),
             *(b(t, dataset=d) for d in every for t in models),
-            *(b(t, dataset=d, variant=layout.MAIN, seed=s) for d in every for s in self.seeds for t in per_seed),
-            *(b(t, dataset=d, variant=layout.MAIN, seed=s, shard=k, shards=self.shards(d))
-              for d in every for s in self.seeds for k in range(self.shards(d)) for t in shard_files),
+            *(b(t, dataset=d, variant=v, seed=s) for d, v, s in generated for t in (layout.CF_IMAGES, layout.CF_TABLE)),
+            *(b(layout.TRAIN_FEATURES, dataset=d, variant=v, seed=s) for d, v, s in features),
+            *(b(t, dataset=d, variant=v, seed=s, shard=k, shards=self.shards(d))
+              for d, v, s in generated for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
         ]
-
 
 def _unique(values) -> list:
     """``values`` in order, each once."""

@@ -55,6 +55,11 @@ def test_walltime_is_the_budget_with_a_margin_and_doubles_per_retry(seconds, att
     assert minutes == budget.walltime_minutes(seconds) * 2 ** (attempt - 1)
 
 
+@pytest.mark.parametrize("request_, attempt, expected", [(30, 1, 30), (30, 2, 60), (30, 3, 120), (16000, 2, 32000), (1, 4, 8)])
+def test_a_retry_doubles_the_request_per_attempt(request_, attempt, expected):
+    assert budget.retried(request_, attempt) == expected
+
+
 def test_the_paper_counterfactual_stage_is_its_images_at_the_measured_rate(paper):
     stages = _stages(paper, tasks={**paper["tasks"], "datasets": {}})
     cf = stages["counterfactual_shard"]

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -464,3 +465,35 @@ def test_an_unreadable_registry_is_one_line_naming_the_file(paper_config, tmp_pa
 def test_the_embedded_suite_does_not_read_the_registry(config, tmp_path, monkeypatch):
     monkeypatch.setenv("DICAP_REGISTRY", str(tmp_path / "missing.yaml"))
     assert validate_config(config) is config
+
+
+@pytest.mark.parametrize("given", ["registry.yaml", "sites/ours.yaml", "../up/registry.yaml"])
+def test_a_relative_registry_variable_is_the_file_it_named_from_where_it_was_read(tmp_path, monkeypatch, given):
+    """A job run in another folder (snakemake --directory) must read the same file as the check."""
+    from dicap.config import registry_file
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("DICAP_REGISTRY", given)
+    path = registry_file()
+    assert path.is_absolute() and path == (work / given).resolve()
+    assert registry_file("explicit.yaml") == Path("explicit.yaml")  # an explicit path is the caller's
+
+
+@pytest.mark.parametrize("entries", [
+    {"a": {}, "b": {"task": "retrieval"}, "c": {"task": "classification"}, "d": {"task": "vqa"}},
+    {"z": {"local": True}, "y": "not a mapping yet", "x": {"task": "vqa"}},
+    {},
+])
+def test_the_config_and_the_data_layer_agree_on_each_tasks_keys(entries):
+    """One filter: an entry naming no task is classification, in file order, for both readers."""
+    from dicap.config import registry_keys
+    from dicap.data.paper_sources import TASKS, dataset_keys
+
+    tasks = {k: (e.get("task", "classification") if isinstance(e, dict) else "classification") for k, e in entries.items()}
+    for task in TASKS:
+        assert registry_keys(entries, task) == [k for k, t in tasks.items() if t == task]
+        mappings = {k: e for k, e in entries.items() if isinstance(e, dict)}  # what the data layer has checked
+        assert dataset_keys({"datasets": mappings}, task) == registry_keys(mappings, task)
+    assert registry_keys(entries) == registry_keys(entries, "classification")

@@ -207,6 +207,20 @@ def test_learner_resources_come_from_the_registry(config):
     assert {embedded.learner_memory_mb(n, 2000, 16000) for n in LEARNERS} == {2000}
 
 
+@pytest.mark.parametrize("suite", ["embedded", "paper"])
+def test_every_cluster_request_doubles_per_retry_from_its_first_attempt(config, paper, suite):
+    """Walltimes and memory grow one way (budget.retried): attempt k asks 2**(k-1) times attempt 1's."""
+    plan = Plan(config) if suite == "embedded" else paper
+    for attempt in (2, 3):
+        grow = 2 ** (attempt - 1)
+        for d in [*plan.datasets, None]:
+            for m in ("zeroshot", "coop", "dicap", "dicap_maple", "cocoop"):
+                assert plan.learner_minutes(m, d, attempt) == grow * plan.learner_minutes(m, d)
+                assert plan.learner_memory_mb(m, 2000, 16000, attempt) == grow * plan.learner_memory_mb(m, 2000, 16000)
+            if d is not None:
+                assert plan.shard_minutes(d, attempt) == grow * plan.shard_minutes(d)
+
+
 def test_the_suites_targets(plan, config):
     assert plan.audit_results and plan.shortcut_results and len(plan.task_results) == 4
     assert plan.calibration_results == ["results/calibration.csv", "results/calibration.md"]
@@ -254,10 +268,27 @@ def test_the_generator_curve_always_measures_the_config_setting(config, scale, d
 def test_artifact_targets_cover_every_dataset_seed_and_shard(plan, config):
     targets = plan.artifact_targets()
     assert len(targets) == len(set(targets))
-    shards = config["counterfactual"]["shards"]
+    shards, seeds, datasets = config["counterfactual"]["shards"], config["seeds"], config["datasets"]
     shard_files = [t for t in targets if "/shard" in t]
-    assert len(shard_files) == 2 * shards * len(config["seeds"]) * len(config["datasets"])
-    assert all("/main/" in t for t in targets if "/counterfactuals/" in t or "/features/" in t and "eval" not in t)
+    figure_scales = len(plan.figure_variants) - 1  # the grids' other scales: the first seed's
+    assert len(shard_files) == 2 * shards * len(datasets) * (len(seeds) + figure_scales)
+    assert all(f"/seed{seeds[0]}/" in t for t in shard_files if "/main/" not in t)
+
+
+@pytest.mark.parametrize("scales, controls", [([1, 10], ["digits"]), ([], []), ([3.0, 5], ["shapes", "digits"])])
+def test_artifact_targets_hold_the_grids_scales_and_the_controls_features_and_no_ablation(config, scales, controls):
+    """What `all` reads besides main's (issue 29.1): after a pull it plans no shard or feature job."""
+    plan = _with(config, report__figure_guidance_scales=scales, controls=controls)
+    targets = set(plan.artifact_targets())
+    others = {layout.guidance_variant(s, config["counterfactual"]) for s in scales} - {layout.MAIN}
+    grids = {t for t in targets if "/counterfactuals/" in t and "/main/" not in t}
+    assert {t.split("/")[4] for t in grids} == others
+    assert all(t.split("/")[5] == f"seed{config['seeds'][0]}" for t in grids)
+    features = {t for t in targets if "/features/" in t and "/main/" not in t and "eval" not in t}
+    assert features == {plan.build(layout.TRAIN_FEATURES, dataset=d, variant=v, seed=s)
+                        for d in controls for v in (layout.TRUE_CF, layout.UNBIASED_SHOTS) for s in config["seeds"]}
+    ablations = {v for name in ("guidance_scale", "sampling") for v in plan.ablations[name]} - others - {layout.MAIN}
+    assert not [t for t in targets if any(f"/{v}/" in t for v in ablations)]
 
 
 @pytest.mark.parametrize("methods", [["zeroshot"], ["coop", "kgcoop"], ["zeroshot", "cocoop", "maple", "cpl"]])

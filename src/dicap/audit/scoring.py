@@ -34,6 +34,7 @@ from dicap.audit.divergence import cld, cosine_distance
 from dicap.audit.similarity import mse, ssim
 from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
+from dicap.io import read_table
 
 FACTORS = ("background", "object_colour", "position", "scale")
 TRUTH_COLUMNS = ["bg", "fg", "cx", "cy", "scale"]
@@ -107,7 +108,7 @@ def oracle_verdicts(oracle: "oracle_lib.OracleNet", images: np.ndarray, truth: p
 
 def read_audits(paths: list[Path], datasets: list[str]) -> list[tuple[str, str, int, pd.DataFrame]]:
     """Per-image audit files, each with the dataset, variant and seed its path names."""
-    return [(*layout.seed_key(layout.AUDIT, p, datasets), pd.read_parquet(p)) for p in paths]
+    return [(*layout.seed_key(layout.AUDIT, p, datasets), read_table(p)) for p in paths]
 
 
 def read_oracle_reports(paths: list[Path], datasets: list[str]) -> dict[str, dict]:

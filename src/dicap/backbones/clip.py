@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dicap.io import load_arrays, read_json, save_arrays, save_state_dict, write_json
+from dicap.io import check_arrays, load_arrays, read_json, save_arrays, save_state_dict, write_json
 from dicap.runtime import device, optimizer_step
 
 CONFIG_FILE = "open_clip_config.json"
@@ -142,6 +142,7 @@ def load_clip(spec: dict[str, Any], precision: str | None = None) -> ClipBundle:
         name, pretrained = f"local-dir:{spec['path']}", None
         if not (Path(spec["path"]) / CONFIG_FILE).exists():
             raise FileNotFoundError(f"no CLIP checkpoint at {spec['path']} (missing {CONFIG_FILE} or {PRETRAINED_FILE})")
+        check_arrays(Path(spec["path"]) / WEIGHTS_FILE)  # open_clip's own error names no file
     else:
         name, pretrained = spec["model"], spec["tag"]
     model, _, preprocess = open_clip.create_model_and_transforms(

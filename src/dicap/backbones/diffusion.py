@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dicap.io import read_json, write_json
+from dicap.io import check_arrays, read_json, write_json
 from dicap.runtime import device, optimizer_step
 
 UNET_DIR = "unet"
@@ -194,6 +194,8 @@ def load_diffusion(path: str | Path) -> DiffusionBundle:
     if not (path / INFO_FILE).exists():
         raise FileNotFoundError(f"no diffusion model at {path} (missing {INFO_FILE})")
     info = read_json(path / INFO_FILE)
+    for weights in sorted((path / UNET_DIR).glob("*.safetensors")):
+        check_arrays(weights)  # diffusers' own error names no file
     unet = UNet2DModel.from_pretrained(path / UNET_DIR, use_safetensors=True)
     if (path / UNET_DIR / CLASS_MAP_FILE).exists():
         from dicap.io import load_arrays

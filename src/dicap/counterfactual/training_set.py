@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from dicap import layout
 from dicap.counterfactual.shards import GENERATED, TRUE
-from dicap.io import load_arrays
+from dicap.io import load_arrays, read_table
 
 
 def training_set(
@@ -32,7 +30,7 @@ def training_set(
     if (counterfactual_images is None) != (counterfactual_table is None) or (wanted == "none" and given):
         raise ValueError(f"variant {variant!r} trains on {wanted!r} counterfactuals: give --counterfactual-images and "
                          "--counterfactual-table together, and only to a variant that trains on some")
-    rows = pd.read_parquet(split)
+    rows = read_table(split)
     out = {"train": rows, "train_labels": rows["label"].to_numpy()}
     # None given to a variant that could train on some: the plan found no method of it that
     # does (Plan.counterfactual_variant), and the trainer refuses a DiCap method without them.
@@ -42,7 +40,7 @@ def training_set(
         if key not in arrays:
             raise KeyError(f"{counterfactual_images} holds no {key!r} (it has: {', '.join(arrays)})")
         out["cf"] = arrays[key]
-        table = pd.read_parquet(counterfactual_table)
+        table = read_table(counterfactual_table)
         out["cf_labels"] = table["y_cf"].to_numpy()
         if "edited" in table:  # a text dataset: a text naming no object has no counterfactual
             out["cf_valid"] = table["edited"].to_numpy(dtype=bool)

@@ -36,12 +36,15 @@ from typing import Any
 
 import yaml
 
+from dicap.config import REGISTRY_ENV, registry_file, registry_keys, registry_task
 from dicap.data.download import ALGORITHMS, Verified, fetch, mirror_url, verify_placed
 from dicap.data.extract import archive_format, safe_extract
 from dicap.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
+# The packaged registry (dicap.config.registry_file finds it): named here so that code_version
+# hashes it into the jobs that read it.
 REGISTRY = Path(__file__).with_name("registry.yaml")
 READY = "READY.json"
 DOWNLOADS = "downloads"
@@ -82,7 +85,7 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
         with open(path) as fh:
             registry = yaml.load(fh, Loader=_UniqueKeyLoader)
     except OSError as err:
-        raise ValueError(f"{path}: cannot read the dataset registry ({err.strerror}); check DICAP_REGISTRY") from None
+        raise ValueError(f"{path}: cannot read the dataset registry ({err.strerror}); check {REGISTRY_ENV}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(registry, dict) or not isinstance(registry.get("datasets"), dict):
@@ -94,8 +97,9 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def registry_path(path: str | os.PathLike | None = None) -> Path:
-    """The registry file :func:`load_registry` reads: ``path``, ``$DICAP_REGISTRY`` or the packaged one."""
-    return Path(path or os.environ.get("DICAP_REGISTRY") or REGISTRY)
+    """The registry file :func:`load_registry` reads: ``path``, ``$DICAP_REGISTRY`` or the packaged
+    one, as the config check finds it (:func:`dicap.config.registry_file`)."""
+    return registry_file(path)
 
 
 def _entry_shape_problems(key: Any, entry: Any) -> list[str]:
@@ -147,8 +151,8 @@ def _local_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
 
 
 def task_of(entry: Mapping[str, Any]) -> str:
-    """The entry's task; classification when the registry does not say."""
-    return entry.get("task", "classification")
+    """The entry's task; classification when the registry does not say (as the config check reads it)."""
+    return registry_task(entry)
 
 
 def dataset_keys(registry: Mapping[str, Any], task: str) -> list[str]:
@@ -156,7 +160,7 @@ def dataset_keys(registry: Mapping[str, Any], task: str) -> list[str]:
     what the config's ``datasets`` list draws from; retrieval and VQA entries are not in it)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return [key for key, entry in registry["datasets"].items() if task_of(entry) == task]
+    return registry_keys(registry["datasets"], task)
 
 
 def prepare_paper_dataset(

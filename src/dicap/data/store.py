@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dicap.data import scm
-from dicap.io import load_arrays, read_json
+from dicap.io import load_arrays, read_json, read_table
 from dicap.layout import STORE_CLASSES as CLASSES
 from dicap.layout import STORE_IMAGES as IMAGES
 from dicap.layout import STORE_TABLE as TABLE
@@ -59,7 +59,7 @@ class DatasetStore:
         duplicates = sorted({c for c in info["classes"] if info["classes"].count(c) > 1})
         if duplicates:
             raise ValueError(f"{root / CLASSES} lists classes more than once: {duplicates}; class names must be unique")
-        table = pd.read_parquet(root / TABLE)
+        table = read_table(root / TABLE)
         if info["storage"] == FILES:
             return cls(root, {}, table, info["classes"], info["dataset"], FILES, files_image_root(root, info), int(info["image_size"]),
                        task=info.get("task", "classification"))
@@ -74,7 +74,7 @@ class DatasetStore:
         """A retrieval store's captions (``texts.parquet``: image_id, caption_index, caption, split)."""
         if not (self.root / TEXTS).exists():
             raise FileNotFoundError(f"dataset store {self.root} has no {TEXTS}: it is not a retrieval dataset's store")
-        return pd.read_parquet(self.root / TEXTS)
+        return read_table(self.root / TEXTS)
 
     @property
     def is_text_task(self) -> bool:

@@ -98,7 +98,6 @@ def generator_curve(
     threads: int = 1,
 ) -> None:
     """Regenerate a few fixed images at every guidance scale x inversion depth; the oracle and CLIP judge each."""
-    import pandas as pd
 
     from dicap import runtime
     from dicap.audit.generator_curve import curve_rows, generator_curve as curve
@@ -108,7 +107,7 @@ def generator_curve(
     from dicap.backbones.guides import CLIP_GRAD_BATCH_SIZE, make_guide
     from dicap.data.store import DatasetStore
     from dicap.guards import check_table_finite
-    from dicap.io import write_table
+    from dicap.io import read_table, write_table
 
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
@@ -116,7 +115,7 @@ def generator_curve(
     clip = load_clip({"path": str(clip_dir)})
     clip.model.to(runtime.device())
     text = load_class_text_features(class_text_features)
-    few_shot = pd.read_parquet(split)
+    few_shot = read_table(split)
     image_features = clip.encode_rows(store, few_shot) if params["sampling"] == "centroid" else None
     rows, targets = curve_rows(few_shot, images, store.base_classes, seed, params["sampling"], text, image_features)
     guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=text, grad_batch_size=CLIP_GRAD_BATCH_SIZE)
@@ -139,20 +138,19 @@ def audit_counterfactuals(
     threads: int = 1,
 ) -> None:
     """Score each counterfactual of one split: validity, preservation, distance to the truth, CLD."""
-    import pandas as pd
 
     from dicap import runtime
     from dicap.audit import scoring
     from dicap.audit.oracle import load_oracle
     from dicap.backbones.clip import load_clip
     from dicap.data.store import DatasetStore
-    from dicap.io import load_arrays, write_table
+    from dicap.io import load_arrays, read_table, write_table
 
     runtime.setup(threads, 0)
     store = DatasetStore.open(dataset_dir)
     clip = load_clip({"path": str(clip_dir)})
     clip.model.to(runtime.device())
-    frame = scoring.audit_counterfactuals(store, pd.read_parquet(split), load_arrays(images), pd.read_parquet(table),
+    frame = scoring.audit_counterfactuals(store, read_table(split), load_arrays(images), read_table(table),
                                           load_oracle(oracle_dir), clip)
     write_table(out, frame)
     log.info("validity %.3f, faithful %.3f over %d counterfactuals", frame["valid"].mean(), frame["faithful"].mean(), len(frame))

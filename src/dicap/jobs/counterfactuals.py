@@ -33,7 +33,6 @@ def counterfactual_shard(
     compile_unet: Annotated[int, "0: keep the UNet eager though the model compiles it (the plan's budget: too few images to repay it)"] = 1,
 ) -> None:
     """Invert and regenerate one shard of a few-shot split towards chosen classes."""
-    import pandas as pd
 
     from dicap import runtime
     from dicap.backbones.clip import load_class_text_features, load_clip
@@ -43,13 +42,13 @@ def counterfactual_shard(
     from dicap.counterfactual import generate, sampling, shards as sharding
     from dicap.data.store import DatasetStore
     from dicap.guards import check_not_constant, check_table_finite
-    from dicap.io import read_json, save_arrays, write_table
+    from dicap.io import read_json, read_table, save_arrays, write_table
 
     if diffusion_check is not None and not (check := read_json(diffusion_check))["passed"]:
         raise ValueError(check["refusal"])  # one line: the model, the class, its read, the key
     runtime.setup(threads, seed)
     store = DatasetStore.open(dataset_dir)
-    rows_of_split = pd.read_parquet(split)
+    rows_of_split = read_table(split)
     text = load_class_text_features(class_text_features)
     rows = sharding.shard_rows(rows_of_split, shard, shards)
     if store.is_text_task:  # retrieval, VQA: each image's own text, and its object-noun edit
@@ -105,13 +104,12 @@ def merge_counterfactuals(
     split: Path, images: list[Path], tables: list[Path], out_images: Path, out_table: Path
 ) -> None:
     """Join the shards of one split, checking that they cover it exactly once."""
-    import pandas as pd
 
     from dicap.counterfactual.shards import merge
-    from dicap.io import load_arrays, save_arrays, write_table
+    from dicap.io import load_arrays, read_table, save_arrays, write_table
 
-    parts = [(load_arrays(i), pd.read_parquet(t)) for i, t in zip(images, tables)]
-    arrays, table = merge(parts, len(pd.read_parquet(split)))
+    parts = [(load_arrays(i), read_table(t)) for i, t in zip(images, tables)]
+    arrays, table = merge(parts, len(read_table(split)))
     save_arrays(out_images, arrays)
     write_table(out_table, table)
 

@@ -37,14 +37,13 @@ def train_task_prompt(
     (:mod:`dicap.data.text_store`).  Each counterfactual is the hard negative of its image's
     caption or statements: they name the object it changed.
     """
-    import pandas as pd
     import torch
 
     from dicap import runtime
     from dicap.backbones.clip import load_clip
     from dicap.data import text_store, text_tasks
     from dicap.data.store import DatasetStore
-    from dicap.io import load_arrays
+    from dicap.io import load_arrays, read_table
     from dicap.prompting.fitting import fit_and_save
     from dicap.prompting.methods import build_learner, check_text_task_method
 
@@ -54,7 +53,7 @@ def train_task_prompt(
     store = DatasetStore.open(dataset_dir)
     if store.is_text_task and store.task != task:
         raise ValueError(f"{dataset_dir} is a {store.task} dataset, not a {task} one")
-    rows = pd.read_parquet(split)
+    rows = read_table(split)
     cached = load_arrays(features)
     if len(cached["train"]) != len(rows):
         raise ValueError(f"{features} encodes {len(cached['train'])} images but {split} has {len(rows)} rows")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dicap import layout
-from dicap.io import atomic_output, write_table
+from dicap.io import atomic_output, read_table, write_table
 from dicap.prompting.methods import ZEROSHOT
 from dicap.report.markdown import markdown_table
 from dicap.report.paired import GAIN, LOSS, NOISE, Paired, markdown_cells, ordered, paired, paired_table, seed_differences
@@ -164,7 +164,7 @@ def probe_check(backbones: pd.DataFrame | None, dataset: str) -> dict[str, Any]:
 def build_calibration(metric_files: list[Path], datasets: list[str], backbones: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The checks per dataset, and DiCap against its own learner on HM (``test_unbiased``, paired by seed)."""
     runs = runs_per_seed(read_metrics(metric_files, datasets))
-    probes = pd.read_csv(backbones) if backbones is not None and Path(backbones).exists() else None
+    probes = read_table(backbones) if backbones is not None and Path(backbones).exists() else None
     rows = []
     for dataset in datasets:
         mine = runs[runs["dataset"] == dataset]

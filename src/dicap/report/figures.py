@@ -11,7 +11,7 @@ import pandas as pd
 
 from dicap.counterfactual.shards import GENERATED, TRUE, UNGUIDED
 from dicap.data.store import DatasetStore
-from dicap.io import atomic_output, load_arrays
+from dicap.io import atomic_output, load_arrays, read_table
 from dicap.prompting.methods import METHODS, ZEROSHOT, parse_method
 from dicap.report.paired import GAIN, LOSS, reading
 from dicap.report.table import SPLIT_ORDER
@@ -146,7 +146,7 @@ def plot_table1(paired_csv: Path, out: Path) -> None:
     0-100 axis.
     """
     plt = pyplot()
-    fig = draw_table1(pd.read_csv(paired_csv))
+    fig = draw_table1(read_table(paired_csv))
     save_figure(fig, out)
     plt.close(fig)
 
@@ -165,8 +165,8 @@ def plot_counterfactual_grid(
 
     plt = pyplot()
     store = DatasetStore.open(dataset_dir)
-    split = pd.read_parquet(split_file)
-    runs = [(load_arrays(i), pd.read_parquet(a)) for i, a in zip(images, audits)]
+    split = read_table(split_file)
+    runs = [(load_arrays(i), read_table(a)) for i, a in zip(images, audits)]
     main_arrays, main_audit = runs[0]
     pick = np.linspace(0, len(main_audit) - 1, min(n, len(main_audit))).round().astype(int)
     columns = [("factual", store.pixels(split.iloc[main_audit["row"].to_numpy()[pick]]), None)]
@@ -250,6 +250,6 @@ def plot_generator_curve(curves: dict[str, Path], guidance_scale: float, inversi
     guidance scale, one line per inversion depth and one row per dataset, the config's own
     setting starred: where the default sits on the generator's curve."""
     plt = pyplot()
-    fig = draw_generator_curve({d: pd.read_parquet(p) for d, p in curves.items()}, guidance_scale, inversion_depth)
+    fig = draw_generator_curve({d: read_table(p) for d, p in curves.items()}, guidance_scale, inversion_depth)
     save_figure(fig, out)
     plt.close(fig)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dicap.io import atomic_output, package_versions, read_json, write_json, write_table
+from dicap.io import atomic_output, package_versions, read_json, read_table, write_json, write_table
 from dicap.report.markdown import markdown_table
 from dicap.report.table import is_spread
 
@@ -136,15 +136,15 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
     Standard deviations are no numbers of their own: they describe the spread over seeds, and
     ride beside their mean (``std``, with the seed count ``n``) to size its tolerance.
     """
-    parts = [_long(pd.read_csv(table1), "table1", ["split", "dataset", "method"])]
+    parts = [_long(read_table(table1), "table1", ["split", "dataset", "method"])]
     if backbones is not None:
-        parts.append(_long(pd.read_csv(backbones), "backbones", ["dataset"]))
+        parts.append(_long(read_table(backbones), "backbones", ["dataset"]))
     if audit is not None:
-        parts.append(_long(pd.read_csv(audit), "counterfactual_audit", ["dataset"], skip=("guidance_scale",)))
+        parts.append(_long(read_table(audit), "counterfactual_audit", ["dataset"], skip=("guidance_scale",)))
     if shortcut is not None:  # keyed by the variant in the split column: main, unbiased_shots, true_cf
-        parts.append(_long(pd.read_csv(shortcut).rename(columns={"variant": "split"}), "shortcut", ["split", "dataset", "method"]))
+        parts.append(_long(read_table(shortcut).rename(columns={"variant": "split"}), "shortcut", ["split", "dataset", "method"]))
     for name, path in (tasks or {}).items():  # table2 (retrieval), table3 (VQA)
-        parts.append(_long(pd.read_csv(path), name, ["split", "dataset", "method"]))
+        parts.append(_long(read_table(path), name, ["split", "dataset", "method"]))
     numbers = pd.concat(parts, ignore_index=True)
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 

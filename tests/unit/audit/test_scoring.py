@@ -75,3 +75,19 @@ def test_summary_averages_over_seeds(world, clip):
     assert row["seeds"] == "1 2" and row["counterfactuals"] == 2 * len(audit)
     assert row["valid"] == pytest.approx(0.5)  # each image is valid in exactly one of the two seeds
     assert row["oracle_heldout_class_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("damaged", [0, 1])
+def test_a_truncated_audit_names_itself(tmp_path, damaged):
+    """read_audits goes through dicap.io: the job removes the damaged file and says what rebuilds it."""
+    import pandas as pd
+
+    from dicap.audit.scoring import read_audits
+    from dicap.io import write_table
+    from helpers import assert_corrupt, truncated_table
+
+    paths = [tmp_path / f"build/embedded/audit/shapes/main/seed{s}.parquet" for s in (1, 2)]
+    for path in paths:
+        write_table(path, pd.DataFrame({"valid": [True]}))
+    truncated_table(paths[damaged])
+    assert_corrupt(paths[damaged], read_audits, paths, ["shapes"])

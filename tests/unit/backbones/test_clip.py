@@ -150,3 +150,17 @@ def test_vit_b16_quickgelu_loads_a_checkpoint_the_test_wrote(tmp_path):
     text = bundle.encode_texts(["a photo of a dog."])
     assert features.shape == (1, 512) and text.shape == (1, 512)
     assert torch.allclose(features.norm(dim=1), torch.ones(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_truncated_weights_name_their_file(tmp_path, keep):
+    """open_clip's own error names no file: the loader checks the weights first (CorruptArtifact,
+    and the job then removes the model folder)."""
+    from dicap.backbones.clip import WEIGHTS_FILE
+    from dicap.io import CorruptArtifact
+
+    weights = save_tiny_clip(tmp_path / "clip") / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[: int(weights.stat().st_size * keep)])
+    with pytest.raises(CorruptArtifact) as err:
+        load_clip({"path": str(tmp_path / "clip")})
+    assert err.value.path == weights and "is not a readable safetensors file" in str(err.value)

@@ -51,3 +51,22 @@ def test_the_class_map_makes_the_class_reach_the_first_convolution():
     with torch.no_grad():
         out = unet(x[:1].repeat(2, 1, 1, 1), t, class_labels=torch.tensor([0, 1])).sample
     assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("class_channels, damaged", [(0, "diffusion_pytorch_model.safetensors"), (3, "diffusion_pytorch_model.safetensors"),
+                                                     (3, "class_map.safetensors")])
+def test_truncated_weights_name_their_file(tmp_path, class_channels, damaged):
+    """diffusers' own error names no file: the loader checks each weights file first (CorruptArtifact,
+    and the job then removes the model folder)."""
+    from dicap.backbones.diffusion import INFO_FILE, UNET_DIR, build_unet, load_diffusion
+    from dicap.io import CorruptArtifact, write_json
+
+    unet = build_unet(8, 3, {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+                             "class_channels": class_channels, "attention": False})
+    unet.save_pretrained(tmp_path / UNET_DIR, safe_serialization=True)
+    write_json(tmp_path / INFO_FILE, {"n_classes": 3, "num_train_timesteps": 50})
+    weights = tmp_path / UNET_DIR / damaged
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptArtifact) as err:
+        load_diffusion(tmp_path)
+    assert err.value.path == weights

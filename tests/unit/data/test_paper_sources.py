@@ -383,3 +383,17 @@ def test_an_undeclared_or_mismatched_link_is_refused(placed, tmp_path, situation
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         prepare_paper_dataset("my_birds", root, {"datasets": {"my_birds": entry}}, progress=False)
     assert not (other / "READY.json").exists()
+
+
+@pytest.mark.parametrize("env", [None, "registry.yaml", "/abs/site.yaml"])
+def test_the_data_layer_reads_the_registry_the_config_checks(tmp_path, monkeypatch, env):
+    from dicap.config import registry_file
+    from dicap.data.paper_sources import registry_path
+
+    monkeypatch.chdir(tmp_path)
+    if env is None:
+        monkeypatch.delenv("DICAP_REGISTRY", raising=False)
+    else:
+        monkeypatch.setenv("DICAP_REGISTRY", env)
+    assert registry_path() == registry_file() and registry_path().is_absolute()
+    assert registry_path(tmp_path / "given.yaml") == tmp_path / "given.yaml"

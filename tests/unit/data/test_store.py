@@ -30,3 +30,25 @@ def test_a_relative_image_root_without_any_data_root_names_the_variable(monkeypa
     monkeypatch.delenv("DICAP_DATA_ROOT", raising=False)
     with pytest.raises(ValueError, match=r"relative to data\.root; set DICAP_DATA_ROOT"):
         files_image_root(Path("store"), {"image_root": "dtd/images"})
+
+
+
+@pytest.mark.parametrize("table", ["table", "texts"])
+def test_a_truncated_store_table_names_itself(tmp_path, table):
+    """The store's tables go through dicap.io: the job removes the damaged file and says what rebuilds it."""
+    import shutil
+
+    from dicap.data import embedded
+    from dicap.data.store import TABLE, TEXTS, DatasetStore
+    from helpers import SIZES, assert_corrupt, truncated_table
+
+    root = tmp_path / "data"
+    embedded.build("shapes", SIZES, 0, root)
+    store = DatasetStore.open(root)
+    if table == "table":
+        truncated_table(root / TABLE)
+        assert_corrupt(root / TABLE, DatasetStore.open, root)
+    else:
+        shutil.copy(root / TABLE, root / TEXTS)  # any table stands for the captions here
+        truncated_table(root / TEXTS)
+        assert_corrupt(root / TEXTS, lambda: store.texts)

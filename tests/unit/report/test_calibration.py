@@ -143,3 +143,11 @@ def test_kendall_tau(seed):
 
 def test_kendall_tau_of_a_constant_scoring_is_undefined():
     assert np.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_a_truncated_backbone_report_names_itself(tmp_path):
+    """Read through dicap.io: a damaged table names its file."""
+    from helpers import assert_corrupt, truncated_table
+
+    backbones = truncated_table(tmp_path / "backbones.csv")
+    assert_corrupt(backbones, build_calibration, _files(tmp_path), ["shapes", "digits"], backbones)

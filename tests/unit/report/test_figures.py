@@ -163,3 +163,20 @@ def test_the_generator_curve_stars_the_default_in_every_panel_and_draws_a_line_p
         curve.to_parquet(curve_files[dataset])
     plot_generator_curve(curve_files, scale, depth, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_figure_names_a_truncated_table(tmp_path):
+    """The figures read through dicap.io: the job removes a damaged table and says what rebuilds it."""
+    from dicap.data import embedded
+    from dicap.report.figures import plot_counterfactual_grid
+    from helpers import SIZES, assert_corrupt, truncated_table
+
+    out = tmp_path / "figure.png"
+    paired = truncated_table(tmp_path / "paired.csv")
+    assert_corrupt(paired, plot_table1, paired, out)
+    curve = truncated_table(tmp_path / "curve.parquet")
+    assert_corrupt(curve, plot_generator_curve, {"shapes": curve}, 3.0, 0.8, out)
+    embedded.build("shapes", SIZES, 0, tmp_path / "data")
+    split = truncated_table(tmp_path / "split.parquet")
+    assert_corrupt(split, plot_counterfactual_grid, tmp_path / "data", split, [], [], out)
+    assert not out.exists()

@@ -276,3 +276,16 @@ def test_the_report_ends_with_the_verdict(tables):
     text = to_markdown(_judged([5.5]), ZEN3_REF, XEON)
     assert text.rstrip().splitlines()[-1].startswith("**Larger than CPU differences explain**")
     assert "## Verdict" in text and "This run: Intel(R) Xeon(R) Platinum 8480+ (GenuineIntel family 6 model 143" in text
+
+
+@pytest.mark.parametrize("damaged", ["table1", "backbones", "audit", "shortcut", "table2"])
+def test_a_truncated_table_names_itself(tmp_path, damaged):
+    """The regenerated tables are read through dicap.io: a damaged one names its file."""
+    from helpers import assert_corrupt, truncated_table
+
+    paths = {name: tmp_path / f"{name}.csv" for name in ("table1", "backbones", "audit", "shortcut", "table2")}
+    for path in paths.values():
+        pd.DataFrame({"split": ["test"], "dataset": ["shapes"], "method": ["coop"], "variant": ["main"], "hm": [1.0]}).to_csv(path, index=False)
+    truncated_table(paths[damaged])
+    assert_corrupt(paths[damaged], regenerated_numbers, paths["table1"], paths["backbones"], paths["audit"], paths["shortcut"],
+                   {"table2": paths["table2"]})
