@@ -254,7 +254,6 @@ def test_a_corrupt_file_outside_the_build_folder_is_left_alone(tmp_path):
 
 # Direct readers of workflow files left outside dicap.io, each with its reason.
 UNCHECKED_READERS = {
-    "report/table.py": "the metrics tables (read_seed_file, the text tables): to route through read_table",
     "report/cost.py": "Snakemake's own benchmark files (tab separated), outside the build folder",
     "report/reproduction.py": "the committed reference numbers (results/reference/), read with their own NA rules",
 }

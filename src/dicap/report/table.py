@@ -10,7 +10,7 @@ import pandas as pd
 
 from dicap import layout
 from dicap.evaluation.metrics import harmonic_mean
-from dicap.io import atomic_output, provenance, read_json, write_json, write_table
+from dicap.io import atomic_output, provenance, read_json, read_table, write_json, write_table
 from dicap.runs import describe as describe_run
 from dicap.prompting.methods import ZEROSHOT
 from dicap.report.markdown import markdown_table
@@ -37,7 +37,7 @@ def read_metrics(metric_files: list[Path], datasets: list[str]) -> pd.DataFrame:
 def read_seed_file(path: Path, seed: int) -> pd.DataFrame:
     """One per-seed metrics file, refused when its ``seed`` column disagrees with ``seed``, the
     one its path names (a file copied to the wrong place)."""
-    frame = pd.read_csv(path)
+    frame = read_table(path)
     if "seed" in frame and not (frame["seed"] == seed).all():
         raise ValueError(f"{path} holds seeds {sorted(set(frame['seed']))} but its path says seed {seed}")
     return frame
@@ -212,7 +212,7 @@ def build_backbone_report(
     rows = []
     for dataset in datasets:
         tables = [p for p in cf_tables if layout.parse(layout.CF_TABLE, p)["dataset"] == dataset]
-        cf = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)
+        cf = pd.concat([read_table(p) for p in tables], ignore_index=True)
         clip_report = read_json(clip[dataset])
         probe = clip_report.get(LINEAR_PROBE)
         rows.append({
