@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from dicap import layout, runs, worker
+from dicap import budget, layout, runs, worker
 from dicap.code_version import code_version
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.plan import GENERATOR_CURVE, PROMPT_ABLATIONS, Plan

@@ -70,7 +70,7 @@ clip_params, by_suite = PLAN.clip_params, PLAN.by_suite
 
 def grow_with_attempt(mem_mb):
     """Memory that doubles with each retry (``retries:`` in the profile), for the GPU-sized jobs."""
-    return lambda wildcards, attempt: mem_mb * 2 ** (attempt - 1)
+    return lambda wildcards, attempt: budget.retried(mem_mb, attempt)
 
 
 def dataset_dir(wildcards, input):
