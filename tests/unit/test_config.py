@@ -428,7 +428,8 @@ def test_a_dataset_the_registry_does_not_define_is_refused_naming_the_valid_ones
         validate_config(bad)
     (line,) = str(info.value).splitlines()
     assert line.startswith(f"config: key 'datasets.1' = {name!r}: must be one of imagenet, caltech101,")
-    assert "ucf101" in line and "flickr30k, " not in line and "imagenet_" not in line and line.endswith("registry.yaml)")
+    assert "ucf101" in line and "flickr30k, " not in line and line.endswith("registry.yaml)")
+    assert "imagenet_" not in line.split("must be one of")[1]  # the test-only targets train nothing
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "", "my birds"])
