@@ -417,8 +417,8 @@ def test_registry_lists_the_four_targets_with_tfds_checksums():
         archive, names = entry["files"][0], entry["files"][1]
         assert archive["algorithm"] == "sha256" and archive["size"] > 10**8
         assert archive["checksum_source"].startswith("tensorflow/datasets@") and archive["checksum_source"].endswith(
-            f"tensorflow_datasets/datasets/{key}/checksums.tsv" + (" (recorded for the published_url form of this file id)"
-                                                                  if key == "imagenet_sketch" else ""))
+            f"tensorflow_datasets/datasets/{key}/checksums.tsv" + (" (recorded for the drive.google.com/u/0/uc?id=... form "
+                                                                  "of this file id)" if key == "imagenet_sketch" else ""))
         assert names == reg["datasets"]["imagenet"]["files"][-1]  # CoOp's classnames.txt, the same file as ImageNet's
 
 
