@@ -2,11 +2,15 @@
 ``server`` fixture in conftest.py runs it) and small archives with the real layouts of three
 datasets, served at the real URLs' paths with the registry's own entries.  TASK_LAYOUTS adds the retrieval
 and VQA datasets: a caption_datasets.zip holding Karpathy JSON files, VQAv2 question and
-annotation zips, and COCO-style image zips, all in the real file and key layouts."""
+annotation zips, and COCO-style image zips, all in the real file and key layouts.
+:func:`dg_layouts` adds the four domain-generalization targets (ImageNet-V2, -Sketch, -A, -R):
+every class folder of the real archives, one tiny image each (a few with more), and a
+stand-in for CoOp's classnames.txt naming ImageNet's 1,000 wnids."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -144,7 +148,7 @@ def local_registry(srv, keys, overrides: dict[str, bytes] | None = None) -> dict
     reg = {"version": 1, "datasets": {}}
     for key in keys:
         entry = copy.deepcopy(real["datasets"][key])
-        blobs = {**{**LAYOUTS, **TASK_LAYOUTS}[key][0], **(overrides or {})}
+        blobs = {**{**LAYOUTS, **TASK_LAYOUTS, **dg_layouts()}[key][0], **(overrides or {})}
         for f in entry["files"]:
             data = blobs[f["filename"]]
             serve(srv, f["url"], data)
@@ -154,6 +158,57 @@ def local_registry(srv, keys, overrides: dict[str, bytes] | None = None) -> dict
                     c["checksum"] = hashlib.new(c["algorithm"], data).hexdigest()
         reg["datasets"][key] = entry
     return reg
+
+
+# --- domain generalization: ImageNet-V2, -Sketch, -A, -R (test-only, ImageNet's classes) ---------
+
+
+def imagenet_classnames() -> bytes:
+    """A stand-in for CoOp's classnames.txt: ``<wnid> <name>`` for ImageNet's 1,000 wnids in index order."""
+    from dicap.data.imagenet_variants import wnids
+
+    return "".join(f"{wnid} thing {i}\n" for i, wnid in enumerate(wnids("imagenet"))).encode()
+
+
+# Per target: the archive's name, its image root, the label map, how folders name a class, and
+# a real-looking file name (V2's are hashes, A's carry spaces).
+DG_TARGETS = {
+    "imagenet_v2": ("imagenetv2-matched-frequency.tar.gz", "imagenetv2-matched-frequency-format-val", "imagenet", "index",
+                    "{i:x}f3a9c0d2b.jpeg"),
+    "imagenet_sketch": ("ImageNet-Sketch.zip", "sketch", "imagenet", "wnid", "sketch_{i}.JPEG"),
+    "imagenet_a": ("imagenet-a.tar", "imagenet-a", "imagenet_a", "wnid", "0.00{i}_digital clock _ wall clock_0.86.jpg"),
+    "imagenet_r": ("imagenet-r.tar", "imagenet-r", "imagenet_r", "wnid", "art_{i}.jpg"),
+}
+DG_EXTRA = 2  # the first class of each target has this many more images
+
+
+def dg_members(key: str) -> dict[str, bytes]:
+    """The archive members of one target in its real layout: every class folder with one image
+    (the first class with 1 + DG_EXTRA), and A's and R's README.txt beside the folders."""
+    from dicap.data.imagenet_variants import wnids
+
+    _, root, classes, folders, name = DG_TARGETS[key]
+    index = {wnid: i for i, wnid in enumerate(wnids("imagenet"))}
+    images, members = [jpeg(k) for k in range(6 + DG_EXTRA)], {}
+    for n, wnid in enumerate(wnids(classes)):
+        folder = str(index[wnid]) if folders == "index" else wnid
+        for i in range(1 + (DG_EXTRA if n == 0 else 0)):
+            members[f"{root}/{folder}/{name.format(i=i)}"] = images[n % 6 + i]
+    if key in ("imagenet_a", "imagenet_r"):
+        members[f"{root}/README.txt"] = b"The 200 ImageNet classes of this dataset.\n"
+    return members
+
+
+@functools.cache
+def dg_layouts() -> dict[str, tuple[dict[str, bytes], list[str]]]:
+    """LAYOUTS' shape for the four targets: the bytes of each registry file, and paths the real
+    layout must show.  Built on first use (a few thousand archive members), not on import."""
+    out = {}
+    for key, (archive, _, _, _, _) in DG_TARGETS.items():
+        members = dg_members(key)
+        data = zip_bytes(members) if archive.endswith(".zip") else tar_bytes(members, "w:gz" if archive.endswith(".gz") else "w")
+        out[key] = ({archive: data, "classnames.txt": imagenet_classnames()}, sorted(members)[:2])
+    return out
 
 
 # --- retrieval and VQA: Karpathy JSON, VQAv2 JSON, COCO image zips ----------------------------

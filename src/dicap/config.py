@@ -184,8 +184,10 @@ def registry_task(entry: Any) -> str:
 
 def registry_keys(entries: dict[str, Any], task: str = CLASSIFICATION) -> list[str]:
     """The keys of the registry's ``datasets`` entries of one task, in file order (the config's
-    ``datasets`` draw from the classification ones)."""
-    return [key for key, entry in entries.items() if registry_task(entry) == task]
+    ``datasets`` draw from the classification ones).  A test-only target (``evaluation_only:
+    true``: ImageNet-V2, -Sketch, -A, -R) is left out: it has nothing to train on."""
+    return [key for key, entry in entries.items()
+            if registry_task(entry) == task and not (isinstance(entry, dict) and entry.get("evaluation_only"))]
 
 
 def registry_classification_keys() -> tuple[str, list[str]]:

@@ -420,7 +420,7 @@ def test_config_interval_is_required_and_zero_allowed(config):
 # --- the paper suite's datasets: the registry loaded, not a list in the schema (issue 27) ----------
 
 
-@pytest.mark.parametrize("name", ["my_birds", "dtd2", "flickr30k", "vqav2"])  # unknown, and not classification
+@pytest.mark.parametrize("name", ["my_birds", "dtd2", "flickr30k", "vqav2", "imagenet_a", "imagenet_v2"])  # unknown, not classification, test-only
 def test_a_dataset_the_registry_does_not_define_is_refused_naming_the_valid_ones(paper_config, name):
     bad = copy.deepcopy(paper_config)
     bad["datasets"] = ["dtd", name]
@@ -429,6 +429,7 @@ def test_a_dataset_the_registry_does_not_define_is_refused_naming_the_valid_ones
     (line,) = str(info.value).splitlines()
     assert line.startswith(f"config: key 'datasets.1' = {name!r}: must be one of imagenet, caltech101,")
     assert "ucf101" in line and "flickr30k, " not in line and line.endswith("registry.yaml)")
+    assert "imagenet_" not in line.split("must be one of")[1]  # the test-only targets train nothing
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "", "my birds"])

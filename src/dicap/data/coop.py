@@ -4,7 +4,9 @@ CoOp fixed one train/val/test split per dataset in its ``split_zhou_<Name>.json`
 (entries ``[relative path, label, class name]``); results are only comparable on those, so
 they are read whenever the registry names one.  Two datasets have none: FGVCAircraft
 ships its own ``images_variant_{train,val,test}.txt`` and ImageNet its train/val folders
-(val is the test set, as in CoOp).  For a dataset folder without any split file the same
+(val is the test set, as in CoOp).  The domain-generalization targets (``evaluation_only``:
+ImageNet-V2, -Sketch, -A, -R) have only a test split, labelled by their registry entry's label
+map (:mod:`dicap.data.imagenet_variants`).  For a dataset folder without any split file the same
 rule as CoOp's ``read_and_split_data`` applies - per class, 50% train, 20% val, the rest
 test - with a seeded shuffle, so the split is deterministic (CoOp's own depends on
 Python's global random state).
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dicap.data.imagenet_variants import CLASS_NAMES, TargetClass, read_classnames, target_classes
 from dicap.data.store import CLASSES, FILES, TABLE
 from dicap.guards import contained
 from dicap.io import write_json, write_table
@@ -65,7 +68,7 @@ def split_fgvc_aircraft(data_dir: Path) -> dict[str, list[Entry]]:
 
 def split_imagenet(dataset_dir: Path, image_root: Path) -> dict[str, list[Entry]]:
     """ImageNet as CoOp reads it: ``downloads/classnames.txt`` (``<wnid> <name>``), train and val folders; val is the test set."""
-    pairs = [line.strip().split(" ", 1) for line in (dataset_dir / "downloads" / "classnames.txt").read_text().splitlines() if line.strip()]
+    pairs = list(read_classnames(dataset_dir / "downloads" / CLASS_NAMES).items())
 
     def folder(split: str) -> list[Entry]:
         return [
@@ -76,6 +79,30 @@ def split_imagenet(dataset_dir: Path, image_root: Path) -> dict[str, list[Entry]
 
     test = folder("val")
     return {"train": folder("train"), "val": test, "test": test}
+
+
+def evaluation_classes(entry: dict[str, Any], dataset_dir: Path) -> list[TargetClass]:
+    """An ``evaluation_only`` entry's classes in label order, named by its ``downloads/classnames.txt``."""
+    return target_classes(entry["classes"], entry.get("class_folders", "wnid"), dataset_dir / "downloads" / CLASS_NAMES)
+
+
+def split_evaluation_only(entry: dict[str, Any], dataset_dir: Path, image_root: Path) -> dict[str, list[Entry]]:
+    """A test-only target: every image of every class folder is test, labelled 0..n-1 by the label map.
+
+    The folders must be exactly the label map's: a folder it does not name (ImageNet-R's
+    folders read with ImageNet-A's map) or a class without a folder (an archive cut short)
+    stops the job naming them, rather than scoring a silently different class set.
+    """
+    classes = evaluation_classes(entry, dataset_dir)
+    expected = {c.folder for c in classes}
+    present = {p.name for p in image_root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    stray, absent = sorted(present - expected), sorted(expected - present)
+    if stray or absent:
+        raise ValueError(f"{image_root}: the class folders do not match label map {entry['classes']!r} of registry entry "
+                         f"{entry.get('key') or dataset_dir.name} ({len(stray)} not in it, e.g. {stray[:3]}; "
+                         f"{len(absent)} of its classes missing, e.g. {absent[:3]})")
+    return {"test": [(f"{c.folder}/{f.name}", label, c.name) for label, c in enumerate(classes)
+                     for f in sorted((image_root / c.folder).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]}
 
 
 def dataset_splits(entry: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[str, list[Entry]]]:
@@ -92,6 +119,8 @@ def dataset_splits(entry: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict
         # a downloaded split file sits in downloads/; a local folder's beside its images, as in CoOp's $DATA
         base = dataset_dir if entry.get("local") else dataset_dir / "downloads"
         return image_root, read_split_zhou(contained(base, split_file, where))
+    if entry.get("evaluation_only"):
+        return image_root, split_evaluation_only(entry, dataset_dir, image_root)
     if key == "fgvc_aircraft":
         return image_root, split_fgvc_aircraft(image_root.parent)
     if key == "imagenet":
@@ -146,8 +175,17 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
     out = Path(out)
     write_table(out / TABLE, table)
     write_json(out / CLASSES, {"classes": classes, "dataset": entry.get("key") or dataset_dir.name, "storage": FILES,
-                              "image_root": relative_root, "image_size": image_size})
+                              "image_root": relative_root, "image_size": image_size, **_evaluation_info(entry, dataset_dir)})
     return table
+
+
+def _evaluation_info(entry: dict[str, Any], dataset_dir: Path) -> dict[str, Any]:
+    """What a test-only target's classes.json adds: its label map and each class's ImageNet index and wnid."""
+    if not entry.get("evaluation_only"):
+        return {}
+    classes = evaluation_classes(entry, dataset_dir)
+    return {"evaluation_only": True, "label_map": entry["classes"],
+            "imagenet_labels": [c.imagenet_label for c in classes], "wnids": [c.wnid for c in classes]}
 
 
 def _rows(splits: dict[str, list[Entry]]) -> Iterable[dict[str, Any]]:

@@ -23,6 +23,13 @@ the entry gives one) and the number of images it names (``images``) are verified
 must exist inside the image root, and READY.json records what was checked.  ``<root>/<key>``
 may be a link only where the entry declares it (``link:``, absolute or relative to the data
 root); the download job makes that link when the folder does not exist yet.
+
+An entry with ``evaluation_only: true`` is a test-only target of ImageNet's classes (the
+domain-generalization setting: ImageNet-V2, -Sketch, -A, -R): ``classes`` names its label map
+(:data:`dicap.data.imagenet_variants.LABEL_MAPS`), ``class_folders`` how its folders name a class
+(``wnid``, the default, or ``index``), and CoOp's ``classnames.txt`` is among its files.  It is
+no dataset of the base-to-novel benchmark (:func:`dataset_keys` leaves it out;
+:func:`evaluation_targets` lists it).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import yaml
 from dicap.config import REGISTRY_ENV, registry_file, registry_keys, registry_task
 from dicap.data.download import ALGORITHMS, Verified, fetch, mirror_url, verify_placed
 from dicap.data.extract import archive_format, safe_extract
+from dicap.data.imagenet_variants import CLASS_FOLDERS, CLASS_NAMES, LABEL_MAPS
 from dicap.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -109,7 +117,34 @@ def _entry_shape_problems(key: Any, entry: Any) -> list[str]:
         return [f"dataset key {key!r} is not a plain name (letters, digits, '_' and '-', starting with a letter or digit)"]
     if not isinstance(entry, Mapping):
         return [f"registry entry {key}: must be a mapping, got {type(entry).__name__}"]
-    return _local_problems(key, entry) if entry.get("local") else []
+    return _local_problems(key, entry) if entry.get("local") else _evaluation_problems(key, entry)
+
+
+def _evaluation_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
+    """The rules of a test-only target (``evaluation_only: true``): a label map, a folder
+    naming, CoOp's class names among its files, and no split file (every image is test)."""
+    if "evaluation_only" not in entry:
+        return [f"registry entry {key}: {name} is only for an evaluation_only entry" for name in ("classes", "class_folders")
+                if name in entry]
+    if entry["evaluation_only"] is not True:
+        return [f"registry entry {key}: evaluation_only must be true or absent, got {entry['evaluation_only']!r}"]
+    problems = []
+    if task_of(entry) != "classification":
+        problems.append(f"registry entry {key}: an evaluation_only entry is a classification target, got task {task_of(entry)!r}")
+    classes = entry.get("classes")
+    if not isinstance(classes, str) or classes not in LABEL_MAPS:
+        problems.append(f"registry entry {key}: classes {classes!r} is not a label map (one of {', '.join(LABEL_MAPS)})")
+    folders = entry.get("class_folders", "wnid")
+    if not isinstance(folders, str) or folders not in CLASS_FOLDERS:
+        problems.append(f"registry entry {key}: class_folders {folders!r} must be one of {', '.join(CLASS_FOLDERS)}")
+    if entry.get("split_file") is not None:
+        problems.append(f"registry entry {key}: an evaluation_only entry has no split_file (every image is test), "
+                        f"got {entry['split_file']!r}")
+    files = entry.get("files")
+    names = [f.get("filename") for f in files if isinstance(f, Mapping)] if isinstance(files, list) else []
+    if CLASS_NAMES not in names:
+        problems.append(f"registry entry {key}: an evaluation_only entry needs {CLASS_NAMES} (CoOp's class names) among its files")
+    return problems
 
 
 def _relative_problem(key: str, field: str, value: Any) -> list[str]:
@@ -157,10 +192,17 @@ def task_of(entry: Mapping[str, Any]) -> str:
 
 def dataset_keys(registry: Mapping[str, Any], task: str) -> list[str]:
     """The registry's datasets of one task, in registry order (the classification benchmark is
-    what the config's ``datasets`` list draws from; retrieval and VQA entries are not in it)."""
+    what the config's ``datasets`` list draws from; retrieval and VQA entries are not in it,
+    nor are the test-only targets of :func:`evaluation_targets`)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     return registry_keys(registry["datasets"], task)
+
+
+def evaluation_targets(registry: Mapping[str, Any]) -> list[str]:
+    """The test-only targets (``evaluation_only: true``) in registry order: the
+    domain-generalization targets on which ImageNet prompts are scored unchanged."""
+    return [key for key, entry in registry["datasets"].items() if entry.get("evaluation_only")]
 
 
 def prepare_paper_dataset(

@@ -48,6 +48,8 @@ class DatasetStore:
     world_pairing: list[int] | None = None  # rendered with a pretraining class-background correlation: its pairing
     spurious_factor: str = scm.DEFAULT_SPURIOUS_FACTOR  # rendered data: the factor its pairing and paired test split vary
     task: str = "classification"  # the data contract: classification, or retrieval / vqa (data/text_store.py)
+    evaluation_only: bool = False  # a test-only target (ImageNet-V2, -Sketch, -A, -R): no train split, every class scored
+    imagenet_labels: list[int] | None = None  # such a target: each class's ImageNet index (labels are 0..n-1 among its own classes)
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -62,7 +64,8 @@ class DatasetStore:
         table = read_table(root / TABLE)
         if info["storage"] == FILES:
             return cls(root, {}, table, info["classes"], info["dataset"], FILES, files_image_root(root, info), int(info["image_size"]),
-                       task=info.get("task", "classification"))
+                       task=info.get("task", "classification"), evaluation_only=bool(info.get("evaluation_only")),
+                       imagenet_labels=info.get("imagenet_labels"))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
         return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,63 @@ def test_a_local_entry_reads_its_split_beside_the_images(tmp_path):
     _, n = coop_folder(tmp_path / "root" / "mine", ["a", "b"], {"train": 1, "val": 1, "test": 1})
     table = build_store({"key": "mine", **local_entry(n)}, tmp_path / "root" / "mine", 8, tmp_path / "store")
     assert table.groupby("split").size().to_dict() == {"test": 2, "train": 2, "val": 2}
+
+
+# --- the domain-generalization targets (issue 28): test only, labelled by the entry's label map -------
+
+
+@pytest.fixture
+def target(server, tmp_path):
+    """prepare(key) -> (registry entry with its key, dataset folder): one target downloaded from the local mirror."""
+    from dicap.data.paper_sources import prepare_paper_dataset
+    from local_mirror import local_registry
+
+    def prepare(key: str) -> tuple[dict, Path]:
+        reg = local_registry(server, [key])
+        prepare_paper_dataset(key, tmp_path / "root", reg, base_url=server.base, progress=False)
+        return {"key": key, **reg["datasets"][key]}, tmp_path / "root" / key
+
+    return prepare
+
+
+@pytest.mark.parametrize(("key", "n_classes", "first_imagenet_label"), [
+    ("imagenet_v2", 1000, 0), ("imagenet_sketch", 1000, 0), ("imagenet_a", 200, 6), ("imagenet_r", 200, 1)])
+def test_a_target_becomes_a_test_only_store_of_its_imagenet_classes(target, tmp_path, key, n_classes, first_imagenet_label):
+    from dicap.data.imagenet_variants import wnids
+    from local_mirror import DG_EXTRA, DG_TARGETS
+
+    entry, dataset = target(key)
+    table = build_store(entry, dataset, 8, tmp_path / "store")
+    assert set(table["split"]) == {"test"} and len(table) == n_classes + DG_EXTRA
+    assert sorted(set(table["label"])) == list(range(n_classes))
+    store = DatasetStore.open(tmp_path / "store")
+    assert store.test_splits == ["test"] and store.evaluation_only and len(store.classes) == n_classes
+    info = json.loads((tmp_path / "store" / "classes.json").read_text())
+    assert info["image_root"] == f"{key}/{DG_TARGETS[key][1]}" and info["label_map"] == entry["classes"]
+    imagenet = wnids("imagenet")
+    assert store.imagenet_labels[0] == first_imagenet_label and len(set(store.imagenet_labels)) == n_classes
+    assert [imagenet[i] for i in store.imagenet_labels] == info["wnids"] == list(wnids(entry["classes"]))
+    # each row: its folder is its class's (a wnid, or V2's ImageNet index), its name CoOp's for that ImageNet class
+    for row in table.itertuples():
+        folder, imagenet_label = row.path.split("/")[0], store.imagenet_labels[row.label]
+        assert folder == (str(imagenet_label) if entry["class_folders"] == "index" else imagenet[imagenet_label])
+        assert row.class_name == store.classes[row.label] == f"thing {imagenet_label}"
+    assert store.pixels(table.head(3)).shape == (3, 8, 8, 3)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda root: (root / "n99999999").mkdir(), r"1 not in it, e\.g\. \['n99999999'\]; 0 of its classes missing"),
+    (lambda root: shutil.rmtree(root / "n01443537"), r"0 not in it, e\.g\. \[\]; 1 of its classes missing, e\.g\. \['n01443537'\]"),
+])
+def test_class_folders_that_do_not_match_the_label_map_are_refused(target, tmp_path, damage, message):
+    entry, dataset = target("imagenet_r")
+    damage(dataset / "imagenet-r")
+    with pytest.raises(ValueError, match=r"imagenet-r: the class folders do not match label map 'imagenet_r' of registry "
+                                         rf"entry imagenet_r \({message}"):
+        build_store(entry, dataset, 8, tmp_path / "store")
+
+
+def test_a_target_read_with_another_targets_label_map_is_refused(target, tmp_path):
+    entry, dataset = target("imagenet_r")
+    with pytest.raises(ValueError, match=r"do not match label map 'imagenet_a' .* \(1\d\d not in it"):
+        build_store({**entry, "classes": "imagenet_a"}, dataset, 8, tmp_path / "store")

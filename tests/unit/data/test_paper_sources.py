@@ -19,9 +19,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from dicap.data.paper_sources import check_registry, dataset_keys, load_registry, prepare_paper_dataset
+from dicap.data.paper_sources import check_registry, dataset_keys, evaluation_targets, load_registry, prepare_paper_dataset
 from dicap.io import read_json
-from local_mirror import LAYOUTS, SPLIT, TASK_LAYOUTS, coop_folder, local_entry, local_registry, serve, sha256, zip_bytes
+from local_mirror import LAYOUTS, SPLIT, TASK_LAYOUTS, coop_folder, dg_layouts, local_entry, local_registry, serve, sha256, zip_bytes
 
 
 def test_a_registry_file_name_that_leaves_downloads_is_refused(tmp_path):
@@ -397,3 +397,72 @@ def test_the_data_layer_reads_the_registry_the_config_checks(tmp_path, monkeypat
         monkeypatch.setenv("DICAP_REGISTRY", env)
     assert registry_path() == registry_file() and registry_path().is_absolute()
     assert registry_path(tmp_path / "given.yaml") == tmp_path / "given.yaml"
+
+
+# --- the domain-generalization targets (ImageNet-V2, -Sketch, -A, -R): test-only, ImageNet's classes ---
+
+
+DG = {"imagenet_v2": ("imagenet", "index"), "imagenet_sketch": ("imagenet", "wnid"),
+      "imagenet_a": ("imagenet_a", "wnid"), "imagenet_r": ("imagenet_r", "wnid")}
+
+
+def test_registry_lists_the_four_targets_with_tfds_checksums():
+    reg = load_registry()
+    assert check_registry(reg) == [] and evaluation_targets(reg) == list(DG)
+    assert not set(DG) & set(dataset_keys(reg, "classification"))  # no base-to-novel dataset: nothing to train on
+    for key, (classes, folders) in DG.items():
+        entry = reg["datasets"][key]
+        assert entry["evaluation_only"] is True and (entry["classes"], entry["class_folders"]) == (classes, folders)
+        assert entry["split_file"] is None and not entry.get("manual")
+        archive, names = entry["files"][0], entry["files"][1]
+        assert archive["algorithm"] == "sha256" and archive["size"] > 10**8
+        assert archive["checksum_source"].startswith("tensorflow/datasets@") and archive["checksum_source"].endswith(
+            f"tensorflow_datasets/datasets/{key}/checksums.tsv" + (" (recorded for the drive.google.com/u/0/uc?id=... form "
+                                                                  "of this file id)" if key == "imagenet_sketch" else ""))
+        assert names == reg["datasets"]["imagenet"]["files"][-1]  # CoOp's classnames.txt, the same file as ImageNet's
+
+
+_DROP = object()  # a key _dg_entry leaves out
+
+
+def _dg_entry(**change):
+    """The real imagenet_a entry with ``change`` applied."""
+    entry = copy.deepcopy(load_registry()["datasets"]["imagenet_a"])
+    entry.update(change)
+    return {k: v for k, v in entry.items() if v is not _DROP}
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    (_dg_entry(evaluation_only="yes"), "evaluation_only must be true or absent, got 'yes'"),
+    (_dg_entry(evaluation_only=1), "evaluation_only must be true or absent, got 1"),
+    (_dg_entry(evaluation_only=False), "evaluation_only must be true or absent, got False"),
+    (_dg_entry(classes="imagenet_o"), "classes 'imagenet_o' is not a label map (one of imagenet, imagenet_a, imagenet_r)"),
+    (_dg_entry(classes=None), "classes None is not a label map"),
+    (_dg_entry(classes=["imagenet_a"]), "classes ['imagenet_a'] is not a label map"),
+    (_dg_entry(classes=_DROP), "classes None is not a label map"),
+    (_dg_entry(class_folders="name"), "class_folders 'name' must be one of wnid, index"),
+    (_dg_entry(class_folders=0), "class_folders 0 must be one of wnid, index"),
+    (_dg_entry(split_file="imagenet-a.tar"), "an evaluation_only entry has no split_file (every image is test)"),
+    (_dg_entry(task="retrieval", annotations={"captions": "x.json"}), "an evaluation_only entry is a classification target"),
+    (_dg_entry(files=_dg_entry()["files"][:1]), "an evaluation_only entry needs classnames.txt (CoOp's class names) among its files"),
+    (_dg_entry(evaluation_only=_DROP), "classes is only for an evaluation_only entry"),
+    (_dg_entry(evaluation_only=_DROP, classes=_DROP), "class_folders is only for an evaluation_only entry"),
+])
+def test_a_bad_evaluation_only_entry_is_refused_where_the_registry_enters(tmp_path, entry, problem):
+    assert any(problem in p for p in check_registry({"datasets": {"imagenet_a": entry}}))
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"imagenet_a": entry}}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: registry entry imagenet_a: {re.escape(problem)}"):
+        load_registry(path)
+
+
+@pytest.mark.parametrize("key", list(DG))
+def test_prepare_a_target_from_the_local_server_gives_its_real_layout(server, tmp_path, key):
+    reg = local_registry(server, [key])
+    record = prepare_paper_dataset(key, tmp_path, reg, base_url=server.base, progress=False)
+    dataset = tmp_path / key
+    for rel in dg_layouts()[key][1]:
+        assert (dataset / rel).is_file(), rel
+    assert record["image_root"] == reg["datasets"][key]["image_root"] and record["split_file"] is None
+    assert record["unverified"] == ["classnames.txt"]  # CoOp's Drive file: no published checksum, sha256 recorded
+    assert (dataset / "downloads" / "classnames.txt").is_file()

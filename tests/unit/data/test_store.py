@@ -52,3 +52,22 @@ def test_a_truncated_store_table_names_itself(tmp_path, table):
         shutil.copy(root / TABLE, root / TEXTS)  # any table stands for the captions here
         truncated_table(root / TEXTS)
         assert_corrupt(root / TEXTS, lambda: store.texts)
+
+
+@pytest.mark.parametrize(("extra", "evaluation_only", "imagenet_labels"), [
+    ({}, False, None),  # a base-to-novel dataset's store, and every store from before issue 28
+    ({"evaluation_only": True, "label_map": "imagenet_r", "imagenet_labels": [1, 2]}, True, [1, 2]),
+])
+def test_a_files_store_says_whether_it_is_a_test_only_target(tmp_path, monkeypatch, extra, evaluation_only, imagenet_labels):
+    import pandas as pd
+
+    from dicap.data.store import CLASSES, TABLE, DatasetStore
+    from dicap.io import write_json, write_table
+
+    monkeypatch.setenv("DICAP_DATA_ROOT", str(tmp_path))
+    write_table(tmp_path / TABLE, pd.DataFrame({"split": ["test"] * 2, "index": [0, 1], "label": [0, 1],
+                                                "class_name": ["goldfish", "shark"], "path": ["a/1.jpg", "b/2.jpg"]}))
+    write_json(tmp_path / CLASSES, {"classes": ["goldfish", "shark"], "dataset": "imagenet_r", "storage": "files",
+                                    "image_root": "imagenet_r/imagenet-r", "image_size": 8, **extra})
+    store = DatasetStore.open(tmp_path)
+    assert (store.evaluation_only, store.imagenet_labels, store.test_splits) == (evaluation_only, imagenet_labels, ["test"])
