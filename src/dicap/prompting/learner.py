@@ -192,8 +192,53 @@ def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
 
 
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``encode_text`` from token embeddings instead of token ids."""
-    return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
+    """open_clip's ``encode_text`` from token embeddings instead of token ids.
+
+    Without gradients (scoring) the positions after the last EOT are dropped where that
+    cannot change a bit (:func:`_trimmed_blocks`): a conditional learner's prompts are ~8
+    tokens in a 77- (embedded: 24-) token context, and every image encodes its own."""
+    n = _last_eot(model, tokens) + 1
+    if torch.is_grad_enabled() or n >= tokens.shape[1] or not _trimmable(model):
+        return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
+    x = _trimmed_blocks(model, add_positions(model, x)[:, :n])
+    return project_text(model, x, tokens[:, :n])
+
+
+def _last_eot(model: nn.Module, tokens: torch.Tensor) -> int:
+    """The last position any text pools from (``project_text``'s EOT), -1 for no texts."""
+    if len(tokens) == 0:
+        return -1
+    if model.text_pool_type == "eos":
+        return int((tokens == model.text_eos_id).int().argmax(dim=-1).max())
+    return int(tokens.argmax(dim=-1).max())
+
+
+def _trimmable(model: nn.Module) -> bool:
+    """A causal, EOT-pooled text tower of open_clip's own batch-first blocks: the outputs up to
+    the last EOT then do not depend on the positions after it."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    return (model.attn_mask is not None and model.text_pool_type in ("argmax", "eos")
+            and getattr(model.transformer, "batch_first", False)
+            and all(type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
+                    for block in model.transformer.resblocks))
+
+
+def _trimmed_blocks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock`` stack on the first ``n`` positions of the context.
+
+    The attention runs at the full context length, the dropped positions zero-filled: its
+    kernels then see the shapes they always do, and the causal mask gives those positions
+    exactly zero weight, so the kept rows come out bit for bit.  The norms and the MLP act
+    row by row, and run on the kept rows only (most of the tower's work).
+    """
+    length, n = model.attn_mask.shape[0], x.shape[1]
+    padding = x.new_zeros(x.shape[0], length - n, x.shape[2])
+    for block in model.transformer.resblocks:
+        attended = block.attention(q_x=torch.cat([block.ln_1(x), padding], dim=1), attn_mask=model.attn_mask)
+        x = x + block.ls_1(attended[:, :n])
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x
 
 
 def add_positions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
