@@ -194,51 +194,62 @@ def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ``encode_text`` from token embeddings instead of token ids.
 
-    Without gradients (scoring) the positions after the last EOT are dropped where that
-    cannot change a bit (:func:`_trimmed_blocks`): a conditional learner's prompts are ~8
-    tokens in a 77- (embedded: 24-) token context, and every image encodes its own."""
-    n = _last_eot(model, tokens) + 1
-    if torch.is_grad_enabled() or n >= tokens.shape[1] or not _trimmable(model):
+    Without gradients (scoring), the positions after the last EOT are not computed where the
+    tower allows it (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77- (embedded:
+    24-) token context and every test image encodes its own, so this is most of an embedded
+    evaluate job.  The features are bit for bit those of the full context (see
+    :func:`_attend`); training keeps the full context, whose gradient sums it would reorder.
+    """
+    n = _kept_length(model, tokens)
+    if n is None:
         return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
-    x = _trimmed_blocks(model, add_positions(model, x)[:, :n])
+    mask = model.attn_mask[:n].to(model.transformer.get_cast_dtype())  # (n, context): every key stays
+    x = add_positions(model, x)[:, :n]
+    for block in model.transformer.resblocks:
+        x = x + block.ls_1(_attend(block.attn, block.ln_1(x), mask))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return project_text(model, x, tokens[:, :n])
 
 
-def _last_eot(model: nn.Module, tokens: torch.Tensor) -> int:
-    """The last position any text pools from (``project_text``'s EOT), -1 for no texts."""
-    if len(tokens) == 0:
-        return -1
-    if model.text_pool_type == "eos":
-        return int((tokens == model.text_eos_id).int().argmax(dim=-1).max())
-    return int(tokens.argmax(dim=-1).max())
-
-
-def _trimmable(model: nn.Module) -> bool:
-    """A causal, EOT-pooled text tower of open_clip's own batch-first blocks: the outputs up to
-    the last EOT then do not depend on the positions after it."""
+def _kept_length(model: nn.Module, tokens: torch.Tensor) -> int | None:
+    """Positions up to the last EOT, or None to run the full context: with gradients, without
+    padding to drop, or on a tower whose outputs there may depend on later positions (not
+    causal, not EOT-pooled, or not built of open_clip's own batch-first blocks)."""
     from open_clip.transformer import ResidualAttentionBlock
 
-    return (model.attn_mask is not None and model.text_pool_type in ("argmax", "eos")
-            and getattr(model.transformer, "batch_first", False)
-            and all(type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
-                    for block in model.transformer.resblocks))
+    if torch.is_grad_enabled() or len(tokens) == 0 or model.attn_mask is None:
+        return None
+    if model.text_pool_type == "argmax":
+        n = int(tokens.argmax(dim=-1).max()) + 1
+    elif model.text_pool_type == "eos":
+        n = int((tokens == model.text_eos_id).int().argmax(dim=-1).max()) + 1
+    else:
+        return None
+    blocks_ok = getattr(model.transformer, "batch_first", False) and all(
+        type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv") for block in model.transformer.resblocks)
+    return n if blocks_ok and n < tokens.shape[1] else None
 
 
-def _trimmed_blocks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``ResidualAttentionBlock`` stack on the first ``n`` positions of the context.
+def _attend(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``attn``'s causal self-attention output for the first ``n`` positions of the context.
 
-    The attention runs at the full context length, the dropped positions zero-filled: its
-    kernels then see the shapes they always do, and the causal mask gives those positions
-    exactly zero weight, so the kept rows come out bit for bit.  The norms and the MLP act
-    row by row, and run on the kept rows only (most of the tower's work).
+    What ``nn.MultiheadAttention`` computes (its packed in-projection, heads, SDPA, out
+    projection, in its layouts), with the dropped positions' keys and values zero-filled back to
+    the full context length: the attention's reduction then runs over as many keys as it always
+    does, and the causal mask gives those keys exactly zero weight, so each kept query's output
+    is bit for bit the full context's.  The projections, like the norms and the MLP, act row by
+    row, and run on the kept rows only.  ``x``: (B, n, E); ``mask``: the (n, context) rows of
+    the causal mask.
     """
-    length, n = model.attn_mask.shape[0], x.shape[1]
-    padding = x.new_zeros(x.shape[0], length - n, x.shape[2])
-    for block in model.transformer.resblocks:
-        attended = block.attention(q_x=torch.cat([block.ln_1(x), padding], dim=1), attn_mask=model.attn_mask)
-        x = x + block.ls_1(attended[:, :n])
-        x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x
+    b, n, e = x.shape
+    heads, length = attn.num_heads, mask.shape[1]
+    proj = F.linear(x.transpose(0, 1), attn.in_proj_weight, attn.in_proj_bias)
+    proj = proj.unflatten(-1, (3, e)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()  # (3, n, B, E)
+    padding = proj.new_zeros(length - n, b, e)
+    q, k, v = proj[0], torch.cat([proj[1], padding]), torch.cat([proj[2], padding])
+    q, k, v = (t.view(len(t), b * heads, e // heads).transpose(0, 1).view(b, heads, len(t), e // heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, mask[None, None]).permute(2, 0, 1, 3).reshape(n * b, e)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias).view(n, b, e).transpose(0, 1)
 
 
 def add_positions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
