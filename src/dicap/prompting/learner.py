@@ -194,13 +194,14 @@ def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ``encode_text`` from token embeddings instead of token ids.
 
-    Without gradients (scoring), the positions after the last EOT are not computed where the
-    tower allows it (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77- (embedded:
-    24-) token context and every test image encodes its own, so this is most of an embedded
-    evaluate job.  The features are bit for bit those of the full context (see
-    :func:`_attend`); training keeps the full context, whose gradient sums it would reorder.
+    Without gradients on the CPU (scoring), the positions after the last EOT are not computed
+    where the tower allows it (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77-
+    (embedded: 24-) token context and every test image encodes its own, so this was most of an
+    embedded evaluate job.  The features are bit for bit those of the full context (see
+    :func:`_attend`).  Training keeps the full context, whose gradient sums it would reorder,
+    and so does a GPU, whose matmul kernels may be picked by the number of rows.
     """
-    n = _kept_length(model, tokens)
+    n = _kept_length(model, tokens) if x.device.type == "cpu" else None
     if n is None:
         return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
     mask = model.attn_mask[:n].to(model.transformer.get_cast_dtype())  # (n, context): every key stays
