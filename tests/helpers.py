@@ -120,11 +120,15 @@ def cf_term(learner, x, x_cf, y, cf_valid):
 
 
 class TransformerCalls:
-    """How many sequences each call of the text transformer encodes: the cost of a step."""
+    """How many sequences each call of the text transformer encodes: the cost of a step.
+
+    Counted at the first block's norm, which every encoding passes through, the full context's
+    and the scoring's shorter one alike (learner.encode_text_embeddings)."""
 
     def __init__(self, learner):
         self.sizes: list[int] = []
-        self.handle = learner.clip.transformer.register_forward_hook(lambda _m, args, _o: self.sizes.append(len(args[0])))
+        first = learner.clip.transformer.resblocks[0].ln_1
+        self.handle = first.register_forward_hook(lambda _m, args, _o: self.sizes.append(len(args[0])))
 
     def __enter__(self) -> TransformerCalls:
         return self

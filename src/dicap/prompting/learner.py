@@ -192,8 +192,65 @@ def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
 
 
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``encode_text`` from token embeddings instead of token ids."""
-    return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
+    """open_clip's ``encode_text`` from token embeddings instead of token ids.
+
+    Without gradients on the CPU (scoring), the positions after the last EOT are not computed
+    where the tower allows it (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77-
+    (embedded: 24-) token context and every test image encodes its own, so this was most of an
+    embedded evaluate job.  The features are bit for bit those of the full context (see
+    :func:`_attend`).  Training keeps the full context, whose gradient sums it would reorder,
+    and so does a GPU, whose matmul kernels may be picked by the number of rows.
+    """
+    n = _kept_length(model, tokens) if x.device.type == "cpu" else None
+    if n is None:
+        return project_text(model, model.transformer(add_positions(model, x), attn_mask=model.attn_mask), tokens)
+    mask = model.attn_mask[:n].to(model.transformer.get_cast_dtype())  # (n, context): every key stays
+    x = add_positions(model, x)[:, :n]
+    for block in model.transformer.resblocks:
+        x = x + block.ls_1(_attend(block.attn, block.ln_1(x), mask))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return project_text(model, x, tokens[:, :n])
+
+
+def _kept_length(model: nn.Module, tokens: torch.Tensor) -> int | None:
+    """Positions up to the last EOT, or None to run the full context: with gradients, without
+    padding to drop, or on a tower whose outputs there may depend on later positions (not
+    causal, not EOT-pooled, or not built of open_clip's own batch-first blocks)."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if torch.is_grad_enabled() or len(tokens) == 0 or model.attn_mask is None:
+        return None
+    if model.text_pool_type == "argmax":
+        n = int(tokens.argmax(dim=-1).max()) + 1
+    elif model.text_pool_type == "eos":
+        n = int((tokens == model.text_eos_id).int().argmax(dim=-1).max()) + 1
+    else:
+        return None
+    blocks_ok = getattr(model.transformer, "batch_first", False) and all(
+        type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv") for block in model.transformer.resblocks)
+    return n if blocks_ok and n < tokens.shape[1] else None
+
+
+def _attend(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``attn``'s causal self-attention output for the first ``n`` positions of the context.
+
+    What ``nn.MultiheadAttention`` computes (its packed in-projection, heads, SDPA, out
+    projection, in its layouts), with the dropped positions' keys and values zero-filled back to
+    the full context length: the attention's reduction then runs over as many keys as it always
+    does, and the causal mask gives those keys exactly zero weight, so each kept query's output
+    is bit for bit the full context's.  The projections, like the norms and the MLP, act row by
+    row, and run on the kept rows only.  ``x``: (B, n, E); ``mask``: the (n, context) rows of
+    the causal mask.
+    """
+    b, n, e = x.shape
+    heads, length = attn.num_heads, mask.shape[1]
+    proj = F.linear(x.transpose(0, 1), attn.in_proj_weight, attn.in_proj_bias)
+    proj = proj.unflatten(-1, (3, e)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()  # (3, n, B, E)
+    padding = proj.new_zeros(length - n, b, e)
+    q, k, v = proj[0], torch.cat([proj[1], padding]), torch.cat([proj[2], padding])
+    q, k, v = (t.view(len(t), b * heads, e // heads).transpose(0, 1).view(b, heads, len(t), e // heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, mask[None, None]).permute(2, 0, 1, 3).reshape(n * b, e)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias).view(n, b, e).transpose(0, 1)
 
 
 def add_positions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,9 @@ own candidate texts (a subset, restored afterwards)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,3 +149,73 @@ def test_learners_that_build_their_own_prompts_refuse_a_subset(clip_model):
     terms = batch_losses(cocoop, parse_method("cocoop"), x, y, None, None, torch.arange(4), TRAIN, SCALE, candidates)
     sims = cosine(x, cocoop.class_features(x))
     torch.testing.assert_close(terms["ce"][1], classification_loss(sims.masked_fill(~candidates, float("-inf")), y, SCALE))
+
+
+# --- scoring without the padding after the last EOT ------------------------------------------------
+
+
+def _tower(heads: int, layers: int):
+    """A tiny CLIP with ``heads`` attention heads and ``layers`` text blocks (the fixture has one of each)."""
+    open_clip = pytest.importorskip("open_clip")
+    from helpers import CONTEXT
+
+    torch.manual_seed(heads * 10 + layers)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 32, "mlp_ratio": 2.0},
+        text_cfg={"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": heads, "layers": layers,
+                  "mlp_ratio": 2.0},
+    )
+    with torch.no_grad():
+        model.token_embedding.weight.normal_(std=0.5)
+        model.positional_embedding.normal_(std=0.1)
+    return model.eval().requires_grad_(False)
+
+
+@contextmanager
+def _context_lengths(learner) -> Iterator[list[int]]:
+    """The sequence length each text block runs on inside the block (its first norm's input)."""
+    lengths: list[int] = []
+    handles = [block.ln_1.register_forward_hook(lambda _m, args, _o: lengths.append(args[0].shape[1]))
+               for block in learner.clip.transformer.resblocks]
+    try:
+        yield lengths
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("heads,layers", [(1, 1), (2, 2), (4, 3)])
+@pytest.mark.parametrize("names", [NAMES, ["semicircle", "four", "dark red tee"], ["a"]])
+def test_scoring_drops_the_padding_and_keeps_every_bit(heads, layers, names):
+    """Without gradients the blocks run up to the last EOT only, and the features, CoOp's and
+    CoCoOp's per-image ones alike, are bit for bit those of the full context."""
+    from helpers import CONTEXT
+
+    model = _tower(heads, layers)
+    x, _ = _batch(5)
+    for learner in (PromptLearner(model, tokenize, names, **INIT), CoCoOp(model, tokenize, names, **INIT)):
+        with torch.no_grad():
+            learner.ctx.add_(0.3 * torch.randn_like(learner.ctx))  # away from the template's words
+        with _context_lengths(learner) as lengths, torch.enable_grad():  # the full context (no gradient taken)
+            full = learner.similarities(x).detach()
+        assert set(lengths) == {CONTEXT}
+        with _context_lengths(learner) as lengths, torch.no_grad():
+            scored = learner.similarities(x)
+        last_eot = int(learner.tokens.argmax(dim=-1).max())
+        assert set(lengths) == {last_eot + 1} and last_eot + 1 < CONTEXT
+        assert torch.equal(scored, full), f"{type(learner).__name__}: {(scored - full).abs().max()}"
+
+
+def test_a_tower_not_pooled_at_the_eot_keeps_the_full_context(clip_model):
+    """Pooled at the last position, the padding is what is read: nothing may be dropped."""
+    from helpers import CONTEXT
+
+    learner = PromptLearner(clip_model, tokenize, NAMES, **INIT)
+    clip_model.text_pool_type = "last"
+    try:
+        with _context_lengths(learner) as lengths, torch.no_grad():
+            learner()
+    finally:
+        clip_model.text_pool_type = "argmax"
+    assert set(lengths) == {CONTEXT}
