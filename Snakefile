@@ -67,10 +67,12 @@ if RUN_FOLDER is not None and workflow.overwrite_workdir is None:
     workdir: RUN_FOLDER
 
 
+# Both suites write results/table1.csv: one must never overwrite the other's tables, nor take
+# a pulled one (no Snakemake record) for its own and plan nothing.
 if other := runs.foreign_results(config["suite"]):
+    remedy = "another --directory" if workflow.overwrite_workdir else f"--config run={config['suite']}"
     raise WorkflowError(f"results/ holds the {other} suite's tables ({runs.RESULTS_RECORD}), and this is the "
-                        f"{config['suite']} suite: give it a folder of its own with --config run={config['suite']}, "
-                        "or move results/ away")
+                        f"{config['suite']} suite: give it a folder of its own with {remedy}, or move results/ away")
 
 PAPER = config["suite"] == "paper"
 DATASETS = config["datasets"]

@@ -63,6 +63,7 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
     shots = pd.read_parquet(split_path)
     assert sorted(shots["label"].unique()) == [0, 1] and len(shots) == 2 * 2  # base classes only, 2 shots each
 
+    table_bytes = (work / "results" / "table1.csv").read_bytes()
     table = pd.read_csv(work / "results" / "table1.csv")
     assert (table["suite"] == "paper").all() and set(table["split"]) == {"test"}
     assert set(table["dataset"]) == {"dtd", "average"} and set(table["method"]) == set(override["methods"])
@@ -77,12 +78,12 @@ def test_paper_suite_from_download_to_table(server, tmp_path):
     again = snakemake(*args, "-n", env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # The paper run's results/ does not shadow the embedded suite in the same directory
-    # (the other direction: test_workflow.py::test_an_embedded_run_does_not_shadow_the_paper_plan).
+    # The embedded suite never overwrites the paper run's tables: it stops in one line (the other
+    # direction: test_tiny_pipeline.py::test_the_paper_suite_never_takes_the_embedded_tables_for_its_own).
     embedded = snakemake("-n", "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"),
                          "--directory", str(work))
-    counts = job_counts(embedded.stdout)
-    assert counts.get("prepare_dataset") == 2 and counts.get("table1") == 1 and counts.get("reproduction") == 1, counts
+    assert embedded.returncode != 0 and "results/ holds the paper suite's tables" in embedded.stdout + embedded.stderr
+    assert (work / "results" / "table1.csv").read_bytes() == table_bytes
     assert not os.environ.get("DICAP_REGISTRY")  # the test's registry never leaks into other tests
 
 

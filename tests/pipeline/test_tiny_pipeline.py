@@ -124,12 +124,18 @@ def test_a_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_an_embedded_run_does_not_shadow_the_paper_plan(tiny_run):
-    """The user's cluster command plans the whole paper DAG in a checkout that ran the embedded suite."""
+def test_the_paper_suite_never_takes_the_embedded_tables_for_its_own(tiny_run, tmp_path):
+    """Both suites write results/table1.csv: over the embedded run's tables, the user's cluster
+    command stops in one line instead of overwriting them (or, over pulled ones, planning
+    nothing); in a folder of its own it plans the whole paper DAG (docs/running.md#runs)."""
     out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tiny_run), timeout=300)
+    line = ("results/ holds the embedded suite's tables (results/table1.provenance.json), and this is the paper suite: "
+            "give it a folder of its own with another --directory, or move results/ away")
+    assert out.returncode != 0 and line in (out.stdout + out.stderr).splitlines(), (out.stdout + out.stderr)[-3000:]
+    out = snakemake("--profile", "slurm", "-n", "results/table1.csv", "--directory", str(tmp_path), timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = job_counts(out.stdout)
-    # every paper job, none taken for done: 11 datasets, 11 methods x 3 seeds each, their shards
+    # every paper job: 11 datasets, 11 methods x 3 seeds each, their shards
     assert counts["prepare_dataset"] == 11 and counts["train_prompt"] == 11 * 11 * 3 and counts["counterfactual_shard"] >= 33, counts
 
 
