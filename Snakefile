@@ -55,12 +55,7 @@ RUN = runs.run_name(config, workflow.config_settings.config)  # config: --config
 config["run"] = RUN
 RUN_FOLDER = runs.run_folder(workflow.basedir, RUN)
 if RUN_FOLDER is not None and workflow.overwrite_workdir is None:
-    # Paths the user gave relative to where they started keep meaning that: the datasets they
-    # downloaded once (paper suite), their own registry.
-    if "root" in config["data"]:
-        config["data"]["root"] = os.path.abspath(config["data"]["root"])
-    if os.environ.get("DICAP_REGISTRY"):
-        os.environ["DICAP_REGISTRY"] = os.path.abspath(os.environ["DICAP_REGISTRY"])
+    runs.anchor_user_paths(config)
     print(f"run {RUN}: every output goes under {os.path.relpath(RUN_FOLDER)}/ "
           f"(results in {os.path.relpath(RUN_FOLDER)}/results/)", file=sys.stderr)
 

@@ -11,8 +11,8 @@ The main run is the checkout's config files as they are (``config.yaml``, with
 ``config.paper.yaml`` for the paper suite); DVC's experiments (``dvc exp run -S``) change those
 files and keep each experiment apart themselves, in git refs and DVC's cache (docs/dvc.md).
 
-This module imports nothing from the package but ``io``'s hash, so the Snakefile can use it
-before it plans anything.
+It sits just above ``config`` and ``io`` (the registry's variable, the hash), so the Snakefile
+can use it before it plans anything.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from dicap.config import REGISTRY_ENV
 from dicap.io import params_hash
 
 MAIN = ""  # the run name of the checkout's own config: it writes at the repository root
@@ -67,6 +68,16 @@ def run_folder(basedir: str | Path, name: str) -> Path | None:
     if not NAME.fullmatch(name):
         raise ValueError(f"key 'run' = {name!r}: not a run name")
     return Path(os.path.abspath(basedir)) / RUNS / name
+
+
+def anchor_user_paths(config: dict[str, Any], environ: MutableMapping[str, str] = os.environ) -> None:
+    """Make the paths a user gives relative to where they started absolute, before the run
+    moves into its folder: ``data.root`` (the paper suite's datasets, downloaded once and
+    shared by every run) and ``$DICAP_REGISTRY`` (their own registry, read by every job)."""
+    if "root" in config.get("data", {}):
+        config["data"]["root"] = os.path.abspath(config["data"]["root"])
+    if environ.get(REGISTRY_ENV):
+        environ[REGISTRY_ENV] = os.path.abspath(environ[REGISTRY_ENV])
 
 
 def describe(name: str) -> str:

@@ -84,3 +84,15 @@ def test_the_experiment_hash_ignores_only_the_keys_that_change_no_output():
     base = runs.experiment_hash(CONFIG)
     assert runs.experiment_hash({**CONFIG, "run": "x", "downloads": "cluster"}) == base
     assert runs.experiment_hash({**CONFIG, "data": {"shots": 8}}) != base
+
+
+def test_paths_the_user_gave_keep_meaning_where_they_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {"data": {"root": "data/paper"}}
+    environ = {"DICAP_REGISTRY": "my/registry.yaml"}
+    runs.anchor_user_paths(config, environ)
+    assert config["data"]["root"] == str(tmp_path / "data" / "paper")
+    assert environ["DICAP_REGISTRY"] == str(tmp_path / "my" / "registry.yaml")
+    untouched = {"data": {"root": "/abs/data"}}
+    runs.anchor_user_paths(untouched, {})
+    assert untouched == {"data": {"root": "/abs/data"}}
