@@ -15,7 +15,6 @@ Python's global random state).
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dicap.data.imagenet_variants import CLASS_NAMES, TargetClass, read_classnames, target_classes
-from dicap.data.store import CLASSES, FILES, TABLE
+from dicap.data.store import CLASSES, FILES, TABLE, recorded_image_root
 from dicap.guards import contained
 from dicap.io import write_json, write_table
 
@@ -158,7 +157,7 @@ def build_store(entry: dict[str, Any], dataset_dir: str | Path, image_size: int,
         from dicap.data.paper_sources import dataset_folder
 
         dataset_folder(given.parent, given.name, entry)
-    relative_root = posixpath.normpath(f"{given.name}/{Path(entry.get('image_root', '.')).as_posix()}")
+    relative_root = recorded_image_root(given, entry)
     dataset_dir = given.resolve()
     image_root, splits = dataset_splits(entry, dataset_dir)
     for entries in splits.values():

@@ -12,6 +12,7 @@ downloaded files and records each row's ``path`` relative to ``image_root`` in
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,13 @@ class DatasetStore:
         if len(set(splits)) == 1:  # the common case: one vectorised gather
             return self.images[splits[0]][index]
         return np.stack([self.images[s][i] for s, i in zip(splits, index)])
+
+
+def recorded_image_root(dataset_dir: str | Path, entry: dict) -> str:
+    """What a ``files`` store records as its image root: ``<dataset folder>/<entry's image_root>``,
+    relative to the data root (the dataset folder's parent), never absolute, so a store built on
+    a cluster and pulled elsewhere resolves on that machine (:func:`files_image_root`)."""
+    return posixpath.normpath(f"{Path(dataset_dir).name}/{Path(entry.get('image_root', '.')).as_posix()}")
 
 
 def files_image_root(root: Path, info: dict) -> Path:

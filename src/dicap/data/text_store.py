@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from dicap.data import retrieval, statements, vqa
+from dicap.data.store import recorded_image_root
 from dicap.data.text_tasks import TextExamples, index_texts
 from dicap.guards import contained
 from dicap.io import write_json, write_table
@@ -55,6 +56,7 @@ def build_text_store(entry: dict[str, Any], dataset_dir: str | Path, image_size:
     Every annotation file and image must resolve inside the dataset folder, and every image
     must exist: a missing one stops this job naming it, not a GPU job hours later.
     """
+    relative_root = recorded_image_root(dataset_dir, entry)  # before resolving: the name the data root gives it
     dataset_dir = Path(dataset_dir).resolve()
     key, task = entry.get("key") or dataset_dir.name, entry["task"]
     image_root = contained(dataset_dir, entry.get("image_root", "."), f"registry entry {key}: image_root")
@@ -75,7 +77,7 @@ def build_text_store(entry: dict[str, Any], dataset_dir: str | Path, image_size:
     write_table(out / STORE_TABLE, table)
     if texts is not None:
         write_table(out / STORE_TEXTS, texts)
-    write_json(out / STORE_CLASSES, {"classes": [], "dataset": key, "storage": "files", "image_root": str(image_root),
+    write_json(out / STORE_CLASSES, {"classes": [], "dataset": key, "storage": "files", "image_root": relative_root,
                                      "image_size": image_size, "task": task})
     return table
 

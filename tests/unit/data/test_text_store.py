@@ -5,9 +5,13 @@ prompt training and evaluation read from them."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -16,13 +20,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dicap.data import statements, text_store
-from dicap.data.store import DatasetStore
+from dicap.data.store import DATA_ROOT_ENV, DatasetStore
 from local_mirror import OBJECT_CAPTIONS, VQA_ITEMS, captioned_flickr, coco_images, jpeg, karpathy_json, varied_vqa
 
 FLICKR = {"key": "flickr30k", "task": "retrieval", "image_root": "flickr30k-images",
           "annotations": {"captions": "dataset_flickr30k.json"}}
 VQA = {"key": "vqav2", "task": "vqa", "image_root": ".",
        "annotations": {"questions": "questions.json", "answers": "annotations.json"}}
+
+
+def _open(store: Path, data_root: Path) -> DatasetStore:
+    """The store as a job opens it: its image root resolves against this machine's data.root."""
+    with mock.patch.dict(os.environ, {DATA_ROOT_ENV: str(data_root)}):
+        return DatasetStore.open(store)
 
 
 def _flickr(root: Path, n_train: int = 20, n_test: int = 4) -> DatasetStore:
@@ -32,7 +42,7 @@ def _flickr(root: Path, n_train: int = 20, n_test: int = 4) -> DatasetStore:
     (data / "dataset_flickr30k.json").write_bytes(karpathy)
     tarfile.open(fileobj=io.BytesIO(images)).extractall(data, filter="data")
     text_store.build_text_store(FLICKR, data, 8, {}, root / "store")
-    return DatasetStore.open(root / "store")
+    return _open(root / "store", root)
 
 
 def _vqa(root: Path, n_images: int = 12, n_test: int = 6) -> DatasetStore:
@@ -43,7 +53,7 @@ def _vqa(root: Path, n_images: int = 12, n_test: int = 6) -> DatasetStore:
     (data / "annotations.json").write_bytes(annotations)
     zipfile.ZipFile(io.BytesIO(images)).extractall(data)
     text_store.build_text_store(VQA, data, 8, {"vqa_test_items": n_test}, root / "store")
-    return DatasetStore.open(root / "store")
+    return _open(root / "store", root)
 
 
 def test_retrieval_store_holds_the_pool_and_the_test_images(tmp_path):
@@ -68,12 +78,26 @@ def test_mscoco_store_keeps_karpathy_train_as_the_pool_and_its_paths(tmp_path):
         (data / entry["filepath"] / entry["filename"]).write_bytes(jpeg(entry["imgid"]))
     entry = {"key": "mscoco", "task": "retrieval", "image_root": ".", "annotations": {"captions": "dataset_coco.json"}}
     text_store.build_text_store(entry, data, 8, {}, tmp_path / "store")
-    store = DatasetStore.open(tmp_path / "store")
+    store = _open(tmp_path / "store", tmp_path)
     assert store.table.groupby("split").size().to_dict() == {"pool": 10, "test": 4}
     assert store.split("pool")["path"].str.startswith("train2014/").all() and store.split("test")["path"].str.startswith("val2014/").all()
     test_captions = store.texts[store.texts["split"] == "test"]
     assert test_captions.groupby("image_id").size().tolist() == [5] * 4  # a sixth caption is not a test caption
     assert len(text_store.few_shot_split(store, 50, 1)) == 5
+
+
+@pytest.mark.parametrize("build", [_flickr, _vqa])
+def test_a_text_store_records_its_image_root_relative_to_the_data_root(tmp_path, build):
+    """Built on a cluster, pulled elsewhere: the store finds its images under the local data.root
+    (issue 27.1; the classification stores already did)."""
+    cluster, laptop = tmp_path / "cluster", tmp_path / "laptop"
+    build(cluster)
+    recorded = json.loads((cluster / "store" / "classes.json").read_text())["image_root"]
+    assert not Path(recorded).is_absolute() and ".." not in Path(recorded).parts, recorded
+    shutil.copytree(cluster, laptop)
+    shutil.rmtree(cluster)
+    store = _open(laptop / "store", laptop)
+    assert store.image_root == laptop / recorded and store.image_path(store.table["path"].iloc[0]).is_file()
 
 
 def test_a_missing_image_stops_the_store_naming_it(tmp_path):
