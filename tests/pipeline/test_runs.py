@@ -4,11 +4,9 @@ README types them, from the root of a checkout, with no --directory."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from snakemake_runner import BIN, snakemake, tiny_checkout
+from snakemake_runner import snakemake, tiny_checkout
 
-SNAKEMAKE = str(BIN / "snakemake")
 DATA = "build/embedded/data/shapes/factors.parquet"
 
 
@@ -22,7 +20,7 @@ def test_an_override_renders_in_its_own_folder_and_the_main_run_is_untouched(tmp
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     made = list((root / "runs").glob(f"config-*/{DATA}"))
     assert len(made) == 1, sorted(str(p) for p in (root / "runs").rglob("*"))[:20]
-    folder = made[0].parents[len(Path(DATA).parents) - 1]
+    folder = root / "runs" / made[0].relative_to(root / "runs").parts[0]
     assert f"every output goes under runs/{folder.name}/" in out.stderr
     assert not (root / "build").exists(), "the override re-rendered the main run's data"
     assert (root / "results" / "table1.csv").read_text() == "the main run's table\n"

@@ -22,7 +22,7 @@ def test_the_config_files_as_they_are_are_the_main_run():
 
 @pytest.mark.parametrize("key", runs.NOT_EXPERIMENT)
 def test_an_override_that_changes_no_output_stays_the_main_run(key):
-    assert runs.run_name(CONFIG, {key: "x"} if key != "run" else {}) == runs.MAIN
+    assert runs.run_name(CONFIG, {key: ""} if key == "run" else {key: "x"}) == runs.MAIN  # --config run='' names no run
 
 
 def test_an_unnamed_override_runs_in_a_folder_named_by_its_config():
