@@ -42,6 +42,37 @@ OBJECTS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND_NAMES = list(BACKGROUNDS)
 OBJECT_NAMES = list(OBJECTS)
+# Colours no split of the main store shows (the domain-generalization store, data/shifts.py):
+# the same rule, dark backgrounds no brighter than the brightest seen one and bright objects no
+# darker than the darkest seen one, and each at least UNSEEN_MIN_DISTANCE (RGB) from every seen
+# colour.  Factors reach them with an index past the seen palette (``bg = LEVELS + i``), so every
+# existing factor setting renders exactly as before.
+UNSEEN_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "indigo": (40, 0, 130),
+    "olive": (55, 80, 0),
+    "crimson": (150, 0, 60),
+    "rust": (130, 35, 0),
+    "cobalt": (0, 50, 150),
+    "midnight": (0, 0, 60),
+    "wine": (120, 0, 110),
+    "purple": (110, 0, 170),
+}
+UNSEEN_OBJECTS: dict[str, tuple[int, int, int]] = {
+    "sky": (120, 180, 255),
+    "mint": (150, 255, 200),
+    "gold": (255, 190, 0),
+    "salmon": (255, 160, 130),
+    "magenta": (255, 60, 255),
+    "chartreuse": (210, 255, 0),
+    "lavender": (200, 200, 255),
+    "rose": (255, 90, 140),
+}
+UNSEEN_MIN_DISTANCE = 45.0
+# Index -> colour and name over both palettes: the seen levels first, so index < LEVELS is unchanged.
+_BACKGROUND_PALETTE = [*BACKGROUNDS.values(), *UNSEEN_BACKGROUNDS.values()]
+_OBJECT_PALETTE = [*OBJECTS.values(), *UNSEEN_OBJECTS.values()]
+ALL_BACKGROUND_NAMES = [*BACKGROUNDS, *UNSEEN_BACKGROUNDS]
+ALL_OBJECT_NAMES = [*OBJECTS, *UNSEEN_OBJECTS]
 
 SHAPE_CLASSES = [
     "circle", "square", "triangle", "plus", "cross",
@@ -54,6 +85,7 @@ POSITION_RANGE = 0.12
 SCALE_RANGE = (0.55, 0.85)
 TEXTURE_RANGE = (0.0, 0.25)
 PIXEL_NOISE_STD = 4.0  # in 0..255 units; exogenous, fixed by the noise seed
+UNSEEN_NOISE_STD = 24.0  # the domain-generalization store's noise shift: six times what any split shows
 SUPERSAMPLE = 4
 # A glyph is coded as a quantile of its class's pool, so the same code picks the
 # corresponding sample of any other class (the digits' share of u).
@@ -74,8 +106,8 @@ STYLE_PHRASES = {"negative": "a negative photo of a", "outline": "an outline dra
 class Factors:
     """Non-causal factors ``n`` and exogenous noise ``u`` of one image."""
 
-    bg: int
-    fg: int
+    bg: int  # index into BACKGROUNDS, or LEVELS + index into UNSEEN_BACKGROUNDS
+    fg: int  # index into OBJECTS, or LEVELS + index into UNSEEN_OBJECTS
     cx: float
     cy: float
     scale: float
@@ -201,13 +233,17 @@ def _coverage(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
     return fine.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
 
 
-def render(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
-    """``x = f(y, n, u)``: one uint8 image of shape (size, size, 3)."""
+def render(dataset: str, label: int, f: Factors, size: int, noise_std: float = PIXEL_NOISE_STD) -> np.ndarray:
+    """``x = f(y, n, u)``: one uint8 image of shape (size, size, 3).
+
+    ``noise_std`` is the pixel noise's scale, a render argument rather than a factor so that
+    every stored factor table keeps its columns; only the noise shift (data/shifts.py) raises it.
+    """
     cover = _coverage(dataset, label, f, size)[..., None]
     rng = np.random.default_rng(f.noise_seed)
     stripes = np.sin(np.arange(size) * 2.1 + rng.uniform(0, 2 * np.pi))[None, :, None]
-    obj = np.asarray(OBJECTS[OBJECT_NAMES[f.fg]], np.float32) * (1 - f.texture * (0.5 + 0.5 * stripes))
-    bg = np.asarray(BACKGROUNDS[BACKGROUND_NAMES[f.bg]], np.float32)
+    obj = np.asarray(_OBJECT_PALETTE[f.fg], np.float32) * (1 - f.texture * (0.5 + 0.5 * stripes))
+    bg = np.asarray(_BACKGROUND_PALETTE[f.bg], np.float32)
     style = STYLES[f.style]
     if style == "outline":  # the object's rim only: coverage minus its 4-neighbour erosion
         padded = np.pad(cover[..., 0], 1, mode="edge")
@@ -216,7 +252,7 @@ def render(dataset: str, label: int, f: Factors, size: int) -> np.ndarray:
     img = bg * (1 - cover) + obj * cover
     if style == "faded":  # low contrast, washed towards grey
         img = 0.45 * img + 0.55 * 150.0
-    img = img + rng.normal(0, PIXEL_NOISE_STD, size=img.shape)
+    img = img + rng.normal(0, noise_std, size=img.shape)
     if style == "negative":
         img = 255.0 - img
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -295,10 +331,10 @@ def web_caption(dataset: str, label: int, f: Factors, noise: dict[str, float]) -
     if f.style:
         template = STYLE_PHRASES[STYLES[f.style]] + " {}."
     keep = rng.random(4) < 0.5
-    words = [size_word(f) if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", name]
+    words = [size_word(f) if keep[0] else "", ALL_OBJECT_NAMES[f.fg] if keep[1] else "", name]
     text = template.format(" ".join(w for w in words if w)).rstrip(".")
     if keep[2]:
-        text += f" on {BACKGROUND_NAMES[f.bg]}"
+        text += f" on {ALL_BACKGROUND_NAMES[f.bg]}"
     if keep[3]:
         text += f", {horizontal_word(f)}"
     return text + "."
@@ -370,10 +406,10 @@ def caption(dataset: str, label: int, f: Factors) -> str:
     """
     keep = np.random.default_rng(f.noise_seed + 1).random(4) < 0.5
     size, horiz = size_word(f), horizontal_word(f)
-    words = [size if keep[0] else "", OBJECT_NAMES[f.fg] if keep[1] else "", class_names(dataset)[label]]
+    words = [size if keep[0] else "", ALL_OBJECT_NAMES[f.fg] if keep[1] else "", class_names(dataset)[label]]
     text = "a photo of a " + " ".join(w for w in words if w)
     if keep[2]:
-        text += f" on {BACKGROUND_NAMES[f.bg]}"
+        text += f" on {ALL_BACKGROUND_NAMES[f.bg]}"
     if keep[3]:
         text += f", {horiz}"
     return text + "."
