@@ -51,6 +51,7 @@ class DatasetStore:
     task: str = "classification"  # the data contract: classification, or retrieval / vqa (data/text_store.py)
     evaluation_only: bool = False  # a test-only target (ImageNet-V2, -Sketch, -A, -R): no train split, every class scored
     imagenet_labels: list[int] | None = None  # such a target: each class's ImageNet index (labels are 0..n-1 among its own classes)
+    declared_test_splits: list[str] | None = None  # classes.json's test_splits (the shift store, data/shifts.py), else the fixed ones
 
     @classmethod
     def open(cls, root: str | Path) -> "DatasetStore":
@@ -69,9 +70,12 @@ class DatasetStore:
                        imagenet_labels=info.get("imagenet_labels"))
         if not (root / IMAGES).exists():
             raise FileNotFoundError(f"dataset store {root} is missing {IMAGES}; rerun its dataset rule")
+        declared = info.get("test_splits")
+        if missing := [s for s in declared or [] if s not in set(table["split"])]:
+            raise ValueError(f"{root / CLASSES} lists test split {missing[0]!r}, which {root / TABLE} does not have; rerun its dataset rule")
         return cls(root, load_arrays(root / IMAGES), table, info["classes"], info["dataset"], ARRAYS,
                    render_seed=info.get("render_seed"), world_pairing=info.get("world_pairing"),
-                   spurious_factor=info.get("spurious_factor", scm.DEFAULT_SPURIOUS_FACTOR))
+                   spurious_factor=info.get("spurious_factor", scm.DEFAULT_SPURIOUS_FACTOR), declared_test_splits=declared)
 
     @property
     def texts(self) -> pd.DataFrame:
@@ -113,7 +117,10 @@ class DatasetStore:
 
     @property
     def test_splits(self) -> list[str]:
-        """The splits scored: the embedded suite's unbiased one and its background grid, or a real dataset's ``test``."""
+        """The splits scored: those ``classes.json`` lists (the shift store's, one per shift), else the
+        embedded suite's unbiased one and its background grid, or a real dataset's ``test``."""
+        if self.declared_test_splits is not None:
+            return list(self.declared_test_splits)
         present = set(self.table["split"])
         return [name for name in (*TEST_SPLITS, "test") if name in present]
 

@@ -1,4 +1,5 @@
-"""Jobs of rules/data.smk: download a paper dataset, prepare a store, draw a few-shot split.
+"""Jobs of rules/data.smk: download a paper dataset, prepare a store (or an embedded dataset's
+shift store), draw a few-shot split.
 
 Each function is the rule of the same name.  Jobs take explicit paths and a parameter block,
 so a rule's shell line says everything the job reads and writes; heavy libraries are imported
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["download_dataset", "prepare_dataset", "make_split"]
+__all__ = ["download_dataset", "prepare_dataset", "prepare_shifts", "make_split"]
 
 
 def download_dataset(dataset: str, root: Path) -> None:
@@ -40,6 +41,16 @@ def prepare_dataset(dataset: str, params: Annotated[dict[str, Any], "the config'
     else:  # Flickr30k, MSCOCO, VQAv2: images with captions or questions, no classes
         table = build_text_store(entry, Path(params["root"]) / dataset, params["image_size"], params, out)
     log.info("%s: %s", dataset, table.groupby("split").size().to_dict())
+
+
+def prepare_shifts(dataset: str, params: Annotated[dict[str, Any], "the config's data block (image_size, downstream_style)"],
+                   seed: int, out: Path, shifts: Annotated[list[str], "splits to render: background object_colour style noise"],
+                   per_class: int) -> None:
+    """Render an embedded dataset's domain-generalization store: one test split per shifted factor."""
+    from dicap.data import shifts as shift_store
+
+    shift_store.build(dataset, params, seed, out, shifts, per_class)
+    log.info("%s: %d objects per class under shifts %s", dataset, per_class, ", ".join(shifts))
 
 
 def make_split(dataset_dir: Path, seed: int,

@@ -151,3 +151,70 @@ def test_the_background_level_is_the_background_column():
 def test_an_unknown_spurious_factor_is_refused_by_name(factor):
     with pytest.raises(ValueError, match="data.spurious_factor"):
         scm.check_factor(factor)
+
+
+# --- the unseen palettes (the shift store's colours): distinct, the same rule, old renders untouched ------
+
+# sha256 (first 16 hex) of renders computed before the unseen palettes and render's noise_std existed:
+# (dataset, label, size) x every style, factors from _pinned_factors.
+PINNED_RENDERS = {
+    ("shapes", 0, 16): ["307180b22b625398", "0270cecd6cc48bf5", "23dce2471c0f8e77", "c612228d3609ddfa"],
+    ("shapes", 7, 24): ["320bc6ec388ca7e0", "6a497c125aa1e2e5", "d205a1944e4ea72f", "27590d4b46cfabf3"],
+    ("digits", 3, 16): ["6faf03fae52a1b4c", "dd5dffd5c81db3cf", "c721499d0e023fc6", "09a7bd860569001e"],
+    ("digits", 9, 32): ["4552d88a9f6875be", "b39190af5ced290e", "043c170284824635", "9f9e01e9dbee2f70"],
+}
+
+
+def _pinned_factors(i: int, style: int) -> scm.Factors:
+    return scm.Factors(bg=(i * 3 + style) % 8, fg=(i + 2 * style) % 8, cx=0.05 * (i - 1.5), cy=-0.03 * style,
+                       scale=0.6 + 0.05 * i, texture=0.05 * style, noise_seed=1000 * i + style,
+                       glyph=1234 * (i + 1) + style, style=style)
+
+
+@pytest.mark.parametrize(("i", "case"), list(enumerate(PINNED_RENDERS)))
+def test_every_existing_render_is_bit_identical(i, case):
+    import hashlib
+
+    dataset, label, size = case
+    got = [hashlib.sha256(scm.render(dataset, label, _pinned_factors(i, style), size).tobytes()).hexdigest()[:16]
+           for style in range(len(scm.STYLES))]
+    assert got == PINNED_RENDERS[case]
+
+
+def _luminance(colour) -> float:
+    return float(np.dot(colour, [0.299, 0.587, 0.114]))
+
+
+@pytest.mark.parametrize(("unseen", "seen", "dark"), [(scm.UNSEEN_BACKGROUNDS, scm.BACKGROUNDS, True),
+                                                     (scm.UNSEEN_OBJECTS, scm.OBJECTS, False)])
+def test_unseen_colours_are_distinct_from_every_seen_one_and_keep_the_contrast_rule(unseen, seen, dark):
+    assert len(unseen) == scm.LEVELS and not set(unseen) & {*scm.BACKGROUNDS, *scm.OBJECTS}
+    every_seen = np.array([*scm.BACKGROUNDS.values(), *scm.OBJECTS.values()], np.float64)
+    for name, colour in unseen.items():
+        assert np.linalg.norm(every_seen - colour, axis=1).min() >= scm.UNSEEN_MIN_DISTANCE, name
+        if dark:  # no brighter than the brightest seen background: every object keeps its contrast
+            assert _luminance(colour) <= max(map(_luminance, seen.values())), name
+        else:
+            assert _luminance(colour) >= min(map(_luminance, seen.values())), name
+    assert len(set(unseen.values())) == scm.LEVELS
+
+
+@pytest.mark.parametrize(("field", "palette"), [("bg", scm.UNSEEN_BACKGROUNDS), ("fg", scm.UNSEEN_OBJECTS)])
+def test_an_index_past_the_seen_levels_renders_the_unseen_colour(field, palette):
+    """At scale ~0 nothing covers the canvas, so every pixel is the background; a square scaled
+    past the canvas covers all of it, so every pixel is the object's colour."""
+    for i, colour in enumerate(palette.values()):
+        f = scm.Factors(bg=0, fg=0, cx=0.0, cy=0.0, scale=1e-6 if field == "bg" else 5.0, texture=0.0, noise_seed=i)
+        img = scm.render("shapes", 1, scm.Factors(**{**f.__dict__, field: scm.LEVELS + i}), SIZE, noise_std=0.0)
+        assert (img.reshape(-1, 3) == colour).all()
+    names = scm.ALL_BACKGROUND_NAMES if field == "bg" else scm.ALL_OBJECT_NAMES
+    assert names[scm.LEVELS:] == list(palette)
+
+
+@pytest.mark.parametrize("noise_std", [0.0, scm.PIXEL_NOISE_STD, scm.UNSEEN_NOISE_STD])
+def test_render_noise_std_scales_the_pixel_noise(noise_std):
+    f = scm.Factors(bg=6, fg=0, cx=0.0, cy=0.0, scale=1e-6, texture=0.0, noise_seed=3)  # slate: no clipping at 0
+    img = scm.render("shapes", 0, f, 64, noise_std=noise_std).astype(np.float64)
+    assert abs(img.std(axis=(0, 1)).mean() - noise_std) < 0.1 * noise_std + 0.5
+    if noise_std == scm.PIXEL_NOISE_STD:
+        np.testing.assert_array_equal(img, scm.render("shapes", 0, f, 64))

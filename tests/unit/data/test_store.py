@@ -71,3 +71,33 @@ def test_a_files_store_says_whether_it_is_a_test_only_target(tmp_path, monkeypat
                                     "image_root": "imagenet_r/imagenet-r", "image_size": 8, **extra})
     store = DatasetStore.open(tmp_path)
     assert (store.evaluation_only, store.imagenet_labels, store.test_splits) == (evaluation_only, imagenet_labels, ["test"])
+
+
+@pytest.mark.parametrize(("declared", "expected"), [
+    (None, ["test_unbiased", "test_backgrounds"]),  # every store from before the shift store: the fixed splits
+    (["test_backgrounds"], ["test_backgrounds"]),
+    (["val", "test_unbiased"], ["val", "test_unbiased"]),  # in the order classes.json lists them
+])
+def test_the_test_splits_are_those_classes_json_lists(tmp_path, declared, expected):
+    from dicap.data import embedded
+    from dicap.data.store import CLASSES, DatasetStore
+    from dicap.io import read_json, write_json
+    from helpers import SIZES
+
+    embedded.build("shapes", SIZES, 0, tmp_path / "data")
+    info = read_json(tmp_path / "data" / CLASSES)
+    if declared is not None:
+        write_json(tmp_path / "data" / CLASSES, {**info, "test_splits": declared})
+    assert DatasetStore.open(tmp_path / "data").test_splits == expected
+
+
+def test_a_listed_test_split_the_table_lacks_is_refused(tmp_path):
+    from dicap.data import embedded
+    from dicap.data.store import CLASSES, DatasetStore
+    from dicap.io import read_json, write_json
+    from helpers import SIZES
+
+    embedded.build("shapes", SIZES, 0, tmp_path)
+    write_json(tmp_path / CLASSES, {**read_json(tmp_path / CLASSES), "test_splits": ["test_unbiased", "blur"]})
+    with pytest.raises(ValueError, match=r"classes\.json lists test split 'blur', which .*factors\.parquet does not have"):
+        DatasetStore.open(tmp_path)
