@@ -78,6 +78,7 @@ ENV = "../envs/dicap.yaml"  # relative to rules/, where the rules live
 
 wildcard_constraints:
     dataset=r"[a-z0-9_]+",
+    target=r"[a-z0-9_]+",
     seed=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
@@ -112,6 +113,7 @@ include: "rules/counterfactuals.smk"
 include: "rules/features.smk"
 include: "rules/prompts.smk"
 include: "rules/evaluate.smk"
+include: "rules/transfer.smk"
 include: "rules/tasks.smk"
 include: "rules/audit.smk"
 include: "rules/report.smk"
@@ -133,6 +135,7 @@ rule all:
         AUDIT_RESULTS,
         SHORTCUT_RESULTS,
         CALIBRATION_RESULTS,
+        TRANSFER_RESULTS,
         "results/reproduction.csv",
         "results/reproduction.md",
     default_target: True

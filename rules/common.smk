@@ -56,6 +56,7 @@ TASK_METRICS = B(layout.TASK_METRICS)
 TASK_METHODS = config["tasks"]["methods"]
 AUDIT_RESULTS, SHORTCUT_RESULTS, TASK_RESULTS = PLAN.audit_results, PLAN.shortcut_results, PLAN.task_results
 CALIBRATION_RESULTS = PLAN.calibration_results
+TRANSFER_RESULTS = PLAN.transfer_results  # results/domain_generalization, results/cross_dataset (rules/transfer.smk)
 SOURCE_READY = os.path.join(config["data"].get("root", "data"), "{dataset}", "READY.json")  # paper suite: a download
 ABLATIONS = PLAN.ablations  # the ablations by name (`snakemake ablation_<name>`): the variants each compares
 

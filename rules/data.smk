@@ -84,3 +84,31 @@ rule make_split:
     shell:
         "dicap make_split --dataset-dir {params.dataset_dir} --seed {wildcards.seed}"
         " --params {params.split:q} --out {output} > {log} 2>&1"
+
+
+# Embedded suite: the same classes rendered with one non-causal factor at values no other
+# render shows, one test split per shift (results/domain_generalization; data/shifts.py).  A
+# store of its own, so the dataset's store, and every table read from it, keeps its bytes.
+rule prepare_shifts:
+    output:
+        [B(t) for t in (layout.SHIFTED_TABLE, layout.SHIFTED_CLASSES, layout.SHIFTED_IMAGES)],
+    params:
+        code=code_version("prepare_shifts"),
+        data=lambda wc: as_json({k: config["data"][k] for k in ("image_size", "downstream_style")}),
+        seed=config["data"]["render_seed"],
+        shifts=config["transfer"]["shifts"],
+        per_class=config["transfer"]["shift_per_class"],
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        log_path("prepare_shifts", "dataset"),
+    benchmark:
+        bench_path("prepare_shifts", "dataset")
+    conda:
+        ENV
+    shell:
+        "dicap prepare_shifts --dataset {wildcards.dataset} --params {params.data:q} --seed {params.seed}"
+        " --shifts {params.shifts} --per-class {params.per_class} --out {params.out} > {log} 2>&1"

@@ -214,7 +214,8 @@ rule reproduction:
         code=code_version("reproduction"),
         audit=lambda wildcards, input: f"--audit {input.audit}" if "audit" in input.keys() else "",
         shortcut=lambda wildcards, input: f"--shortcut {input.shortcut}" if "shortcut" in input.keys() else "",
-        tasks=lambda wildcards, input: " ".join(f"--{t} {input[t]}" for t in ("table2", "table3") if t in input.keys()),
+        tasks=lambda wildcards, input: " ".join(f"--{t.replace('_', '-')} {input[t]}" for t in ("table2", "table3", *layout.TRANSFER_TABLES)
+                                                if t in input.keys()),
         reference=lambda wildcards, input: f"--reference {input.reference}" if "reference" in input.keys() else "",
     threads: 1
     resources:

@@ -27,7 +27,7 @@ log = logging.getLogger("dicap")
 
 # Every rule's job: one module per rule file (docs/architecture.md), in the workflow's order.
 JOB_MODULES = tuple(f"dicap.jobs.{name}" for name in (
-    "data", "backbones", "counterfactuals", "features", "prompts", "evaluate", "tasks", "audit", "report", "ablations"))
+    "data", "backbones", "counterfactuals", "features", "prompts", "evaluate", "transfer", "tasks", "audit", "report", "ablations"))
 # Commands that are no rule's job: name -> (module, function).
 TOOLS = {"record_reference": ("dicap.tools", "record_reference"), "readme_results": ("dicap.tools", "readme_results"),
          "validate_config": ("dicap.config", "validate_config_file"), "serve": ("dicap.cli", "serve"),

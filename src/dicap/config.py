@@ -182,16 +182,18 @@ def registry_task(entry: Any) -> str:
     return entry.get("task", CLASSIFICATION) if isinstance(entry, dict) else CLASSIFICATION
 
 
-def registry_keys(entries: dict[str, Any], task: str = CLASSIFICATION) -> list[str]:
+def registry_keys(entries: dict[str, Any], task: str = CLASSIFICATION, evaluation_only: bool = False) -> list[str]:
     """The keys of the registry's ``datasets`` entries of one task, in file order (the config's
     ``datasets`` draw from the classification ones).  A test-only target (``evaluation_only:
-    true``: ImageNet-V2, -Sketch, -A, -R) is left out: it has nothing to train on."""
-    return [key for key, entry in entries.items()
-            if registry_task(entry) == task and not (isinstance(entry, dict) and entry.get("evaluation_only"))]
+    true``: ImageNet-V2, -Sketch, -A, -R) is left out, as it has nothing to train on, unless
+    ``evaluation_only`` asks for the targets a prompt can be scored on."""
+    return [key for key, entry in entries.items() if registry_task(entry) == task
+            and (evaluation_only or not (isinstance(entry, dict) and entry.get("evaluation_only")))]
 
 
-def registry_classification_keys() -> tuple[str, list[str]]:
-    """The registry file in use (:func:`registry_file`) and its classification keys, in file order.
+def registry_classification_keys(evaluation_only: bool = False) -> tuple[str, list[str]]:
+    """The registry file in use (:func:`registry_file`) and its classification keys, in file
+    order (the test-only targets too with ``evaluation_only``).
 
     Read here as plain YAML rather than through :mod:`dicap.data.paper_sources`: the config
     sits below the data layer, and only the keys and their ``task`` are needed.  A file that
@@ -207,26 +209,39 @@ def registry_classification_keys() -> tuple[str, list[str]]:
     entries = registry.get("datasets") if isinstance(registry, dict) else None
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: the dataset registry has no 'datasets' mapping")
-    return path, registry_keys(entries)
+    return path, registry_keys(entries, evaluation_only=evaluation_only)
 
 
 def _registry_dataset_errors(config: dict[str, Any], source: str) -> list[tuple[str, str]]:
-    """The paper suite's ``datasets`` checked against the registry actually loaded.
+    """The paper suite's dataset names checked against the registry actually loaded:
+    ``datasets`` and, where the transfer's ``source`` is one of them (the transfer tables
+    come with the source's study), the ``cross_dataset`` targets (entries with something to
+    train on) and the ``domain_generalization`` targets (test-only ones too).
 
     Why not an enum in the schema: a lab adds its own dataset in its own registry file
     (``$DICAP_REGISTRY``), and the schema cannot know that file.  Each unknown name is one
     line naming the key, the value, the registry file and the names it defines.
     """
-    datasets = config.get("datasets")
-    if config.get("suite") != "paper" or not isinstance(datasets, list):
+    if config.get("suite") != "paper":
         return []
-    try:
-        path, known = registry_classification_keys()
-    except ConfigError as err:
-        return [("datasets", f"{source}: key 'datasets': cannot be checked: {err}")]
-    return [(f"datasets.{i}", f"{source}: key 'datasets.{i}' = {_show(name)}: must be one of {', '.join(map(str, known))} "
-                              f"(the classification entries of {path})")
-            for i, name in enumerate(datasets) if isinstance(name, str) and name not in known]
+    datasets, transfer = config.get("datasets"), config.get("transfer")
+    named = {"datasets": (datasets, False)}
+    if isinstance(transfer, dict) and isinstance(datasets, list) and transfer.get("source") in datasets:
+        named |= {"transfer.cross_dataset": (transfer.get("cross_dataset"), False),
+                  "transfer.domain_generalization": (transfer.get("domain_generalization"), True)}
+    lines = []
+    for key, (names, evaluation_only) in named.items():
+        if not isinstance(names, list):
+            continue
+        try:
+            path, known = registry_classification_keys(evaluation_only)
+        except ConfigError as err:
+            return [(key, f"{source}: key '{key}': cannot be checked: {err}")]
+        what = "classification entries" + (", test-only targets included," if evaluation_only else "")
+        lines += [(f"{key}.{i}", f"{source}: key '{key}.{i}' = {_show(name)}: must be one of {', '.join(map(str, known))} "
+                                 f"(the {what} of {path})")
+                  for i, name in enumerate(names) if isinstance(name, str) and name not in known]
+    return lines
 
 
 _LEAVE: dict[str, Any] = {"enum": []}  # a node under which nothing is coerced

@@ -62,6 +62,19 @@ PROMPT_HISTORY = "prompts/{dataset}/{variant}/{method}/seed{seed}.json"
 METRICS = "metrics/{dataset}/{variant}/seed{seed}.csv"
 AUDIT = "audit/{dataset}/{variant}/seed{seed}.parquet"
 
+# Transfer (results/domain_generalization, results/cross_dataset): a source dataset's prompts
+# scored unchanged on a target store, encoded by the source's CLIP.  A target is another
+# dataset's store (paper suite) or SHIFTS, the embedded dataset's own renders under unseen
+# factor values (prepare_shifts), one test split per shift.
+SHIFTS = "shifts"
+SHIFTED = "shifts/{dataset}"
+SHIFTED_TABLE = f"{SHIFTED}/{STORE_TABLE}"
+SHIFTED_CLASSES = f"{SHIFTED}/{STORE_CLASSES}"
+SHIFTED_IMAGES = f"{SHIFTED}/{STORE_IMAGES}"
+TARGET_FEATURES = "features/{dataset}/targets/{target}.safetensors"
+TRANSFER_METRICS = "transfer/{dataset}/{variant}/{target}/seed{seed}.csv"
+TRANSFER_TABLES = {"domain_generalization": "results/domain_generalization", "cross_dataset": "results/cross_dataset"}
+
 # The text tasks (retrieval, VQA): one context per method and seed, one metrics file per seed.
 TASK_PROMPT = "tasks/{task}/prompts/{dataset}/{method}/seed{seed}.safetensors"
 TASK_METRICS = "tasks/{task}/metrics/{dataset}/seed{seed}.csv"
@@ -78,6 +91,7 @@ _WILDCARD = re.compile(r"\{(\w+)\}")
 # Variants: config.yaml's counterfactual settings with at most one change.
 MAIN = "main"  # config's own settings: Table 1
 TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (the positive control)
+ALL_CLASSES = "all_classes"  # every class of the dataset, not its base half: the transfer tables' prompts (paper suite)
 UNBIASED_SHOTS = "unbiased_shots"  # CoOp on an unbiased draw of the shots: no counterfactuals (the negative control)
 GUIDANCE_PREFIX = "guidance_scale"  # guidance_scale<value>: another guidance scale (the paper's s)
 SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf

@@ -347,7 +347,8 @@ class Plan:
         inputs = {"table1": "results/table1.csv", "backbones": "results/backbones.csv"}
         if not self.paper:
             inputs |= {"audit": "results/counterfactual_audit.csv", "shortcut": "results/shortcut.csv"}
-        inputs |= {os.path.basename(t).removesuffix(".csv"): t for t in self.task_results if t.endswith(".csv")}
+        inputs |= {os.path.basename(t).removesuffix(".csv"): t for t in [*self.task_results, *self.transfer_results]
+                   if t.endswith(".csv")}
         if os.path.exists(self.reference) if reference_exists is None else reference_exists:
             inputs["reference"] = self.reference
         return inputs
@@ -388,6 +389,48 @@ class Plan:
               for d, v, s in generated for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
         ]
+    # --- transfer: domain generalization and cross-dataset -----------------------------------
+
+    def transfer_runs(self, table: str) -> list[tuple[str, str, str]]:
+        """(source dataset, variant, target) of every evaluation a transfer table reads.
+
+        Paper suite: prompts learned on every class of ``transfer.source`` (the all_classes
+        variant, CoCoOp's protocol), scored on the source's own test split and each configured
+        target, where the source is one of ``datasets`` (a study of other datasets transfers nothing).  Embedded suite: each
+        dataset's Table 1 prompts, and the control datasets' true-counterfactual ones (the
+        positive control), on the dataset's own shifted renders; it has no cross-dataset
+        targets (its two CLIPs have each seen one dataset only).
+        """
+        if table not in layout.TRANSFER_TABLES:
+            raise ValueError(f"unknown transfer table {table!r}; known: {', '.join(layout.TRANSFER_TABLES)}")
+        transfer = self.config["transfer"]
+        if self.paper:
+            source = transfer["source"]  # its own test split first: the source column of the papers' tables
+            targets = _unique([source, *transfer[table]]) if transfer[table] and source in self.datasets else []
+            return [(source, layout.ALL_CLASSES, target) for target in targets]
+        if table == "cross_dataset" or not transfer["shifts"]:
+            return []
+        return [(d, v, layout.SHIFTS) for d in self.datasets for v in (layout.MAIN, *([layout.TRUE_CF] if d in self.controls else []))]
+
+    def transfer_metrics(self, table: str) -> list[str]:
+        """Per-seed transfer metrics of every run of ``table`` (:meth:`transfer_runs`)."""
+        return [self.build(layout.TRANSFER_METRICS, dataset=d, variant=v, target=t, seed=s)
+                for d, v, t in self.transfer_runs(table) for s in self.seeds]
+
+    @cached_property
+    def transfer_results(self) -> list[str]:
+        """The transfer tables ``all`` makes: those with at least one run (:meth:`transfer_runs`)."""
+        return [f"{path}.{ext}" for table, path in layout.TRANSFER_TABLES.items() if self.transfer_runs(table)
+                for ext in ("csv", "md")]
+
+    def target_store(self, dataset: str, target: str) -> list[str]:
+        """The store files a transfer target is scored on: ``dataset``'s shifted renders
+        (:data:`layout.SHIFTS`), or the target dataset's own store."""
+        if target == layout.SHIFTS:
+            return [self.build(t, dataset=dataset) for t in (layout.SHIFTED_TABLE, layout.SHIFTED_CLASSES, layout.SHIFTED_IMAGES)]
+        files = [layout.DATA_TABLE, layout.DATA_CLASSES] + ([] if self.paper else [layout.DATA_IMAGES])
+        return [self.build(t, dataset=target) for t in files]
+
 
 def _unique(values) -> list:
     """``values`` in order, each once."""

@@ -16,17 +16,19 @@ __all__ = ["record_reference", "readme_results", "budget"]
 
 
 def record_reference(table1: Path, out: Path, backbones: Path | None = None, audit: Path | None = None,
-                     shortcut: Path | None = None, table2: Path | None = None, table3: Path | None = None) -> None:
+                     shortcut: Path | None = None, table2: Path | None = None, table3: Path | None = None,
+                     domain_generalization: Path | None = None, cross_dataset: Path | None = None) -> None:
     """Freeze this run's numbers (and this machine) as the reference later runs compare with.
 
     Each number is recorded with its seed std and seed count (``std``, ``n``), which size its
     tolerance in later runs, and the machine record names the CPU down to its SIMD flags.
     """
     from dicap.report.reproduction import record_reference as record
-    from dicap.report.reproduction import regenerated_numbers, task_tables
+    from dicap.report.reproduction import named_tables, regenerated_numbers
 
-    record(regenerated_numbers(table1, backbones, audit, shortcut, task_tables(table2, table3)), out,
-           table1.with_suffix(".provenance.json"))
+    numbers = regenerated_numbers(table1, backbones, audit, shortcut, named_tables(table2=table2, table3=table3),
+                                  named_tables(domain_generalization=domain_generalization, cross_dataset=cross_dataset))
+    record(numbers, out, table1.with_suffix(".provenance.json"))
 
 
 def readme_results(

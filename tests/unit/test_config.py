@@ -498,3 +498,19 @@ def test_the_config_and_the_data_layer_agree_on_each_tasks_keys(entries):
         mappings = {k: e for k, e in entries.items() if isinstance(e, dict)}  # what the data layer has checked
         assert dataset_keys({"datasets": mappings}, task) == registry_keys(mappings, task)
     assert registry_keys(entries) == registry_keys(entries, "classification")
+
+
+def test_the_transfer_targets_are_checked_against_the_registry_where_the_source_is_studied(paper_config):
+    ok = copy.deepcopy(paper_config)
+    assert validate_config(ok) is ok  # imagenet is studied: its targets are all registry entries
+    bad = _with(_with(copy.deepcopy(paper_config), "transfer.domain_generalization", ["imagenet_v2", "imagenet_x"]),
+                   "transfer.cross_dataset", ["imagenet_sketch"])
+    with pytest.raises(ConfigError) as info:
+        validate_config(bad)
+    lines = str(info.value).splitlines()
+    assert any(line.startswith("config: key 'transfer.domain_generalization.1' = 'imagenet_x': must be one of") for line in lines)
+    # ImageNet-Sketch holds ImageNet's classes in another domain: a domain-generalization target, not another dataset
+    assert any(line.startswith("config: key 'transfer.cross_dataset.0' = 'imagenet_sketch'") for line in lines)
+    assert len(lines) == 2
+    elsewhere = {**bad, "datasets": ["dtd"]}  # a study without the source transfers nothing: nothing to check
+    assert validate_config(elsewhere) is elsewhere

@@ -224,7 +224,8 @@ def test_every_cluster_request_doubles_per_retry_from_its_first_attempt(config, 
 def test_the_suites_targets(plan, config):
     assert plan.audit_results and plan.shortcut_results and len(plan.task_results) == 4
     assert plan.calibration_results == ["results/calibration.csv", "results/calibration.md"]
-    assert set(plan.reproduction_inputs(reference_exists=False)) == {"table1", "backbones", "audit", "shortcut", "table2", "table3"}
+    assert set(plan.reproduction_inputs(reference_exists=False)) == {
+        "table1", "backbones", "audit", "shortcut", "table2", "table3", "domain_generalization"}
     paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
     assert paper.audit_results == paper.shortcut_results == paper.calibration_results == paper.controls == []
     assert paper.text_datasets == ["vqav2"] and paper.task_results == ["results/table3.csv", "results/table3.md"]
@@ -351,3 +352,31 @@ def test_shard_walltime_follows_its_budget(paper):
     images = budget.counterfactuals_per_seed("imagenet", paper.config) / paper.shards("imagenet")
     assert minutes["imagenet"] * 60 >= images * budget.costs()["costs"]["counterfactual"]["seconds_per_image"]["compiled"]
     assert paper.shard_minutes("imagenet", attempt=2) == 2 * minutes["imagenet"]
+
+
+def test_the_embedded_transfer_scores_each_datasets_prompts_and_the_positive_control_on_its_shifts(plan, config):
+    runs = plan.transfer_runs("domain_generalization")
+    assert runs == [(d, v, layout.SHIFTS) for d in config["datasets"]
+                    for v in (layout.MAIN, *([layout.TRUE_CF] if d in config["controls"] else []))]
+    assert plan.transfer_runs("cross_dataset") == []  # each embedded CLIP has seen one dataset only
+    assert plan.transfer_results == ["results/domain_generalization.csv", "results/domain_generalization.md"]
+    files = plan.transfer_metrics("domain_generalization")
+    assert len(files) == len(runs) * len(config["seeds"])
+    assert all(layout.parse(layout.TRANSFER_METRICS, f)["target"] == layout.SHIFTS for f in files)
+    assert plan.target_store("digits", layout.SHIFTS)[0].endswith("shifts/digits/factors.parquet")
+    assert _with(config, transfer__shifts=[]).transfer_results == []
+    with pytest.raises(ValueError, match="unknown transfer table"):
+        plan.transfer_runs("table9")
+
+
+@pytest.mark.parametrize("targets", [["imagenet_v2"], ["imagenet_sketch", "imagenet_a", "imagenet_r"]])
+def test_the_paper_transfer_scores_the_all_class_prompts_of_the_source_on_each_target(config, targets):
+    paper = Plan({**config, "suite": "paper", "datasets": ["imagenet", "dtd"],
+                  "transfer": {**config["transfer"], "source": "imagenet", "domain_generalization": targets,
+                               "cross_dataset": ["dtd"]}})
+    assert paper.transfer_runs("domain_generalization") == [("imagenet", layout.ALL_CLASSES, t) for t in ["imagenet", *targets]]
+    assert paper.transfer_runs("cross_dataset") == [("imagenet", layout.ALL_CLASSES, t) for t in ("imagenet", "dtd")]
+    assert paper.target_store("imagenet", "dtd") == [paper.build(layout.DATA_TABLE, dataset="dtd"),
+                                                     paper.build(layout.DATA_CLASSES, dataset="dtd")]
+    assert len(paper.transfer_results) == 4 and {"domain_generalization", "cross_dataset"} <= set(
+        paper.reproduction_inputs(reference_exists=False))

@@ -24,6 +24,8 @@ from dicap.data.store import ARRAYS, CLASSES, IMAGES, TABLE
 from dicap.io import save_arrays, write_json, write_table
 
 SHIFTS = ("background", "object_colour", "style", "noise")
+# The same objects unshifted, rendered first: the in-domain column each shift's drop is read against.
+UNSHIFTED = "unshifted"
 UNSHOWN_STYLES = ("outline", "negative")  # styles no split shows: the style shift takes the first not downstream
 _STREAM = 0xD65  # the shift store's own generator, apart from every draw of embedded.build
 
@@ -45,6 +47,8 @@ def shift_style(downstream_style: str) -> str:
 def _shifted(shift: str, f: scm.Factors, unseen: tuple[int, int], style: int) -> tuple[scm.Factors, float]:
     """``f`` with ``shift``'s factor moved to its unseen value, and the pixel noise to render it with."""
     bg, fg = unseen
+    if shift == UNSHIFTED:
+        return f, scm.PIXEL_NOISE_STD
     if shift == "background":
         return scm.Factors(**{**f.__dict__, "bg": scm.LEVELS + bg}), scm.PIXEL_NOISE_STD
     if shift == "object_colour":
@@ -60,7 +64,8 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path,
 
     Reads ``image_size`` and ``downstream_style`` from ``params``.  Every object and its unseen
     colours are drawn whichever shifts are asked for, so a split is the same in any selection.
-    ``classes.json`` lists the splits as ``test_splits``, which :attr:`DatasetStore.test_splits` returns.
+    The :data:`UNSHIFTED` split comes first, the same objects as they are.  ``classes.json``
+    lists the splits as ``test_splits``, which :attr:`DatasetStore.test_splits` returns.
     """
     shifts = check_shifts(shifts)
     classes = scm.class_names(dataset)
@@ -73,7 +78,7 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path,
     unseen = rng.integers(scm.LEVELS, size=(len(labels), 2)).tolist()  # each object's unseen background and object colour
     images: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
-    for shift in shifts:
+    for shift in (UNSHIFTED, *shifts):
         pixels = []
         for label, drawn, levels in zip(labels.tolist(), objects, unseen):
             f, noise_std = _shifted(shift, drawn, tuple(levels), style)
@@ -85,4 +90,4 @@ def build(dataset: str, params: dict[str, Any], seed: int, out_dir: str | Path,
     save_arrays(out / IMAGES, images)
     write_table(out / TABLE, pd.DataFrame(rows))
     write_json(out / CLASSES, {"dataset": dataset, "storage": ARRAYS, "classes": classes, "image_size": size,
-                               "render_seed": seed, "test_splits": shifts})
+                               "render_seed": seed, "test_splits": [UNSHIFTED, *shifts]})

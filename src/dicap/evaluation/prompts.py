@@ -113,22 +113,62 @@ def score_prompts(
             views[split] = (split, np.arange(len(labels)))
     rows = []
     for method, prompt in prompts.items():
-        learner = build_learner(method, bundle.model, bundle.tokenizer, store.classes, params[method],
-                                preprocess=bundle.pixels_to_input).to(model_device(bundle))
-        load_prompt(learner, prompt, where)
-        learner.eval()
-        sims = {}
-        for split in dict.fromkeys(stored for stored, _ in views.values()):
-            if learner.uses_pixels:
-                table = store.split(split)
-                sims[split] = all_similarities(learner, len(table), lambda a, b: store.pixels(table.iloc[a:b]))
-            else:
-                sims[split] = all_similarities(learner, len(features[split]), lambda a, b: features[split][a:b])
-            check_finite(where, {f"similarities of {method} on {split}": sims[split]})
+        sims = method_similarities(bundle, store, features, method, prompt, params[method], list(dict.fromkeys(
+            stored for stored, _ in views.values())), where)
         for name, (split, index) in views.items():
             labels = torch.from_numpy(features[f"{split}_labels"][index])
             scores = base_novel(sims[split][torch.from_numpy(index)], labels, base, novel)
             rows.append({"method": method, "seed": seed, "split": name, **scores})
+    return pd.DataFrame(rows)
+
+
+def method_similarities(bundle: Any, store: Any, features: dict[str, np.ndarray], method: str, prompt: Path,
+                        params: dict[str, Any], splits: list[str], where: Path) -> dict[str, torch.Tensor]:
+    """Split -> (N, C) similarities of one method's learned prompt over ``store``'s classes.
+
+    The learner is rebuilt on ``store``'s classes, whatever classes it learned on: a context
+    is class-agnostic, so a prompt transfers to another class list (cross-dataset) unchanged.
+    """
+    learner = build_learner(method, bundle.model, bundle.tokenizer, store.classes, params,
+                            preprocess=bundle.pixels_to_input).to(model_device(bundle))
+    load_prompt(learner, prompt, where)
+    learner.eval()
+    sims = {}
+    for split in splits:
+        if learner.uses_pixels:
+            table = store.split(split)
+            sims[split] = all_similarities(learner, len(table), lambda a, b: store.pixels(table.iloc[a:b]))
+        else:
+            sims[split] = all_similarities(learner, len(features[split]), lambda a, b: features[split][a:b])
+        check_finite(where, {f"similarities of {method} on {split}": sims[split]})
+    return sims
+
+
+def score_transfer(
+    bundle: Any,
+    store: Any,
+    features: dict[str, np.ndarray],
+    prompts: dict[str, Path],
+    params: dict[str, dict[str, Any]],
+    seed: int,
+    target: str,
+    where: Path,
+) -> pd.DataFrame:
+    """One row per method and test split of a target store: accuracy (%) among all the
+    target's classes, the cross-dataset and domain-generalization protocol (CoCoOp's).
+
+    ``domain`` names the column the row reports in: a real dataset's one ``test`` split is
+    the target itself; the embedded shifted store's splits are its shifts.
+    """
+    splits = store.test_splits
+    rows = []
+    for method, prompt in prompts.items():
+        sims = method_similarities(bundle, store, features, method, prompt, params[method], splits, where)
+        for split in splits:
+            labels = torch.from_numpy(features[f"{split}_labels"])
+            rows.append({"method": method, "seed": seed, "target": target, "split": split,
+                         "domain": target if split == "test" else split,
+                         "accuracy": 100 * float((sims[split].argmax(1) == labels).float().mean())})
     return pd.DataFrame(rows)
 
 

@@ -45,27 +45,9 @@ def encode_train_features(
 
 def encode_eval_features(dataset_dir: Path, clip_dir: Path, out: Path, threads: int = 1) -> None:
     """Cache frozen CLIP features of the validation and test splits."""
-    import numpy as np
+    from dicap.data.store import DatasetStore
+    from dicap.evaluation.features import encode_splits
 
-    from dicap import runtime
-    from dicap.backbones.clip import load_clip
-    from dicap.data.store import BACKGROUND_GRID, DatasetStore
-    from dicap.guards import check_finite
-    from dicap.io import save_arrays
-
-    runtime.setup(threads, 0)
     store = DatasetStore.open(dataset_dir)
-    bundle = load_clip({"path": str(clip_dir)})
-    bundle.model.to(runtime.device())
-    out_arrays: dict[str, np.ndarray] = {}
-    for name in ("val", *store.test_splits):
-        if store.is_text_task and name == "val":  # a retrieval or VQA store has a pool and a test split only
-            continue
-        rows = store.split(name)
-        out_arrays[name] = bundle.encode_rows(store, rows)
-        out_arrays[f"{name}_labels"] = rows["label"].to_numpy()
-        if name == BACKGROUND_GRID:  # evaluation picks each seed's aligned and conflict rows by background (spurious factor)
-            out_arrays[f"{name}_bg"] = store.spurious_levels(rows)
-    check_finite(out, out_arrays)
-    save_arrays(out, out_arrays)
-
+    # a retrieval or VQA store has a pool and a test split only
+    encode_splits(store, clip_dir, [*([] if store.is_text_task else ["val"]), *store.test_splits], out, threads)

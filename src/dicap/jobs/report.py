@@ -143,13 +143,17 @@ def reproduction(
     shortcut: Annotated[Path | None, "results/shortcut.csv (embedded suite only)"] = None,
     table2: Annotated[Path | None, "results/table2.csv, retrieval (embedded suite only)"] = None,
     table3: Annotated[Path | None, "results/table3.csv, VQA (embedded suite only)"] = None,
+    domain_generalization: Annotated[Path | None, "results/domain_generalization.csv, where the run made it"] = None,
+    cross_dataset: Annotated[Path | None, "results/cross_dataset.csv, where the run made it"] = None,
     reference: Annotated[Path | None, "results/reference/<suite>.csv, if one exists"] = None,
 ) -> None:
     """Compare every regenerated number with the reference: results/reproduction.{csv,md}."""
-    from dicap.report.reproduction import compare, read_reference, regenerated_numbers, task_tables, write_reproduction
+    from dicap.report.reproduction import compare, named_tables, read_reference, regenerated_numbers, write_reproduction
 
     known, info = read_reference(reference) if reference else (None, None)
-    frame = compare(regenerated_numbers(table1, backbones, audit, shortcut, task_tables(table2, table3)), known)
+    numbers = regenerated_numbers(table1, backbones, audit, shortcut, named_tables(table2=table2, table3=table3),
+                                  named_tables(domain_generalization=domain_generalization, cross_dataset=cross_dataset))
+    frame = compare(numbers, known)
     write_reproduction(frame, out_csv, out_md, info)
     log.info("%d of %d numbers within tolerance", (frame["within"] == "yes").sum(), len(frame))
 

@@ -80,7 +80,7 @@ ERROR = Tolerance(0.0, 0.5, why="an error or loss: small and scale-free, compare
 EXACT = Tolerance(0.0, why="a count: identical on every machine")
 
 TOLERANCES: dict[str, Tolerance] = {
-    "base": ACCURACY, "novel": ACCURACY, "hm": ACCURACY,
+    "base": ACCURACY, "novel": ACCURACY, "hm": ACCURACY, "accuracy": ACCURACY,
     **{m: ACCURACY for m in ("aligned", "conflict", "gap", "novel_gap")},
     "worst_group": Tolerance(12.0, why="worst-group accuracy (points): the lowest of 5 classes' accuracies, seed std up to 11",
                              floor=WORST_GROUP_FLOOR),
@@ -130,7 +130,8 @@ def _long(frame: pd.DataFrame, table: str, ids: list[str], skip: tuple[str, ...]
 
 
 def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path | None = None,
-                        shortcut: Path | None = None, tasks: dict[str, Path] | None = None) -> pd.DataFrame:
+                        shortcut: Path | None = None, tasks: dict[str, Path] | None = None,
+                        transfer: dict[str, Path] | None = None) -> pd.DataFrame:
     """The numbers a run produced, one row each, keyed by table, split, dataset, method and metric.
 
     Standard deviations are no numbers of their own: they describe the spread over seeds, and
@@ -145,13 +146,23 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
         parts.append(_long(read_table(shortcut).rename(columns={"variant": "split"}), "shortcut", ["split", "dataset", "method"]))
     for name, path in (tasks or {}).items():  # table2 (retrieval), table3 (VQA)
         parts.append(_long(read_table(path), name, ["split", "dataset", "method"]))
+    for name, path in (transfer or {}).items():  # domain_generalization, cross_dataset: keyed by domain in the split column
+        parts.append(_long(transfer_rows(read_table(path)), name, ["split", "dataset", "method"]))
     numbers = pd.concat(parts, ignore_index=True)
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 
 
-def task_tables(table2: Path | None, table3: Path | None) -> dict[str, Path]:
-    """The task tables a run made, by name (a paper config may score neither task)."""
-    return {name: path for name, path in (("table2", table2), ("table3", table3)) if path is not None}
+def transfer_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A transfer table keyed like the others: its domain in the split column, and a run
+    other than the suite's own prompts (the positive control, ``true_cf``) named by its variant."""
+    own = frame["variant"].isin(["main", "all_classes"])
+    method = frame["method"].where(own, frame["method"] + " (" + frame["variant"] + ")")
+    return frame.drop(columns=["variant"]).assign(split=frame["domain"], method=method).drop(columns=["domain"])
+
+
+def named_tables(**tables: Path | None) -> dict[str, Path]:
+    """The optional tables a run made, by name (a paper config may score no task, no transfer)."""
+    return {name: path for name, path in tables.items() if path is not None}
 
 
 def _spread_columns(frame: pd.DataFrame) -> pd.DataFrame:

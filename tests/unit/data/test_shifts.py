@@ -14,7 +14,7 @@ from dicap.io import read_json
 PARAMS = {"image_size": 16, "downstream_style": "faded"}
 PER_CLASS = 3
 # The columns each shift may change (noise_std is a render argument the table records beside the factors).
-MOVES = {"background": {"bg"}, "object_colour": {"fg"}, "style": {"style"}, "noise": {"noise_std"}}
+MOVES = {shifts.UNSHIFTED: set(), "background": {"bg"}, "object_colour": {"fg"}, "style": {"style"}, "noise": {"noise_std"}}
 COMPARED = [*scm.FACTOR_COLUMNS, "noise_std", "label", "class_name", "index"]
 
 
@@ -25,18 +25,21 @@ def store(request, tmp_path_factory) -> DatasetStore:
     return DatasetStore.open(out)
 
 
-def test_one_split_per_shift_read_back_as_the_test_splits(store):
-    assert store.test_splits == list(shifts.SHIFTS)
+def test_one_split_per_shift_after_the_unshifted_one_read_back_as_the_test_splits(store):
+    assert store.test_splits == [shifts.UNSHIFTED, *shifts.SHIFTS]
     info = read_json(store.root / "classes.json")
     assert info["classes"] == scm.class_names(store.dataset) and info["render_seed"] == 4 and info["image_size"] == 16
-    assert "world_pairing" not in info and set(store.images) == set(shifts.SHIFTS)
-    for shift in shifts.SHIFTS:
+    assert "world_pairing" not in info and set(store.images) == {shifts.UNSHIFTED, *shifts.SHIFTS}
+    for shift in [shifts.UNSHIFTED, *shifts.SHIFTS]:
         rows = store.split(shift)
         assert store.images[shift].shape == (len(store.classes) * PER_CLASS, 16, 16, 3)
         assert np.bincount(rows["label"]).tolist() == [PER_CLASS] * len(store.classes)
 
 
-@pytest.mark.parametrize(("a", "b"), [(a, b) for i, a in enumerate(shifts.SHIFTS) for b in shifts.SHIFTS[i + 1:]])
+ALL_SPLITS = (shifts.UNSHIFTED, *shifts.SHIFTS)
+
+
+@pytest.mark.parametrize(("a", "b"), [(a, b) for i, a in enumerate(ALL_SPLITS) for b in ALL_SPLITS[i + 1:]])
 def test_two_shifts_differ_in_their_own_factors_only(store, a, b):
     """The same objects in every split: between two splits only the two shifted factors differ."""
     rows_a, rows_b = store.split(a)[COMPARED], store.split(b)[COMPARED]
@@ -49,7 +52,7 @@ def test_two_shifts_differ_in_their_own_factors_only(store, a, b):
 
 def test_each_shift_moves_its_factor_to_values_no_other_store_shows(store):
     seen_style = scm.STYLES.index(PARAMS["downstream_style"])
-    for shift in shifts.SHIFTS:
+    for shift in ALL_SPLITS:
         rows = store.split(shift)
         unseen = {"bg": rows["bg"] >= scm.LEVELS, "fg": rows["fg"] >= scm.LEVELS,
                   "style": rows["style"] != seen_style, "noise_std": rows["noise_std"] == scm.UNSEEN_NOISE_STD}
@@ -76,7 +79,7 @@ def test_the_build_is_deterministic_and_a_split_the_same_in_any_selection(tmp_pa
     shifts.build("shapes", PARAMS, 4, tmp_path / "b", ["noise", "background"], PER_CLASS)
     shifts.build("shapes", PARAMS, 5, tmp_path / "c", shifts.SHIFTS, PER_CLASS)
     a, b, c = (DatasetStore.open(tmp_path / n) for n in "abc")
-    assert b.test_splits == ["noise", "background"]
+    assert b.test_splits == [shifts.UNSHIFTED, "noise", "background"]
     for split in b.test_splits:
         pd.testing.assert_frame_equal(a.split(split), b.split(split))
         np.testing.assert_array_equal(a.images[split], b.images[split])

@@ -45,3 +45,31 @@ def test_evaluation_encodes_many_texts_in_chunks_with_the_same_features(clip_mod
         sims = prompts.all_similarities(learner, 5, lambda a, b: x[a:b].numpy())
         torch.testing.assert_close(sims, cosine(x, learner()), rtol=1e-5, atol=1e-6)
     assert learner.active is None
+
+
+@pytest.mark.parametrize("splits", [["test"], ["background", "style"]])
+def test_a_learned_context_is_scored_among_every_class_of_another_store(clip_model, tmp_path, splits):
+    """score_transfer: the learner is rebuilt on the target's classes around the saved context
+    (cross-dataset: other classes), and each split's accuracy is among all of them."""
+    from types import SimpleNamespace
+
+    from dicap.evaluation.prompts import score_transfer
+    from dicap.io import save_arrays
+    from dicap.prompting.learner import PromptLearner
+
+    trained = _learner(clip_model, "coop")  # learned on TEXTS
+    prompt = tmp_path / "coop.safetensors"
+    save_arrays(prompt, {k: v.detach().numpy() for k, v in trained.trainable_state().items()})
+    on_target = PromptLearner(clip_model, tokenize, NAMES, **INIT)
+    on_target.load_trainable_state({k: v.detach().numpy() for k, v in trained.trainable_state().items()}, prompt)
+    x, _ = _batch(12)
+    with torch.no_grad():
+        labels = cosine(x, on_target()).argmax(1)  # what the context says: 100% when it is the one scored
+        untrained = (cosine(x, PromptLearner(clip_model, tokenize, NAMES, **INIT)()).argmax(1) == labels).float().mean()
+    features = {**{s: x.numpy() for s in splits}, **{f"{s}_labels": labels.numpy() for s in splits}}
+    store = SimpleNamespace(classes=NAMES, test_splits=splits)
+    bundle = SimpleNamespace(model=clip_model, tokenizer=tokenize, pixels_to_input=None)
+    table = score_transfer(bundle, store, features, {"coop": prompt}, {"coop": INIT}, 1, "shifts", tmp_path / "out.csv")
+    assert list(table["split"]) == splits and list(table["accuracy"]) == pytest.approx([100.0] * len(splits))
+    assert list(table["domain"]) == (["shifts"] if splits == ["test"] else splits)  # a real target's one split is the target
+    assert untrained < 1  # the saved context, not the template, made the scores

@@ -21,7 +21,7 @@ def _prepare_shifts(out, *shifts):
 def test_prepare_shifts_renders_the_shifts_asked_for(tmp_path, shifts):
     assert main(_prepare_shifts(tmp_path / "dg", *shifts)) == 0
     store = DatasetStore.open(tmp_path / "dg")
-    assert store.test_splits == shifts and store.render_seed == 2
+    assert store.test_splits == ["unshifted", *shifts] and store.render_seed == 2
     assert len(store.split(shifts[0])) == 2 * len(store.classes)
 
 

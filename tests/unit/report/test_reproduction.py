@@ -129,6 +129,20 @@ def test_every_number_is_compared_with_its_seed_spread_beside_it(tables):
     assert numbers.loc[numbers["table"] == "backbones", ["std", "n"]].isna().all().all()  # no per-seed values
 
 
+def test_a_transfer_table_is_keyed_by_domain_and_its_positive_control_by_variant(tables):
+    """results/domain_generalization.csv: each (domain, dataset, run) one number with its seed
+    spread; main's dicap and the true-counterfactual one never share a key."""
+    rows = [{"dataset": "digits", "variant": v, "method": m, "domain": d, "accuracy": 50.0 + i, "accuracy_std": 1.0,
+             "accuracy_se": 0.58, "n": 3, "seeds": "1 2 3"}
+            for i, (v, m) in enumerate([("main", "coop"), ("main", "dicap"), ("true_cf", "dicap")]) for d in ("style", "average")]
+    pd.DataFrame(rows).to_csv(tables / "dg.csv", index=False)
+    numbers = regenerated_numbers(tables / "table1.csv", transfer={"domain_generalization": tables / "dg.csv"})
+    dg = numbers[numbers["table"] == "domain_generalization"]
+    assert len(dg) == 6 and not dg.duplicated(subset=KEY).any() and set(dg["metric"]) == {"accuracy"}
+    assert set(dg["method"]) == {"coop", "dicap", "dicap (true_cf)"} and set(dg["split"]) == {"style", "average"}
+    assert (dg["std"] == 1.0).all() and (dg["n"] == 3).all() and tolerance("accuracy", "domain_generalization") is ACCURACY
+
+
 def test_one_seed_is_no_number(tables):
     t1 = pd.read_csv(tables / "table1.csv").assign(seeds=1)  # read back as an integer column
     t1.to_csv(tables / "table1.csv", index=False)
