@@ -2,11 +2,11 @@
 
 As in CoOp, K images per class are drawn per seed: of the base classes (base-to-novel), or
 of every class for the ``all_classes`` variant (the cross-dataset recipe since CoCoOp);
-:func:`trained_classes` says which, for the split, the prompts and the counterfactual targets.  The embedded suite additionally
-biases the draw: a ``spurious_strength`` share of each class's shots have the background
-colour paired with that class (the level of the store's spurious factor, ``data.spurious_factor``:
-background, object colour, scale or position), so a model that leans on it is caught by the
-anti-correlated test split.
+:func:`trained_classes` says which, for the split, the prompts and the counterfactual
+targets.  The embedded suite additionally biases the draw: a ``spurious_strength`` share of
+each class's shots have the background colour paired with that class (the level of the
+store's spurious factor, ``data.spurious_factor``: background, object colour, scale or
+position), so a model that leans on it is caught by the anti-correlated test split.
 """
 
 from __future__ import annotations

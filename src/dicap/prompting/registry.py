@@ -4,9 +4,9 @@ This module is the one place a learner is described: its name (as method names u
 whether it reads pixels (no cached image features), whether its prompt depends on the image,
 whether it serves the text tasks, what a cluster job of it costs, and how its paper's
 cross-dataset recipe (prompts learned on all of ImageNet's classes, then used unchanged on
-other datasets) differs from its base-to-novel one, which is config's ``prompt.learners``.  It imports no torch,
-so the Snakefile can plan with it; each learner class binds itself to its entry
-(``class CoCoOp(PromptLearner, learner="cocoop")``) and a test checks both directions.
+other datasets) differs from its base-to-novel one, which is config's ``prompt.learners``.
+It imports no torch, so the Snakefile can plan with it; each learner class binds itself to
+its entry (``class CoCoOp(PromptLearner, learner="cocoop")``) and a test checks both directions.
 """
 
 from __future__ import annotations
