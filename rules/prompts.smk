@@ -20,8 +20,10 @@ rule train_prompt:
         code=code_version("train_prompt"),
         prompt=lambda wc: as_json(training_params(wc.method, wc.variant)),
         dataset_dir=dataset_dir,
-        images=lambda wc, input: (f"--split {input.split} --variant {wc.variant}" + (
-            f" --counterfactual-images {input.images} --counterfactual-table {input.table}" if "images" in input.keys() else "")
+        # the variant names the classes a learner trains on (all_classes: every class); a learner that
+        # encodes the images itself (MaPLe) also reads the shots and counterfactuals as images
+        images=lambda wc, input: f"--variant {wc.variant}" + ((f" --split {input.split}" + (
+            f" --counterfactual-images {input.images} --counterfactual-table {input.table}" if "images" in input.keys() else ""))
             if "split" in input.keys() else ""),
     threads: 1
     resources:

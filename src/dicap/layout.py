@@ -91,11 +91,13 @@ _WILDCARD = re.compile(r"\{(\w+)\}")
 # Variants: config.yaml's counterfactual settings with at most one change.
 MAIN = "main"  # config's own settings: Table 1
 TRUE_CF = "true_cf"  # main's targets, but the true counterfactuals the SCM renders (the positive control)
-ALL_CLASSES = "all_classes"  # every class of the dataset, not its base half: the transfer tables' prompts (paper suite)
 UNBIASED_SHOTS = "unbiased_shots"  # CoOp on an unbiased draw of the shots: no counterfactuals (the negative control)
+# Every class of the dataset trains (the cross-dataset / domain-generalisation recipe since CoCoOp),
+# not only the base half; it draws its own counterfactuals, y_cf among every class.
+ALL_CLASSES = "all_classes"
 GUIDANCE_PREFIX = "guidance_scale"  # guidance_scale<value>: another guidance scale (the paper's s)
 SAMPLING_PREFIX = "sample_"  # sample_<strategy>: another way of choosing y_cf
-GENERATED_VARIANTS = r"main|guidance_scale\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
+GENERATED_VARIANTS = rf"main|{ALL_CLASSES}|guidance_scale\d+(\.\d+)?|sample_[a-z]+"  # variants that generate counterfactuals
 # Prompt variants: main's counterfactuals, one change to the prompt training (ablation_context, ablation_loss).
 CONTEXT_PREFIX = "ctx"  # ctx<n>: n context tokens, initialised at random (N(0, 0.02^2)) for every length
 # cfw<value>, cft<value>, cfp<value>: the hard negative's weight and temperature, the labelled counterfactual's weight
@@ -201,6 +203,7 @@ class Variant:
     sampling: str | None = None
     true_cf: bool = False
     unbiased_shots: bool = False
+    all_classes: bool = False  # trains on every class, not the base half (the cross-dataset recipe)
     prompt: tuple[tuple[str, Any], ...] = ()  # a prompt variant's change to config's prompt block
 
     @property
@@ -212,6 +215,11 @@ class Variant:
         """What the variant trains on: ``generated``, ``true`` or ``none`` counterfactuals."""
         return "true" if self.true_cf else "none" if self.unbiased_shots else "generated"
 
+    @property
+    def classes(self) -> str:
+        """Which classes the variant's shots hold and its prompts learn: ``base`` or ``all``."""
+        return "all" if self.all_classes else "base"
+
 
 def parse_variant(name: str) -> Variant:
     """A variant's name -> its change; the inverse of :func:`guidance_variant` and :func:`sampling_variant`."""
@@ -221,6 +229,8 @@ def parse_variant(name: str) -> Variant:
         return Variant(true_cf=True)
     if name == UNBIASED_SHOTS:
         return Variant(unbiased_shots=True)
+    if name == ALL_CLASSES:
+        return Variant(all_classes=True)
     if name.startswith(SAMPLING_PREFIX) and re.fullmatch(r"[a-z]+", name.removeprefix(SAMPLING_PREFIX)):
         return Variant(sampling=name.removeprefix(SAMPLING_PREFIX))
     if name.startswith(GUIDANCE_PREFIX) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(GUIDANCE_PREFIX)):
@@ -230,7 +240,8 @@ def parse_variant(name: str) -> Variant:
     for prefix, key in LOSS_PREFIXES.items():
         if name.startswith(prefix) and re.fullmatch(r"\d+(\.\d+)?", name.removeprefix(prefix)):
             return Variant(prompt=((key, float(name.removeprefix(prefix))),))
-    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {GUIDANCE_PREFIX}<guidance scale>, "
+    raise ValueError(f"unknown variant {name!r}: expected {MAIN}, {TRUE_CF}, {UNBIASED_SHOTS}, {ALL_CLASSES}, "
+                     f"{GUIDANCE_PREFIX}<guidance scale>, "
                      f"{SAMPLING_PREFIX}<strategy>, {CONTEXT_PREFIX}<context length> or "
                      f"{'/'.join(LOSS_PREFIXES)}<counterfactual loss weight/temperature/positive weight>")
 
@@ -284,6 +295,8 @@ def variant_settings(name: str, counterfactual: dict[str, Any]) -> dict[str, Any
         settings["guidance_scale"] = variant.guidance_scale
     if variant.sampling is not None:
         settings["sampling"] = variant.sampling
+    if variant.all_classes:  # y_cf among every class (counterfactual_shard); main's settings keep no such key
+        settings["classes"] = variant.classes
     return settings
 
 

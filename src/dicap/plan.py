@@ -84,12 +84,15 @@ class Plan:
     @cached_property
     def split_params(self) -> dict[str, dict[str, Any]]:
         """Which parameters draw each kind of few-shot split: ``shots`` (biased on the embedded
-        suite), ``unbiased`` (the negative control's) and ``text`` (a text dataset's share)."""
+        suite), ``unbiased`` (the negative control's), ``text`` (a text dataset's share) and
+        ``all`` (the shots' draw over every class, not the base half: ``all_classes``)."""
         data = self.config["data"]
+        shots = {k: data[k] for k in ("shots", "val_shots" if self.paper else "spurious_strength")}
         return {
-            "shots": {k: data[k] for k in ("shots", "val_shots" if self.paper else "spurious_strength")},
+            "shots": shots,
             "unbiased": {"shots": data["shots"], "spurious_strength": None},
             "text": {"percent": self.config["tasks"]["percent"]},
+            "all": shots | {"classes": layout.parse_variant(layout.ALL_CLASSES).classes},
         }
 
     @cached_property
@@ -102,10 +105,12 @@ class Plan:
         return {kind: split_key(p) for kind, p in self.split_params.items()}
 
     def split_kind(self, dataset: str, variant: str = layout.MAIN) -> str:
-        """The split a job reads: a text dataset's, the negative control's, or the shots."""
+        """The split a job reads: a text dataset's, the negative control's, every class's, or the shots."""
         if dataset in self.text_datasets:
             return "text"
-        return "unbiased" if variant == layout.UNBIASED_SHOTS else "shots"
+        if variant == layout.UNBIASED_SHOTS:
+            return "unbiased"
+        return "all" if layout.parse_variant(variant).all_classes else "shots"
 
     def split_path(self, dataset: str, seed: int | str, variant: str = layout.MAIN) -> str:
         key = self.split_keys[self.split_kind(dataset, variant)]
@@ -156,11 +161,11 @@ class Plan:
         return _unique([layout.MAIN, *(layout.guidance_variant(s, self.counterfactual) for s in scales)])
 
     def variant_methods(self, variant: str) -> list[str]:
-        """Methods trained per variant: all of them for main, CoOp on the unbiased shots, the
-        configured counterfactual methods on the true counterfactuals, CoOp and DiCap's three
-        readings for a context length, the readings whose loss reads the changed key for a loss
-        setting (dicap_label has no hard negative to weigh), the three readings otherwise."""
-        if variant == layout.MAIN:
+        """Methods trained per variant: all of them for main and all_classes, CoOp on the unbiased
+        shots, the configured counterfactual methods on the true counterfactuals, CoOp and DiCap's
+        three readings for a context length, the readings whose loss reads the changed key for a
+        loss setting (dicap_label has no hard negative to weigh), the three readings otherwise."""
+        if variant in (layout.MAIN, layout.ALL_CLASSES):
             return list(self.methods)
         if variant == layout.UNBIASED_SHOTS:
             return ["coop"]
@@ -174,8 +179,10 @@ class Plan:
         return list(ABLATION_READINGS)
 
     def training_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
-        """The parameters ``method`` trains with in ``variant``: its learner's recipe, the variant's change."""
-        return method_params(self.config["prompt"], method, layout.parse_variant(variant).prompt_overrides)
+        """The parameters ``method`` trains with in ``variant``: its learner's recipe (its
+        cross-dataset one when every class trains: ``all_classes``), the variant's change."""
+        parsed = layout.parse_variant(variant)
+        return method_params(self.config["prompt"], method, parsed.prompt_overrides, cross_dataset=parsed.all_classes)
 
     def learner_params(self, method: str, variant: str = layout.MAIN) -> dict[str, Any]:
         """What evaluation builds ``method``'s learner with: its training parameters but the

@@ -143,3 +143,24 @@ def test_the_folder_outputs_are_the_rules_directory_outputs():
     rules = "".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
     folders = {names[n] for n in re.findall(r"directory\((\w+)\)", rules)}
     assert folders == {name for name in dir(layout) if getattr(layout, name) in layout.FOLDER_OUTPUTS and name.isupper()} - {"FOLDER_OUTPUTS"}
+
+
+def test_all_classes_reads_back_and_generates_its_own_counterfactuals():
+    """Every class trains (the cross-dataset recipe): its own y_cf among every class, so its own files."""
+    variant = layout.parse_variant(layout.ALL_CLASSES)
+    assert variant == layout.Variant(all_classes=True) and variant.classes == "all"
+    assert variant.counterfactuals == "generated" and not variant.prompt
+    assert re.fullmatch(layout.GENERATED_VARIANTS, layout.ALL_CLASSES) and re.fullmatch(layout.VARIANTS, layout.ALL_CLASSES)
+    assert layout.generated_variant(layout.ALL_CLASSES) == layout.ALL_CLASSES
+    for cf in (CONFIG_CF, {**CONFIG_CF, "sampling": "random", "guidance_scale": 7.5}):
+        assert layout.variant_settings(layout.ALL_CLASSES, cf) == {**cf, "classes": "all"}
+    path = layout.Build("paper")(layout.PROMPT, dataset="imagenet", variant=layout.ALL_CLASSES, method="maple", seed=2)
+    assert layout.seed_key(layout.PROMPT, path) == ("imagenet", layout.ALL_CLASSES, 2)
+
+
+@pytest.mark.parametrize("name", [layout.MAIN, layout.TRUE_CF, layout.UNBIASED_SHOTS, "guidance_scale10", "sample_random",
+                                  "ctx8", "cfw0.25"])
+def test_every_other_variant_trains_on_the_base_classes_and_sets_no_classes(name):
+    assert layout.parse_variant(name).classes == "base" and not layout.parse_variant(name).all_classes
+    if layout.parse_variant(name).counterfactuals == "generated" and not layout.parse_variant(name).prompt:
+        assert "classes" not in layout.variant_settings(name, CONFIG_CF)

@@ -155,9 +155,10 @@ def test_what_a_variant_reuses(plan, config):
 
 def test_splits_are_keyed_by_the_parameters_that_draw_them(plan, config):
     keys = {kind: split_key(p) for kind, p in plan.split_params.items()}
-    assert len(set(keys.values())) == 3 and set(plan.split_params_by_key) == set(keys.values())
+    assert len(set(keys.values())) == len(keys) == 4 and set(plan.split_params_by_key) == set(keys.values())
     assert plan.split_path("shapes", 1).endswith(f"seed1-{keys['shots']}.parquet")
     assert plan.split_path("shapes", 1, layout.UNBIASED_SHOTS).endswith(f"seed1-{keys['unbiased']}.parquet")
+    assert plan.split_path("shapes", 1, layout.ALL_CLASSES).endswith(f"seed1-{keys['all']}.parquet")
     assert split_key(_with(config, data__shots=2).split_params["shots"]) != keys["shots"]
 
 
@@ -380,3 +381,51 @@ def test_the_paper_transfer_scores_the_all_class_prompts_of_the_source_on_each_t
                                                      paper.build(layout.DATA_CLASSES, dataset="dtd")]
     assert len(paper.transfer_results) == 4 and {"domain_generalization", "cross_dataset"} <= set(
         paper.reproduction_inputs(reference_exists=False))
+
+
+# --- all_classes: every class trains (the cross-dataset recipe) -------------------------------------
+
+# The split keys of config.yaml and config.paper.yaml before all_classes existed: adding a split
+# kind must not rename (and so redraw) a file the study already has.
+SPLIT_KEYS = {"config.yaml": {"shots": "65afa4b67c", "unbiased": "aa0a3dcb7e", "text": "f4300e2f4f"},
+              "config.paper.yaml": {"shots": "dfcad32ec4", "unbiased": "aa0a3dcb7e", "text": "f4300e2f4f"}}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_KEYS))
+def test_the_existing_split_keys_are_unchanged_and_all_classes_has_its_own(name):
+    plan = Plan(load_config(REPO / name))
+    assert {k: v for k, v in plan.split_keys.items() if k != "all"} == SPLIT_KEYS[name]
+    assert plan.split_keys["all"] not in SPLIT_KEYS[name].values()
+    assert plan.split_params["all"] == plan.split_params["shots"] | {"classes": "all"}
+    for variant in (layout.MAIN, layout.TRUE_CF, "ctx8", "guidance_scale10", "sample_random"):
+        assert plan.split_kind(plan.datasets[0], variant) == "shots"
+    assert plan.split_kind(plan.datasets[0], layout.ALL_CLASSES) == "all"
+    for dataset in plan.text_datasets:  # a text dataset has no classes: its own share whatever the variant
+        assert plan.split_kind(dataset, layout.ALL_CLASSES) == "text"
+
+
+@pytest.mark.parametrize("methods", [["coop", "dicap"], ["zeroshot", "maple", "dicap_label_cocoop"], ["kgcoop", "cpl"]])
+def test_all_classes_trains_the_configured_methods_on_its_own_counterfactuals(config, methods):
+    plan = _with(config, methods=methods)
+    assert plan.variant_methods(layout.ALL_CLASSES) == methods
+    uses = any(parse_method(m).uses_counterfactuals for m in methods)
+    assert plan.counterfactual_variant(layout.ALL_CLASSES) == (layout.ALL_CLASSES if uses else None)
+    assert plan.features_variant(layout.ALL_CLASSES) == layout.ALL_CLASSES
+
+
+def test_the_cross_dataset_recipe_is_applied_for_all_classes_only(plan, paper):
+    """MaPLe's cross-dataset config (depth 3, 2 epochs, lr 0.0026) on every class; every other
+    variant, and every other learner, keeps the base-to-novel recipe."""
+    for planned in (plan, paper):
+        variants = {v for vs in planned.ablations.values() for v in vs} | {layout.UNBIASED_SHOTS}
+        for method in ["zeroshot", *LEARNERS, *READING_METHODS]:
+            spec = LEARNERS[parse_method(method).learner]
+            base = planned.training_params(method)
+            assert planned.training_params(method, layout.ALL_CLASSES) == base | spec.cross_dataset
+            for variant in variants:
+                changed = planned.training_params(method, variant)
+                assert changed == base | layout.parse_variant(variant).prompt_overrides, (method, variant)
+        maple = planned.training_params("dicap_maple", layout.ALL_CLASSES)
+        assert (maple["depth"], maple["epochs"], maple["lr"], maple["n_ctx"], maple["batch_size"]) == (3, 2, 0.0026, 2, 4)
+        assert planned.training_params("maple")["depth"] == 9
+        assert planned.learner_params("maple", layout.ALL_CLASSES)["depth"] == 3  # evaluation builds the same towers

@@ -32,7 +32,8 @@ def choose_targets(
     text_features: np.ndarray | None = None,
     image_features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One ``y_cf`` != ``y`` per label, among ``classes`` (the base classes).
+    """One ``y_cf`` != ``y`` per label, among ``classes`` (those that train: the base half, or
+    every class for ``all_classes``, :func:`dicap.data.splits.trained_classes`).
 
     ``similarity`` picks the nearest other class by CLIP text embedding (the paper's
     best-performing choice: a hard, plausible alternative); ``centroid`` the nearest

@@ -68,8 +68,8 @@ def counterfactual_shard(
     else:
         # every shard encodes the whole split for the centroids: the same targets everywhere
         image_features = clip.encode_rows(store, rows_of_split) if clip is not None and centroid else None
-        targets = sampling.choose_targets(rows_of_split["label"].to_numpy(), store.base_classes, params["sampling"], seed, text,
-                                          image_features)[rows["row"].to_numpy()]
+        targets = sampling.choose_targets(rows_of_split["label"].to_numpy(), _target_classes(store, params), params["sampling"],
+                                          seed, text, image_features)[rows["row"].to_numpy()]
     guide = make_guide(params["guide"], diffusion, classifier_dir, clip=clip, text_features=text,
                        grad_batch_size=CLIP_GRAD_BATCH_SIZE)
     if rows.empty:  # more shards than images: a valid empty output, which the merge accepts
@@ -84,6 +84,14 @@ def counterfactual_shard(
     check_table_finite(out_table, table, not_measured=("reconstruction_mse",))  # NaN: round trip not sampled
     save_arrays(out_images, arrays)
     write_table(out_table, table)
+
+
+def _target_classes(store, params: dict[str, Any]) -> list[int]:
+    """The classes ``y_cf`` is chosen among: those the variant trains on (its settings'
+    ``classes``, :func:`dicap.layout.variant_settings`; the base half where none is set)."""
+    from dicap.data.splits import class_set
+
+    return class_set(store, params.get("classes", "base"))
 
 
 def _text_prompts(store, rows, object_features, params: dict[str, Any]):

@@ -54,9 +54,10 @@ def prepare_shifts(dataset: str, params: Annotated[dict[str, Any], "the config's
 
 
 def make_split(dataset_dir: Path, seed: int,
-               params: Annotated[dict[str, Any], "shots (and spurious_strength), or a text dataset's percent"], out: Path) -> None:
-    """Draw the few-shot training split of one seed: shots of the base classes, or a text
-    dataset's share of its pool with one caption or question each."""
+               params: Annotated[dict[str, Any], "shots (and spurious_strength, classes), or a text dataset's percent"],
+               out: Path) -> None:
+    """Draw the few-shot training split of one seed: shots of the base classes (of every class
+    where ``classes`` is ``all``), or a text dataset's share of its pool with one caption or question each."""
     from dicap.data.splits import training_split
     from dicap.data.store import DatasetStore
     from dicap.data.text_store import few_shot_split
@@ -68,5 +69,5 @@ def make_split(dataset_dir: Path, seed: int,
             raise ValueError(f"{dataset_dir} is a {store.task} dataset: its split takes 'percent' (tasks.percent), got {sorted(params)}")
         write_table(out, few_shot_split(store, params["percent"], seed))
         return
-    write_table(out, training_split(store, params["shots"], seed, params.get("spurious_strength")))
+    write_table(out, training_split(store, params["shots"], seed, params.get("spurious_strength"), params.get("classes", "base")))
 

@@ -19,8 +19,9 @@ keeps the background cannot remove a background shortcut").  The paper's reading
 default ``dicap``; the other two are reported beside it, never in its place.
 
 A learner's hyperparameters are config's ``prompt`` block with its recipe
-(``prompt.learners.<learner>``) laid over it: :func:`method_params` is the one place that
-merge happens, for the rules' ``params:`` and for the jobs alike.  What each learner is and
+(``prompt.learners.<learner>``) laid over it, and on every class (the ``all_classes``
+variant) its cross-dataset change from the registry: :func:`method_params` is the one place
+that merge happens, for the rules' ``params:`` and for the jobs alike.  What each learner is and
 costs is in :mod:`dicap.prompting.registry`; a job parses its method once and passes the
 :class:`Method` on.
 """
@@ -121,11 +122,15 @@ def check_text_task_method(name: str | Method) -> Method:
     return spec
 
 
-def method_params(prompt: dict[str, Any], method: str | Method, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The training parameters of ``method``: shared keys, its learner's recipe, then ``overrides``."""
+def method_params(prompt: dict[str, Any], method: str | Method, overrides: dict[str, Any] | None = None,
+                  cross_dataset: bool = False) -> dict[str, Any]:
+    """The training parameters of ``method``: shared keys, its learner's (base-to-novel) recipe,
+    with ``cross_dataset`` its learner's change for training on every class (the registry's
+    :attr:`LearnerSpec.cross_dataset`), then ``overrides``."""
+    parsed = as_method(method)
     shared = {k: v for k, v in prompt.items() if k not in NOT_TRAINING}
-    recipe = prompt.get("learners", {}).get(as_method(method).learner, {})
-    return shared | recipe | (overrides or {})
+    recipe = prompt.get("learners", {}).get(parsed.learner, {})
+    return shared | recipe | (dict(parsed.spec.cross_dataset) if cross_dataset else {}) | (overrides or {})
 
 
 def build_learner(method: str | Method, clip_model, tokenizer, class_names: list[str], params: dict[str, Any], **extra: Any):

@@ -61,3 +61,19 @@ def test_centroid_refuses_a_class_without_images():
 def test_strategies_name_what_they_need(strategy, missing):
     with pytest.raises(ValueError, match=missing):
         choose_targets(LABELS, CLASSES, strategy, seed=0)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_every_class_a_target_may_be_any_class(strategy, seed):
+    """all_classes: shots of all 6 classes, y_cf among all 6; the base half (0-2) alone never reaches 3-5."""
+    every, base = list(range(6)), [0, 1, 2]
+    text = np.random.default_rng(seed).normal(size=(6, 5))
+    text[3:] = text[:3] + 0.01  # each novel class is its base twin's nearest neighbour (and the other way round)
+    labels = np.repeat(every, 4)
+    images = text[labels] + 0.001 * np.random.default_rng(seed).normal(size=(len(labels), 5))
+    targets = choose_targets(labels, every, strategy, seed, text_features=text, image_features=images)
+    assert np.all(targets != labels) and set(targets) <= set(every)
+    assert set(targets[labels < 3]) & {3, 4, 5}  # a base image may go to a novel class
+    on_base = labels < 3
+    assert set(choose_targets(labels[on_base], base, strategy, seed, text_features=text, image_features=images[on_base])) <= set(base)

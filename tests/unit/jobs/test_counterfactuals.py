@@ -41,3 +41,18 @@ def test_the_merge_names_a_truncated_split_or_shard_table(tmp_path, damaged):
     assert_corrupt(path, merge_counterfactuals, tmp_path / "split.parquet", images, tables,
                    tmp_path / "out.safetensors", tmp_path / "out.parquet")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("variant", ["main", "all_classes", "sample_random", "guidance_scale10"])
+def test_y_cf_is_chosen_among_the_classes_the_variant_trains_on(store, variant):
+    """The shard job reads the class set from the variant's settings (layout.variant_settings)."""
+    from dicap import layout
+    from dicap.data.splits import trained_classes
+    from dicap.data.store import DatasetStore
+    from dicap.jobs.counterfactuals import _target_classes
+
+    opened = DatasetStore.open(store)
+    settings = layout.variant_settings(variant, {"guidance_scale": 3.0, "sampling": "similarity"})
+    classes = _target_classes(opened, settings)
+    assert classes == trained_classes(opened, variant)
+    assert len(classes) == (len(opened.classes) if variant == layout.ALL_CLASSES else len(opened.base_classes))

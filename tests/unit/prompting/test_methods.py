@@ -166,3 +166,12 @@ def test_text_tasks_refuse_per_image_learners_and_the_positive_term(method):
     config = with_defaults({"tasks": {"methods": ["zeroshot", method]}})
     with pytest.raises(ConfigError, match="tasks.methods"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("method", ["maple", "dicap_maple", "dicap_label_maple", "coop", "dicap_pos_cocoop", "kgcoop", "cpl"])
+def test_method_params_lay_the_cross_dataset_change_under_the_overrides(config, method):
+    prompt, spec = config["prompt"], parse_method(method).spec
+    base = method_params(prompt, method)
+    assert method_params(prompt, method, cross_dataset=True) == base | spec.cross_dataset
+    assert method_params(prompt, method, {"epochs": 7}, cross_dataset=True) == base | spec.cross_dataset | {"epochs": 7}
+    assert method_params(prompt, method, cross_dataset=False) == base
