@@ -19,7 +19,7 @@ import yaml
 
 from dicap.prompting.methods import LEARNERS
 from dicap.testing.tiny_models import save_clip_text_encoder, save_latent_checkpoint, save_tiny_clip
-from local_mirror import DTD_CLASSES as CLASSES, DTD_PER_SPLIT as PER_SPLIT, captioned_flickr, coop_folder, dtd_archive, local_registry, \
+from local_mirror import DTD_CLASSES as CLASSES, DTD_PER_SPLIT as PER_SPLIT, captioned_flickr, coop_folder, dtd_archive, local_entry, local_registry, \
     striped_jpeg, varied_vqa, zip_bytes
 from snakemake_runner import ENV, REPO, job_counts, snakemake
 
@@ -198,3 +198,63 @@ def test_your_own_dataset_from_a_local_folder_to_table(tmp_path):
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"datasets": ["my_bird"]}))
     typo = snakemake(*args[:6], str(tmp_path / "typo.yaml"), "--directory", str(work), "-n", env=env)
     assert typo.returncode != 0 and "key 'datasets.0' = 'my_bird': must be one of my_birds" in typo.stdout + typo.stderr
+
+
+def test_paper_transfer_tables_from_download(server, tmp_path):
+    """results/domain_generalization.csv and results/cross_dataset.csv as a cluster makes them:
+    prompts learned on every class of the source (DTD, downloaded; the all_classes variant),
+    scored unchanged on ImageNet-A in its real layout (200 classes, downloaded) and on a
+    dataset of the user's own folder (other classes), each among all its classes."""
+    archive, split_file = dtd_archive()
+    registry = local_registry(server, ["dtd", "imagenet_a"], {"dtd-r1.0.1.tar.gz": archive,
+                                                             "split_zhou_DescribableTextures.json": split_file})
+    birds = ["wren", "finch", "robin"]
+    split_sha, n = coop_folder(tmp_path / "data" / "my_birds", birds, PER_SPLIT)
+    registry["datasets"]["my_birds"] = local_entry(n, split_sha)
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry))
+    sd = save_clip_text_encoder(save_latent_checkpoint(tmp_path / "sd"))
+    clip = save_tiny_clip(tmp_path / "clip")
+    methods = ["zeroshot", "coop", "cocoop", "maple", "dicap", "dicap_maple"]  # cached features, per-image prompts, pixels
+    override = {
+        "datasets": ["dtd"], "seeds": [1, 2], "methods": methods,
+        "data": {"root": str(tmp_path / "data"), "image_size": 16, "shots": 2, "val_shots": 1},
+        "clip": {"pretrained": {"model": f"local-dir:{clip}", "tag": None, "cache_dir": None}},
+        "diffusion": {"pretrained": {"path": str(sd), "cache_dir": None, "dtype": "float32", "image_size": 16,
+                                     "template": "a photo of a {}."}},
+        "counterfactual": {"steps": 4, "shards": 2, "images_per_shard": None, "batch_size": 8},  # tiny stand-ins
+        "tasks": {"datasets": {"retrieval": [], "vqa": []}},
+        "prompt": {"epochs": 2, "learners": {"cocoop": {"epochs": 1, "batch_size": 1},
+                                             "maple": {"n_ctx": 2, "ctx_init": "a photo", "depth": 9, "epochs": 1,
+                                                       "batch_size": 4, "lr": 0.0035}}},
+        "transfer": {"source": "dtd", "domain_generalization": ["imagenet_a"], "cross_dataset": ["my_birds"]},
+    }
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    env = {**ENV, "DICAP_REGISTRY": str(tmp_path / "registry.yaml"), "DICAP_MIRROR": server.base}
+    work = tmp_path / "work"
+    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"), str(REPO / "config.paper.yaml"),
+            str(tmp_path / "override.yaml"), "--directory", str(work), "--cores", "2"]
+    out = snakemake(*args, "results/domain_generalization.csv", "results/cross_dataset.csv", env=env, timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["encode_target_features"] == 3 and counts["evaluate_transfer"] == 3 * 2  # dtd, imagenet_a, my_birds
+    assert counts["train_prompt"] == len(methods) * 2 and "evaluate" not in counts  # one all-class run serves both tables
+    (split_path,) = (work / "build/paper/splits/dtd").glob("seed1-*.parquet")
+    assert sorted(pd.read_parquet(split_path)["label"].unique()) == [0, 1, 2, 3]  # every class trains, not the base half
+    cf = pd.read_parquet(work / "build/paper/counterfactuals/dtd/all_classes/seed1/counterfactuals.parquet")
+    assert set(cf["y_cf"]) - {0, 1} and set(cf["y"]) == {0, 1, 2, 3}  # y_cf among every class too
+
+    dg = pd.read_csv(work / "results/domain_generalization.csv")
+    assert set(dg["domain"]) == {"dtd", "imagenet_a", "average"} and set(dg["method"]) == set(methods)
+    assert (dg["variant"] == "all_classes").all() and (dg["seeds"].astype(str) == "1 2").all()
+    average = dg[dg["domain"] == "average"].set_index("method")["accuracy"]
+    on_a = dg[dg["domain"] == "imagenet_a"].set_index("method")["accuracy"]
+    assert (average == on_a).all()  # the source's own column is not averaged
+    metrics = pd.read_csv(work / "build/paper/transfer/dtd/all_classes/imagenet_a/seed1.csv")
+    assert set(metrics["split"]) == {"test"} and ((metrics["accuracy"] >= 0) & (metrics["accuracy"] <= 100)).all()
+    cross = pd.read_csv(work / "results/cross_dataset.csv")
+    assert set(cross["domain"]) == {"dtd", "my_birds", "average"} and cross["accuracy"].notna().all()
+    markdown = (work / "results/cross_dataset.md").read_text()
+    assert "## Learned on dtd" in markdown and "DiCap against its own learner" in markdown
+    again = snakemake(*args, "-n", "results/domain_generalization.csv", "results/cross_dataset.csv", env=env)
+    assert "Nothing to be done" in again.stdout + again.stderr

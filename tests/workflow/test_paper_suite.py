@@ -40,6 +40,27 @@ def test_slurm_profile_plans_the_whole_paper_dag(tmp_path):
     assert "oracle" not in counts and "audit_counterfactuals" not in counts  # no true counterfactuals here
 
 
+def test_slurm_profile_plans_the_transfer_tables_with_gpu_jobs(tmp_path):
+    """`snakemake --profile slurm -n results/cross_dataset.csv results/domain_generalization.csv`:
+    one all-class ImageNet run per method and seed serves both tables; the source, the four
+    domain-generalization targets and the ten other datasets are encoded once each and scored
+    per seed, on GPUs."""
+    out = snakemake("--profile", "slurm", "-n", "results/cross_dataset.csv", "results/domain_generalization.csv",
+                    "--directory", str(tmp_path), timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    counts, seeds = job_counts(out.stdout), len(PAPER["seeds"])
+    targets = 1 + len(PAPER["transfer"]["domain_generalization"]) + len(PAPER["transfer"]["cross_dataset"])
+    assert targets == 15 and counts["encode_target_features"] == targets and counts["evaluate_transfer"] == targets * seeds
+    assert counts["train_prompt"] == len(PAPER["methods"]) * seeds and counts["clip_backbone"] == 1  # ImageNet's CLIP encodes every target
+    assert counts["counterfactual_shard"] == seeds * Plan(PAPER).shards("imagenet") and "evaluate" not in counts
+    assert counts["download_dataset"] == targets and counts["cross_dataset"] == counts["domain_generalization"] == 1
+    blocks = out.stdout.split("\nrule ")
+    for rule in ("encode_target_features", "evaluate_transfer", "counterfactual_shard"):
+        planned = [b for b in blocks if b.startswith(f"{rule}:")]
+        assert planned and all("gpu=1" in b for b in planned), rule
+    assert all("variant=all_classes" in b for b in blocks if b.startswith(("train_prompt:", "evaluate_transfer:")))
+
+
 def test_downloads_run_in_the_controller_unless_sent_to_the_cluster(tmp_path):
     """`download_dataset` is a local rule (the controller has the network) by default; with
     `downloads: cluster` it is submitted like any job (docs/cluster.md#running-it-end-to-end)."""
