@@ -181,3 +181,23 @@ def diffusion_check_of(wildcards):
     ancient() input is being rebuilt, so one `snakemake artifacts` left stale shards behind
     for the next, and DVC recorded them as current (docs/dvc.md)."""
     return {"check": path for path in PLAN.diffusion_checks(wildcards.dataset)}
+
+
+# --- transfer (rules/transfer.smk) ---
+
+
+def target_store(wildcards):
+    """The target's store files: another dataset's, or the source's shifted renders (layout.SHIFTS)."""
+    return PLAN.target_store(wildcards.dataset, wildcards.target)
+
+
+def transfer_metrics(table):
+    """A transfer table's per-seed files, refused before any job when the config gives it none."""
+    files = PLAN.transfer_metrics(table)
+    if not files:
+        raise WorkflowError(f"results/{table} has nothing to score: " + (
+            f"set transfer.{table} (config.paper.yaml lists the protocol's targets), and list transfer.source "
+            f"({config['transfer']['source']}) among datasets" if PAPER else
+            "the embedded suite has no cross-dataset targets (each of its CLIPs has seen one dataset)"
+            if table == "cross_dataset" else "set transfer.shifts"))
+    return files

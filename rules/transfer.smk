@@ -6,15 +6,6 @@
 # variant, target, seed) then scores every method the variant trains.
 
 
-def target_store(wildcards):
-    """The target's store files: another dataset's, or the source's shifted renders (layout.SHIFTS)."""
-    return PLAN.target_store(wildcards.dataset, wildcards.target)
-
-
-def target_features(wildcards):
-    return B(layout.TARGET_FEATURES, dataset=wildcards.dataset, target=wildcards.target)
-
-
 rule encode_target_features:
     input:
         data=target_store,
@@ -44,7 +35,7 @@ rule evaluate_transfer:
     input:
         data=target_store,
         clip=CLIP,
-        features=target_features,
+        features=B(layout.TARGET_FEATURES),
         prompts=lambda wc: expand(PROMPT, method=variant_methods(wc.variant), allow_missing=True),
     output:
         B(layout.TRANSFER_METRICS),
@@ -69,18 +60,6 @@ rule evaluate_transfer:
         " --features {input.features} --prompts {input.prompts} --methods {params.methods}"
         " --seed {wildcards.seed} --target {wildcards.target} --params {params.prompt:q}"
         " --threads {threads} --out {output} > {log} 2>&1"
-
-
-def transfer_metrics(table):
-    """A transfer table's per-seed files, refused before any job when the config gives it none."""
-    files = PLAN.transfer_metrics(table)
-    if not files:
-        raise WorkflowError(f"results/{table} has nothing to score: " + (
-            f"set transfer.{table} (config.paper.yaml lists the protocol's targets), and list transfer.source "
-            f"({config['transfer']['source']}) among datasets" if PAPER else
-            "the embedded suite has no cross-dataset targets (each of its CLIPs has seen one dataset)"
-            if table == "cross_dataset" else "set transfer.shifts"))
-    return files
 
 
 rule domain_generalization:

@@ -65,9 +65,10 @@ AUDIT = "audit/{dataset}/{variant}/seed{seed}.parquet"
 # Transfer (results/domain_generalization, results/cross_dataset): a source dataset's prompts
 # scored unchanged on a target store, encoded by the source's CLIP.  A target is another
 # dataset's store (paper suite) or SHIFTS, the embedded dataset's own renders under unseen
-# factor values (prepare_shifts), one test split per shift.
+# factor values (prepare_shifts), one test split per shift, in a store of its own beside the
+# dataset's (so DVC's data folder holds both).
 SHIFTS = "shifts"
-SHIFTED = "shifts/{dataset}"
+SHIFTED = "data/{dataset}/shifts"
 SHIFTED_TABLE = f"{SHIFTED}/{STORE_TABLE}"
 SHIFTED_CLASSES = f"{SHIFTED}/{STORE_CLASSES}"
 SHIFTED_IMAGES = f"{SHIFTED}/{STORE_IMAGES}"

@@ -395,7 +395,15 @@ class Plan:
             *(b(t, dataset=d, variant=v, seed=s, shard=k, shards=self.shards(d))
               for d, v, s in generated for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
+            *self.shift_artifacts(),
         ]
+
+    def shift_artifacts(self) -> list[str]:
+        """The embedded suite's domain-generalization renders and their features, which ``all``
+        scores: artifacts too, so that after a pull no render or encoding job runs."""
+        runs = {(d, t) for d, _, t in self.transfer_runs("domain_generalization") if t == layout.SHIFTS}
+        return [path for d, t in sorted(runs) for path in
+                (*self.target_store(d, t), self.build(layout.TARGET_FEATURES, dataset=d, target=t))]
     # --- transfer: domain generalization and cross-dataset -----------------------------------
 
     def transfer_runs(self, table: str) -> list[tuple[str, str, str]]:

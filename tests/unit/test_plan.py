@@ -286,7 +286,7 @@ def test_artifact_targets_hold_the_grids_scales_and_the_controls_features_and_no
     grids = {t for t in targets if "/counterfactuals/" in t and "/main/" not in t}
     assert {t.split("/")[4] for t in grids} == others
     assert all(t.split("/")[5] == f"seed{config['seeds'][0]}" for t in grids)
-    features = {t for t in targets if "/features/" in t and "/main/" not in t and "eval" not in t}
+    features = {t for t in targets if "/features/" in t and "/main/" not in t and "eval" not in t and "/targets/" not in t}
     assert features == {plan.build(layout.TRAIN_FEATURES, dataset=d, variant=v, seed=s)
                         for d in controls for v in (layout.TRUE_CF, layout.UNBIASED_SHOTS) for s in config["seeds"]}
     ablations = {v for name in ("guidance_scale", "sampling") for v in plan.ablations[name]} - others - {layout.MAIN}
@@ -364,8 +364,12 @@ def test_the_embedded_transfer_scores_each_datasets_prompts_and_the_positive_con
     files = plan.transfer_metrics("domain_generalization")
     assert len(files) == len(runs) * len(config["seeds"])
     assert all(layout.parse(layout.TRANSFER_METRICS, f)["target"] == layout.SHIFTS for f in files)
-    assert plan.target_store("digits", layout.SHIFTS)[0].endswith("shifts/digits/factors.parquet")
+    assert plan.target_store("digits", layout.SHIFTS)[0].endswith("data/digits/shifts/factors.parquet")
     assert _with(config, transfer__shifts=[]).transfer_results == []
+    # artifacts: what `all` scores them on, so a pulled checkout renders and encodes nothing
+    shifted = [*plan.target_store("digits", layout.SHIFTS), plan.build(layout.TARGET_FEATURES, dataset="digits", target=layout.SHIFTS)]
+    assert set(shifted) <= set(plan.artifact_targets())
+    assert not _with(config, transfer__shifts=[]).shift_artifacts()
     with pytest.raises(ValueError, match="unknown transfer table"):
         plan.transfer_runs("table9")
 
