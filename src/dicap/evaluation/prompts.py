@@ -111,20 +111,24 @@ def score_prompts(
                 views[name] = (split, np.flatnonzero(mask))
         else:
             views[split] = (split, np.arange(len(labels)))
+    # Only the rows some view scores are encoded: the background grid's aligned and conflict rows
+    # are 5 of its 8 backgrounds, and a per-image learner's cost is per row.
+    scored = {split: np.unique(np.concatenate([index for s, index in views.values() if s == split])) for split, _ in views.values()}
     rows = []
     for method, prompt in prompts.items():
-        sims = method_similarities(bundle, store, features, method, prompt, params[method], list(dict.fromkeys(
-            stored for stored, _ in views.values())), where)
+        sims = method_similarities(bundle, store, features, method, prompt, params[method], list(scored), where, scored)
         for name, (split, index) in views.items():
             labels = torch.from_numpy(features[f"{split}_labels"][index])
-            scores = base_novel(sims[split][torch.from_numpy(index)], labels, base, novel)
+            scores = base_novel(sims[split][torch.from_numpy(np.searchsorted(scored[split], index))], labels, base, novel)
             rows.append({"method": method, "seed": seed, "split": name, **scores})
     return pd.DataFrame(rows)
 
 
 def method_similarities(bundle: Any, store: Any, features: dict[str, np.ndarray], method: str, prompt: Path,
-                        params: dict[str, Any], splits: list[str], where: Path) -> dict[str, torch.Tensor]:
-    """Split -> (N, C) similarities of one method's learned prompt over ``store``'s classes.
+                        params: dict[str, Any], splits: list[str], where: Path,
+                        rows: dict[str, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """Split -> (N, C) similarities of one method's learned prompt over ``store``'s classes,
+    of every row of each split, or of the sorted ``rows[split]`` only (in that order).
 
     The learner is rebuilt on ``store``'s classes, whatever classes it learned on: a context
     is class-agnostic, so a prompt transfers to another class list (cross-dataset) unchanged.
@@ -135,11 +139,13 @@ def method_similarities(bundle: Any, store: Any, features: dict[str, np.ndarray]
     learner.eval()
     sims = {}
     for split in splits:
+        kept = rows[split] if rows is not None and split in rows else slice(None)
         if learner.uses_pixels:
-            table = store.split(split)
+            table = store.split(split).iloc[kept]
             sims[split] = all_similarities(learner, len(table), lambda a, b: store.pixels(table.iloc[a:b]))
         else:
-            sims[split] = all_similarities(learner, len(features[split]), lambda a, b: features[split][a:b])
+            cached = features[split][kept]
+            sims[split] = all_similarities(learner, len(cached), lambda a, b: cached[a:b])
         check_finite(where, {f"similarities of {method} on {split}": sims[split]})
     return sims
 

@@ -3,6 +3,7 @@ similarities as one call."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,27 @@ def test_a_learned_context_is_scored_among_every_class_of_another_store(clip_mod
     assert list(table["split"]) == splits and list(table["accuracy"]) == pytest.approx([100.0] * len(splits))
     assert list(table["domain"]) == (["shifts"] if splits == ["test"] else splits)  # a real target's one split is the target
     assert untrained < 1  # the saved context, not the template, made the scores
+
+
+@pytest.mark.parametrize("kind", ["coop", "cocoop"])
+@pytest.mark.parametrize("kept", [[0, 3, 4, 11], [5], list(range(12))])
+def test_scoring_only_the_rows_a_view_needs_gives_those_rows_similarities(clip_model, tmp_path, kind, kept):
+    """method_similarities(rows=...): the background grid's aligned and conflict rows alone give
+    what scoring the whole split gives them, up to float rounding (a one-row batch takes
+    another BLAS kernel; the embedded run's evaluate files came out byte-identical)."""
+    from types import SimpleNamespace
+
+    from dicap.evaluation.prompts import method_similarities
+    from dicap.io import save_arrays
+
+    learner = CoCoOp(clip_model, tokenize, NAMES, **INIT) if kind == "cocoop" else _learner(clip_model, "coop")
+    prompt = tmp_path / "prompt.safetensors"
+    save_arrays(prompt, {k: v.detach().numpy() for k, v in learner.trainable_state().items()})
+    x, _ = _batch(12)
+    features, store = {"grid": x.numpy()}, SimpleNamespace(classes=NAMES)
+    bundle = SimpleNamespace(model=clip_model, tokenizer=tokenize, pixels_to_input=None)
+    args = (bundle, store, features, kind, prompt, INIT, ["grid"], tmp_path / "out.csv")
+    whole = method_similarities(*args)["grid"]
+    some = method_similarities(*args, {"grid": np.asarray(kept)})["grid"]
+    assert some.shape == (len(kept), len(NAMES))
+    torch.testing.assert_close(some, whole[kept], rtol=1e-6, atol=1e-7)
