@@ -68,6 +68,7 @@ rule domain_generalization:
     output:
         csv="results/domain_generalization.csv",
         md="results/domain_generalization.md",
+        paired="results/domain_generalization_paired.csv",  # written beside the csv (report/transfer.py: paired_path)
     params:
         code=code_version("domain_generalization"),
         config=as_json(config),
@@ -91,6 +92,7 @@ rule cross_dataset:
     output:
         csv="results/cross_dataset.csv",
         md="results/cross_dataset.md",
+        paired="results/cross_dataset_paired.csv",  # written beside the csv (report/transfer.py: paired_path)
     params:
         code=code_version("cross_dataset"),
         config=as_json(config),

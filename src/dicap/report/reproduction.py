@@ -80,7 +80,7 @@ ERROR = Tolerance(0.0, 0.5, why="an error or loss: small and scale-free, compare
 EXACT = Tolerance(0.0, why="a count: identical on every machine")
 
 TOLERANCES: dict[str, Tolerance] = {
-    "base": ACCURACY, "novel": ACCURACY, "hm": ACCURACY, "accuracy": ACCURACY,
+    "base": ACCURACY, "novel": ACCURACY, "hm": ACCURACY, "accuracy": ACCURACY, "delta": ACCURACY,
     **{m: ACCURACY for m in ("aligned", "conflict", "gap", "novel_gap")},
     "worst_group": Tolerance(12.0, why="worst-group accuracy (points): the lowest of 5 classes' accuracies, seed std up to 11",
                              floor=WORST_GROUP_FLOOR),
@@ -104,19 +104,20 @@ def tolerance(metric: str, table: str = "") -> Tolerance:
 
 
 def _seed_counts(frame: pd.DataFrame) -> pd.Series:
-    """How many seeds each row averages: the words of its ``seeds`` column ("1 2 3"); NaN without one."""
+    """How many seeds each row averages: the words of its ``seeds`` column ("1 2 3"), else its
+    ``n`` (a paired comparison's seed count); NaN without either."""
     if "seeds" not in frame:
-        return pd.Series(np.nan, index=frame.index)
+        return frame["n"].astype(float) if "n" in frame else pd.Series(np.nan, index=frame.index)
     return frame["seeds"].astype(str).str.split().str.len().astype(float)
 
 
 def _long(frame: pd.DataFrame, table: str, ids: list[str], skip: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per number, with its seed std (``<metric>_std``) and seed count where the table has them."""
     spread = {c for c in frame.columns if c.endswith("_std")}
+    seeds = _seed_counts(frame)
     frame = frame.drop(columns=[c for c in frame.columns if is_spread(c) and c not in spread])
     metrics = [c for c in frame.columns if c not in ids and c not in skip and c not in spread and c != "seeds"
                and pd.api.types.is_numeric_dtype(frame[c])]
-    seeds = _seed_counts(frame)
     parts = []
     for metric in metrics:
         std = frame[f"{metric}_std"].astype(float) if f"{metric}_std" in spread else pd.Series(np.nan, index=frame.index)
@@ -148,16 +149,29 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
         parts.append(_long(read_table(path), name, ["split", "dataset", "method"]))
     for name, path in (transfer or {}).items():  # domain_generalization, cross_dataset: keyed by domain in the split column
         parts.append(_long(transfer_rows(read_table(path)), name, ["split", "dataset", "method"]))
+        paired = path.with_name(f"{path.stem}_paired.csv")  # written beside it by the same job (report/transfer.py)
+        parts.append(_long(paired_rows(read_table(paired)), f"{name}_paired", ["split", "dataset", "method"]))
     numbers = pd.concat(parts, ignore_index=True)
     return numbers.dropna(subset=["value"]).reset_index(drop=True)
 
 
-def transfer_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """A transfer table keyed like the others: its domain in the split column, and a run
-    other than the suite's own prompts (the positive control, ``true_cf``) named by its variant."""
+def _run(frame: pd.DataFrame) -> pd.Series:
+    """A transfer run's name: its method, and its variant where that is not the suite's own
+    prompts (the positive control's ``true_cf``)."""
     own = frame["variant"].isin(["main", "all_classes"])
-    method = frame["method"].where(own, frame["method"] + " (" + frame["variant"] + ")")
-    return frame.drop(columns=["variant"]).assign(split=frame["domain"], method=method).drop(columns=["domain"])
+    return frame["method"].where(own, frame["method"] + " (" + frame["variant"] + ")")
+
+
+def transfer_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A transfer table keyed like the others: its domain in the split column, the run in the method column."""
+    return frame.drop(columns=["variant", "domain"]).assign(split=frame["domain"], method=_run(frame))
+
+
+def paired_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A transfer table's paired comparisons keyed like its numbers: the run and its baseline
+    in the method column (``dicap (true_cf) − coop``), the per-seed difference as ``delta``."""
+    return pd.DataFrame({"split": frame["domain"], "dataset": frame["dataset"], "method": _run(frame) + " − " + frame["baseline"],
+                         "delta": frame["delta"], "delta_std": frame["delta_std"], "n": frame["n"]})
 
 
 def named_tables(**tables: Path | None) -> dict[str, Path]:

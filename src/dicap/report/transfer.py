@@ -128,9 +128,18 @@ def to_markdown(table: str, summary: pd.DataFrame, paired: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def paired_path(out_csv: Path) -> Path:
+    """The paired comparisons beside a transfer table: ``<table>_paired.csv``, as Table 1's."""
+    return out_csv.with_name(f"{out_csv.stem}_paired.csv")
+
+
 def write_transfer(table: str, summary: pd.DataFrame, paired: pd.DataFrame, out_csv: Path, out_md: Path,
                    config: dict[str, Any]) -> None:
+    """The table (csv and Markdown with its run line and provenance) and, beside it, its paired
+    comparisons with the std of the per-seed differences (``delta_std``), which the
+    reproduction report sizes their tolerance by."""
     from dicap.io import write_table
 
     write_table(out_csv, summary)
+    write_table(paired_path(out_csv), paired.assign(delta_std=(paired["se"] * paired["n"] ** 0.5).round(4)))
     write_markdown_with_record(out_md, to_markdown(table, summary, paired), out_csv, config)

@@ -24,3 +24,27 @@ def test_reference_tables_are_written_whole_and_checked(tmp_path):
     assert write_tables(out, results_section(REFERENCE), check=True)
     out.write_text(text.replace("| shapes | coop |", "| shapes | coop | 1 |", 1))
     assert not write_tables(out, results_section(REFERENCE), check=True)
+
+
+def test_the_domain_generalization_paragraph_says_where_each_run_is_beyond_two_standard_errors():
+    import pandas as pd
+
+    from dicap.report.readme import domain_generalization_section
+
+    def row(table, split, method, value, std=1.0):
+        return {"table": table, "split": split, "dataset": "digits", "method": method, "metric": "accuracy" if table[-1] != "d" else "delta",
+                "value": value, "std": std, "n": 3.0}
+    frame = pd.DataFrame([
+        row("domain_generalization", "style", "coop", 50.0), row("domain_generalization", "style", "dicap", 53.0),
+        # SE = std / sqrt(3): 2 SE = 1.15 for std 1
+        row("domain_generalization_paired", "style", "dicap − coop", 3.0),
+        row("domain_generalization_paired", "noise", "dicap − coop", 1.0),
+        row("domain_generalization_paired", "unshifted", "dicap − coop", 9.0),  # the source's own: no shift
+        row("domain_generalization_paired", "style", "dicap (true_cf) − coop", 1.2),
+        row("domain_generalization_paired", "style", "coop − zeroshot", 9.0),  # a learner: not DiCap's claim
+    ])
+    text = "\n".join(domain_generalization_section(frame))
+    assert "| digits | coop | 50.00 |" in text
+    assert "digits, dicap − coop: ahead on style (+3.0); not on noise." in text
+    assert "digits, dicap (true_cf) − coop: ahead on style (+1.2); not on none." in text
+    assert "zeroshot" not in text.split("Beyond")[1] and "unshifted" not in text

@@ -136,11 +136,18 @@ def test_a_transfer_table_is_keyed_by_domain_and_its_positive_control_by_variant
              "accuracy_se": 0.58, "n": 3, "seeds": "1 2 3"}
             for i, (v, m) in enumerate([("main", "coop"), ("main", "dicap"), ("true_cf", "dicap")]) for d in ("style", "average")]
     pd.DataFrame(rows).to_csv(tables / "dg.csv", index=False)
+    paired = [{"dataset": "digits", "domain": "style", "variant": v, "method": "dicap", "baseline_variant": "main",
+               "baseline": "coop", "metric": "accuracy", "n": 3, "delta": d, "se": 0.5, "ci_low": 0.0, "ci_high": 1.0,
+               "verdict": "within noise", "delta_std": 0.866} for v, d in (("main", 1.0), ("true_cf", 2.0))]
+    pd.DataFrame(paired).to_csv(tables / "dg_paired.csv", index=False)  # the job writes it beside the table
     numbers = regenerated_numbers(tables / "table1.csv", transfer={"domain_generalization": tables / "dg.csv"})
     dg = numbers[numbers["table"] == "domain_generalization"]
     assert len(dg) == 6 and not dg.duplicated(subset=KEY).any() and set(dg["metric"]) == {"accuracy"}
     assert set(dg["method"]) == {"coop", "dicap", "dicap (true_cf)"} and set(dg["split"]) == {"style", "average"}
     assert (dg["std"] == 1.0).all() and (dg["n"] == 3).all() and tolerance("accuracy", "domain_generalization") is ACCURACY
+    deltas = numbers[numbers["table"] == "domain_generalization_paired"].set_index("method")
+    assert list(deltas.index) == ["dicap − coop", "dicap (true_cf) − coop"] and set(deltas["metric"]) == {"delta"}
+    assert deltas.loc["dicap (true_cf) − coop", "value"] == 2.0 and (deltas["std"] == 0.866).all() and (deltas["n"] == 3).all()
 
 
 def test_one_seed_is_no_number(tables):
