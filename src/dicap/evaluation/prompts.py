@@ -178,6 +178,25 @@ def score_transfer(
     return pd.DataFrame(rows)
 
 
+def open_scoring(dataset_dir: Path, clip_dir: Path, features: Path, methods: list[str], prompts: list[Path],
+                 params: dict[str, Any], seed: int, threads: int, where: Path) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """(the frozen CLIP on its device, the store, its cached features) for a scoring job
+    (evaluate, evaluate_transfer), the prompt files matched to their methods before any
+    model loads and the features refused where one is not finite (``where``: the job's output)."""
+    from dicap import runtime
+    from dicap.backbones.clip import load_clip
+    from dicap.data.store import DatasetStore
+
+    check_prompt_files(methods, prompts, params)
+    runtime.setup(threads, seed)
+    store = DatasetStore.open(dataset_dir)
+    bundle = load_clip({"path": str(clip_dir)})
+    cached = load_arrays(features)
+    check_finite(where, cached, source=features)
+    bundle.model.to(runtime.device())
+    return bundle, store, cached
+
+
 def check_prompt_files(methods: list[str], prompts: list[Path], params: dict[str, Any]) -> None:
     """One prompt file and one parameter set per method, named before any model loads."""
     if len(methods) != len(prompts):

@@ -46,20 +46,11 @@ def evaluate_transfer(
     threads: int = 1,
 ) -> None:
     """Score every method's prompt on every test split of the target, among all its classes."""
-    from dicap import runtime
-    from dicap.backbones.clip import load_clip
-    from dicap.data.store import DatasetStore
-    from dicap.evaluation.prompts import check_prompt_files, score_transfer
-    from dicap.guards import check_finite, check_table_finite
-    from dicap.io import load_arrays, write_table
+    from dicap.evaluation.prompts import open_scoring, score_transfer
+    from dicap.guards import check_table_finite
+    from dicap.io import write_table
 
-    check_prompt_files(methods, prompts, params)
-    runtime.setup(threads, seed)
-    store = DatasetStore.open(dataset_dir)
-    bundle = load_clip({"path": str(clip_dir)})
-    cached = load_arrays(features)
-    check_finite(out, cached, source=features)
-    bundle.model.to(runtime.device())
+    bundle, store, cached = open_scoring(dataset_dir, clip_dir, features, methods, prompts, params, seed, threads, out)
     table = score_transfer(bundle, store, cached, dict(zip(methods, prompts)), params, seed, target, out)
     check_table_finite(out, table)
     write_table(out, table)
