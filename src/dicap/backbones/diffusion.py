@@ -132,6 +132,8 @@ def build_unet(image_size: int, n_classes: int, model_cfg: dict[str, Any]) -> "t
         up_block_types=(("AttnUpBlock2D",) if attention else ("UpBlock2D",)) + ("UpBlock2D",) * (len(channels) - 1),
         norm_num_groups=model_cfg["norm_num_groups"],
         num_class_embeds=n_classes + 1,
+        # "scale_shift": adaptive group norm, the class and time scale the features as well as shift them
+        resnet_time_scale_shift="scale_shift" if model_cfg.get("time_conditioning") == "scale_shift" else "default",
     )
     return ClassMapUNet(unet, n_classes + 1, class_channels) if class_channels else unet
 

@@ -20,15 +20,17 @@ def test_schedule_is_decreasing_in_unit_interval():
     assert float(a[0]) > 0.999
 
 
-@pytest.mark.parametrize("class_channels, attention", [(0, True), (3, False), (2, True)])
-def test_a_saved_unet_loads_back_with_its_class_map(tmp_path, class_channels, attention):
-    """The class map lives beside diffusers' weights: a reload must give the very same scores."""
+@pytest.mark.parametrize("class_channels, attention, conditioning", [(0, True, "shift"), (3, False, "scale_shift"),
+                                                                    (2, True, "shift"), (0, False, "scale_shift")])
+def test_a_saved_unet_loads_back_with_its_class_map(tmp_path, class_channels, attention, conditioning):
+    """The class map lives beside diffusers' weights, and the time conditioning in their config:
+    a reload must give the very same scores."""
     from dicap.backbones.diffusion import ClassMapUNet, DiffusionBundle, INFO_FILE, UNET_DIR, build_unet, load_diffusion
     from dicap.io import write_json
 
     torch.manual_seed(0)
     unet = build_unet(8, 3, {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-                             "class_channels": class_channels, "attention": attention}).eval()
+                             "class_channels": class_channels, "attention": attention, "time_conditioning": conditioning}).eval()
     assert isinstance(unet, ClassMapUNet) == bool(class_channels)
     unet.save_pretrained(tmp_path / UNET_DIR, safe_serialization=True)
     write_json(tmp_path / INFO_FILE, {"n_classes": 3, "num_train_timesteps": 50})
@@ -36,6 +38,18 @@ def test_a_saved_unet_loads_back_with_its_class_map(tmp_path, class_channels, at
     x, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     expected = DiffusionBundle(unet, make_schedule(50), 3).eps(x, 10, labels)
     assert torch.equal(loaded.eps(x, 10, labels), expected)
+
+
+@pytest.mark.parametrize("conditioning, factor", [("shift", 1), ("scale_shift", 2), (None, 1)])
+def test_scale_shift_conditioning_gives_each_block_a_scale_and_a_shift(conditioning, factor):
+    """Adaptive group norm: each ResNet block's projection of the time and class embedding has
+    twice the channels (a scale and a shift per channel); the default adds a shift only."""
+    from dicap.backbones.diffusion import build_unet
+
+    cfg = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "class_channels": 0, "attention": False}
+    unet = build_unet(8, 3, cfg | ({"time_conditioning": conditioning} if conditioning else {}))
+    resnets = [m for m in unet.modules() if hasattr(m, "time_emb_proj")]
+    assert resnets and all(r.time_emb_proj.out_features == factor * r.conv1.out_channels for r in resnets)
 
 
 def test_the_class_map_makes_the_class_reach_the_first_convolution():
