@@ -71,12 +71,19 @@ TWO_SE = 2  # the bar of the domain-generalization paragraph: a paired gain beyo
 
 
 def domain_generalization_section(frame: pd.DataFrame) -> list[str]:
-    """The domain-generalization table (accuracy per run and domain) and its paragraph: on
-    which shifts each DiCap run, generated and true counterfactuals, beats its own learner by
-    more than two standard errors of the paired difference, and on which it does not."""
+    """The domain-generalization table (accuracy per run and domain) and its paragraph
+    (:func:`domain_generalization_paragraph`)."""
     dg = frame[frame["table"] == "domain_generalization"]
     wide = dg.pivot_table(index=["dataset", "method"], columns="split", values="value", sort=False).reset_index()
-    lines = ["## Domain generalization (accuracy among all classes, mean over seeds)", "", *_markdown(wide, 2), ""]
+    paragraph = domain_generalization_paragraph(frame)
+    return ["## Domain generalization (accuracy among all classes, mean over seeds)", "", *_markdown(wide, 2), "",
+            *([paragraph, ""] if paragraph else [])]
+
+
+def domain_generalization_paragraph(frame: pd.DataFrame) -> str:
+    """On which shifts each DiCap run, generated and true counterfactuals, beats its own
+    learner by more than two standard errors of the paired difference, and on which it does
+    not: one paragraph, from the reference's paired differences (empty without them)."""
     paired = frame[(frame["table"] == "domain_generalization_paired") & (frame["split"] != "average")
                    & (frame["split"] != "unshifted")]
     paired = paired[~paired["method"].str.endswith(" − zeroshot")]
@@ -87,10 +94,25 @@ def domain_generalization_section(frame: pd.DataFrame) -> list[str]:
         won = ", ".join(f"{r.split} ({r.value:+.1f})" for r in ahead.itertuples()) or "no shift"
         rest = ", ".join(rows.loc[~rows.index.isin(ahead.index), "split"]) or "none"
         sentences.append(f"{dataset}, {comparison}: ahead on {won}; not on {rest}.")
-    if sentences:
-        lines += [f"Beyond {TWO_SE} standard errors of the paired difference (per seed, against the run's own learner): "
-                  + " ".join(sentences), ""]
-    return lines
+    if not sentences:
+        return ""
+    return (f"Beyond {TWO_SE} standard errors of the paired difference (per seed, against the run's own learner), "
+            "in accuracy points: " + " ".join(sentences))
+
+
+README_MARKERS = ("<!-- domain-generalization: written by `dicap readme_results` -->", "<!-- /domain-generalization -->")
+
+
+def readme_with_paragraph(readme: str, reference_csv: Path) -> str:
+    """``readme`` (README.md's text) with the domain-generalization paragraph of the reference
+    between :data:`README_MARKERS`, so the README's claim is the measured one, never typed."""
+    start, end = README_MARKERS
+    if start not in readme or end not in readme:
+        raise ValueError(f"README.md has no {start} ... {end} block for the domain-generalization paragraph")
+    frame, _ = read_reference(reference_csv)
+    paragraph = domain_generalization_paragraph(frame.astype({"value": float})) or "No domain-generalization numbers in the reference."
+    head, rest = readme.split(start, 1)
+    return f"{head}{start}\n{paragraph}\n{end}{rest.split(end, 1)[1]}"
 
 
 def write_tables(path: Path, text: str, check: bool = False) -> bool:
