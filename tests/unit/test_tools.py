@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -69,3 +70,7 @@ def test_table1_only_leaves_the_transfer_tables_out_and_the_whole_study_counts_t
         rows = ("| encode_target_features | 15 |", "| evaluate_transfer | 45 |", "| counterfactual_shard (all_classes) | 12 |")
         assert all((row in out) != table1_only for row in rows)
         assert ("| train_task_prompt |" in out) != table1_only
+    total, ask = re.search(r"\| total \| \d+ \| \d+ \| \| \| ([\d.]+) \|.*\n\nask for (\d+) GPU-hours", out).groups()
+    docs, readme = (REPO / "docs/cluster.md").read_text(), (REPO / "README.md").read_text()
+    assert f"the whole study is {total} GPU-hours ({ask} to ask for)" in " ".join(docs.split())  # the whole study's, quoted
+    assert f"{round(float(total))} with the transfer tables too; ask for {ask})" in " ".join(readme.split())
