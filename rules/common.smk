@@ -118,8 +118,9 @@ def learner_size(embedded_mb, paper_mb):
 
 
 def learner_runtime(wc, attempt):
-    """Minutes per learner on the cluster: its budget (src/dicap/budget.py), doubling with each retry."""
-    return PLAN.learner_minutes(wc.method, wc.dataset, attempt)
+    """Minutes per learner on the cluster: its budget (src/dicap/budget.py) on the classes its
+    variant learns (a text task has none: main), doubling with each retry."""
+    return PLAN.learner_minutes(wc.method, wc.dataset, attempt, wc.get("variant", layout.MAIN))
 
 
 def learner_gpus(wc):
@@ -129,12 +130,12 @@ def learner_gpus(wc):
 
 def shard_runtime(wc, attempt):
     """Minutes per counterfactual shard: its budget on the paper suite, doubling with each retry."""
-    return PLAN.shard_minutes(wc.dataset, attempt)
+    return PLAN.shard_minutes(wc.dataset, attempt, wc.variant)
 
 
 def shard_files(wildcards):
-    """Every shard of one dataset's counterfactuals: as many as its image count asks for (Plan.shards)."""
-    n = PLAN.shards(wildcards.dataset)
+    """Every shard of one dataset's counterfactuals: as many as its variant's image count asks for (Plan.shards)."""
+    n = PLAN.shards(wildcards.dataset, wildcards.variant)
     fill = dict(dataset=wildcards.dataset, variant=wildcards.variant, seed=wildcards.seed, shards=n)
     return {"images": [CF_SHARD_IMAGES.format(shard=k, **fill) for k in range(n)],
             "tables": [CF_SHARD_TABLE.format(shard=k, **fill) for k in range(n)]}

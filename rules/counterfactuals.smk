@@ -27,7 +27,7 @@ rule counterfactual_shard:
         mem_mb=grow_with_attempt(by_suite(4000, 32000)),  # a retry after an out-of-memory kill asks for more
         runtime=shard_runtime,  # the shard's budget (src/dicap/budget.py), doubling with each retry
         gpu=1,  # asked of a scheduler (sbatch --gpus=1); a local run only counts it
-        compile_unet=lambda wc: PLAN.shard_compiles(wc.dataset),  # not a parameter: no rerun trigger (rules/prompts.smk)
+        compile_unet=lambda wc: PLAN.shard_compiles(wc.dataset, wc.variant),  # not a parameter: no rerun trigger (rules/prompts.smk)
     log:
         log_path("counterfactual_shard", "dataset", "variant", "seed", "shard"),
     benchmark:

@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from dicap import layout
+from dicap.prompting.methods import parse_method
+
 COSTS_FILE = Path(__file__).with_name("budget.yaml")
 NO_TRAINING_MINUTES = 10  # a method that learns nothing (zeroshot) only writes its untrained context
 
@@ -39,20 +42,28 @@ def base_classes(dataset: str) -> int | None:
     return None if classes is None else math.ceil(classes / 2)
 
 
-def counterfactuals_per_seed(dataset: str, config: dict[str, Any]) -> int | None:
-    """Counterfactuals one seed generates: one per few-shot image of a base class, or the
-    ``tasks.percent`` share of a text dataset's pool; None for a dataset ``budget.yaml`` does not size."""
-    base, pool = base_classes(dataset), costs()["datasets"]["pool"].get(dataset)
-    if base is not None:
-        return config["data"]["shots"] * base
+def trained_classes(dataset: str, variant: str = layout.MAIN) -> int | None:
+    """The classes ``variant`` learns on: every class for one that trains on all of them
+    (``all_classes``, the transfer source), the base half otherwise; None if unknown."""
+    if layout.parse_variant(variant).all_classes:
+        return costs()["datasets"]["classes"].get(dataset)
+    return base_classes(dataset)
+
+
+def counterfactuals_per_seed(dataset: str, config: dict[str, Any], variant: str = layout.MAIN) -> int | None:
+    """Counterfactuals one seed generates: one per few-shot image of a class ``variant`` learns
+    on, or the ``tasks.percent`` share of a text dataset's pool; None for a dataset ``budget.yaml`` does not size."""
+    images, pool = training_images(dataset, config, variant), costs()["datasets"]["pool"].get(dataset)
+    if images is not None:
+        return images
     return None if pool is None else pool * config["tasks"]["percent"] // 100
 
 
-def shard_count(dataset: str, config: dict[str, Any]) -> int:
-    """Shards per dataset and seed: enough for ``counterfactual.images_per_shard`` images each on
-    the paper suite (a tiny dataset is one shard, not 16 near-empty ones), else ``counterfactual.shards``."""
+def shard_count(dataset: str, config: dict[str, Any], variant: str = layout.MAIN) -> int:
+    """Shards per dataset, variant and seed: enough for ``counterfactual.images_per_shard`` images
+    each on the paper suite (a tiny dataset is one shard, not 16 near-empty ones), else ``counterfactual.shards``."""
     cf = config["counterfactual"]
-    images, per = counterfactuals_per_seed(dataset, config), cf.get("images_per_shard")
+    images, per = counterfactuals_per_seed(dataset, config, variant), cf.get("images_per_shard")
     if config["suite"] != "paper" or per is None or images is None:
         return cf["shards"]
     return max(1, math.ceil(images / per))
@@ -85,10 +96,10 @@ def walltime_minutes(seconds: float, attempt: int = 1) -> int:
     return retried(max(rule["floor_minutes"], math.ceil(seconds * rule["safety"] / 60)), attempt)
 
 
-def training_images(dataset: str, config: dict[str, Any]) -> int | None:
-    """Few-shot training images of one seed (base classes only), None if unknown."""
-    base = base_classes(dataset)
-    return None if base is None else config["data"]["shots"] * base
+def training_images(dataset: str, config: dict[str, Any], variant: str = layout.MAIN) -> int | None:
+    """Few-shot training images of one seed (the classes ``variant`` learns on), None if unknown."""
+    classes = trained_classes(dataset, variant)
+    return None if classes is None else config["data"]["shots"] * classes
 
 
 def prompt_seconds(learner: str, images: int, epochs: int) -> float:
@@ -125,17 +136,13 @@ class Stage:
 
 
 def estimate(plan: Any) -> list[Stage]:
-    """The GPU stages of ``plan``'s main run (Tables 1-3, no ablation), in the workflow's order.
+    """The GPU stages of ``plan``'s main run (Tables 1-3, no ablation), in the workflow's order,
+    then those of its transfer tables where it has any (:meth:`dicap.plan.Plan.transfer_runs`).
 
     ``plan`` is a :class:`dicap.plan.Plan`, which sizes its shards and walltimes with this
     module: the ``dicap budget`` command (dicap.tools) builds it."""
-    from dicap import layout
-    from dicap.prompting.methods import parse_method
-
     config, seeds = plan.config, len(plan.seeds)
-    compiles = (config["diffusion"].get("pretrained") or {}).get("compile", False)
-    load, clip_rate = _cost("model_load"), _cost("clip_encoding")["images_per_second"]
-    estimated = {k for k, c in costs()["costs"].items() if not c["measured"]}
+    clip_rate = _rate()
     stages = {rule: Stage(rule) for rule in (
         "clip_backbone", "counterfactual_shard", "encode_train_features", "encode_eval_features",
         "train_prompt", "evaluate", "train_task_prompt")}
@@ -147,43 +154,100 @@ def estimate(plan: Any) -> list[Stage]:
         stages["encode_eval_features"].add(1, (test or 0) / clip_rate)
         if test is None:
             unsized["encode_eval_features"].append(d)
-        cf_images = counterfactuals_per_seed(d, config)
-        generated = plan.counterfactual_variant(layout.MAIN, d) is not None
-        if generated and cf_images is None:
-            unsized["counterfactual_shard"].append(d)
-        if generated:
-            shards = plan.shards(d)
-            parts = [shard_seconds(len(range(k, cf_images or 0, shards)), compiles)
-                     for k in range(shards)]
-            stages["counterfactual_shard"].add(seeds * shards, seeds * sum(p[0] for p in parts), fixed=seeds * sum(p[1] for p in parts))
-        shots = training_images(d, config) or cf_images or 0
-        stages["encode_train_features"].add(seeds, seeds * (shots + (cf_images or 0) * generated) / clip_rate)
+        _add_training_data(plan, stages, unsized, d, layout.MAIN)
     for d in plan.datasets:
-        images = training_images(d, config)
-        if images is None:
-            unsized["train_prompt"].append(d)
-        per_image_methods = 0  # those that encode a prompt (or the image) per test image; the others read cached features
-        for m in plan.methods:
-            parsed = parse_method(m)
-            seconds = prompt_seconds(parsed.learner, (images or 0) * (2 if parsed.uses_counterfactuals else 1),
-                                     config["prompt"]["epochs"]) - load["seconds"]
-            stages["train_prompt"].add(seeds, seeds * seconds, gpu=parsed.trains)
-            per_image_methods += parsed.spec.uses_pixels or parsed.spec.conditional
+        _add_prompts(plan, stages["train_prompt"], unsized["train_prompt"], d, layout.MAIN)
         test = costs()["datasets"]["test_images"].get(d) or 0
-        stages["evaluate"].add(seeds, seeds * test * _cost("evaluation")["seconds_per_image"] * per_image_methods)
+        stages["evaluate"].add(seeds, seeds * test * _cost("evaluation")["seconds_per_image"] * _per_image_methods(plan.methods))
     for d in plan.text_datasets:
         items, batch = counterfactuals_per_seed(d, config) or 0, config["prompt"]["batch_size"]
         steps = config["prompt"]["epochs"] * math.ceil(items / batch)
         for m in config["tasks"]["methods"]:
             trains = parse_method(m).trains
             stages["train_task_prompt"].add(seeds, seeds * steps * _cost("vqa_step")["seconds"], gpu=trains)
-    stages["counterfactual_shard"].peak_gib = _cost("counterfactual")["peak_gib"]
-    for rule, uses in {"train_prompt": "prompt_training", "evaluate": "evaluation"}.items():
-        stages[rule].measured = uses not in estimated
     stages["train_task_prompt"].measured = not plan.task_datasets["retrieval"]  # measured: a VQA step only
-    for stage in stages.values():
-        stage.unsized = tuple(unsized[stage.rule])
+    _add_transfer(plan, stages, unsized)
+    estimated = {k for k, c in costs()["costs"].items() if not c["measured"]}
+    for rule, stage in stages.items():
+        stage.unsized = tuple(unsized[rule])
+        base = rule.split(" ")[0]  # a transfer source's own variant: "train_prompt (all_classes)"
+        if base == "counterfactual_shard":
+            stage.peak_gib = _cost("counterfactual")["peak_gib"]
+        if base in ("train_prompt", "evaluate", "evaluate_transfer"):
+            stage.measured = ("evaluation" if base.startswith("evaluate") else "prompt_training") not in estimated
     return [s for s in stages.values() if s.jobs]
+
+
+def _add_training_data(plan: Any, stages: dict[str, Stage], unsized: dict[str, list[str]], dataset: str,
+                       variant: str, suffix: str = "") -> None:
+    """``dataset``'s counterfactual shards (where ``variant`` generates its own) and the encoding
+    of its training images, per seed, into the stages named ``rule + suffix``."""
+    config, seeds = plan.config, len(plan.seeds)
+    compiles = (config["diffusion"].get("pretrained") or {}).get("compile", False)
+    cf_images = counterfactuals_per_seed(dataset, config, variant)
+    generated = plan.counterfactual_variant(variant, dataset) == variant
+    if generated and cf_images is None:
+        unsized["counterfactual_shard" + suffix].append(dataset)
+    if generated:
+        shards = plan.shards(dataset, variant)
+        parts = [shard_seconds(len(range(k, cf_images or 0, shards)), compiles) for k in range(shards)]
+        stages["counterfactual_shard" + suffix].add(
+            seeds * shards, seeds * sum(p[0] for p in parts), fixed=seeds * sum(p[1] for p in parts))
+    shots = training_images(dataset, config, variant) or cf_images or 0
+    stages["encode_train_features" + suffix].add(seeds, seeds * (shots + (cf_images or 0) * generated) / _rate())
+
+
+def _add_prompts(plan: Any, stage: Stage, unsized: list[str], dataset: str, variant: str) -> None:
+    """Every method ``variant`` trains on ``dataset``, per seed."""
+    config, seeds = plan.config, len(plan.seeds)
+    images = training_images(dataset, config, variant)
+    if images is None:
+        unsized.append(dataset)
+    for m in plan.variant_methods(variant):
+        parsed = parse_method(m)
+        seconds = prompt_seconds(parsed.learner, (images or 0) * (2 if parsed.uses_counterfactuals else 1),
+                                 config["prompt"]["epochs"]) - _cost("model_load")["seconds"]
+        stage.add(seeds, seeds * seconds, gpu=parsed.trains)
+
+
+def _per_image_methods(methods: list[str]) -> int:
+    """How many of ``methods`` encode a prompt (or the image) per test image at evaluation; the
+    others read cached features."""
+    return sum(bool(spec.uses_pixels or spec.conditional) for spec in (parse_method(m).spec for m in methods))
+
+
+def _add_transfer(plan: Any, stages: dict[str, Stage], unsized: dict[str, list[str]]) -> None:
+    """The transfer tables' jobs (rules/transfer.smk): each source variant's own counterfactuals,
+    training features and prompts (generated and trained once for both tables; main's are
+    counted already), one ``encode_target_features`` job per (source, target) and one
+    ``evaluate_transfer`` job per (source, variant, target, seed)."""
+    runs = list(dict.fromkeys(run for table in layout.TRANSFER_TABLES for run in plan.transfer_runs(table)))
+    seeds, per_image = len(plan.seeds), _cost("evaluation")["seconds_per_image"]
+    for source, variant in dict.fromkeys((d, v) for d, v, _ in runs):
+        if variant == layout.MAIN:
+            continue
+        suffix = f" ({variant})"
+        for rule in ("counterfactual_shard", "encode_train_features", "train_prompt"):
+            stages.setdefault(rule + suffix, Stage(rule + suffix))
+            unsized.setdefault(rule + suffix, [])
+        _add_training_data(plan, stages, unsized, source, variant, suffix)
+        _add_prompts(plan, stages["train_prompt" + suffix], unsized["train_prompt" + suffix], source, variant)
+    for rule in ("encode_target_features", "evaluate_transfer"):
+        stages.setdefault(rule, Stage(rule))
+        unsized.setdefault(rule, [])
+    for _source, target in dict.fromkeys((d, t) for d, _, t in runs):
+        test = costs()["datasets"]["test_images"].get(target)
+        stages["encode_target_features"].add(1, (test or 0) / _rate())
+        if test is None:
+            unsized["encode_target_features"].append(target)
+    for _source, variant, target in runs:
+        test = costs()["datasets"]["test_images"].get(target) or 0
+        stages["evaluate_transfer"].add(seeds, seeds * test * per_image * _per_image_methods(plan.variant_methods(variant)))
+
+
+def _rate() -> float:
+    """CLIP's image-encoding rate, images per second."""
+    return _cost("clip_encoding")["images_per_second"]
 
 
 def format_budget(stages: list[Stage]) -> str:

@@ -231,12 +231,12 @@ class Plan:
         factor = parse_method(method).spec.memory_factor
         return budget.retried(self.by_suite(embedded_mb, paper_mb * factor), attempt)
 
-    def learner_minutes(self, method: str, dataset: str | None = None, attempt: int = 1) -> int:
-        """Walltime of one prompt-training job on the cluster: its budget (:mod:`dicap.budget`),
-        never above the learner's registry ceiling; a short one for a method that learns nothing;
-        doubling with each retry."""
+    def learner_minutes(self, method: str, dataset: str | None = None, attempt: int = 1, variant: str = layout.MAIN) -> int:
+        """Walltime of one prompt-training job on the cluster: its budget (:mod:`dicap.budget`, on
+        the classes ``variant`` learns), never above the learner's registry ceiling; a short one for
+        a method that learns nothing; doubling with each retry."""
         parsed = parse_method(method)
-        images = budget.training_images(dataset, self.config) if dataset and self.paper and parsed.trains else None
+        images = budget.training_images(dataset, self.config, variant) if dataset and self.paper and parsed.trains else None
         if not self.paper:
             minutes = 30
         elif not parsed.trains:
@@ -253,26 +253,27 @@ class Plan:
         """GPUs of one prompt-training job: none for a method that learns nothing (zeroshot)."""
         return int(parse_method(method).trains)
 
-    def shards(self, dataset: str) -> int:
-        """Counterfactual shards per seed of ``dataset``: sized by image count on the paper suite
-        (``counterfactual.images_per_shard``), ``counterfactual.shards`` otherwise."""
-        return budget.shard_count(dataset, self.config)
+    def shards(self, dataset: str, variant: str = layout.MAIN) -> int:
+        """Counterfactual shards per seed of ``dataset`` in ``variant``: sized by image count on the
+        paper suite (``counterfactual.images_per_shard``; ``all_classes`` generates for every class,
+        not the base half), ``counterfactual.shards`` otherwise."""
+        return budget.shard_count(dataset, self.config, variant)
 
-    def shard_compiles(self, dataset: str) -> int:
-        """1 where a shard of ``dataset`` compiles the UNet (the paper config asks for it and the
-        shard's images repay the compilation, :func:`dicap.budget.compile_pays`), else 0."""
-        images = budget.counterfactuals_per_seed(dataset, self.config) if self.paper else None
-        pays = images is None or budget.compile_pays(math.ceil(images / self.shards(dataset)))
+    def shard_compiles(self, dataset: str, variant: str = layout.MAIN) -> int:
+        """1 where a shard of ``dataset`` in ``variant`` compiles the UNet (the paper config asks for
+        it and the shard's images repay the compilation, :func:`dicap.budget.compile_pays`), else 0."""
+        images = budget.counterfactuals_per_seed(dataset, self.config, variant) if self.paper else None
+        pays = images is None or budget.compile_pays(math.ceil(images / self.shards(dataset, variant)))
         return int(pays and self.paper and self.config["diffusion"]["pretrained"]["compile"])
 
-    def shard_minutes(self, dataset: str, attempt: int = 1) -> int:
-        """Walltime of one counterfactual shard: its budget on the paper suite, an hour on the embedded one."""
+    def shard_minutes(self, dataset: str, attempt: int = 1, variant: str = layout.MAIN) -> int:
+        """Walltime of one counterfactual shard of ``variant``: its budget on the paper suite, an hour on the embedded one."""
         if not self.paper:
             return budget.retried(60, attempt)
-        images = budget.counterfactuals_per_seed(dataset, self.config)
+        images = budget.counterfactuals_per_seed(dataset, self.config, variant)
         if images is None:
             return budget.retried(240, attempt)
-        seconds = budget.shard_seconds(math.ceil(images / self.shards(dataset)), self.config["diffusion"]["pretrained"]["compile"])
+        seconds = budget.shard_seconds(math.ceil(images / self.shards(dataset, variant)), self.config["diffusion"]["pretrained"]["compile"])
         return budget.walltime_minutes(sum(seconds), attempt)
 
     def reads_pixels(self, method: str) -> bool:

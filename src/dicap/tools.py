@@ -60,7 +60,7 @@ def budget(
     datasets: Annotated[list[str] | None, "only these datasets (as --config datasets=[...])"] = None,
     methods: Annotated[list[str] | None, "only these methods"] = None,
     seeds: Annotated[list[int] | None, "only these seeds"] = None,
-    table1_only: Annotated[bool, "leave out Tables 2 and 3 (as the target results/table1.csv)"] = False,
+    table1_only: Annotated[bool, "leave out Tables 2 and 3 and the transfer tables (as the target results/table1.csv)"] = False,
 ) -> None:
     """Print the plan's GPU budget per stage: jobs, GPU-hours, peak memory and the total to ask for."""
     import yaml
@@ -77,8 +77,9 @@ def budget(
         config = _merge(config, loaded)
     overrides = {"datasets": datasets, "methods": methods, "seeds": seeds}
     config |= {k: v for k, v in overrides.items() if v is not None}
-    if table1_only:
+    if table1_only:  # no text tasks and no transfer tables
         config["tasks"] = {**config.get("tasks", {}), "datasets": {}}
+        config["transfer"] = {**config.get("transfer", {}), "domain_generalization": [], "cross_dataset": []}
     config = validate_config(with_defaults(config), " + ".join(map(str, configfile)))
     if config["suite"] != "paper":
         raise ValueError(f"key 'suite' = {config['suite']!r}: dicap budget sizes the paper suite's GPU jobs "

@@ -433,3 +433,37 @@ def test_the_cross_dataset_recipe_is_applied_for_all_classes_only(plan, paper):
         assert (maple["depth"], maple["epochs"], maple["lr"], maple["n_ctx"], maple["batch_size"]) == (3, 2, 0.0026, 2, 4)
         assert planned.training_params("maple")["depth"] == 9
         assert planned.learner_params("maple", layout.ALL_CLASSES)["depth"] == 3  # evaluation builds the same towers
+
+
+# The paper suite's shards per seed of main, as every dataset's base half sizes them: the
+# all_classes variant must not move them (a changed count renames every shard file).
+PAPER_MAIN_SHARDS = {"imagenet": 2, "caltech101": 1, "oxford_pets": 1, "stanford_cars": 1, "oxford_flowers": 1, "food101": 1,
+                     "fgvc_aircraft": 1, "sun397": 1, "dtd": 1, "eurosat": 1, "ucf101": 1, "flickr30k": 1, "mscoco": 1, "vqav2": 2}
+
+
+def test_all_classes_shards_and_walltimes_follow_every_class_and_main_keeps_its_own(paper):
+    assert {d: paper.shards(d) for d in PAPER_MAIN_SHARDS} == PAPER_MAIN_SHARDS
+    per = paper.config["counterfactual"]["images_per_shard"]
+    assert budget.counterfactuals_per_seed("imagenet", paper.config, layout.ALL_CLASSES) == 16000
+    assert paper.shards("imagenet", layout.ALL_CLASSES) == 4 and per == 4000
+    others = [layout.guidance_variant(3.0, paper.counterfactual), layout.TRUE_CF, layout.context_variant(8)]
+    for d in paper.datasets:
+        every = paper.shards(d, layout.ALL_CLASSES)
+        assert every == max(1, math.ceil(16 * budget.costs()["datasets"]["classes"][d] / per)) >= paper.shards(d)
+        assert paper.shard_minutes(d, 1, layout.ALL_CLASSES) >= paper.shard_minutes(d)
+        for v in others:  # every variant but all_classes is sized as main
+            assert (paper.shards(d, v), paper.shard_minutes(d, 2, v), paper.shard_compiles(d, v)) == (
+                paper.shards(d), paper.shard_minutes(d, 2), paper.shard_compiles(d))
+            assert all(paper.learner_minutes(m, d, 1, v) == paper.learner_minutes(m, d) for m in paper.methods)
+    assert paper.shard_compiles("imagenet", layout.ALL_CLASSES) == 1  # 4,000 images a shard repay the compilation
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop", "dicap", "dicap_maple"])
+def test_all_classes_prompt_walltime_is_the_budget_of_every_class(paper, method):
+    parsed = parse_method(method)
+    images = budget.training_images("imagenet", paper.config, layout.ALL_CLASSES) * (1 + parsed.uses_counterfactuals)
+    seconds = budget.prompt_seconds(parsed.learner, images, paper.config["prompt"]["epochs"])
+    minutes = paper.learner_minutes(method, "imagenet", 1, layout.ALL_CLASSES)
+    assert minutes == min(budget.walltime_minutes(seconds), parsed.spec.cluster_minutes) >= paper.learner_minutes(method, "imagenet")
+    assert paper.learner_minutes(method, "imagenet", 2, layout.ALL_CLASSES) == 2 * minutes
+    assert paper.learner_minutes("zeroshot", "imagenet", 1, layout.ALL_CLASSES) == budget.NO_TRAINING_MINUTES

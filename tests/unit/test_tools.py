@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -60,3 +61,16 @@ def test_the_documented_paper_budget_is_what_the_command_prints(capsys):
     tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], table1_only=True)
     table = capsys.readouterr().out.split("\ncosts:")[0]  # the table and what to ask for
     assert table.count("|\n") > 5 and table in (REPO / "docs/cluster.md").read_text()
+
+
+def test_table1_only_leaves_the_transfer_tables_out_and_the_whole_study_counts_them(capsys):
+    for table1_only in (True, False):
+        tools.budget([REPO / "config.yaml", REPO / "config.paper.yaml"], table1_only=table1_only)
+        out = capsys.readouterr().out
+        rows = ("| encode_target_features | 15 |", "| evaluate_transfer | 45 |", "| counterfactual_shard (all_classes) | 12 |")
+        assert all((row in out) != table1_only for row in rows)
+        assert ("| train_task_prompt |" in out) != table1_only
+    total, ask = re.search(r"\| total \| \d+ \| \d+ \| \| \| ([\d.]+) \|.*\n\nask for (\d+) GPU-hours", out).groups()
+    docs, readme = (REPO / "docs/cluster.md").read_text(), (REPO / "README.md").read_text()
+    assert f"the whole study is {total} GPU-hours ({ask} to ask for)" in " ".join(docs.split())  # the whole study's, quoted
+    assert f"{round(float(total))} with the transfer tables too; ask for {ask})" in " ".join(readme.split())
