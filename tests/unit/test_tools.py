@@ -12,6 +12,7 @@ from dicap import budget, tools
 from dicap.config import load_config
 from dicap.io import read_json
 from dicap.plan import Plan
+from dicap.report.readme import README_MARKERS
 from dicap.tools import readme_results, record_reference
 from helpers import REPO
 
@@ -19,12 +20,21 @@ REFERENCE = REPO / "results" / "reference" / "embedded.csv"
 
 
 def test_the_job_writes_the_tables_and_its_check_fails_on_a_stale_file(tmp_path):
-    out = tmp_path / "embedded.md"
+    out, readme = tmp_path / "embedded.md", tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
     with pytest.raises(ValueError, match="differs from .*embedded.csv: run dicap readme_results"):
-        readme_results(REFERENCE, out, check=True)
-    readme_results(REFERENCE, out)
-    readme_results(REFERENCE, out, check=True)
+        readme_results(REFERENCE, out, check=True, readme=readme)
+    readme_results(REFERENCE, out, readme=readme)
+    readme_results(REFERENCE, out, check=True, readme=readme)
     assert out.read_text() == (REPO / "results" / "reference" / "embedded.md").read_text()
+    assert readme.read_text() == (REPO / "README.md").read_text()  # the committed README holds the reference's paragraph
+    start, end = README_MARKERS
+    readme.write_text(readme.read_text().replace(end, "DiCap wins everywhere.\n" + end))  # a typed claim
+    with pytest.raises(ValueError, match="README.md's domain-generalization paragraph differs"):
+        readme_results(REFERENCE, out, check=True, readme=readme)
+    readme.write_text("# no block\n")
+    with pytest.raises(ValueError, match="no <!-- domain-generalization"):
+        readme_results(REFERENCE, out, readme=readme)
 
 
 def test_the_recorded_reference_carries_each_numbers_seed_spread_and_the_cpu(tmp_path):
