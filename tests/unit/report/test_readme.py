@@ -45,6 +45,6 @@ def test_the_domain_generalization_paragraph_says_where_each_run_is_beyond_two_s
     ])
     text = "\n".join(domain_generalization_section(frame))
     assert "| digits | coop | 50.00 |" in text
-    assert "digits, dicap − coop: ahead on style (+3.0); not on noise." in text
-    assert "digits, dicap (true_cf) − coop: ahead on style (+1.2); not on none." in text
-    assert "zeroshot" not in text.split("Beyond")[1] and "unshifted" not in text
+    assert "digits with generated counterfactuals, 1 of 2 (run, shift) pairs (style 1 of 1, noise 0 of 1; ahead on every shift: none)" in text
+    assert "digits with true counterfactuals, 1 of 1 (run, shift) pairs (style 1 of 1; ahead on every shift: dicap (true_cf))" in text
+    assert "zeroshot" not in text.split("paired difference")[1] and "unshifted" not in text
