@@ -69,6 +69,7 @@ rule domain_generalization:
         csv="results/domain_generalization.csv",
         md="results/domain_generalization.md",
         paired="results/domain_generalization_paired.csv",  # written beside the csv (report/transfer.py: paired_path)
+        provenance="results/domain_generalization.provenance.json",
     params:
         code=code_version("domain_generalization"),
         config=as_json(config),
@@ -93,6 +94,7 @@ rule cross_dataset:
         csv="results/cross_dataset.csv",
         md="results/cross_dataset.md",
         paired="results/cross_dataset_paired.csv",  # written beside the csv (report/transfer.py: paired_path)
+        provenance="results/cross_dataset.provenance.json",
     params:
         code=code_version("cross_dataset"),
         config=as_json(config),
