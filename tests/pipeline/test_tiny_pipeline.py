@@ -75,7 +75,8 @@ def test_every_result_file_is_written_and_readable_by_all(tiny_run):
 
 def test_reproduction_compares_every_table(tiny_run):
     reproduction = pd.read_csv(tiny_run / RESULTS / "reproduction.csv")
-    assert set(reproduction["table"]) == {"table1", "table2", "table3", "backbones", "counterfactual_audit", "shortcut"}
+    assert set(reproduction["table"]) == {"table1", "table2", "table3", "backbones", "counterfactual_audit", "shortcut",
+                                          "domain_generalization", "domain_generalization_paired"}
 
 
 def test_shortcut_table_has_every_method_on_the_biased_shots_and_both_controls(tiny_run, tiny_config):

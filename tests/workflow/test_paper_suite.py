@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from dicap import layout
 from dicap.config import load_config
 from dicap.plan import Plan
 from snakemake_runner import REPO, job_counts, snakemake
@@ -52,7 +53,8 @@ def test_slurm_profile_plans_the_transfer_tables_with_gpu_jobs(tmp_path):
     targets = 1 + len(PAPER["transfer"]["domain_generalization"]) + len(PAPER["transfer"]["cross_dataset"])
     assert targets == 15 and counts["encode_target_features"] == targets and counts["evaluate_transfer"] == targets * seeds
     assert counts["train_prompt"] == len(PAPER["methods"]) * seeds and counts["clip_backbone"] == 1  # ImageNet's CLIP encodes every target
-    assert counts["counterfactual_shard"] == seeds * Plan(PAPER).shards("imagenet") and "evaluate" not in counts
+    assert counts["counterfactual_shard"] == seeds * Plan(PAPER).shards("imagenet", layout.ALL_CLASSES) == seeds * 4  # 16,000 images
+    assert "evaluate" not in counts
     assert counts["download_dataset"] == targets and counts["cross_dataset"] == counts["domain_generalization"] == 1
     blocks = out.stdout.split("\nrule ")
     for rule in ("encode_target_features", "evaluate_transfer", "counterfactual_shard"):
