@@ -195,10 +195,13 @@ def target_store(wildcards):
 def transfer_metrics(table):
     """A transfer table's per-seed files, refused before any job when the config gives it none."""
     files = PLAN.transfer_metrics(table)
-    if not files:
-        raise WorkflowError(f"results/{table} has nothing to score: " + (
-            f"set transfer.{table} (config.paper.yaml lists the protocol's targets), and list transfer.source "
-            f"({config['transfer']['source']}) among datasets" if PAPER else
-            "the embedded suite has no cross-dataset targets (each of its CLIPs has seen one dataset)"
-            if table == "cross_dataset" else "set transfer.shifts"))
-    return files
+    if files:
+        return files
+    if PAPER:
+        remedy = (f"set transfer.{table} (config.paper.yaml lists the protocol's targets), and list transfer.source "
+                  f"({config['transfer']['source']}) among datasets")
+    elif table == "cross_dataset":
+        remedy = "the embedded suite has no cross-dataset targets (each of its CLIPs has seen one dataset)"
+    else:
+        remedy = "set transfer.shifts"
+    raise WorkflowError(f"results/{table} has nothing to score: {remedy}")

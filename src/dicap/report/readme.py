@@ -15,6 +15,7 @@ from dicap.io import atomic_output
 from dicap.report.markdown import markdown_table
 from dicap.report.paired import t_quantile
 from dicap.report.reproduction import describe_machine, read_reference
+from dicap.report.transfer import AVERAGE, TWO_SE, is_source
 
 AUDIT_COLUMNS = ["valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
                  "mse_to_true", "true_valid", "oracle_heldout_class_accuracy"]
@@ -68,9 +69,6 @@ def results_section(reference_csv: Path) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-TWO_SE = 2  # the bar of the domain-generalization paragraph: a paired gain beyond two standard errors
-
-
 def domain_generalization_section(frame: pd.DataFrame) -> list[str]:
     """The domain-generalization table (accuracy per run and domain) and its paragraph
     (:func:`domain_generalization_paragraph`)."""
@@ -85,8 +83,8 @@ def domain_generalization_paragraph(frame: pd.DataFrame) -> str:
     """On which shifts the DiCap runs, with generated and with true counterfactuals, beat their
     own learner by more than two standard errors of the paired difference, and on which they
     do not: one paragraph, from the reference's paired differences (empty without them)."""
-    paired = frame[(frame["table"] == "domain_generalization_paired") & (frame["split"] != "average")
-                   & (frame["split"] != "unshifted")]
+    paired = frame[(frame["table"] == "domain_generalization_paired") & (frame["split"] != AVERAGE)
+                   & ~is_source(frame["split"], frame["dataset"])]
     paired = paired[~paired["method"].str.endswith(" − zeroshot")].copy()
     if paired.empty:
         return ""

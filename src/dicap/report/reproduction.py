@@ -156,10 +156,10 @@ def regenerated_numbers(table1: Path, backbones: Path | None = None, audit: Path
 
 
 def _run(frame: pd.DataFrame) -> pd.Series:
-    """A transfer run's name: its method, and its variant where that is not the suite's own
-    prompts (the positive control's ``true_cf``)."""
-    own = frame["variant"].isin(["main", "all_classes"])
-    return frame["method"].where(own, frame["method"] + " (" + frame["variant"] + ")")
+    """Each transfer row's run, named as its table names it (:func:`dicap.report.transfer.run_name`)."""
+    from dicap.report.transfer import run_name
+
+    return pd.Series([run_name(v, m) for v, m in zip(frame["variant"], frame["method"])], index=frame.index, dtype=object)
 
 
 def transfer_rows(frame: pd.DataFrame) -> pd.DataFrame:

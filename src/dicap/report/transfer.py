@@ -50,15 +50,15 @@ def read_transfer(metric_files: list[Path]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no transfer metrics to tabulate")
     rows = pd.concat(frames, ignore_index=True)[[*KEYS, "seed", "domain", METRIC]]
-    targets = rows[~is_source(rows)]
+    targets = rows[~is_source(rows["domain"], rows["dataset"])]
     average = targets.groupby([*KEYS, "seed"], sort=False)[METRIC].mean().reset_index().assign(domain=AVERAGE)
     return pd.concat([rows, average], ignore_index=True)
 
 
-def is_source(rows: pd.DataFrame) -> pd.Series:
-    """The rows of the source's own domain, which the average leaves out: the source dataset
+def is_source(domain: pd.Series, dataset: pd.Series) -> pd.Series:
+    """Which rows are the source's own domain, which the average leaves out: the source dataset
     itself (paper suite) or its unshifted renders (embedded suite)."""
-    return (rows["domain"] == rows["dataset"]) | (rows["domain"] == UNSHIFTED)
+    return (domain == dataset) | (domain == UNSHIFTED)
 
 
 def build_transfer(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -73,7 +73,9 @@ def build_transfer(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary, paired
 
 
-def _run_name(variant: str, method: str) -> str:
+def run_name(variant: str, method: str) -> str:
+    """How a table names a run: its method, and its variant where that is not the suite's own
+    prompts (main's, or the paper suite's all_classes): the positive control's ``true_cf``."""
     return method if variant in (layout.MAIN, layout.ALL_CLASSES) else f"{method} ({variant})"
 
 
@@ -84,7 +86,7 @@ def accuracy_rows(summary: pd.DataFrame, dataset: str) -> tuple[list[str], list[
     rows = []
     for (variant, method), group in part.groupby(["variant", "method"], sort=False):
         cells = {r["domain"]: f"{r[METRIC]:.2f} ± {r[f'{METRIC}_se']:.2f}" for _, r in group.iterrows()}
-        rows.append([_run_name(variant, method), *(cells.get(d, "") for d in domains)])
+        rows.append([run_name(variant, method), *(cells.get(d, "") for d in domains)])
     return ["method", *domains], rows
 
 
@@ -92,12 +94,14 @@ def beyond_two_se(paired: pd.DataFrame) -> list[str]:
     """Per source dataset and DiCap run: the domains where it beats its own learner by more
     than :data:`TWO_SE` standard errors of the paired difference, and those where it does not."""
     lines = []
-    part = paired[(paired["baseline"] != ZEROSHOT) & (paired["domain"] != AVERAGE) & ~is_source(paired)]
+    targets = (paired["domain"] != AVERAGE) & ~is_source(paired["domain"], paired["dataset"])
+    part = paired[(paired["baseline"] != ZEROSHOT) & targets]
     for (dataset, variant, method), group in part.groupby(["dataset", "variant", "method"], sort=False):
-        ahead = [r for _, r in group.iterrows() if r["n"] > 1 and r["delta"] > TWO_SE * r["se"]]
-        rest = [r["domain"] for _, r in group.iterrows() if not (r["n"] > 1 and r["delta"] > TWO_SE * r["se"])]
+        beyond = (group["n"] > 1) & (group["delta"] > TWO_SE * group["se"])
+        ahead = [r for _, r in group[beyond].iterrows()]
+        rest = list(group.loc[~beyond, "domain"])
         won = ", ".join(f"{r['domain']} ({as_paired(r).delta:+.2f} ± {r['se']:.2f})" for r in ahead) or "no domain"
-        lines.append(f"- **{dataset}, {_run_name(variant, method)}** against {group['baseline'].iloc[0]}: beyond "
+        lines.append(f"- **{dataset}, {run_name(variant, method)}** against {group['baseline'].iloc[0]}: beyond "
                      f"{TWO_SE} SE on {won}; not on {', '.join(rest) or 'any other'}.")
     return lines
 
@@ -118,7 +122,7 @@ def to_markdown(table: str, summary: pd.DataFrame, paired: pd.DataFrame) -> str:
             rows_of = part[(part["baseline"] == ZEROSHOT) == against]
             if rows_of.empty:
                 continue
-            wide = rows_of.assign(run=[_run_name(v, m) for v, m in zip(rows_of["variant"], rows_of["method"])],
+            wide = rows_of.assign(run=[run_name(v, m) for v, m in zip(rows_of["variant"], rows_of["method"])],
                                   metric=rows_of["domain"])
             cells = markdown_cells(wide, domains, ["run", "baseline"])
             lines += [f"### {dataset}: {title}", "",
