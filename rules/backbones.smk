@@ -6,6 +6,7 @@
 rule clip_backbone:
     input:
         data=DATA_FILES,
+        pretrain_with=lambda wc: [B(f, dataset=d) for d in PLAN.pretrained_with(wc.dataset) for f in (layout.DATA_TABLE, layout.DATA_CLASSES, layout.DATA_IMAGES)],
     output:
         model=directory(CLIP),
         report=CLIP_REPORT,
@@ -14,6 +15,8 @@ rule clip_backbone:
         code=code_version("clip_backbone"),
         clip=lambda wc: as_json(clip_params(wc.dataset)),
         dataset_dir=dataset_dir,
+        pretrain_with=lambda wc, input: " ".join(["--pretrain-with", *dict.fromkeys(map(os.path.dirname, input.pretrain_with))])
+        if input.pretrain_with else "",
     threads: 1
     resources:
         mem_mb=by_suite(4000, 16000),
@@ -26,7 +29,7 @@ rule clip_backbone:
     conda:
         ENV
     shell:
-        "dicap clip_backbone --dataset-dir {params.dataset_dir} --params {params.clip:q}"
+        "dicap clip_backbone --dataset-dir {params.dataset_dir} --params {params.clip:q} {params.pretrain_with}"
         " --threads {threads} --out {output.model} --report {output.report}"
         " --class-text-features {output.class_text_features} > {log} 2>&1"
 

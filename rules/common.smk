@@ -201,7 +201,8 @@ def transfer_metrics(table):
         remedy = (f"set transfer.{table} (config.paper.yaml lists the protocol's targets), and list transfer.source "
                   f"({config['transfer']['source']}) among datasets")
     elif table == "cross_dataset":
-        remedy = "the embedded suite has no cross-dataset targets (each of its CLIPs has seen one dataset)"
+        remedy = ("set clip.pretrain_with for one of datasets (a dataset's CLIP is scored on the other worlds it "
+                  "pretrained on, e.g. {digits: [shapes]})")
     else:
         remedy = "set transfer.shifts"
     raise WorkflowError(f"results/{table} has nothing to score: {remedy}")

@@ -152,11 +152,21 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             lines.setdefault(f"{key}\0{err.validator}", f"{source}: key '{key}' = {_show(err.instance)}: {what}")
     for path, value in _non_finite(config):
         lines.setdefault(_key(path), f"{source}: key '{_key(path)}' = {_show(value)}: must be a finite number")
-    for key, line in _registry_dataset_errors(config, source):
+    for key, line in [*_registry_dataset_errors(config, source), *_pretrain_with_errors(config, source)]:
         lines.setdefault(key, line)
     if lines:
         raise ConfigError("\n".join(lines.values()))
     return config
+
+
+def _pretrain_with_errors(config: dict[str, Any], source: str) -> list[tuple[str, str]]:
+    """``clip.pretrain_with``: another world for each dataset, never the dataset's own (its
+    cross-dataset table would score its own test split twice, once as a target)."""
+    block = config.get("clip", {}).get("pretrain_with")
+    if not isinstance(block, dict):
+        return []
+    return [(f"clip.pretrain_with.{d}", f"{source}: key 'clip.pretrain_with.{d}' lists {d} itself: list the other "
+             "embedded datasets its CLIP also pretrains on") for d, others in block.items() if isinstance(others, list) and d in others]
 
 
 REGISTRY_ENV = "DICAP_REGISTRY"

@@ -42,6 +42,8 @@ SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
 # What prepare_dataset reads of the data block for a downloaded (paper) dataset (jobs/data.py).
 DOWNLOAD_KEYS = ("root", "image_size")
 # The prompt keys only the trainer reads (prompting/trainer.py): evaluation's params leave them out.
+# The clip block's per-dataset keys (embedded suite): clip_params resolves them for one dataset.
+DATASET_CLIP_KEYS = ("dataset_steps", "pretrain_with")
 TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "cf_weight", "cf_temperature", "cf_positive_weight")
 
 
@@ -126,10 +128,20 @@ class Plan:
         return {k: v for k, v in self.config["data"].items() if k in keys} | extra
 
     def clip_params(self, dataset: str) -> dict[str, Any]:
-        """The clip block one dataset's backbone trains with: its own step count where one is set."""
-        block = {k: v for k, v in self.config["clip"].items() if k != "dataset_steps"}
+        """The clip block one dataset's backbone trains with: its own step count where one is set,
+        and the other worlds it also pretrains on (:meth:`pretrained_with`) where there are any."""
+        block = {k: v for k, v in self.config["clip"].items() if k not in DATASET_CLIP_KEYS}
+        if self.paper:
+            return block
         steps = self.config["clip"].get("dataset_steps", {}).get(dataset)
-        return block | {"train": block["train"] | {"steps": steps}} if steps and not self.paper else block
+        block = block | {"train": block["train"] | {"steps": steps}} if steps else block
+        return block | ({"pretrain_with": self.pretrained_with(dataset)} if self.pretrained_with(dataset) else {})
+
+    def pretrained_with(self, dataset: str) -> list[str]:
+        """The other embedded datasets whose pretraining images and captions ``dataset``'s CLIP
+        also learns from (``clip.pretrain_with``): the worlds it can be scored on unchanged
+        (results/cross_dataset).  None on the paper suite, whose pretrained CLIP has seen the web."""
+        return [] if self.paper else list(self.config["clip"].get("pretrain_with", {}).get(dataset, []))
 
     # --- variants and methods --------------------------------------------------------------
 
@@ -386,7 +398,7 @@ class Plan:
         generated = [*main, *self.figure_runs()]
         features = [*main, *((d, v, s) for d in self.controls for v in CONTROL_VARIANTS for s in self.seeds)]
         shard_files = [layout.CF_SHARD_IMAGES, layout.CF_SHARD_TABLE]
-        return [
+        return _unique([  # a cross-dataset target's store is also its own dataset's
             *(b(t, dataset=d) for d in every for t in data),
             *(self.split_path(d, s) for d in [*self.datasets, *self.text_datasets] for s in self.seeds),
             *(self.split_path(d, s, layout.UNBIASED_SHOTS) for d in self.controls for s in self.seeds),
@@ -396,15 +408,18 @@ class Plan:
             *(b(t, dataset=d, variant=v, seed=s, shard=k, shards=self.shards(d))
               for d, v, s in generated for k in range(self.shards(d)) for t in shard_files),
             *(b(layout.EVAL_FEATURES, dataset=d) for d in every),
-            *self.shift_artifacts(),
-        ]
+            *self.transfer_artifacts(),
+        ])
 
-    def shift_artifacts(self) -> list[str]:
-        """The embedded suite's domain-generalization renders and their features, which ``all``
-        scores: artifacts too, so that after a pull no render or encoding job runs."""
-        runs = {(d, t) for d, _, t in self.transfer_runs("domain_generalization") if t == layout.SHIFTS}
-        return [path for d, t in sorted(runs) for path in
-                (*self.target_store(d, t), self.build(layout.TARGET_FEATURES, dataset=d, target=t))]
+    def transfer_artifacts(self) -> list[str]:
+        """The embedded suite's transfer targets, which ``all`` scores: the shifted renders, the
+        other worlds' stores, and each target's features.  Artifacts too, so that after a pull no
+        render or encoding job runs."""
+        if self.paper:
+            return []
+        runs = {(d, t) for table in layout.TRANSFER_TABLES for d, _, t in self.transfer_runs(table)}
+        return _unique(path for d, t in sorted(runs) for path in
+                       (*self.target_store(d, t), self.build(layout.TARGET_FEATURES, dataset=d, target=t)))
     # --- transfer: domain generalization and cross-dataset -----------------------------------
 
     def transfer_runs(self, table: str) -> list[tuple[str, str, str]]:
@@ -412,10 +427,11 @@ class Plan:
 
         Paper suite: prompts learned on every class of ``transfer.source`` (the all_classes
         variant, CoCoOp's protocol), scored on the source's own test split and each configured
-        target, where the source is one of ``datasets`` (a study of other datasets transfers nothing).  Embedded suite: each
-        dataset's Table 1 prompts, and the control datasets' true-counterfactual ones (the
-        positive control), on the dataset's own shifted renders; it has no cross-dataset
-        targets (its two CLIPs have each seen one dataset only).
+        target, where the source is one of ``datasets`` (a study of other datasets transfers nothing).
+        Embedded suite: each dataset's Table 1 prompts, and the control datasets' true-counterfactual
+        ones (the positive control), on the dataset's own shifted renders (domain generalization),
+        and on its own unbiased test split and every other world its CLIP pretrained on
+        (cross-dataset: ``clip.pretrain_with``; a CLIP scores only the classes it has read captions of).
         """
         if table not in layout.TRANSFER_TABLES:
             raise ValueError(f"unknown transfer table {table!r}; known: {', '.join(layout.TRANSFER_TABLES)}")
@@ -424,9 +440,10 @@ class Plan:
             source = transfer["source"]  # its own test split first: the source column of the papers' tables
             targets = _unique([source, *transfer[table]]) if transfer[table] and source in self.datasets else []
             return [(source, layout.ALL_CLASSES, target) for target in targets]
-        if table == "cross_dataset" or not transfer["shifts"]:
-            return []
-        return [(d, v, layout.SHIFTS) for d in self.datasets for v in (layout.MAIN, *([layout.TRUE_CF] if d in self.controls else []))]
+        targets = {d: ([layout.SHIFTS] if transfer["shifts"] else []) if table == "domain_generalization"
+                   else ([d, *self.pretrained_with(d)] if self.pretrained_with(d) else []) for d in self.datasets}
+        return [(d, v, t) for d in self.datasets for v in (layout.MAIN, *([layout.TRUE_CF] if d in self.controls else []))
+                for t in targets[d]]
 
     def transfer_metrics(self, table: str) -> list[str]:
         """Per-seed transfer metrics of every run of ``table`` (:meth:`transfer_runs`)."""

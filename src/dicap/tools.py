@@ -34,16 +34,16 @@ def record_reference(table1: Path, out: Path, backbones: Path | None = None, aud
 def readme_results(
     reference: Path = Path("results/reference/embedded.csv"), out: Path = Path("results/reference/embedded.md"),
     check: Annotated[bool, "fail if the tables differ from the reference instead of writing them"] = False,
-    readme: Annotated[Path, "README.md, whose domain-generalization paragraph is written from the reference too"] = Path("README.md"),
+    readme: Annotated[Path, "README.md, whose transfer paragraphs are written from the reference too"] = Path("README.md"),
 ) -> None:
     """Write the reference tables (results/reference/embedded.md) and the README's
-    domain-generalization paragraph from the reference file."""
+    transfer paragraphs from the reference file."""
     from dicap.report.readme import readme_with_paragraph, results_section, write_tables
 
     if not write_tables(out, results_section(reference), check=check):
         raise ValueError(f"{out} differs from {reference}: run dicap readme_results")
     if not write_tables(readme, readme_with_paragraph(readme.read_text(), reference), check=check):
-        raise ValueError(f"{readme}'s domain-generalization paragraph differs from {reference}: run dicap readme_results")
+        raise ValueError(f"{readme}'s transfer paragraphs differ from {reference}: run dicap readme_results")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

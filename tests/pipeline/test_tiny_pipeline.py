@@ -76,7 +76,26 @@ def test_every_result_file_is_written_and_readable_by_all(tiny_run):
 def test_reproduction_compares_every_table(tiny_run):
     reproduction = pd.read_csv(tiny_run / RESULTS / "reproduction.csv")
     assert set(reproduction["table"]) == {"table1", "table2", "table3", "backbones", "counterfactual_audit", "shortcut",
-                                          "domain_generalization", "domain_generalization_paired"}
+                                          "domain_generalization", "domain_generalization_paired", "cross_dataset",
+                                          "cross_dataset_paired"}
+
+
+def test_the_cross_dataset_table_scores_shapes_prompts_on_the_other_world_its_clip_read(tiny_run, tiny_config):
+    """config.test.yaml: clip.pretrain_with {shapes: [digits]}: every method and the positive control, on
+    shapes' own unbiased split (the source column, left out of the average) and on digits, among its classes."""
+    cross = pd.read_csv(tiny_run / RESULTS / "cross_dataset.csv")
+    assert set(cross["domain"]) == {DATASET, "digits", "average"} and set(cross["dataset"]) == {DATASET}
+    with_cf = [m for m in tiny_config["methods"] if m.startswith("dicap")]
+    runs = set(zip(cross["variant"], cross["method"]))
+    assert runs == {*(("main", m) for m in tiny_config["methods"]), *((layout.TRUE_CF, m) for m in with_cf)}
+    assert cross["accuracy"].between(0, 100).all() and (cross["seeds"].astype(str) == "1 2").all()
+    by_domain = cross.pivot_table(index=["variant", "method"], columns="domain", values="accuracy")
+    assert (by_domain["average"] == by_domain["digits"]).all()
+    digits = pd.read_parquet(tiny_run / "build/embedded/data/digits/factors.parquet")
+    scored = pd.read_csv(tiny_run / "build/embedded" / layout.fill(layout.TRANSFER_METRICS, dataset=DATASET, variant="main",
+                                                                   target="digits", seed=1))
+    assert set(scored["split"]) == {"test_unbiased"}  # the unbiased split only: the grid is the shortcut study's
+    assert len(digits[digits["split"] == "test_unbiased"]) == 10 * tiny_config["data"]["test_per_class"]
 
 
 def test_shortcut_table_has_every_method_on_the_biased_shots_and_both_controls(tiny_run, tiny_config):

@@ -60,6 +60,12 @@ def test_test_config_merged_over_main_is_valid(config):
         ("clip.template", "a photo of a", "clip.template"),
         ("tasks.datasets.vqa", ["vqav2"], "tasks.datasets"),  # the embedded suite uses its own datasets
         ("tasks.datasets.captions", ["flickr30k"], "tasks.datasets.captions"),
+        ("clip.pretrain_with", {"digits": ["digits"]}, "clip.pretrain_with.digits"),  # its own world is no other
+        ("clip.pretrain_with", {"shapes": ["shapes", "digits"]}, "clip.pretrain_with.shapes"),
+        ("clip.pretrain_with", {"digits": ["imagenet"]}, "clip.pretrain_with.digits.0"),  # embedded worlds only
+        ("clip.pretrain_with", {"mnist": ["shapes"]}, "clip.pretrain_with"),
+        ("clip.pretrain_with", {"digits": ["shapes", "shapes"]}, "clip.pretrain_with.digits"),
+        ("clip.pretrain_with", {"digits": "shapes"}, "clip.pretrain_with.digits"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(config, dotted, value, expected):

@@ -226,7 +226,7 @@ def test_the_suites_targets(plan, config):
     assert plan.audit_results and plan.shortcut_results and len(plan.task_results) == 4
     assert plan.calibration_results == ["results/calibration.csv", "results/calibration.md"]
     assert set(plan.reproduction_inputs(reference_exists=False)) == {
-        "table1", "backbones", "audit", "shortcut", "table2", "table3", "domain_generalization"}
+        "table1", "backbones", "audit", "shortcut", "table2", "table3", "domain_generalization", "cross_dataset"}
     paper = Plan({**config, "suite": "paper", "datasets": ["dtd"], "tasks": {**config["tasks"], "datasets": {"vqa": ["vqav2"]}}})
     assert paper.audit_results == paper.shortcut_results == paper.calibration_results == paper.controls == []
     assert paper.text_datasets == ["vqav2"] and paper.task_results == ["results/table3.csv", "results/table3.md"]
@@ -359,19 +359,38 @@ def test_the_embedded_transfer_scores_each_datasets_prompts_and_the_positive_con
     runs = plan.transfer_runs("domain_generalization")
     assert runs == [(d, v, layout.SHIFTS) for d in config["datasets"]
                     for v in (layout.MAIN, *([layout.TRUE_CF] if d in config["controls"] else []))]
-    assert plan.transfer_runs("cross_dataset") == []  # each embedded CLIP has seen one dataset only
-    assert plan.transfer_results == ["results/domain_generalization.csv", "results/domain_generalization.md"]
     files = plan.transfer_metrics("domain_generalization")
     assert len(files) == len(runs) * len(config["seeds"])
     assert all(layout.parse(layout.TRANSFER_METRICS, f)["target"] == layout.SHIFTS for f in files)
     assert plan.target_store("digits", layout.SHIFTS)[0].endswith("data/digits/shifts/factors.parquet")
-    assert _with(config, transfer__shifts=[]).transfer_results == []
+    assert "results/domain_generalization.csv" not in _with(config, transfer__shifts=[]).transfer_results
     # artifacts: what `all` scores them on, so a pulled checkout renders and encodes nothing
     shifted = [*plan.target_store("digits", layout.SHIFTS), plan.build(layout.TARGET_FEATURES, dataset="digits", target=layout.SHIFTS)]
     assert set(shifted) <= set(plan.artifact_targets())
-    assert not _with(config, transfer__shifts=[]).shift_artifacts()
+    assert not set(shifted) & set(_with(config, transfer__shifts=[]).transfer_artifacts())
     with pytest.raises(ValueError, match="unknown transfer table"):
         plan.transfer_runs("table9")
+
+
+@pytest.mark.parametrize("pretrain_with", [{}, {"digits": ["shapes"]}, {"shapes": ["digits"]}, {"digits": ["shapes"], "shapes": ["digits"]}])
+def test_the_embedded_cross_dataset_table_scores_each_clip_on_the_worlds_it_pretrained_on(config, pretrain_with):
+    """clip.pretrain_with: a dataset's prompts (and the control's true-counterfactual ones) on its own
+    unbiased split, then on each other world its CLIP read captions of; none without one."""
+    plan = _with(config, clip__pretrain_with=pretrain_with)
+    runs = plan.transfer_runs("cross_dataset")
+    assert runs == [(d, v, t) for d in config["datasets"] if d in pretrain_with
+                    for v in (layout.MAIN, *([layout.TRUE_CF] if d in config["controls"] else []))
+                    for t in (d, *pretrain_with[d])]
+    assert ("results/cross_dataset.csv" in plan.transfer_results) == bool(pretrain_with)
+    for d in config["datasets"]:
+        assert plan.pretrained_with(d) == pretrain_with.get(d, [])
+        assert plan.clip_params(d).get("pretrain_with") == pretrain_with.get(d)  # only a CLIP that has company changes
+        others = [{k: v for k, v in p.clip_params(d).items() if k != "pretrain_with"} for p in (plan, Plan(config))]
+        assert others[0] == others[1]  # the rest of the block as before
+    features = {plan.build(layout.TARGET_FEATURES, dataset=d, target=t) for d, _, t in runs}
+    artifacts = plan.artifact_targets()
+    assert features <= set(artifacts) and len(artifacts) == len(set(artifacts))
+    assert Plan({**config, "suite": "paper", "datasets": ["dtd"]}).pretrained_with("digits") == []
 
 
 @pytest.mark.parametrize("targets", [["imagenet_v2"], ["imagenet_sketch", "imagenet_a", "imagenet_r"]])

@@ -30,10 +30,10 @@ def test_the_job_writes_the_tables_and_its_check_fails_on_a_stale_file(tmp_path)
     assert readme.read_text() == (REPO / "README.md").read_text()  # the committed README holds the reference's paragraph
     start, end = README_MARKERS
     readme.write_text(readme.read_text().replace(end, "DiCap wins everywhere.\n" + end))  # a typed claim
-    with pytest.raises(ValueError, match="README.md's domain-generalization paragraph differs"):
+    with pytest.raises(ValueError, match="README.md's transfer paragraphs differ"):
         readme_results(REFERENCE, out, check=True, readme=readme)
     readme.write_text("# no block\n")
-    with pytest.raises(ValueError, match="no <!-- domain-generalization"):
+    with pytest.raises(ValueError, match="no <!-- transfer"):
         readme_results(REFERENCE, out, readme=readme)
 
 

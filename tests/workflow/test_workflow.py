@@ -151,12 +151,15 @@ def test_few_shot_file_is_keyed_by_its_parameters(tmp_path):
 
 
 def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
-    """clip.dataset_steps reaches shapes' backbone only; controls run only on configured datasets."""
+    """clip.dataset_steps reaches shapes' backbone only, clip.pretrain_with digits' only; controls run
+    only on configured datasets."""
     out = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     commands = [line for line in out.stdout.splitlines() if "dicap clip_backbone" in line]
     steps = {re.search(r"data/(\w+) ", c).group(1): re.search(r'"steps": ?(\d+)', c).group(1) for c in commands}
     assert steps == {"shapes": "600", "digits": "1500"}
+    company = {re.search(r"data/(\w+) ", c).group(1): re.findall(r"--pretrain-with ([\w/]+)", c) for c in commands}
+    assert company == {"shapes": [], "digits": ["build/embedded/data/shapes"]}
     counts = job_counts(out.stdout)
     assert counts["make_split"] == 9 and counts["shortcut"] == 1  # digits' unbiased draw: its negative control
     only_shapes = snakemake("-n", "--configfile", str(REPO / "config.yaml"), "--config", "datasets=[shapes]",
@@ -165,6 +168,7 @@ def test_per_dataset_clip_steps_and_controls_reach_the_plan(tmp_path):
     counts = job_counts(only_shapes.stdout)
     n_methods = len(load_config(REPO / "config.yaml")["methods"])
     assert counts["make_split"] == 3 and counts["train_prompt"] == 3 * n_methods and counts["shortcut"] == 1, counts
+    assert "cross_dataset" not in counts  # digits' CLIP is the one that has seen both worlds
 
 
 def test_no_workflow_output_is_tracked_by_git(tmp_path):

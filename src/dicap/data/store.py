@@ -124,6 +124,17 @@ class DatasetStore:
         present = set(self.table["split"])
         return [name for name in (*TEST_SPLITS, "test") if name in present]
 
+    @property
+    def transfer_splits(self) -> list[str]:
+        """The splits a transfer target is scored on: a shift store's shifts, else its first test
+        split (the unbiased one; a real dataset's only one).  The embedded background grid is the
+        shortcut study's, not a domain."""
+        return self.test_splits if self.declared_test_splits is not None else self.test_splits[:1]
+
+    def transfer_domain(self, split: str, target: str) -> str:
+        """The column a transfer target's split reports in: a shift store's shift, else the target."""
+        return split if self.declared_test_splits is not None else target
+
     def split(self, name: str) -> pd.DataFrame:
         rows = self.table[self.table["split"] == name]
         if rows.empty:

@@ -160,20 +160,20 @@ def score_transfer(
     target: str,
     where: Path,
 ) -> pd.DataFrame:
-    """One row per method and test split of a target store: accuracy (%) among all the
+    """One row per method and transfer split of a target store: accuracy (%) among all the
     target's classes, the cross-dataset and domain-generalization protocol (CoCoOp's).
 
-    ``domain`` names the column the row reports in: a real dataset's one ``test`` split is
-    the target itself; the embedded shifted store's splits are its shifts.
+    ``domain`` names the column the row reports in (``store.transfer_domain``): a dataset's
+    test split is the target itself; the embedded shifted store's splits are its shifts.
     """
-    splits = store.test_splits
+    splits = store.transfer_splits
     rows = []
     for method, prompt in prompts.items():
         sims = method_similarities(bundle, store, features, method, prompt, params[method], splits, where)
         for split in splits:
             labels = torch.from_numpy(features[f"{split}_labels"])
             rows.append({"method": method, "seed": seed, "target": target, "split": split,
-                         "domain": target if split == "test" else split,
+                         "domain": store.transfer_domain(split, target),
                          "accuracy": 100 * float((sims[split].argmax(1) == labels).float().mean())})
     return pd.DataFrame(rows)
 

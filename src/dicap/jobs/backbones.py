@@ -29,10 +29,15 @@ def clip_backbone(
     out: Annotated[Path, "the model folder"],
     report: Annotated[Path, "report.json: zero-shot accuracy, final loss, provenance"],
     class_text_features: Annotated[Path, "the template's text features of every class"],
+    pretrain_with: Annotated[list[Path] | None, "other worlds' stores whose pretraining images it also learns from"] = None,
     threads: int = 1,
 ) -> None:
     """Pretrain the tiny CLIP (embedded) or point at a pretrained one (paper), then record
-    its zero-shot accuracy on the first test split and its class text features."""
+    its zero-shot accuracy on the first test split and its class text features.
+
+    ``pretrain_with`` adds other embedded worlds' captioned pretraining images to the
+    dataset's own (``clip.pretrain_with``), so the CLIP can be scored on their classes too
+    (results/cross_dataset); the report still measures it on the dataset's own renders."""
     from dicap import runtime
     from dicap.backbones import clip
     from dicap.data.store import DatasetStore
@@ -50,8 +55,8 @@ def clip_backbone(
         if pretrained:
             clip.write_pretrained_pointer(pretrained, tmp)
         else:
-            pre = store.split("pretrain")
-            losses = clip.train_tiny_clip(store.pixels(pre), pre["caption"].tolist(), params["model"], params["train"], tmp, seed)
+            images, captions = _pretraining_pairs([store, *_other_worlds(pretrain_with or [], params.get("pretrain_with", []))])
+            losses = clip.train_tiny_clip(images, captions, params["model"], params["train"], tmp, seed)
         bundle = clip.load_clip({"path": str(tmp)})
         bundle.model.to(runtime.device())
         split = store.test_splits[0]
@@ -75,6 +80,27 @@ def clip_backbone(
         })
     log.info("linear probe on %s: %s", split, probe)
     log.info("zero-shot accuracy on %s: %s", split, "none (no classes)" if accuracy is None else f"{accuracy:.3f}")
+
+
+def _other_worlds(dirs: list[Path], named: list[str]) -> list[Any]:
+    """The stores ``--pretrain-with`` gives, refused unless they are the worlds the params name
+    (the params are what the report records and what reruns the job when they change)."""
+    from dicap.data.store import DatasetStore
+
+    stores = [DatasetStore.open(d) for d in dirs]
+    if [s.dataset for s in stores] != list(named):
+        raise ValueError(f"--pretrain-with gives the stores of {[s.dataset for s in stores]} ({', '.join(map(str, dirs)) or 'none'}), "
+                         f"but the clip params' pretrain_with names {list(named)}")
+    return stores
+
+
+def _pretraining_pairs(stores: list[Any]) -> tuple[Any, list[str]]:
+    """Every store's captioned pretraining images, one world after another."""
+    import numpy as np
+
+    splits = [store.split("pretrain") for store in stores]
+    return (np.concatenate([store.pixels(pre) for store, pre in zip(stores, splits)]),
+            [caption for pre in splits for caption in pre["caption"]])
 
 
 def diffusion_backbone(

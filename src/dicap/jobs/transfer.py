@@ -25,12 +25,12 @@ def encode_target_features(
     out: Path,
     threads: int = 1,
 ) -> None:
-    """Cache the frozen source CLIP's features of every test split of a target store."""
+    """Cache the frozen source CLIP's features of the splits a target store is scored on."""
     from dicap.data.store import DatasetStore
     from dicap.evaluation.features import encode_splits
 
     store = DatasetStore.open(dataset_dir)
-    encode_splits(store, clip_dir, store.test_splits, out, threads)
+    encode_splits(store, clip_dir, store.transfer_splits, out, threads)
 
 
 def evaluate_transfer(
@@ -45,7 +45,7 @@ def evaluate_transfer(
     out: Path,
     threads: int = 1,
 ) -> None:
-    """Score every method's prompt on every test split of the target, among all its classes."""
+    """Score every method's prompt on the target's transfer splits, among all its classes."""
     from dicap.evaluation.prompts import open_scoring, score_transfer
     from dicap.guards import check_table_finite
     from dicap.io import write_table

@@ -78,7 +78,7 @@ def test_a_files_store_says_whether_it_is_a_test_only_target(tmp_path, monkeypat
     (["test_backgrounds"], ["test_backgrounds"]),
     (["val", "test_unbiased"], ["val", "test_unbiased"]),  # in the order classes.json lists them
 ])
-def test_the_test_splits_are_those_classes_json_lists(tmp_path, declared, expected):
+def test_the_test_splits_are_those_classes_json_lists_and_transfer_scores_a_datasets_unbiased_one(tmp_path, declared, expected):
     from dicap.data import embedded
     from dicap.data.store import CLASSES, DatasetStore
     from dicap.io import read_json, write_json
@@ -88,7 +88,11 @@ def test_the_test_splits_are_those_classes_json_lists(tmp_path, declared, expect
     info = read_json(tmp_path / "data" / CLASSES)
     if declared is not None:
         write_json(tmp_path / "data" / CLASSES, {**info, "test_splits": declared})
-    assert DatasetStore.open(tmp_path / "data").test_splits == expected
+    store = DatasetStore.open(tmp_path / "data")
+    assert store.test_splits == expected
+    # transfer: a shift store's every split, each its own column; a dataset's unbiased split, under the target's name
+    assert store.transfer_splits == (expected if declared else ["test_unbiased"])
+    assert [store.transfer_domain(s, "shapes") for s in store.transfer_splits] == (expected if declared else ["shapes"])
 
 
 def test_a_listed_test_split_the_table_lacks_is_refused(tmp_path):

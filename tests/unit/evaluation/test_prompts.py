@@ -68,11 +68,11 @@ def test_a_learned_context_is_scored_among_every_class_of_another_store(clip_mod
         labels = cosine(x, on_target()).argmax(1)  # what the context says: 100% when it is the one scored
         untrained = (cosine(x, PromptLearner(clip_model, tokenize, NAMES, **INIT)()).argmax(1) == labels).float().mean()
     features = {**{s: x.numpy() for s in splits}, **{f"{s}_labels": labels.numpy() for s in splits}}
-    store = SimpleNamespace(classes=NAMES, test_splits=splits)
+    store = SimpleNamespace(classes=NAMES, transfer_splits=splits, transfer_domain=lambda split, target: f"{target}:{split}")
     bundle = SimpleNamespace(model=clip_model, tokenizer=tokenize, pixels_to_input=None)
     table = score_transfer(bundle, store, features, {"coop": prompt}, {"coop": INIT}, 1, "shifts", tmp_path / "out.csv")
     assert list(table["split"]) == splits and list(table["accuracy"]) == pytest.approx([100.0] * len(splits))
-    assert list(table["domain"]) == (["shifts"] if splits == ["test"] else splits)  # a real target's one split is the target
+    assert list(table["domain"]) == [f"shifts:{s}" for s in splits]  # the store names each split's column (test_store.py)
     assert untrained < 1  # the saved context, not the template, made the scores
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dicap.report.readme import results_section, write_tables
 from helpers import REPO
 
@@ -26,25 +28,31 @@ def test_reference_tables_are_written_whole_and_checked(tmp_path):
     assert not write_tables(out, results_section(REFERENCE), check=True)
 
 
-def test_the_domain_generalization_paragraph_says_where_each_run_is_beyond_two_standard_errors():
+@pytest.mark.parametrize(("table", "source", "columns", "word"), [
+    ("domain_generalization", "unshifted", ("style", "noise"), "shift"),
+    ("cross_dataset", "digits", ("shapes", "letters"), "target"),  # the source's own test split is digits
+])
+def test_a_transfer_paragraph_says_where_each_run_is_beyond_two_standard_errors(table, source, columns, word):
     import pandas as pd
 
-    from dicap.report.readme import domain_generalization_section
+    from dicap.report.readme import transfer_section
 
-    def row(table, split, method, value, std=1.0):
-        return {"table": table, "split": split, "dataset": "digits", "method": method, "metric": "accuracy" if table[-1] != "d" else "delta",
+    def row(name, split, method, value, std=1.0):
+        return {"table": name, "split": split, "dataset": "digits", "method": method, "metric": "accuracy" if name[-1] != "d" else "delta",
                 "value": value, "std": std, "n": 3.0}
+    first, second = columns
     frame = pd.DataFrame([
-        row("domain_generalization", "style", "coop", 50.0), row("domain_generalization", "style", "dicap", 53.0),
+        row(table, first, "coop", 50.0), row(table, first, "dicap", 53.0),
         # SE = std / sqrt(3): 2 SE = 1.15 for std 1
-        row("domain_generalization_paired", "style", "dicap − coop", 3.0),
-        row("domain_generalization_paired", "noise", "dicap − coop", 1.0),
-        row("domain_generalization_paired", "unshifted", "dicap − coop", 9.0),  # the source's own: no shift
-        row("domain_generalization_paired", "style", "dicap (true_cf) − coop", 1.2),
-        row("domain_generalization_paired", "style", "coop − zeroshot", 9.0),  # a learner: not DiCap's claim
+        row(f"{table}_paired", first, "dicap − coop", 3.0),
+        row(f"{table}_paired", second, "dicap − coop", 1.0),
+        row(f"{table}_paired", source, "dicap − coop", 9.0),  # the source's own domain: no transfer
+        row(f"{table}_paired", first, "dicap (true_cf) − coop", 1.2),
+        row(f"{table}_paired", first, "coop − zeroshot", 9.0),  # a learner: not DiCap's claim
     ])
-    text = "\n".join(domain_generalization_section(frame))
-    assert "| digits | coop | 50.00 |" in text
-    assert "digits with generated counterfactuals, 1 of 2 (run, shift) pairs (style 1 of 1, noise 0 of 1; ahead on every shift: none)" in text
-    assert "digits with true counterfactuals, 1 of 1 (run, shift) pairs (style 1 of 1; ahead on every shift: dicap (true_cf))" in text
-    assert "zeroshot" not in text.split("paired difference")[1] and "unshifted" not in text
+    text = "\n".join(transfer_section(frame, table))
+    assert f"| digits | coop | 50.00 |" in text
+    assert (f"digits with generated counterfactuals, 1 of 2 (run, {word}) pairs ({first} 1 of 1, {second} 0 of 1; "
+            f"ahead on every {word}: none)") in text
+    assert f"digits with true counterfactuals, 1 of 1 (run, {word}) pairs ({first} 1 of 1; ahead on every {word}: dicap (true_cf))" in text
+    assert "zeroshot" not in text.split("paired difference")[1] and f"{source} 1 of" not in text
