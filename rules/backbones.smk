@@ -6,7 +6,7 @@
 rule clip_backbone:
     input:
         data=DATA_FILES,
-        pretrain_with=lambda wc: [B(f, dataset=d) for d in PLAN.pretrained_with(wc.dataset) for f in (layout.DATA_TABLE, layout.DATA_CLASSES, layout.DATA_IMAGES)],
+        pretrain_with=other_worlds,
     output:
         model=directory(CLIP),
         report=CLIP_REPORT,
@@ -15,8 +15,7 @@ rule clip_backbone:
         code=code_version("clip_backbone"),
         clip=lambda wc: as_json(clip_params(wc.dataset)),
         dataset_dir=dataset_dir,
-        pretrain_with=lambda wc, input: " ".join(["--pretrain-with", *dict.fromkeys(map(os.path.dirname, input.pretrain_with))])
-        if input.pretrain_with else "",
+        pretrain_with=other_worlds_option,
     threads: 1
     resources:
         mem_mb=by_suite(4000, 16000),

@@ -79,6 +79,18 @@ def dataset_dir(wildcards, input):
     return os.path.dirname(input.data[0])
 
 
+def other_worlds(wildcards):
+    """The store files of the other worlds a dataset's CLIP also pretrains on (clip.pretrain_with)."""
+    return [B(f, dataset=d) for d in PLAN.pretrained_with(wildcards.dataset)
+            for f in (layout.DATA_TABLE, layout.DATA_CLASSES, layout.DATA_IMAGES)]
+
+
+def other_worlds_option(wildcards, input):
+    """``--pretrain-with <store dir>...`` for clip_backbone, derived from its inputs; empty without any."""
+    dirs = dict.fromkeys(map(os.path.dirname, input.pretrain_with))
+    return " ".join(["--pretrain-with", *dirs]) if dirs else ""
+
+
 def guide_inputs(wildcards):
     """The noise-aware classifier is an input only when the 'classifier' guide is chosen."""
     if COUNTERFACTUAL["guide"] == "classifier":

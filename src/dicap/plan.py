@@ -41,9 +41,9 @@ CONTROL_VARIANTS = (layout.UNBIASED_SHOTS, layout.TRUE_CF)
 SPLIT_KEY_LENGTH = 10  # hex digits of a split's parameter hash in its file name
 # What prepare_dataset reads of the data block for a downloaded (paper) dataset (jobs/data.py).
 DOWNLOAD_KEYS = ("root", "image_size")
-# The prompt keys only the trainer reads (prompting/trainer.py): evaluation's params leave them out.
 # The clip block's per-dataset keys (embedded suite): clip_params resolves them for one dataset.
 DATASET_CLIP_KEYS = ("dataset_steps", "pretrain_with")
+# The prompt keys only the trainer reads (prompting/trainer.py): evaluation's params leave them out.
 TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "cf_weight", "cf_temperature", "cf_positive_weight")
 
 
