@@ -135,7 +135,8 @@ class Plan:
             return block
         steps = self.config["clip"].get("dataset_steps", {}).get(dataset)
         block = block | {"train": block["train"] | {"steps": steps}} if steps else block
-        return block | ({"pretrain_with": self.pretrained_with(dataset)} if self.pretrained_with(dataset) else {})
+        others = self.pretrained_with(dataset)
+        return block | {"pretrain_with": others} if others else block
 
     def pretrained_with(self, dataset: str) -> list[str]:
         """The other embedded datasets whose pretraining images and captions ``dataset``'s CLIP
@@ -440,10 +441,16 @@ class Plan:
             source = transfer["source"]  # its own test split first: the source column of the papers' tables
             targets = _unique([source, *transfer[table]]) if transfer[table] and source in self.datasets else []
             return [(source, layout.ALL_CLASSES, target) for target in targets]
-        targets = {d: ([layout.SHIFTS] if transfer["shifts"] else []) if table == "domain_generalization"
-                   else ([d, *self.pretrained_with(d)] if self.pretrained_with(d) else []) for d in self.datasets}
         return [(d, v, t) for d in self.datasets for v in (layout.MAIN, *([layout.TRUE_CF] if d in self.controls else []))
-                for t in targets[d]]
+                for t in self._embedded_targets(table, d)]
+
+    def _embedded_targets(self, table: str, dataset: str) -> list[str]:
+        """An embedded dataset's transfer targets: its shifted renders (domain generalization), or
+        its own test split and each other world its CLIP pretrained on (cross-dataset)."""
+        if table == "domain_generalization":
+            return [layout.SHIFTS] if self.config["transfer"]["shifts"] else []
+        others = self.pretrained_with(dataset)
+        return [dataset, *others] if others else []
 
     def transfer_metrics(self, table: str) -> list[str]:
         """Per-seed transfer metrics of every run of ``table`` (:meth:`transfer_runs`)."""

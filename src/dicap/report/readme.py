@@ -15,7 +15,7 @@ from dicap.io import atomic_output
 from dicap.report.markdown import markdown_table
 from dicap.report.paired import t_quantile
 from dicap.report.reproduction import describe_machine, read_reference
-from dicap.report.transfer import AVERAGE, TWO_SE, is_source
+from dicap.report.transfer import AVERAGE, TWO_SE, ahead_by_two_se, is_source
 
 AUDIT_COLUMNS = ["valid", "kept_background", "kept_object_colour", "kept_position", "kept_scale", "faithful",
                  "mse_to_true", "true_valid", "oracle_heldout_class_accuracy"]
@@ -94,7 +94,7 @@ def transfer_paragraph(frame: pd.DataFrame, table: str) -> str:
     paired = paired[~paired["method"].str.endswith(" − zeroshot")].copy()
     if paired.empty:
         return ""
-    paired["ahead"] = paired["value"] > TWO_SE * paired["std"] / paired["n"] ** 0.5
+    paired["ahead"] = ahead_by_two_se(paired["value"], paired["std"] / paired["n"] ** 0.5, paired["n"])
     paired["kind"] = paired["method"].str.contains("(true_cf)", regex=False).map({True: "true", False: "generated"})
     columns = list(dict.fromkeys(paired["split"]))
     parts = []

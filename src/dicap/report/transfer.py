@@ -90,6 +90,11 @@ def accuracy_rows(summary: pd.DataFrame, dataset: str) -> tuple[list[str], list[
     return ["method", *domains], rows
 
 
+def ahead_by_two_se(delta: pd.Series, se: pd.Series, n: pd.Series) -> pd.Series:
+    """Which paired differences are gains beyond :data:`TWO_SE` standard errors (a single seed has none)."""
+    return (n > 1) & (delta > TWO_SE * se)
+
+
 def beyond_two_se(paired: pd.DataFrame) -> list[str]:
     """Per source dataset and DiCap run: the domains where it beats its own learner by more
     than :data:`TWO_SE` standard errors of the paired difference, and those where it does not."""
@@ -97,7 +102,7 @@ def beyond_two_se(paired: pd.DataFrame) -> list[str]:
     targets = (paired["domain"] != AVERAGE) & ~is_source(paired["domain"], paired["dataset"])
     part = paired[(paired["baseline"] != ZEROSHOT) & targets]
     for (dataset, variant, method), group in part.groupby(["dataset", "variant", "method"], sort=False):
-        beyond = (group["n"] > 1) & (group["delta"] > TWO_SE * group["se"])
+        beyond = ahead_by_two_se(group["delta"], group["se"], group["n"])
         ahead = [r for _, r in group[beyond].iterrows()]
         rest = list(group.loc[~beyond, "domain"])
         won = ", ".join(f"{r['domain']} ({as_paired(r).delta:+.2f} ± {r['se']:.2f})" for r in ahead) or "no domain"
