@@ -8,8 +8,6 @@ import os
 import random
 from collections.abc import Mapping
 
-import numpy as np
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup offline retries for ~47 s
 
 # glibc's mallopt parameters (malloc.h) and the values set by keep_freed_memory.
@@ -63,6 +61,7 @@ def configure_logging(env: Mapping[str, str] = os.environ) -> None:
 def setup(threads: int, seed: int) -> None:
     """Pin threads to Snakemake's ``threads``, seed every generator for CPU determinism, and set
     the log levels (:func:`configure_logging`) before any model loads."""
+    import numpy as np  # here, not above: `dicap` imports this module, and hands most jobs on before numpy loads
     import torch
 
     configure_logging()

@@ -162,3 +162,23 @@ def test_validate_config_names_file_line_and_column_of_any_file(tmp_path, capsys
     bad.write_text("counterfactual:\n\tguidance_scale: 3\n")
     assert main(["validate-config", str(bad)]) == 1
     assert f"{bad}:2:1: not valid YAML" in caplog.text
+
+
+@pytest.mark.parametrize("job", ["make_split", "make-split", "train_prompt", "evaluate", "record_reference"])
+def test_a_jobs_own_command_line_builds_its_parser_alone_and_parses_as_the_whole_one(job):
+    """``parser(job)`` holds that job only (a job's command line builds no other) and reads its
+    options as the parser of every job does; a name that is no job gets every job, so argparse's
+    error lists them."""
+    from dicap.cli import jobs, parser
+
+    def commands(top):
+        return set(next(a for a in top._actions if a.dest == "command").choices)
+
+    name = job.replace("-", "_")
+    assert commands(parser(job)) == {name, *([name.replace("_", "-")] if "_" in name else [])}
+    everything = commands(parser())
+    assert commands(parser("no_such_job")) == commands(parser(None)) == everything and set(jobs()) <= everything
+    action = next(a for a in parser(job)._actions if a.dest == "command").choices[name]
+    whole = next(a for a in parser()._actions if a.dest == "command").choices[name]
+    assert [(a.dest, a.option_strings, a.nargs, a.required, a.default) for a in action._actions] == \
+        [(a.dest, a.option_strings, a.nargs, a.required, a.default) for a in whole._actions]

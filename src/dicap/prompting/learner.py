@@ -194,12 +194,13 @@ def cosine(image_f: torch.Tensor, text_f: torch.Tensor) -> torch.Tensor:
 def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ``encode_text`` from token embeddings instead of token ids.
 
-    Without gradients on the CPU (scoring), the positions after the last EOT are not computed
-    where the tower allows it (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77-
-    (embedded: 24-) token context and every test image encodes its own, so this was most of an
-    embedded evaluate job.  The features are bit for bit those of the full context (see
-    :func:`_attend`).  Training keeps the full context, whose gradient sums it would reorder,
-    and so does a GPU, whose matmul kernels may be picked by the number of rows.
+    On the CPU the positions after the last EOT are not computed where the tower allows it
+    (:func:`_kept_length`): a CoCoOp prompt is ~8 tokens of a 77- (embedded: 24-) token context
+    and every test image encodes its own, so this was most of an embedded evaluate job, and a
+    VQA prompt trains on question-answer prompts padded to the context (40% of its job).  The
+    features are bit for bit those of the full context (see :func:`_attend`), and so are the
+    gradients that reach the kept positions: the causal mask gives the dropped ones no path to
+    an EOT.  A GPU keeps the full context: its matmul kernels may be picked by the number of rows.
     """
     n = _kept_length(model, tokens) if x.device.type == "cpu" else None
     if n is None:
@@ -213,12 +214,12 @@ def encode_text_embeddings(model: nn.Module, x: torch.Tensor, tokens: torch.Tens
 
 
 def _kept_length(model: nn.Module, tokens: torch.Tensor) -> int | None:
-    """Positions up to the last EOT, or None to run the full context: with gradients, without
-    padding to drop, or on a tower whose outputs there may depend on later positions (not
-    causal, not EOT-pooled, or not built of open_clip's own batch-first blocks)."""
+    """Positions up to the last EOT, or None to run the full context: without padding to drop,
+    or on a tower whose outputs there may depend on later positions (not causal, not
+    EOT-pooled, or not built of open_clip's own batch-first blocks)."""
     from open_clip.transformer import ResidualAttentionBlock
 
-    if torch.is_grad_enabled() or len(tokens) == 0 or model.attn_mask is None:
+    if len(tokens) == 0 or model.attn_mask is None:
         return None
     if model.text_pool_type == "argmax":
         n = int(tokens.argmax(dim=-1).max()) + 1

@@ -185,11 +185,33 @@ def _context_lengths(learner) -> Iterator[list[int]]:
             handle.remove()
 
 
+@contextmanager
+def _full_context() -> Iterator[None]:
+    """Every encoding runs the whole context, as a GPU does (learner._kept_length says None)."""
+    import dicap.prompting.learner as learner_module
+
+    kept = learner_module._kept_length
+    learner_module._kept_length = lambda model, tokens: None
+    try:
+        yield
+    finally:
+        learner_module._kept_length = kept
+
+
+def _similarities_and_grads(learner, x) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The similarities and the gradient of a loss on them for every parameter that trains."""
+    params = [p for p in learner.parameters() if p.requires_grad]
+    sims = learner.similarities(x)
+    grads = torch.autograd.grad((sims * torch.linspace(-1, 1, sims.numel()).view_as(sims)).sum(), params)
+    return sims.detach(), list(grads)
+
+
 @pytest.mark.parametrize("heads,layers", [(1, 1), (2, 2), (4, 3)])
 @pytest.mark.parametrize("names", [NAMES, ["semicircle", "four", "dark red tee"], ["a"]])
-def test_scoring_drops_the_padding_and_keeps_every_bit(heads, layers, names):
-    """Without gradients the blocks run up to the last EOT only, and the features, CoOp's and
-    CoCoOp's per-image ones alike, are bit for bit those of the full context."""
+def test_the_text_tower_drops_the_padding_and_keeps_every_bit(heads, layers, names):
+    """The blocks run up to the last EOT only, scoring and training alike, and the features,
+    CoOp's and CoCoOp's per-image ones, and the gradients of the context (and of CoCoOp's
+    meta-network) are bit for bit those of the full context."""
     from helpers import CONTEXT
 
     model = _tower(heads, layers)
@@ -197,14 +219,20 @@ def test_scoring_drops_the_padding_and_keeps_every_bit(heads, layers, names):
     for learner in (PromptLearner(model, tokenize, names, **INIT), CoCoOp(model, tokenize, names, **INIT)):
         with torch.no_grad():
             learner.ctx.add_(0.3 * torch.randn_like(learner.ctx))  # away from the template's words
-        with _context_lengths(learner) as lengths, torch.enable_grad():  # the full context (no gradient taken)
-            full = learner.similarities(x).detach()
+        with _context_lengths(learner) as lengths, _full_context():
+            full, full_grads = _similarities_and_grads(learner, x)
         assert set(lengths) == {CONTEXT}
+        last_eot = int(learner.tokens.argmax(dim=-1).max())
         with _context_lengths(learner) as lengths, torch.no_grad():
             scored = learner.similarities(x)
-        last_eot = int(learner.tokens.argmax(dim=-1).max())
         assert set(lengths) == {last_eot + 1} and last_eot + 1 < CONTEXT
         assert torch.equal(scored, full), f"{type(learner).__name__}: {(scored - full).abs().max()}"
+        with _context_lengths(learner) as lengths:
+            trained, grads = _similarities_and_grads(learner, x)
+        assert set(lengths) == {last_eot + 1}
+        assert torch.equal(trained, full)
+        for grad, full_grad in zip(grads, full_grads, strict=True):
+            assert torch.equal(grad, full_grad), f"{type(learner).__name__}: {(grad - full_grad).abs().max()}"
 
 
 def test_a_tower_not_pooled_at_the_eot_keeps_the_full_context(clip_model):
