@@ -178,8 +178,35 @@ def code_version(job: str) -> str:
 def _hash_sources(job: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(job_sources(job).files):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + source_bytes(path))
     return digest.hexdigest()[:12]
+
+
+SCHEMA_SUFFIX = ".schema.yaml"
+# JSON Schema's annotations: they document a key and never change what validates or its default
+ANNOTATIONS = frozenset({"description", "title", "examples", "$comment"})
+_NAMED_CHILDREN = frozenset({"properties", "patternProperties", "$defs"})  # keys there are names, not keywords
+
+
+def source_bytes(path: Path) -> bytes:
+    """What of a file can change a job's result: all of it, except in a JSON Schema
+    (``*.schema.yaml``), whose annotations and comments are left out.  Every job that reads the
+    config imports the schema, so a reworded description would otherwise rerun all of them."""
+    if not path.name.endswith(SCHEMA_SUFFIX):
+        return path.read_bytes()
+    import yaml
+
+    return json.dumps(_without_annotations(yaml.safe_load(path.read_text())), sort_keys=True).encode()
+
+
+def _without_annotations(node: object, names: bool = False) -> object:
+    """``node`` with every annotation keyword removed; ``names``: its keys are property names."""
+    if isinstance(node, dict):
+        return {key: _without_annotations(value, not names and key in _NAMED_CHILDREN)
+                for key, value in node.items() if names or key not in ANNOTATIONS}
+    if isinstance(node, list):
+        return [_without_annotations(item) for item in node]
+    return node
 
 
 def source_stamp() -> str:

@@ -82,3 +82,43 @@ def test_the_source_stamp_changes_with_any_edit(tmp_path, monkeypatch):
         edit()
         stamps.append(cv.source_stamp())
     assert len(set(stamps)) == len(stamps)
+
+
+SCHEMA = """# a comment
+type: object
+description: the config
+properties:
+  description: {type: string, description: a key that happens to be named so}
+  steps: {type: integer, default: 600, description: how long, examples: [600]}
+$defs:
+  title: {type: number, title: a definition named title}
+"""
+
+
+@pytest.mark.parametrize("edit,moves", [
+    (lambda s: s.replace("# a comment", "# another comment"), False),
+    (lambda s: s.replace("description: how long", "description: how long (reworded)"), False),
+    (lambda s: s.replace("description: the config", "description: the config, reworded"), False),
+    (lambda s: s.replace("examples: [600]", "examples: [1500]"), False),
+    (lambda s: s.replace("title: a definition", "title: another definition"), False),
+    (lambda s: s.replace("default: 600", "default: 1500"), True),
+    (lambda s: s.replace("steps: {type: integer", "steps: {type: number"), True),
+    (lambda s: s.replace("  description: {type: string", "  descriptions: {type: string"), True),  # a property's name
+    (lambda s: s.replace("  title: {type: number", "  titles: {type: number"), True),  # a definition's name
+    (lambda s: s + "required: [steps]\n", True),
+])
+def test_a_schemas_annotations_and_comments_do_not_move_a_job_hash(tmp_path, edit, moves):
+    """Rewording a schema's descriptions, titles, examples or comments reruns nothing; a change
+    to what validates, a default, or a property that is named like an annotation does."""
+    from dicap.code_version import source_bytes
+
+    path = tmp_path / "config.schema.yaml"
+    path.write_text(SCHEMA)
+    before = source_bytes(path)
+    path.write_text(edit(SCHEMA))
+    assert (source_bytes(path) != before) == moves
+    other = tmp_path / "registry.yaml"  # any other data file: every byte counts
+    other.write_text("# a comment\nk: v\n")
+    first = source_bytes(other)
+    other.write_text("# another comment\nk: v\n")
+    assert source_bytes(other) != first
