@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dicap.cpu import SIMD_FLAGS, cpu, kernels, pinned
 from dicap.io import atomic_output, package_versions, read_json, read_table, write_json, write_table
 from dicap.report.markdown import markdown_table
 from dicap.report.table import is_spread
@@ -245,7 +246,11 @@ def verdict(frame: pd.DataFrame, reference_machine: dict[str, Any] | None, run_m
     outside = compared[compared["within"] == "NO"]
     same = same_cpu(reference_machine, run_machine)
     run_cpu, reference_cpu = describe_cpu(run_machine.get("cpu")), describe_cpu((reference_machine or {}).get("cpu"))
-    cpus = f"this run on the reference's CPU, {run_cpu}" if same else f"reference on {reference_cpu}; this run on {run_cpu}"
+    if same:
+        cpus = f"this run on the reference's CPU, {run_cpu}"
+    else:
+        both_pinned = pinned(reference_machine) and pinned(run_machine)  # dicap.cpu: far fewer numbers move
+        cpus = f"reference on {reference_cpu}; this run on {run_cpu}" + ("; both with torch's CPU kernels pinned to AVX2" * both_pinned)
     lines.append(f"{len(compared)} numbers compared, {len(outside)} outside their tolerance.")
     if same is None:
         lines += ["", "The reference's machine record does not name its CPU precisely (recorded before it did: "
@@ -312,49 +317,6 @@ def write_reproduction(frame: pd.DataFrame, out_csv: Path, out_md: Path, referen
 # --- the machine ----------------------------------------------------------------------------
 
 
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
-"""The instruction sets that choose torch's CPU kernels (oneDNN's and ATen's dispatch): two CPUs
-that differ in them sum floats in another order, and training amplifies the last bits."""
-
-
-def _number(value: str | None) -> int | str | None:
-    try:
-        return int(value, 0) if value is not None else None  # "25" on x86, "0xd0c" (CPU part) on ARM
-    except ValueError:
-        return value
-
-
-def cpu_from_cpuinfo(text: str) -> dict[str, Any]:
-    """The first processor of a ``/proc/cpuinfo`` text: vendor, family, model number, model
-    name and which of :data:`SIMD_FLAGS` it has (ARM's implementer, architecture and part stand in)."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    return {
-        "vendor": fields.get("vendor_id") or fields.get("CPU implementer"),
-        "family": _number(fields.get("cpu family") or fields.get("CPU architecture")),
-        "model": _number(fields.get("model") or fields.get("CPU part")),
-        "model_name": fields.get("model name"),
-        "simd": {flag: flag in flags for flag in SIMD_FLAGS} if flags else {},
-    }
-
-
-def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """This machine's CPU from ``cpuinfo`` on Linux; elsewhere only the name ``platform`` gives."""
-    try:
-        found = cpu_from_cpuinfo(cpuinfo.read_text())
-    except OSError:
-        found = cpu_from_cpuinfo("")
-    found["model_name"] = found["model_name"] or platform.processor() or platform.machine()
-    return found
-
-
 def describe_cpu(info: dict[str, Any] | str | None) -> str:
     """``AMD EPYC (AuthenticAMD family 25 model 1; avx2 fma; no avx512f ...)``; an older record's plain name as it is."""
     if not isinstance(info, dict):
@@ -370,13 +332,16 @@ def describe_cpu(info: dict[str, Any] | str | None) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What a number depends on beyond the code: the CPU (:func:`cpu`), cores, OS and package versions."""
-    return {"cpu": cpu(), "cores": os.cpu_count(), "system": platform.platform(), "versions": package_versions()}
+    """What a number depends on beyond the code: the CPU (:func:`cpu`), the kernel variables in
+    effect (dicap.cpu.kernels), cores, OS and package versions."""
+    return {"cpu": cpu(), "kernels": kernels(), "cores": os.cpu_count(), "system": platform.platform(),
+            "versions": package_versions()}
 
 
 def describe_machine(info: dict[str, Any]) -> str:
     versions = info.get("versions", {})
     return (f"{describe_cpu(info.get('cpu'))}, {info.get('cores', '?')} cores, torch {versions.get('torch', '?')}"
+            + (" (CPU kernels pinned to AVX2)" if pinned(info) else "")
             + (f", {info['recorded']}" if "recorded" in info else ""))
 
 

@@ -10,6 +10,8 @@ import math
 import pandas as pd
 import pytest
 
+from cpuinfo_texts import SAPPHIRE_RAPIDS, ZEN3, ZEN5
+from dicap.cpu import KERNEL_PINS, cpu_from_cpuinfo
 from dicap.report import reproduction
 from dicap.report.reproduction import (
     ACCURACY,
@@ -20,8 +22,6 @@ from dicap.report.reproduction import (
     RATE,
     SEED_K,
     compare,
-    cpu,
-    cpu_from_cpuinfo,
     describe_cpu,
     describe_machine,
     read_reference,
@@ -32,55 +32,6 @@ from dicap.report.reproduction import (
     tolerance,
     verdict,
 )
-
-# The first processor of /proc/cpuinfo on three machines (flags shortened to what matters).
-ZEN3 = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 1
-model name\t: AMD EPYC
-stepping\t: 1
-flags\t\t: fpu sse sse2 avx fma avx2 bmi2 sha_ni vaes
-
-processor\t: 1
-vendor_id\t: AuthenticAMD
-model name\t: not the first processor
-"""
-SAPPHIRE_RAPIDS = """processor\t: 0
-vendor_id\t: GenuineIntel
-cpu family\t: 6
-model\t\t: 143
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: avx fma avx2 avx512f avx512dq avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
-"""
-NEOVERSE = """processor\t: 0
-BogoMIPS\t: 50.00
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32
-CPU implementer\t: 0x41
-CPU architecture: 8
-CPU variant\t: 0x1
-CPU part\t: 0xd0c
-"""
-
-
-def test_the_cpu_is_read_from_cpuinfo():
-    zen3 = cpu_from_cpuinfo(ZEN3)
-    assert (zen3["vendor"], zen3["family"], zen3["model"], zen3["model_name"]) == ("AuthenticAMD", 25, 1, "AMD EPYC")
-    assert {f for f, present in zen3["simd"].items() if present} == {"avx2", "fma"}
-    spr = cpu_from_cpuinfo(SAPPHIRE_RAPIDS)
-    assert (spr["vendor"], spr["family"], spr["model"]) == ("GenuineIntel", 6, 143)
-    assert all(spr["simd"].values()) and set(spr["simd"]) == set(reproduction.SIMD_FLAGS)
-    arm = cpu_from_cpuinfo(NEOVERSE)
-    assert (arm["vendor"], arm["family"], arm["model"], arm["model_name"]) == ("0x41", 8, 0xD0C, None)
-    assert not any(arm["simd"].values())
-    assert cpu_from_cpuinfo("") == {"vendor": None, "family": None, "model": None, "model_name": None, "simd": {}}
-
-
-def test_without_cpuinfo_the_name_comes_from_platform(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproduction.platform, "processor", lambda: "arm")
-    assert cpu(tmp_path / "absent")["model_name"] == "arm" and same_cpu({"cpu": cpu(tmp_path / "absent")}, {"cpu": cpu(tmp_path / "absent")}) is None
-    (tmp_path / "cpuinfo").write_text(SAPPHIRE_RAPIDS)
-    assert cpu(tmp_path / "cpuinfo") == cpu_from_cpuinfo(SAPPHIRE_RAPIDS)
 
 
 def test_the_cpu_is_described_precisely_and_an_old_record_as_it_was():
@@ -165,6 +116,7 @@ def test_the_reference_records_each_numbers_spread_and_machine(tables):
         "table,split,dataset,method,metric,value,std,n", "table1,test_unbiased,shapes,coop,base,90.0,1.0,2"]
     ref, machine = read_reference(tables / "reference.csv")
     assert machine["config_hash"] == "abc" and {"vendor", "family", "model", "model_name", "simd"} <= set(machine["cpu"])
+    assert set(machine["kernels"]) == set(KERNEL_PINS)  # the kernel variables in effect, unset ones as null
     assert ref["n"].tolist()[:6] == [2] * 6 and ref["n"].isna().sum() == 3
 
 
@@ -283,6 +235,23 @@ def test_beyond_five_standard_errors_or_a_fixed_bound_is_more_than_a_cpu(distanc
     assert f": {beyond} of the {outside} numbers outside are beyond 5 seed standard errors" in lines[-1]
     if fixed_shift:
         assert "- `backbones digits counterfactuals`: 241 against 240 (difference +1), outside its fixed bound of 0 (no seed spread to size it by)" in lines
+
+
+@pytest.mark.parametrize("other", [ZEN5, SAPPHIRE_RAPIDS])
+def test_the_verdict_says_when_both_cpus_ran_pinned_kernels_and_still_judges_them_as_two(other):
+    """Pinned to AVX2 (dicap.cpu) a Zen 5 rebuilt every artifact of a Zen 3 byte for byte, yet 179
+    numbers still moved a little (MaPLe's): two pinned CPUs are still two CPUs."""
+    ref, run = ({"cpu": cpu_from_cpuinfo(t), "kernels": dict(KERNEL_PINS)} for t in (ZEN3, other))
+    lines = verdict(_judged([3.5]), ref, run)
+    assert lines[-1].startswith("**Expected on a different CPU** (reference on AMD EPYC (")
+    assert "; both with torch's CPU kernels pinned to AVX2): every number outside" in lines[-1]
+    clean = verdict(_judged([1.0]), ref, run)
+    assert clean[-1].startswith("**Reproduced**") and clean[-1].endswith("; both with torch's CPU kernels pinned to AVX2).")
+    for unset in ({"kernels": dict.fromkeys(KERNEL_PINS)}, {"kernels": None}):  # either side unpinned
+        assert "pinned" not in verdict(_judged([3.5]), ref, run | unset)[-1]
+        assert "pinned" not in verdict(_judged([1.0]), ref | unset, run)[-1]
+    assert "pinned" not in verdict(_judged([3.5]), ref, ref)[-1]  # the same CPU: said so, nothing more
+    assert describe_machine(run | {"cores": 2}).endswith(" cores, torch ? (CPU kernels pinned to AVX2)")
 
 
 def test_a_reference_that_names_no_cpu_is_taken_as_another_and_a_clean_run_is_reproduced():
