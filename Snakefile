@@ -25,10 +25,18 @@ except ModuleNotFoundError:
 
 from dicap import budget, layout, runs, worker
 from dicap.code_version import code_version
+from dicap.cpu import pin_kernels
 from dicap.config import ConfigError, as_json, check_yaml_syntax, coerce_config, validate_config, with_defaults
 from dicap.plan import GENERATOR_CURVE, PROMPT_ABLATIONS, Plan
 
 min_version("9.0")
+
+# Each job pins torch's CPU kernels for itself (dicap.runtime); a DICAP_CPU_KERNELS it cannot take
+# is refused here, before any job, on a copy of the environment.
+try:
+    pin_kernels(dict(os.environ))
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 
 # Snakemake's own message for a YAML syntax error names no file, line or column.
 try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_runner import REPO, job_counts, snakemake
+from snakemake_runner import ENV, REPO, job_counts, snakemake
 
 
 def plan(command: str, workdir: Path, timeout: int = 120):
@@ -64,3 +64,16 @@ def test_a_tab_indented_config_yaml_names_file_line_and_column(tmp_path):
     assert out.returncode != 0
     assert f"config.yaml:{line}:1: not valid YAML: found character '\\t'" in out.stdout + out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("value", ["nativ", "avx512"])
+def test_a_bad_cpu_kernel_choice_stops_before_any_job_with_one_line(tmp_path, value):
+    """Without the check the warm worker and every job would stop on it, one by one."""
+    out = snakemake("-n", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path),
+                    env={**ENV, "DICAP_CPU_KERNELS": value})
+    assert out.returncode != 0
+    line = f"DICAP_CPU_KERNELS='{value}': must be one of avx2, native (or unset)"
+    assert line in (out.stdout + out.stderr).splitlines(), (out.stdout + out.stderr)[-2000:]
+    assert "rule " not in out.stdout and not (tmp_path / "build").exists()
+    assert snakemake("-n", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path),
+                     env={**ENV, "DICAP_CPU_KERNELS": "native"}).returncode == 0
