@@ -249,8 +249,9 @@ def verdict(frame: pd.DataFrame, reference_machine: dict[str, Any] | None, run_m
     if same:
         cpus = f"this run on the reference's CPU, {run_cpu}"
     else:
-        both_pinned = pinned(reference_machine) and pinned(run_machine)  # dicap.cpu: far fewer numbers move
-        cpus = f"reference on {reference_cpu}; this run on {run_cpu}" + ("; both with torch's CPU kernels pinned to AVX2" * both_pinned)
+        cpus = f"reference on {reference_cpu}; this run on {run_cpu}"
+        if pinned(reference_machine) and pinned(run_machine):  # dicap.cpu: far fewer numbers move
+            cpus += "; both with torch's CPU kernels pinned to AVX2"
     lines.append(f"{len(compared)} numbers compared, {len(outside)} outside their tolerance.")
     if same is None:
         lines += ["", "The reference's machine record does not name its CPU precisely (recorded before it did: "
